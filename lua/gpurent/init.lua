@@ -1,0 +1,34 @@
+-- gpurent: the table every recipe sees as the global `gpurent`. It holds the
+-- runtime's own facts (version, search path) and the error kinds that map to exit
+-- codes; the primitives live in their own modules (gpurent.yaml, gpurent.hash, ...).
+local core = require "gpurent.core"
+local errors = require "gpurent.errors"
+
+local gpurent = {
+  version = core.host.version,
+  core = core,
+  refuse = errors.refuse,         -- a safety gate said no: exit 3
+  usage_error = errors.usage,     -- the caller's words are off: exit 2
+  is_refusal = errors.is_refusal,
+}
+
+-- The module search path, in order, joined with ':' like PATH.
+function gpurent.path()
+  return table.concat(core.host.search_dirs, ":")
+end
+
+-- Directory holding gpurent's own lua/, profiles/ and recipes/.
+function gpurent.share_dir()
+  return core.host.share_dir
+end
+
+function gpurent.project_dir()
+  return core.host.project_dir
+end
+
+gpurent.now = core.sys.now
+gpurent.sleep = core.sys.sleep
+gpurent.isatty = core.sys.isatty
+
+_G.gpurent = gpurent
+return gpurent

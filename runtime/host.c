@@ -1,0 +1,262 @@
+/* host.c: the lua_State gpurent runs recipes in. Owns library setup (Lua's own,
+ * lfs and cjson preloaded from Debian's builds, gpurent.core), the module search path,
+ * the message handler that turns errors into exit codes, and SIGINT delivery. */
+#include "host.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <lualib.h>
+
+int luaopen_lfs(lua_State *L);
+int luaopen_cjson(lua_State *L);
+int luaopen_cjson_safe(lua_State *L);
+
+volatile int gr_interrupted = 0;
+static lua_State *signal_state = NULL;
+static int host_verbose = 0;
+
+static const luaL_Reg core_modules[] = {
+    {"yaml", gr_open_yaml},
+    {"hash", gr_open_hash},
+    {"fs", gr_open_fs},
+    {"sys", gr_open_sys},
+    {NULL, NULL}
+};
+
+int gr_errno_error(lua_State *L, const char *what, const char *path) {
+    int e = errno;
+    return luaL_error(L, "%s %s: %s", what, path ? path : "", strerror(e));
+}
+
+int gr_raise_if_interrupted(lua_State *L) {
+    if (gr_interrupted) return luaL_error(L, "interrupted");
+    return 0;
+}
+
+/* SIGINT: like lua.c, set a hook so the running Lua code raises at its next
+ * instruction; blocking primitives see gr_interrupted after poll() returns EINTR. */
+static void interrupt_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    lua_sethook(L, NULL, 0, 0);
+    luaL_error(L, "interrupted");
+}
+
+static void on_sigint(int sig) {
+    (void)sig;
+    gr_interrupted = 1;
+    if (signal_state)
+        lua_sethook(signal_state, interrupt_hook,
+                    LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+}
+
+static void install_sigint(lua_State *L) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0; /* no SA_RESTART: blocking calls return EINTR */
+    signal_state = L;
+    sigaction(SIGINT, &sa, NULL);
+}
+
+static int open_core(lua_State *L) {
+    lua_newtable(L);
+    for (const luaL_Reg *m = core_modules; m->name; m++) {
+        m->func(L);
+        lua_setfield(L, -2, m->name);
+    }
+    return 1;
+}
+
+static void preload(lua_State *L, const char *name, lua_CFunction f) {
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    lua_pushcfunction(L, f);
+    lua_setfield(L, -2, name);
+    lua_pop(L, 1);
+}
+
+static int is_dir(const char *p) {
+    struct stat st;
+    return p && stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* The directory holding gpurent's own lua/, profiles/ and recipes/: next to the
+ * binary in a build tree, ../share/gpurent when installed, else the compiled-in one. */
+static void find_share_dir(char *out, size_t n) {
+    char exe[PATH_MAX], probe[PATH_MAX + 64];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    out[0] = '\0';
+    if (len > 0) {
+        exe[len] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) *slash = '\0';
+        snprintf(probe, sizeof probe, "%s/lua/gpurent", exe);
+        if (is_dir(probe)) { snprintf(out, n, "%s", exe); return; }
+        snprintf(probe, sizeof probe, "%s/../share/gpurent/lua/gpurent", exe);
+        if (is_dir(probe)) {
+            snprintf(probe, sizeof probe, "%s/../share/gpurent", exe);
+            if (!realpath(probe, out)) snprintf(out, n, "%s", probe);
+            return;
+        }
+    }
+    snprintf(out, n, "%s", GPURENT_SHAREDIR);
+}
+
+/* Nearest ancestor of the working directory holding gpurent.lock; else the cwd. */
+static void find_project_dir(char *out, size_t n) {
+    char dir[PATH_MAX], probe[PATH_MAX + 16];
+    if (!getcwd(dir, sizeof dir)) { snprintf(out, n, "."); return; }
+    snprintf(out, n, "%s", dir);
+    for (;;) {
+        struct stat st;
+        snprintf(probe, sizeof probe, "%s/gpurent.lock", dir);
+        if (stat(probe, &st) == 0) { snprintf(out, n, "%s", dir); return; }
+        char *slash = strrchr(dir, '/');
+        if (!slash || slash == dir) return;
+        *slash = '\0';
+    }
+}
+
+/* gpurent.core.host: the search path pieces, computed once, for lua/gpurent/init.lua. */
+static void push_host_info(lua_State *L, const char *recipe_dir) {
+    char share[PATH_MAX], project[PATH_MAX], buf[PATH_MAX + 8];
+    find_share_dir(share, sizeof share);
+    find_project_dir(project, sizeof project);
+    lua_newtable(L);
+    lua_pushstring(L, recipe_dir ? recipe_dir : ".");
+    lua_setfield(L, -2, "recipe_dir");
+    lua_pushstring(L, project);
+    lua_setfield(L, -2, "project_dir");
+    snprintf(buf, sizeof buf, "%s/lua", project);
+    lua_pushstring(L, buf);
+    lua_setfield(L, -2, "project_lua");
+    lua_pushstring(L, share);
+    lua_setfield(L, -2, "share_dir");
+    lua_pushstring(L, GPURENT_VERSION);
+    lua_setfield(L, -2, "version");
+    lua_pushboolean(L, host_verbose);
+    lua_setfield(L, -2, "verbose");
+}
+
+/* package.path: recipe dir, project lua/, share lua/, GPURENT_PATH, then Lua's
+ * defaults (Debian's busted, lfs...). String work is simpler in Lua. */
+static const char *path_setup =
+    "local host, sep = ...\n"
+    "local dirs, seen = {}, {}\n"
+    "local function add(d) if d and d ~= '' and not seen[d] then seen[d] = true; dirs[#dirs+1] = d end end\n"
+    "local lfs = require 'lfs'\n"
+    "local function isdir(d) return lfs.attributes(d, 'mode') == 'directory' end\n"
+    "add(host.recipe_dir)\n"
+    "if isdir(host.project_lua) then add(host.project_lua) end\n"
+    "add(host.share_dir .. '/lua')\n"
+    "for d in (os.getenv('GPURENT_PATH') or ''):gmatch('[^:]+') do add(d) end\n"
+    "host.search_dirs = dirs\n"
+    "local parts = {}\n"
+    "for _, d in ipairs(dirs) do parts[#parts+1] = d .. '/?.lua;' .. d .. '/?/init.lua' end\n"
+    "package.path = table.concat(parts, ';') .. ';' .. package.path\n";
+
+/* Message handler: keep the error object as it is (tables carry exit codes) and
+ * stash a traceback for --verbose. */
+static int msgh(lua_State *L) {
+    luaL_traceback(L, L, NULL, 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "gpurent.traceback");
+    return 1;
+}
+
+/* An error object may carry an exit code (gate refusals: 3, usage: 2). */
+static int exit_code_of(lua_State *L, int idx) {
+    if (lua_type(L, idx) == LUA_TTABLE) {
+        lua_getfield(L, idx, "exit");
+        int isnum;
+        lua_Integer code = lua_tointegerx(L, -1, &isnum);
+        lua_pop(L, 1);
+        if (isnum) return (int)code;
+    }
+    return gr_interrupted ? GR_EXIT_INTERRUPTED : GR_EXIT_ERROR;
+}
+
+static void report_error(lua_State *L) {
+    const char *msg = NULL;
+    if (lua_type(L, -1) == LUA_TSTRING) msg = lua_tostring(L, -1);
+    else if (luaL_callmeta(L, -1, "__tostring")) { msg = lua_tostring(L, -1); lua_insert(L, -2); }
+    fprintf(stderr, "gpurent: %s\n", msg ? msg : "(error object is not a string)");
+    if (host_verbose) {
+        lua_getfield(L, LUA_REGISTRYINDEX, "gpurent.traceback");
+        if (lua_isstring(L, -1)) fprintf(stderr, "%s\n", lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+}
+
+int gr_host_call(lua_State *L, int nargs) {
+    int base = lua_gettop(L) - nargs;
+    lua_pushcfunction(L, msgh);
+    lua_insert(L, base);
+    int status = lua_pcall(L, nargs, 1, base);
+    lua_remove(L, base);
+    if (status == LUA_OK) {
+        /* a chunk may return its exit code (the Lua CLI's commands do) */
+        int code = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : GR_EXIT_OK;
+        lua_pop(L, 1);
+        return gr_interrupted ? GR_EXIT_INTERRUPTED : code;
+    }
+    int code = exit_code_of(L, -1);
+    report_error(L);
+    lua_settop(L, base - 1);
+    return code;
+}
+
+int gr_host_load_file(lua_State *L, const char *path) {
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        fprintf(stderr, "gpurent: cannot open recipe %s: %s\n", path, strerror(errno));
+        return GR_EXIT_USAGE;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "gpurent: %s is a directory, not a recipe file\n", path);
+        return GR_EXIT_USAGE;
+    }
+    if (luaL_loadfile(L, path) != LUA_OK) {
+        fprintf(stderr, "gpurent: %s\n", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return GR_EXIT_ERROR;
+    }
+    return GR_EXIT_OK;
+}
+
+lua_State *gr_host_new(const char *argv0, const char *recipe_dir, int verbose) {
+    (void)argv0;
+    host_verbose = verbose;
+    lua_State *L = luaL_newstate();
+    if (!L) return NULL;
+    luaL_openlibs(L);
+    preload(L, "lfs", luaopen_lfs);
+    preload(L, "cjson", luaopen_cjson);
+    preload(L, "cjson.safe", luaopen_cjson_safe);
+    preload(L, "gpurent.core", open_core);
+    push_host_info(L, recipe_dir);
+    lua_setfield(L, LUA_REGISTRYINDEX, "gpurent.host");
+    if (luaL_loadstring(L, path_setup) == LUA_OK) {
+        lua_getfield(L, LUA_REGISTRYINDEX, "gpurent.host");
+        lua_pushstring(L, ":");
+        if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+            fprintf(stderr, "gpurent: search path setup failed: %s\n", lua_tostring(L, -1));
+            lua_pop(L, 1);
+        }
+    }
+    /* expose the host info to Lua as gpurent.core.host */
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "gpurent.core");
+    lua_call(L, 1, 1);
+    lua_getfield(L, LUA_REGISTRYINDEX, "gpurent.host");
+    lua_setfield(L, -2, "host");
+    lua_pop(L, 1);
+    install_sigint(L);
+    return L;
+}

@@ -1,0 +1,182 @@
+/* main.c: the command line. Parses global options and the built-in commands (run,
+ * -e, version, help) with getopt_long; every other command is handed to the Lua CLI
+ * (lua/gpurent/cli.lua), so commands can be written as policy in Lua. */
+#include "host.h"
+
+#include <getopt.h>
+#include <libssh2.h>
+#include <openssl/crypto.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <curl/curl.h>
+#include <yaml.h>
+
+static const char usage_text[] =
+    "usage: gpurent [--verbose] COMMAND [ARGS]\n"
+    "\n"
+    "commands:\n"
+    "  run FILE.lua [key=value ...] [-- args ...]   run a recipe\n"
+    "  -e CODE                                      run a Lua chunk\n"
+    "  check HOST | status | history | cost | lib | billing | repl HOST | watch RUN\n"
+    "                                               see `gpurent COMMAND --help`\n"
+    "  version                                      versions of gpurent and its libraries\n"
+    "  help [RECIPE]                                this text, or a recipe's parameters\n"
+    "\n"
+    "options:\n"
+    "  -v, --verbose   print a traceback with errors\n"
+    "  -h, --help      this text\n"
+    "\n"
+    "exit codes:\n"
+    "  0    ok\n"
+    "  1    recipe or runtime error\n"
+    "  2    usage error\n"
+    "  3    refused by a safety gate (teardown gate, free-space gate, host key)\n"
+    "  130  interrupted (SIGINT)\n"
+    "\n"
+    "module search path: the recipe's directory, the project's lua/ (nearest\n"
+    "gpurent.lock, else the working directory), gpurent's own library, then each\n"
+    "directory of GPURENT_PATH (colon-separated). Show it: gpurent -e 'print(gpurent.path())'\n";
+
+static int usage_error(const char *msg) {
+    fprintf(stderr, "gpurent: %s\n(see gpurent help)\n", msg);
+    return GR_EXIT_USAGE;
+}
+
+static int cmd_version(void) {
+    curl_version_info_data *cv = curl_version_info(CURLVERSION_NOW);
+    printf("gpurent %s\n", GPURENT_VERSION);
+    printf("%s\n", LUA_RELEASE);
+    printf("libssh2 %s\n", libssh2_version(0));
+    printf("libyaml %s\n", yaml_get_version_string());
+    printf("%s\n", OpenSSL_version(OPENSSL_VERSION));
+    printf("libcurl %s\n", cv ? cv->version : "?");
+    printf("SQLite %s\n", sqlite3_libversion());
+    return GR_EXIT_OK;
+}
+
+/* Bring up the host for a chunk run from the working directory. */
+static lua_State *new_host(const char *recipe_dir, int verbose) {
+    lua_State *L = gr_host_new("gpurent", recipe_dir, verbose);
+    if (!L) fprintf(stderr, "gpurent: cannot create Lua state (out of memory)\n");
+    return L;
+}
+
+/* Load gpurent's Lua library so recipes see the global `gpurent`. */
+static int load_prelude(lua_State *L) {
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "gpurent");
+    return gr_host_call(L, 1);
+}
+
+static int finish(lua_State *L, int code) {
+    fflush(stdout);
+    lua_close(L);
+    return code;
+}
+
+static int cmd_eval(const char *code, int verbose) {
+    lua_State *L = new_host(".", verbose);
+    if (!L) return GR_EXIT_ERROR;
+    int rc = load_prelude(L);
+    if (rc) return finish(L, rc);
+    if (luaL_loadbuffer(L, code, strlen(code), "=(command line)") != LUA_OK) {
+        fprintf(stderr, "gpurent: %s\n", lua_tostring(L, -1));
+        return finish(L, GR_EXIT_ERROR);
+    }
+    return finish(L, gr_host_call(L, 0));
+}
+
+/* Push a chunk that calls require(module).main(...) so that loading the module is
+ * protected by the same error handling as the call itself. */
+static void push_lua_main(lua_State *L, const char *module) {
+    static const char chunk[] = "local m = ...; return require(m).main(select(2, ...))";
+    if (luaL_loadbuffer(L, chunk, sizeof chunk - 1, "=gpurent") != LUA_OK) lua_error(L);
+    lua_pushstring(L, module);
+}
+
+static void dirname_of(const char *path, char *out, size_t n) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(out, n, ".");
+    else if (slash == path) snprintf(out, n, "/");
+    else snprintf(out, n, "%.*s", (int)(slash - path), path);
+}
+
+static const char run_usage[] =
+    "usage: gpurent run FILE.lua [key=value ...] [-- args ...]\n"
+    "Runs a recipe. key=value pairs reach it as the table `params` (also its first\n"
+    "argument); words after -- reach it as `arg[1..n]`. `gpurent help FILE.lua` lists\n"
+    "the parameters a recipe declares.\n";
+
+/* Hands the recipe to lua/gpurent/recipe.lua, which validates declared parameters
+ * before running it. */
+static int cmd_run(int argc, char **argv, int verbose) {
+    static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {0, 0, 0, 0}};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+        if (c == 'h') { fputs(run_usage, stdout); return GR_EXIT_OK; }
+        fputs(run_usage, stderr);
+        return GR_EXIT_USAGE;
+    }
+    if (optind >= argc) { fputs(run_usage, stderr); return GR_EXIT_USAGE; }
+    const char *file = argv[optind++];
+    char dir[4096];
+    dirname_of(file, dir, sizeof dir);
+    lua_State *L = new_host(dir, verbose);
+    if (!L) return GR_EXIT_ERROR;
+    int rc = load_prelude(L);
+    if (rc) return finish(L, rc);
+    push_lua_main(L, "gpurent.recipe");
+    lua_pushstring(L, file);
+    lua_newtable(L);
+    for (int i = optind, n = 1; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, n++);
+    }
+    return finish(L, gr_host_call(L, 3));
+}
+
+/* Commands written in Lua: gpurent.cli.main(cmd, {args...}). */
+static int cmd_lua(int argc, char **argv, int verbose) {
+    lua_State *L = new_host(".", verbose);
+    if (!L) return GR_EXIT_ERROR;
+    int rc = load_prelude(L);
+    if (rc) return finish(L, rc);
+    push_lua_main(L, "gpurent.cli");
+    lua_pushstring(L, argv[0]);
+    lua_newtable(L);
+    for (int i = 1; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i);
+    }
+    return finish(L, gr_host_call(L, 3));
+}
+
+int main(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {0, 0, 0, 0}
+    };
+    int verbose = 0, c;
+    const char *eval = NULL;
+    while ((c = getopt_long(argc, argv, "+vhe:", opts, NULL)) != -1) {
+        switch (c) {
+        case 'v': verbose = 1; break;
+        case 'h': fputs(usage_text, stdout); return GR_EXIT_OK;
+        case 'V': return cmd_version();
+        case 'e': eval = optarg; break;
+        default: return usage_error("unknown option");
+        }
+    }
+    if (eval) return cmd_eval(eval, verbose);
+    if (optind >= argc) { fputs(usage_text, stderr); return GR_EXIT_USAGE; }
+    const char *cmd = argv[optind];
+    if (strcmp(cmd, "version") == 0) return cmd_version();
+    if (strcmp(cmd, "help") == 0 && optind + 1 >= argc) { fputs(usage_text, stdout); return 0; }
+    if (strcmp(cmd, "run") == 0) return cmd_run(argc - optind, argv + optind, verbose);
+    return cmd_lua(argc - optind, argv + optind, verbose);
+}

@@ -1,0 +1,55 @@
+-- setup.lua: loaded by busted before the specs. Gives specs a handle on the binary
+-- under test and small helpers to run it as a user would (a child process).
+local T = {}
+local lfs = require "lfs"
+
+T.root = lfs.currentdir()
+T.bin = os.getenv("GPURENT_BIN") or (T.root .. "/gpurent")
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+T.q = shell_quote
+
+-- T.run(args_string [, opts]) runs gpurent in a shell; returns code, stdout, stderr.
+function T.run(args, opts)
+  opts = opts or {}
+  local out, err = os.tmpname(), os.tmpname()
+  local cmd = string.format("%s%s %s >%s 2>%s", opts.env and (opts.env .. " ") or "",
+    shell_quote(opts.bin or T.bin), args, out, err)
+  if opts.cwd then cmd = "cd " .. shell_quote(opts.cwd) .. " && " .. cmd end
+  if opts.stdin then cmd = cmd .. " <" .. shell_quote(opts.stdin) else cmd = cmd .. " </dev/null" end
+  local _, _, code = os.execute(cmd)
+  local function slurp(p) local f = io.open(p, "rb"); local s = f:read("a"); f:close(); os.remove(p); return s end
+  return code, slurp(out), slurp(err)
+end
+
+-- T.tmpdir() -> a fresh directory removed by T.rmtree
+function T.tmpdir()
+  local p = os.tmpname()
+  os.remove(p)
+  assert(lfs.mkdir(p))
+  return p
+end
+
+function T.rmtree(p)
+  if p and p:match("^/tmp/") then os.execute("rm -rf " .. shell_quote(p)) end
+end
+
+function T.write(path, data)
+  local f = assert(io.open(path, "wb"))
+  f:write(data)
+  f:close()
+  return path
+end
+
+function T.read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+_G.T = T
+return T
