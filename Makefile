@@ -55,14 +55,14 @@ $(BUILD):
 
 TEST_ARGS ?= tests/spec
 test: all
-	./$(BIN) run tests/busted.lua -- $(TEST_ARGS)
+	./$(BIN) run tests/run_specs.lua -- $(TEST_ARGS)
 
 asan: deps
 	$(MAKE) BUILD=build/asan BIN=gpurent-asan \
 	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	  LDFLAGS="-rdynamic -fsanitize=address,undefined" gpurent-asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
-	  GPURENT_BIN=./gpurent-asan ./gpurent-asan run tests/busted.lua -- $(TEST_ARGS)
+	  GPURENT_BIN=./gpurent-asan ./gpurent-asan run tests/run_specs.lua -- $(TEST_ARGS)
 
 bench: all
 	bench/run.sh

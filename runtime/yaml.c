@@ -5,6 +5,7 @@
 #include "host.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,11 +26,25 @@ typedef struct {
     int positions;      /* stack index of the positions table, 0 if not asked */
 } loader;
 
-static int loader_gc(lua_State *L) {
-    loader *ld = luaL_checkudata(L, 1, "gpurent.yaml.loader");
+/* Raise without luaL_error's "caller:line:" prefix: the message already says
+ * where in the YAML the problem is. */
+static int raise(lua_State *L, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    return lua_error(L);
+}
+
+static void loader_release(loader *ld) {
     if (ld->have_event) yaml_event_delete(&ld->event);
     if (ld->parser_ok) yaml_parser_delete(&ld->parser);
     ld->have_event = ld->parser_ok = 0;
+}
+
+/* __gc: frees libyaml's memory when a Lua error unwound the load midway. */
+static int loader_gc(lua_State *L) {
+    loader_release(luaL_checkudata(L, 1, "gpurent.yaml.loader"));
     return 0;
 }
 
@@ -46,14 +61,14 @@ static int parse_error(lua_State *L, loader *ld) {
     size_t line, col;
     if (p->error == YAML_READER_ERROR) {
         offset_to_mark(ld, p->problem_offset, &line, &col);
-        return luaL_error(L, "%s:%d:%d: %s (byte offset %d)", ld->name, (int)line, (int)col,
+        return raise(L, "%s:%d:%d: %s (byte offset %d)", ld->name, (int)line, (int)col,
                           p->problem ? p->problem : "cannot read input", (int)p->problem_offset);
     }
     line = p->problem_mark.line + 1;
     col = p->problem_mark.column + 1;
     if (p->context)
-        return luaL_error(L, "%s:%d:%d: %s %s", ld->name, (int)line, (int)col, p->problem, p->context);
-    return luaL_error(L, "%s:%d:%d: %s", ld->name, (int)line, (int)col,
+        return raise(L, "%s:%d:%d: %s %s", ld->name, (int)line, (int)col, p->problem, p->context);
+    return raise(L, "%s:%d:%d: %s", ld->name, (int)line, (int)col,
                       p->problem ? p->problem : "invalid YAML");
 }
 
@@ -64,7 +79,7 @@ static void next_event(lua_State *L, loader *ld) {
 }
 
 static int error_at(lua_State *L, loader *ld, yaml_mark_t m, const char *what, const char *arg) {
-    return luaL_error(L, "%s:%d:%d: %s%s", ld->name, (int)m.line + 1, (int)m.column + 1, what,
+    return raise(L, "%s:%d:%d: %s%s", ld->name, (int)m.line + 1, (int)m.column + 1, what,
                       arg ? arg : "");
 }
 
@@ -152,6 +167,10 @@ static void push_tagged_scalar(lua_State *L, loader *ld, const char *tag, const 
         int ok = (strcmp(tag, YAML_BOOL_TAG) == 0) ? t == LUA_TBOOLEAN
                : (strcmp(tag, YAML_INT_TAG) == 0) ? lua_isinteger(L, -1)
                : t == LUA_TNUMBER;
+        if (ok && t == LUA_TNUMBER && strcmp(tag, YAML_FLOAT_TAG) == 0) {
+            lua_pushnumber(L, lua_tonumber(L, -1)); /* !!float 2 is 2.0 */
+            lua_remove(L, -2);
+        }
         if (ok) return;
         lua_settop(L, before);
         if (strcmp(tag, YAML_FLOAT_TAG) == 0 && push_int(L, s)) {
@@ -206,8 +225,9 @@ static void record_position(lua_State *L, loader *ld, int tbl, yaml_mark_t m) {
 }
 
 /* Merge key: copy the entries of a mapping (or a sequence of mappings) that the
- * target does not already have. Value on top, target at tbl. */
-static void merge_into(lua_State *L, loader *ld, int tbl, yaml_mark_t m) {
+ * target does not already have, noting them in `merged` so that an explicit key
+ * later in the mapping overrides them. Value on top, target at tbl. */
+static void merge_into(lua_State *L, loader *ld, int tbl, int merged, yaml_mark_t m) {
     int src = lua_gettop(L);
     if (lua_type(L, src) != LUA_TTABLE) error_at(L, ld, m, "merge key << needs a mapping", NULL);
     int is_seq = lua_rawlen(L, src) > 0;
@@ -223,6 +243,9 @@ static void merge_into(lua_State *L, loader *ld, int tbl, yaml_mark_t m) {
                 lua_pushvalue(L, -2);
                 lua_pushvalue(L, -2);
                 lua_rawset(L, tbl);
+                lua_pushvalue(L, -2);
+                lua_pushboolean(L, 1);
+                lua_rawset(L, merged);
             } else lua_pop(L, 1);
             lua_pop(L, 1);
         }
@@ -235,6 +258,8 @@ static void parse_mapping(lua_State *L, loader *ld, int depth) {
     yaml_char_t *anchor = ld->event.data.mapping_start.anchor;
     lua_newtable(L);
     int tbl = lua_gettop(L);
+    lua_newtable(L);
+    int merged = lua_gettop(L); /* keys that came from << and may be overridden */
     if (anchor) { lua_pushvalue(L, tbl); lua_setfield(L, ld->anchors, (const char *)anchor); }
     for (;;) {
         next_event(L, ld);
@@ -251,9 +276,12 @@ static void parse_mapping(lua_State *L, loader *ld, int depth) {
             error_at(L, ld, key_mark, "a mapping key cannot be NaN", NULL);
         next_event(L, ld);
         parse_node(L, ld, depth + 1);               /* value */
-        if (is_merge) { lua_remove(L, -2); merge_into(L, ld, tbl, key_mark); continue; }
+        if (is_merge) { lua_remove(L, -2); merge_into(L, ld, tbl, merged, key_mark); continue; }
         lua_pushvalue(L, -2);
-        if (lua_rawget(L, tbl) != LUA_TNIL) {
+        int from_merge = lua_rawget(L, merged) != LUA_TNIL;
+        lua_pop(L, 1);
+        lua_pushvalue(L, -2);
+        if (lua_rawget(L, tbl) != LUA_TNIL && !from_merge) {
             lua_pop(L, 1);
             lua_pushvalue(L, -2);
             const char *k = luaL_tolstring(L, -1, NULL);
@@ -265,6 +293,7 @@ static void parse_mapping(lua_State *L, loader *ld, int depth) {
         lua_pop(L, 1);
         lua_rawset(L, tbl);
     }
+    lua_pop(L, 1); /* merged */
 }
 
 static void parse_sequence(lua_State *L, loader *ld, int depth) {
@@ -335,7 +364,7 @@ static int yaml_load(lua_State *L) {
         lua_newtable(L); lua_replace(L, ld->anchors); /* anchors do not cross documents */
         next_event(L, ld); /* DOCUMENT_END */
     }
-    loader_gc(L); /* release libyaml memory now, not at the next GC */
+    loader_release(ld); /* free libyaml memory now, not at the next GC */
     lua_pushvalue(L, docs);
     if (want_pos) { lua_pushvalue(L, ld->positions); return 2; }
     return 1;

@@ -76,7 +76,8 @@ function encode_value(v, indent, where, seen)
   elseif tv == "boolean" then return tostring(v)
   elseif tv == "number" then
     if math.type(v) == "integer" then return string.format("%d", v) end
-    if v ~= v or v == math.huge or v == -math.huge then error("json: " .. tostring(v) .. " at " .. where, 0) end
+    if v ~= v then error("json: NaN at " .. where, 0) end
+    if v == math.huge or v == -math.huge then error("json: infinity at " .. where, 0) end
     if v == math.floor(v) and math.abs(v) < 2^53 then return string.format("%.1f", v) end
     return string.format("%.17g", v)
   elseif tv == "table" then return encode_table(v, indent, where, seen)

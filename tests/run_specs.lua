@@ -1,6 +1,6 @@
--- tests/busted.lua: runs the busted suite inside the gpurent host, so that specs
+-- tests/run_specs.lua: runs the busted suite inside the gpurent host, so that specs
 -- exercise the real primitives (gpurent.core, lfs and cjson as gpurent links them).
--- Usage: gpurent run tests/busted.lua -- [busted options] [spec dirs]
+-- Usage: gpurent run tests/run_specs.lua -- [busted options] [spec dirs]
 local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
 package.path = here .. "/helpers/?.lua;" .. package.path
 
