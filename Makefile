@@ -4,13 +4,14 @@
 
 PREFIX   ?= /usr/local
 SHAREDIR  = $(PREFIX)/share/gpurent
-PKGS      = lua5.4 libssh2 yaml-0.1 libcurl libcrypto sqlite3 libedit
+# libcurl is dlopen()ed on first use (runtime/curlload.c): only its headers are needed.
+PKGS      = lua5.4 libssh2 yaml-0.1 libcrypto sqlite3 libedit
 CC       ?= cc
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-format-truncation -fno-common \
-            -DGPURENT_SHAREDIR='"$(SHAREDIR)"' $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+            -DGPURENT_SHAREDIR='"$(SHAREDIR)"' $(shell pkg-config --cflags $(PKGS) libcurl 2>/dev/null)
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) \
-            -l:liblua5.4-filesystem.so.0 -l:liblua5.4-cjson.so.0 -lm
+            -l:liblua5.4-filesystem.so.0 -l:liblua5.4-cjson.so.0 -ldl -lm
 # Debian's Lua C modules do not link liblua: the host exports the Lua API (-rdynamic)
 LDFLAGS  += -rdynamic
 

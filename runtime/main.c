@@ -2,6 +2,7 @@
  * -e, version, help) with getopt_long; every other command is handed to the Lua CLI
  * (lua/gpurent/cli.lua), so commands can be written as policy in Lua. */
 #include "host.h"
+#include "curlload.h"
 
 #include <getopt.h>
 #include <libssh2.h>
@@ -10,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <curl/curl.h>
 #include <yaml.h>
 
 static const char usage_text[] =
@@ -45,13 +45,14 @@ static int usage_error(const char *msg) {
 }
 
 static int cmd_version(void) {
-    curl_version_info_data *cv = curl_version_info(CURLVERSION_NOW);
+    const gr_curl_api *curl = gr_curl(NULL);
+    curl_version_info_data *cv = curl ? curl->version_info(CURLVERSION_NOW) : NULL;
     printf("gpurent %s\n", GPURENT_VERSION);
     printf("%s\n", LUA_RELEASE);
     printf("libssh2 %s\n", libssh2_version(0));
     printf("libyaml %s\n", yaml_get_version_string());
     printf("%s\n", OpenSSL_version(OPENSSL_VERSION));
-    printf("libcurl %s\n", cv ? cv->version : "?");
+    printf("libcurl %s\n", cv ? cv->version : "(not loadable)");
     printf("SQLite %s\n", sqlite3_libversion());
     return GR_EXIT_OK;
 }
