@@ -7,13 +7,14 @@ SHAREDIR  = $(PREFIX)/share/gpurent
 # libcurl is dlopen()ed on first use (runtime/curlload.c): only its headers are needed.
 PKGS      = lua5.4 libssh2 yaml-0.1 libcrypto sqlite3 libedit
 CC       ?= cc
-CFLAGS   ?= -O2 -g
-CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-format-truncation -fno-common \
+OPT      ?= -O2 -g
+SAN      ?=
+CFLAGS   += $(OPT) $(SAN) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-format-truncation -fno-common \
             -DGPURENT_SHAREDIR='"$(SHAREDIR)"' $(shell pkg-config --cflags $(PKGS) libcurl 2>/dev/null)
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) \
             -l:liblua5.4-filesystem.so.0 -l:liblua5.4-cjson.so.0 -ldl -lm
 # Debian's Lua C modules do not link liblua: the host exports the Lua API (-rdynamic)
-LDFLAGS  += -rdynamic
+LDFLAGS  += -rdynamic $(SAN)
 
 SRCS      = $(wildcard runtime/*.c)
 BUILD    ?= build
@@ -59,9 +60,8 @@ test: all
 	./$(BIN) run tests/run_specs.lua -- $(TEST_ARGS)
 
 asan: deps
-	$(MAKE) BUILD=build/asan BIN=gpurent-asan \
-	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-	  LDFLAGS="-rdynamic -fsanitize=address,undefined" gpurent-asan
+	$(MAKE) BUILD=build/asan BIN=gpurent-asan OPT="-O1 -g" \
+	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" gpurent-asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  GPURENT_BIN=./gpurent-asan ./gpurent-asan run tests/run_specs.lua -- $(TEST_ARGS)
 

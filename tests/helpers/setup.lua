@@ -5,6 +5,7 @@ local lfs = require "lfs"
 
 T.root = lfs.currentdir()
 T.bin = os.getenv("GPURENT_BIN") or (T.root .. "/gpurent")
+if T.bin:sub(1, 1) ~= "/" then T.bin = T.root .. "/" .. T.bin:gsub("^%./", "") end
 
 local function shell_quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
