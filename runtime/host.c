@@ -27,6 +27,7 @@ static const luaL_Reg core_modules[] = {
     {"hash", gr_open_hash},
     {"fs", gr_open_fs},
     {"sys", gr_open_sys},
+    {"term", gr_open_term},
     {NULL, NULL}
 };
 
@@ -38,6 +39,12 @@ int gr_errno_error(lua_State *L, const char *what, const char *path) {
 int gr_raise_if_interrupted(lua_State *L) {
     if (gr_interrupted) return luaL_error(L, "interrupted");
     return 0;
+}
+
+void gr_clear_interrupt(lua_State *L) {
+    gr_interrupted = 0;
+    lua_sethook(signal_state ? signal_state : L, NULL, 0, 0);
+    if (L != signal_state) lua_sethook(L, NULL, 0, 0);
 }
 
 /* SIGINT: like lua.c, set a hook so the running Lua code raises at its next

@@ -24,11 +24,14 @@ int gr_open_yaml(lua_State *L);
 int gr_open_hash(lua_State *L);
 int gr_open_fs(lua_State *L);
 int gr_open_sys(lua_State *L);
+int gr_open_term(lua_State *L);
 
 /* Set by the SIGINT handler; primitives that block (poll, read) check it and raise
  * "interrupted" so the Lua code's cleanup runs. */
 extern volatile int gr_interrupted;
 int gr_raise_if_interrupted(lua_State *L);
+/* Forget a handled SIGINT (the REPL after Ctrl-C): clears the flag and the hook. */
+void gr_clear_interrupt(lua_State *L);
 
 /* luaL_error with strerror(errno) appended: "<what> <path>: <strerror>". */
 int gr_errno_error(lua_State *L, const char *what, const char *path);

@@ -1,0 +1,332 @@
+-- gpurent.repl: the interactive loop of `gpurent repl [HOST]`: look, try, fix on the
+-- box that is billing right now. Lua lines evaluate in an environment that holds
+-- `inst` and short helpers; `!cmd` runs a shell command on the instance, streaming;
+-- `:cmd` are the REPL's own commands. Incomplete statements continue on the next
+-- line (as in lua -i), `=expr` and bare expressions print their values, errors
+-- keep the loop alive, Ctrl-C interrupts what runs and Ctrl-D leaves.
+local core = require "gpurent.core"
+local pretty = require "gpurent.pretty"
+local term = core.term
+
+local repl = {}
+
+local HELP = [[
+  expr, =expr        evaluate and print (tables pretty-printed)
+  statements         run Lua; an incomplete statement continues on the next line
+  !cmd               run cmd on the instance, streaming; Ctrl-C interrupts it
+  sh "cmd"           run cmd, print its output, return its result table
+  df()  check()  gotchas()  meter()  put(local, remote)  get(remote, local)
+  :help :check :df :reconnect :quit     Ctrl-D leaves, Ctrl-C cancels
+]]
+
+-- Optional modules: the REPL works with whatever the runtime has.
+local function try_require(name)
+  local ok, mod = pcall(require, name)
+  if ok then return mod end
+  return nil
+end
+
+local function is_secret(v)
+  local secret = try_require("gpurent.secret")
+  return secret ~= nil and secret.is(v)
+end
+
+---------------------------------------------------------------- history
+
+local function state_dir()
+  local d = os.getenv("GPURENT_STATE_DIR")
+  if d then return d end
+  local xdg = os.getenv("XDG_STATE_HOME")
+  if xdg and xdg ~= "" then return xdg .. "/gpurent" end
+  return (os.getenv("HOME") or "/tmp") .. "/.local/state/gpurent"
+end
+
+-- A line that creates or uses a secret never reaches the history file: it names
+-- gpurent.secret / secret(...), or mentions a variable that holds a secret.
+function repl.touches_secret(line, env)
+  if line:find("secret", 1, true) then return true end
+  for name in line:gmatch("[%a_][%w_]*") do
+    local ok, v = pcall(function() return env[name] end)
+    if ok and is_secret(v) then return true end
+  end
+  return false
+end
+
+---------------------------------------------------------------- completion
+
+local function methods_of(v, out, seen)
+  seen = seen or {}
+  local mt = getmetatable(v)
+  if type(v) == "table" then
+    for k, f in pairs(v) do if type(k) == "string" and type(f) == "function" then out[k] = true end end
+  end
+  if type(mt) == "table" and type(mt.__index) == "table" and not seen[mt.__index] then
+    seen[mt.__index] = true
+    methods_of(mt.__index, out, seen)
+  end
+  return out
+end
+
+local function fields_of(v)
+  local out = {}
+  if type(v) == "table" then
+    for k in pairs(v) do if type(k) == "string" then out[k] = true end end
+  end
+  local mt = getmetatable(v)
+  if type(mt) == "table" and type(mt.__index) == "table" then
+    for k in pairs(mt.__index) do if type(k) == "string" then out[k] = true end end
+  end
+  return out
+end
+
+-- repl.complete(env, word) -> sorted candidates for globals, a.b fields and a:m methods.
+function repl.complete(env, word)
+  local path, sep, partial = word:match("^(.*)([%.:])([%w_]*)$")
+  local names
+  if not path then
+    partial, names = word, fields_of(env)
+    for k in pairs(_G) do if type(k) == "string" then names[k] = true end end
+  else
+    local v = env
+    for part in path:gmatch("[^%.]+") do
+      if not part:match("^[%a_][%w_]*$") then return {} end
+      local ok, nv = pcall(function() return v[part] end)
+      if not ok or nv == nil then return {} end
+      v = nv
+    end
+    names = sep == ":" and methods_of(v, {}) or fields_of(v)
+  end
+  local out = {}
+  for k in pairs(names) do
+    if k:sub(1, #partial) == partial then out[#out + 1] = (path and (path .. sep) or "") .. k end
+  end
+  table.sort(out)
+  return out
+end
+
+---------------------------------------------------------------- evaluation
+
+-- repl.compile(buffer, env) -> fn | nil, err, incomplete
+function repl.compile(buffer, env)
+  local code = buffer:gsub("^%s*=", "return ", 1)
+  local fn = load("return " .. code, "=stdin", "t", env)
+  if fn and not code:match("^%s*return") then return fn end
+  local err
+  fn, err = load(code, "=stdin", "t", env)
+  if fn then return fn end
+  return nil, err, err:sub(-5) == "<eof>"
+end
+
+local function print_results(n, ...)
+  local parts = {}
+  for i = 1, n do parts[i] = pretty.format((select(i, ...))) end
+  if n > 0 then io.write(table.concat(parts, "\t"), "\n") end
+end
+
+-- Run fn; print its values or its error. Returns ok, err.
+function repl.execute(fn)
+  local res = table.pack(xpcall(fn, function(e)
+    if type(e) == "table" and getmetatable(e) and getmetatable(e).__tostring then return tostring(e) end
+    return type(e) == "string" and e or ("(error object) " .. pretty.format(e))
+  end))
+  if res[1] then
+    print_results(res.n - 1, table.unpack(res, 2, res.n))
+    return true
+  end
+  local msg = tostring(res[2])
+  io.stderr:write(msg, "\n")
+  return false, msg
+end
+
+---------------------------------------------------------------- the session
+
+local Session = {}
+Session.__index = Session
+
+function repl.new(opts)
+  local self = setmetatable({host = opts.host, profile = opts.profile, opts = opts}, Session)
+  self.env = setmetatable({}, {__index = _G})
+  self:bind_helpers()
+  return self
+end
+
+function Session:connect()
+  if not self.host then return end
+  local connect = gpurent.connect or (try_require("gpurent.instance") or {}).connect
+  if not connect then error("this gpurent has no SSH support (gpurent.connect missing)", 0) end
+  self.inst = connect(self.host, {profile = self.profile, accept_new_host = self.opts.accept_new_host})
+  self.env.inst = self.inst
+  self.lost = nil
+end
+
+function Session:reconnect()
+  if self.inst and self.inst.close then pcall(self.inst.close, self.inst) end
+  self.inst = nil
+  self:connect()
+  io.write("connected to ", self.host, "\n")
+end
+
+-- Connection losses are reported now and repaired before the next command.
+function Session:note_failure(msg)
+  local ssh = try_require("gpurent.ssh")
+  local lost = msg:find("connection", 1, true) or msg:find("session", 1, true)
+  if self.inst and ssh and self.inst.conn and ssh.is_connection_loss then
+    lost = lost or ssh.is_connection_loss(self.inst.conn, msg)
+  end
+  if self.host and lost then
+    self.lost = true
+    io.stderr:write("gpurent: the connection to ", self.host, " is lost; it is re-established on the next command\n")
+  end
+end
+
+function Session:ensure_connected()
+  if self.host and (self.lost or not self.inst) then
+    local ok, err = pcall(self.reconnect, self)
+    if not ok then io.stderr:write("gpurent: reconnect to ", self.host, " failed: ", tostring(err), "\n") end
+    return ok
+  end
+  return true
+end
+
+-- !cmd: stream both outputs as they come; Ctrl-C interrupts.
+function Session:shell(cmd)
+  if not self.inst then
+    local p = io.popen(cmd .. " 2>&1")
+    for line in p:lines() do io.write(line, "\n"); io.flush() end
+    local ok, how, code = p:close()
+    if not ok then io.write(string.format("[%s %s]\n", how, tostring(code))) end
+    return
+  end
+  local r = self.inst:sh(cmd, {pty = true, on_line = function(_, line) io.write(line, "\n"); io.flush() end})
+  if r.code ~= 0 then io.write(string.format("[exit %s]\n", tostring(r.code or r.signal))) end
+end
+
+function Session:bind_helpers()
+  local env, session = self.env, self
+  local function need_inst()
+    if not session.inst then error("no instance: start the REPL with `gpurent repl HOST`", 2) end
+    return session.inst
+  end
+  env.sh = function(cmd)
+    local r = need_inst():sh(cmd)
+    if r.stdout ~= "" then io.write(r.stdout) end
+    if r.stderr ~= "" then io.stderr:write(r.stderr) end
+    return r
+  end
+  env.put = function(l, r, o) return need_inst():put(l, r, o) end
+  env.get = function(r, l, o) return need_inst():get(r, l, o) end
+  env.df = function()
+    local storage = try_require("gpurent.storage")
+    if storage and storage.tiers then return storage.tiers(need_inst()) end
+    return env.sh("df -h; df -i")
+  end
+  env.check = function(ids)
+    local gotchas = try_require("gpurent.gotchas")
+    if not gotchas then error("the gotcha catalog is not installed", 2) end
+    return gotchas.run(need_inst(), {only = ids})
+  end
+  env.gotchas = function()
+    local gotchas = try_require("gpurent.gotchas")
+    if not gotchas then error("the gotcha catalog is not installed", 2) end
+    return gotchas.list and gotchas.list() or gotchas
+  end
+  env.meter = function()
+    local billing = try_require("gpurent.billing")
+    if not billing or not billing.status then error("billing is not available", 2) end
+    return billing.status(session.inst or session.host)
+  end
+end
+
+function Session:prompt()
+  local where = self.host or "local"
+  local meter = ""
+  local billing = try_require("gpurent.billing")
+  if billing and billing.prompt_text and self.host then
+    local ok, text = pcall(billing.prompt_text, self.host)
+    if ok and text then meter = " " .. text end
+  end
+  return string.format("%s%s> ", where, meter)
+end
+
+function Session:meta(cmd)
+  local word = cmd:match("^:(%S*)")
+  if word == "quit" or word == "q" or word == "exit" then return "quit" end
+  if word == "help" then io.write(HELP); return end
+  if word == "reconnect" then
+    local ok, err = pcall(self.reconnect, self)
+    if not ok then io.stderr:write("gpurent: ", tostring(err), "\n") end
+    return
+  end
+  local helper = ({check = "check", df = "df"})[word]
+  if helper then repl.execute(function() return self.env[helper]() end); return end
+  io.stderr:write("unknown command :", word, " (try :help)\n")
+end
+
+function Session:remember(text)
+  if repl.touches_secret(text, self.env) then return end
+  term.add_history(text)
+end
+
+-- One complete input: a ! command, a : command or Lua.
+function Session:dispatch(buffer)
+  if buffer:sub(1, 1) == "!" then
+    if not self:ensure_connected() then return end
+    local ok, err = pcall(self.shell, self, buffer:sub(2))
+    if not ok then
+      io.stderr:write(tostring(err), "\n")
+      self:note_failure(tostring(err))
+    end
+    return
+  end
+  if buffer:sub(1, 1) == ":" then return self:meta(buffer) end
+  local fn, err = repl.compile(buffer, self.env)
+  if not fn then io.stderr:write(err, "\n"); return end
+  if not self:ensure_connected() then return end
+  local ok, msg = repl.execute(fn)
+  if not ok then self:note_failure(msg) end
+end
+
+function Session:loop()
+  local history = state_dir() .. "/repl_history"
+  os.execute("mkdir -p '" .. state_dir():gsub("'", "'\\''") .. "'")
+  term.load_history(history)
+  term.set_completer(function(text) return repl.complete(self.env, text) end)
+  local buffer = ""
+  while true do
+    local line = term.readline(buffer == "" and self:prompt() or ">> ")
+    if line == nil then io.write("\n"); break end
+    if line == false then
+      buffer = ""                                  -- Ctrl-C at the prompt
+    elseif buffer == "" and line:match("^%s*$") then
+      -- nothing
+    else
+      buffer = buffer == "" and line or (buffer .. "\n" .. line)
+      local first = buffer:sub(1, 1)
+      local _, _, incomplete = nil, nil, false
+      if first ~= "!" and first ~= ":" then _, _, incomplete = repl.compile(buffer, self.env) end
+      if not incomplete then
+        self:remember(buffer)
+        local verdict = self:dispatch(buffer)
+        term.clear_interrupt()
+        buffer = ""
+        if verdict == "quit" then break end
+      end
+    end
+  end
+  pcall(term.save_history, history, 1000)
+end
+
+function repl.run(opts)
+  local session = repl.new(opts)
+  if opts.host then
+    session:connect()
+    io.write("connected to ", opts.host, " (:help for help, Ctrl-D to leave)\n")
+  else
+    io.write("gpurent ", gpurent.version, " local REPL (:help for help, Ctrl-D to leave)\n")
+  end
+  session:loop()
+  if session.inst and session.inst.close then pcall(session.inst.close, session.inst) end
+  return 0
+end
+
+return repl
