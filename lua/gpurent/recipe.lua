@@ -115,6 +115,12 @@ function recipe.split_args(argv)
   return raw, positional
 end
 
+-- `gpurent run NAME/recipe.lua` where no such local file exists and NAME is a library
+-- in the lock: the recipe inside the library (lua/gpurent/lib.lua).
+local function resolve(file)
+  return require("gpurent.lib").resolve_recipe(file) or file
+end
+
 local function load_recipe(file, env)
   local f = io.open(file, "rb")
   if not f then
@@ -131,6 +137,14 @@ end
 -- recipe.main(file, argv): the body of `gpurent run`.
 function recipe.main(file, argv)
   local raw, positional = recipe.split_args(argv)
+  require("gpurent.lib").install_searcher()
+  local resolved = resolve(file)
+  if resolved ~= file then
+    -- the host put the unresolved NAME/ on the path; the library's recipe dir is meant
+    local dir = resolved:match("^(.*)/[^/]*$")
+    package.path = dir .. "/?.lua;" .. dir .. "/?/init.lua;" .. package.path
+    file = resolved
+  end
   local chunk = load_recipe(file)
   local declared = false
   gpurent.recipe = function(spec)
@@ -149,6 +163,7 @@ end
 -- The declaration, read without running the recipe: the chunk runs in an
 -- environment without io/os until gpurent.recipe{} is reached, which stops it.
 function recipe.describe(file)
+  file = resolve(file)
   local STOP = {}
   local spec
   local env = setmetatable({
@@ -171,7 +186,9 @@ function recipe.help_text(file)
   for _, p in ipairs(spec.params or {}) do
     local extra = {}
     if p.required then extra[#extra + 1] = "required" end
-    if p.default ~= nil then extra[#extra + 1] = "default " .. tostring(p.default) end
+    if p.default ~= nil then
+      extra[#extra + 1] = "default " .. (type(p.default) == "table" and table.concat(p.default, ",") or tostring(p.default))
+    end
     if p.allowed then extra[#extra + 1] = "one of " .. table.concat(p.allowed, "|") end
     lines[#lines + 1] = string.format("  %-18s %-8s %s%s", p.name, p.type, p.help or "",
       #extra > 0 and (" [" .. table.concat(extra, "; ") .. "]") or "")

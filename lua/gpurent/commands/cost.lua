@@ -1,0 +1,74 @@
+-- gpurent cost: what the metered time recorded in the ledger cost, per instance and
+-- per run (the instance's metered time inside the run's window), since a date.
+local cli = require "gpurent.cli"
+local json = require "gpurent.json"
+local ledger = require "gpurent.ledger"
+
+local M = {summary = "accrued cost per run and per instance (from the ledger)"}
+M.usage = [[usage: gpurent cost [--since DATE] [--json]
+DATE is local time: YYYY-MM-DD, or YYYY-MM-DD HH:MM[:SS] (a T may replace the space).
+Cost is metered time (billing events that turned the meter on and off) times the
+price per hour in force; a run's cost is its instance's metered time during the run.]]
+
+-- Local date/time text -> Unix seconds, or nil.
+function M.parse_date(s)
+  local y, mo, d, rest = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)(.*)$")
+  if not y then return nil end
+  local h, mi, sec = 0, 0, 0
+  if rest ~= "" then
+    h, mi, sec = rest:match("^[T ](%d%d):(%d%d):?(%d?%d?)$")
+    if not h then return nil end
+    sec = sec ~= "" and sec or 0
+  end
+  local t = {year = tonumber(y), month = tonumber(mo), day = tonumber(d), hour = tonumber(h),
+             min = tonumber(mi), sec = tonumber(sec), isdst = nil}
+  if t.month < 1 or t.month > 12 or t.day < 1 or t.day > 31 or t.hour > 23 or t.min > 59 or t.sec > 60 then
+    return nil
+  end
+  return os.time(t)
+end
+
+function M.main(args)
+  local opts, rest = cli.options(args, {json = "flag", since = "value"}, M.usage)
+  if opts.help then io.write(M.usage, "\n"); return 0 end
+  if #rest > 0 then gpurent.usage_error("unexpected argument " .. rest[1] .. "\n" .. M.usage, 0) end
+  local since
+  if opts.since then
+    since = M.parse_date(opts.since)
+    if not since then gpurent.usage_error("--since: cannot read date " .. string.format("%q", opts.since) ..
+      " (expected YYYY-MM-DD or YYYY-MM-DD HH:MM[:SS])", 0) end
+  end
+  local path = ledger.default_path()
+  if not ledger.exists(path) then
+    if opts.json then io.write(json.encode_stable({ledger = path, instances = json.array(), runs = json.array(), totals = {}}))
+    else io.write("nothing recorded yet (no ledger at ", path, ")\n") end
+    return 0
+  end
+  local L <close> = ledger.open(path)
+  local report = L:cost{since = since}
+  if opts.json then
+    report.ledger = path
+    report.instances, report.runs = json.array(report.instances), json.array(report.runs)
+    io.write(json.encode_stable(report))
+    return 0
+  end
+  io.write(since and ("cost since " .. ledger.time_text(since) .. "\n") or "cost since the ledger began\n")
+  local t = {{"INSTANCE", "METERED", "COST"}}
+  for _, i in ipairs(report.instances) do
+    t[#t + 1] = {i.name, ledger.duration_text(i.metered_seconds), ledger.money_text(i.cost, i.currency)}
+  end
+  io.write("\nper instance:\n", #t > 1 and ledger.table_text(t) or "(none)\n")
+  t = {{"RUN", "INSTANCE", "RECIPE", "STATUS", "STARTED", "METERED", "COST"}}
+  for _, r in ipairs(report.runs) do
+    t[#t + 1] = {r.id, r.instance or "-", r.recipe or "-", r.status, ledger.time_text(r.started_at),
+      ledger.duration_text(r.metered_seconds), ledger.money_text(r.cost, r.currency)}
+  end
+  io.write("\nper run:\n", #t > 1 and ledger.table_text(t) or "(none)\n")
+  local totals = {}
+  for cur, v in pairs(report.totals) do totals[#totals + 1] = ledger.money_text(v, cur ~= "?" and cur or nil) end
+  table.sort(totals)
+  io.write("\ntotal: ", #totals > 0 and table.concat(totals, ", ") or "0.00", "\n")
+  return 0
+end
+
+return M

@@ -1,0 +1,62 @@
+-- gpurent status: what the ledger says about each instance: profile, power state,
+-- meter, accrued cost, danger clocks, and the current run and phase. Reads only; until
+-- the billing and lifecycle code record live state, it shows what the ledger holds.
+local cli = require "gpurent.cli"
+local json = require "gpurent.json"
+local ledger = require "gpurent.ledger"
+
+local M = {summary = "instances, meters, accrued cost, danger clocks, current run (from the ledger)"}
+M.usage = [[usage: gpurent status [--json]
+Shows each instance the ledger knows: profile, power state, meter, accrued cost,
+danger clocks (e.g. release after 15 days powered off), current run and phase.
+The ledger is $GPURENT_STATE_DIR/ledger.sqlite, else $XDG_STATE_HOME/gpurent/ledger.sqlite.]]
+
+local function clocks_text(clocks)
+  local parts = {}
+  for _, c in ipairs(clocks) do
+    parts[#parts + 1] = c.seconds_left >= 0 and (c.name .. " in " .. ledger.duration_text(c.seconds_left))
+      or (c.name .. " OVERDUE " .. ledger.duration_text(-c.seconds_left))
+  end
+  return #parts > 0 and table.concat(parts, "; ") or "-"
+end
+
+local function phase_text(p, now)
+  if not p then return "-" end
+  if p.ended_at then return p.name .. " (" .. (p.outcome or "ended") .. ")" end
+  return p.name .. " (running " .. ledger.duration_text(now - p.started_at) .. ")"
+end
+
+local function as_json(path, rows)
+  for _, r in ipairs(rows) do
+    r.danger_clocks = json.array(r.danger_clocks)
+    r.run = r.run or json.null
+    r.phase = r.phase or json.null
+  end
+  return json.encode_stable({ledger = path, instances = json.array(rows)})
+end
+
+function M.main(args)
+  local opts, rest = cli.options(args, {json = "flag"}, M.usage)
+  if opts.help then io.write(M.usage, "\n"); return 0 end
+  if #rest > 0 then gpurent.usage_error("status takes no arguments\n" .. M.usage, 0) end
+  local path = ledger.default_path()
+  if not ledger.exists(path) then
+    if opts.json then io.write(json.encode_stable({ledger = path, instances = json.array()}))
+    else io.write("nothing recorded yet (no ledger at ", path, ")\n") end
+    return 0
+  end
+  local L <close> = ledger.open(path)
+  local now = os.time()
+  local rows = L:status(now)
+  if opts.json then io.write(as_json(path, rows)); return 0 end
+  if #rows == 0 then io.write("no instances in the ledger (", path, ")\n"); return 0 end
+  local t = {{"INSTANCE", "PROFILE", "POWER", "METER", "ACCRUED", "DANGER CLOCKS", "RUN", "PHASE"}}
+  for _, r in ipairs(rows) do
+    t[#t + 1] = {r.name, r.profile, r.power_state, r.meter, ledger.money_text(r.accrued_cost, r.currency),
+      clocks_text(r.danger_clocks), r.run and r.run.id or "-", phase_text(r.phase, now)}
+  end
+  io.write(ledger.table_text(t))
+  return 0
+end
+
+return M
