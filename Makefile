@@ -74,7 +74,7 @@ demo: all
 install: $(BIN)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SHAREDIR)
 	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/gpurent
-	cp -R lua profiles recipes $(DESTDIR)$(SHAREDIR)/
+	for d in lua profiles recipes; do [ ! -d $$d ] || cp -R $$d $(DESTDIR)$(SHAREDIR)/; done
 
 clean:
 	rm -rf build $(BIN) gpurent-asan

@@ -225,20 +225,24 @@ end
 -- so gpurent's own modules and the project's are found first. The lock is read only
 -- when a module is not found elsewhere.
 local searcher_installed = false
+-- lib.search_module(modname): a package.searchers entry for "NAME.module" in an
+-- installed library. init.lua installs a lazy one that loads this file on a miss.
+function lib.search_module(modname)
+  local name, rest = modname:match("^([^.]+)%.?(.*)$")
+  if not lib.valid_name(name) then return nil end
+  local e = lib.installed()[name]
+  if not e then return "\n\tno gpurent library '" .. name .. "' in " .. (lib.lock_path()) end
+  local path, err = package.searchpath(rest == "" and "init" or rest, e.dir .. "/?.lua;" .. e.dir .. "/?/init.lua")
+  if not path then return "\n\tin gpurent library " .. name .. ":" .. err end
+  local chunk, lerr = loadfile(path)
+  if not chunk then error(lerr, 0) end
+  return chunk, path
+end
+
 function lib.install_searcher()
-  if searcher_installed then return end
+  if searcher_installed or (rawget(_G, "gpurent") and gpurent.lib_searcher_installed) then return end
   searcher_installed = true
-  table.insert(package.searchers, function(modname)
-    local name, rest = modname:match("^([^.]+)%.?(.*)$")
-    if not lib.valid_name(name) then return nil end
-    local e = lib.installed()[name]
-    if not e then return "\n\tno gpurent library '" .. name .. "' in " .. (lib.lock_path()) end
-    local path, err = package.searchpath(rest == "" and "init" or rest, e.dir .. "/?.lua;" .. e.dir .. "/?/init.lua")
-    if not path then return "\n\tin gpurent library " .. name .. ":" .. err end
-    local chunk, lerr = loadfile(path)
-    if not chunk then error(lerr, 0) end
-    return chunk, path
-  end)
+  table.insert(package.searchers, lib.search_module)
 end
 
 -- ---- the verbs --------------------------------------------------------------------
