@@ -27,22 +27,34 @@ DEBS = build-essential pkg-config liblua5.4-dev lua5.4 libssh2-1-dev libyaml-dev
        libcurl4-openssl-dev libssl-dev libsqlite3-dev libedit-dev lua-filesystem \
        lua-cjson lua-busted openssh-server openssh-client tmux sqlite3 python3 \
        iproute2 util-linux procps curl git hyperfine
-# For `make deps`: the packages of DEBS that dpkg does not report as installed.
-missing = $(shell for p in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
-            | grep -q 'ok installed' || echo $$p; done)
+# Only for `make bench` (peer tools) and `make fuzz` (clang's libFuzzer runtime).
+BENCH_DEBS = openssl pssh rsync ansible-core
+FUZZ_DEBS  = clang libclang-rt-14-dev
 
-.PHONY: all deps test asan bench demo install clean
+# install-debs: install the packages of $(PKGLIST) that dpkg does not report as
+# installed (as root), or print the exact apt-get line and stop (as a user).
+define install-debs
+	@m=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+	      | grep -q 'ok installed' || echo $$p; done | tr '\n' ' '); \
+	if [ -z "$$m" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+	  echo "make: installing $$m"; \
+	  (apt-get install -y -q $$m || (apt-get update -q && apt-get install -y -q $$m)) >/dev/null || exit 1; \
+	else \
+	  echo "make: missing Debian packages; run as root:"; \
+	  echo "  apt-get install -y $$m"; exit 1; \
+	fi
+endef
+
+.PHONY: all deps bench-deps fuzz-deps test asan bench demo install clean fuzz
 all: deps $(BIN)
 
 deps:
-	@m="$(missing)"; if [ -z "$$m" ]; then exit 0; fi; \
-	if [ "$$(id -u)" = 0 ]; then \
-	  echo "make deps: installing $$m"; \
-	  (apt-get install -y -q $$m || (apt-get update -q && apt-get install -y -q $$m)) >/dev/null || exit 1; \
-	else \
-	  echo "make deps: missing Debian packages; run as root:"; \
-	  echo "  apt-get install -y $$m"; exit 1; \
-	fi
+	$(call install-debs,$(DEBS))
+bench-deps:
+	$(call install-debs,$(BENCH_DEBS))
+fuzz-deps:
+	$(call install-debs,$(FUZZ_DEBS))
 
 $(BIN): $(OBJS)
 	$(CC) $(LDFLAGS) -o $@ $(OBJS) $(LDLIBS)
@@ -65,7 +77,32 @@ asan: deps
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  GPURENT_BIN=./gpurent-asan ./gpurent-asan run tests/run_specs.lua -- $(TEST_ARGS)
 
-bench: all
+# libFuzzer harnesses (fuzz/fuzz.c + fuzz/targets.lua) for every parser, each run
+# for FUZZ_SECONDS on its seed corpus (fuzz/corpus/<target>); crashes land in
+# build/fuzz/artifacts and become files in fuzz/regressions/<target>/.
+FUZZ_TARGETS ?= yaml sshconfig knownhosts manifest params
+FUZZ_SECONDS ?= 30
+FUZZ_BIN      = build/fuzz/gpurent-fuzz
+$(FUZZ_BIN): $(filter-out runtime/main.c,$(SRCS)) fuzz/fuzz.c
+	mkdir -p build/fuzz
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror \
+	  -DGPURENT_SHAREDIR='"$(SHAREDIR)"' \
+	  $(shell pkg-config --cflags $(PKGS) libcurl) -rdynamic -o $@ $^ $(LDLIBS)
+
+fuzz: deps fuzz-deps $(FUZZ_BIN)
+	@mkdir -p build/fuzz/artifacts; : > build/fuzz/report.txt; \
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build/fuzz/corpus-$$t; \
+	  GPURENT_FUZZ_TARGET=$$t GPURENT_PATH=$(CURDIR)/fuzz:$(CURDIR)/lua \
+	    $(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	    -artifact_prefix=build/fuzz/artifacts/$$t- build/fuzz/corpus-$$t fuzz/corpus/$$t \
+	    2> build/fuzz/$$t.log; rc=$$?; \
+	  runs=$$(grep -o 'Done [0-9]* runs' build/fuzz/$$t.log | grep -o '[0-9]*'); \
+	  printf '%-11s %6ss %10s runs  exit %s\n' $$t $(FUZZ_SECONDS) "$${runs:-?}" $$rc | tee -a build/fuzz/report.txt; \
+	  [ $$rc = 0 ] || { tail -30 build/fuzz/$$t.log; exit 1; }; \
+	done
+
+bench: all bench-deps
 	bench/run.sh
 
 demo: all

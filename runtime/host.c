@@ -28,6 +28,7 @@ static const luaL_Reg core_modules[] = {
     {"fs", gr_open_fs},
     {"sys", gr_open_sys},
     {"term", gr_open_term},
+    {"sched", gr_open_sched}, {"ssh", gr_open_ssh}, {"knownhosts", gr_open_knownhosts},
     {"sqlite", gr_open_sqlite},
     {NULL, NULL}
 };

@@ -71,6 +71,8 @@ end
 
 function encode_value(v, indent, where, seen)
   local tv = type(v)
+  local mt = tv == "table" and getmetatable(v)
+  if type(mt) == "table" and mt.__json then return encode_value(mt.__json(v), indent, where, seen) end -- gpurent.secret -> "***"
   if v == cjson.null then return "null"
   elseif tv == "string" then return encode_string(v, where)
   elseif tv == "boolean" then return tostring(v)

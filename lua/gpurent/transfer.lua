@@ -1,0 +1,305 @@
+-- gpurent.transfer: file transfer policy over SFTP (mechanism: runtime/sftp.c).
+--   transfer.put(inst, local, remote, opts)   transfer.get(inst, remote, local, opts)
+-- Directories are copied recursively. Each file is written to "<dest>.part" and
+-- renamed only when complete (remote: SFTP rename, or `mv -f` when the target
+-- exists; local: fsync + rename). A rerun after an interruption resumes from the
+-- .part's size once the prefix's SHA-256 matches on both sides (else restarts).
+-- Mode and mtime are kept. SHA-256 is computed on the bytes as they stream;
+-- verify=true compares it with `sha256sum` on the remote before the rename, and a
+-- mismatch removes the .part.
+-- opts: verify, resume (default true), idempotent (default true: a lost
+-- connection reconnects and resumes), stall_timeout (s without progress, 120),
+-- progress ("json" for JSON lines on stderr off a TTY; a bar on a TTY by default;
+-- false for none; GPURENT_PROGRESS=json also selects JSON).
+-- Returns {bytes, sent, resumed_from, sha256, elapsed, path} (directories:
+-- {files = {...}, bytes}).
+local lfs = require "lfs"
+local core = require "gpurent.core"
+local ssh = require "gpurent.ssh"
+local sched = require "gpurent.sched"
+local instance = require "gpurent.instance"
+
+local now = core.sys.now
+local q = instance.shell_quote
+local transfer = {}
+
+-- ---- progress ----------------------------------------------------------------
+
+local function human(n)
+  local units = {"B", "KiB", "MiB", "GiB", "TiB"}
+  local i = 1
+  while n >= 1024 and i < #units do n = n / 1024; i = i + 1 end
+  return string.format(i == 1 and "%d %s" or "%.1f %s", n, units[i])
+end
+
+local function progress(opts, verb, name, total, start)
+  local mode = opts.progress
+  if mode == nil then
+    if core.sys.isatty(2) then mode = "bar"
+    elseif os.getenv("GPURENT_PROGRESS") == "json" then mode = "json" end
+  end
+  local p = {t0 = now(), last = 0, start = start}
+  function p.update(done, final)
+    if not mode then return end
+    local t = now()
+    if not final and t - p.last < (mode == "json" and 1 or 0.1) then return end
+    p.last = t
+    local rate = (done - start) / math.max(t - p.t0, 1e-6)
+    local eta = rate > 0 and (total - done) / rate or 0
+    if mode == "json" then
+      io.stderr:write(require("gpurent.json").encode({event = "transfer", op = verb, file = name,
+        bytes = done, total = total, rate = math.floor(rate), eta = math.floor(eta), done = final or false}), "\n")
+    else
+      io.stderr:write(string.format("\r%s %s  %s / %s  %s/s  ETA %d:%02d%s", verb, name, human(done),
+        human(total), human(rate), math.floor(eta / 60), math.floor(eta % 60), final and "\n" or "   "))
+    end
+    io.stderr:flush()
+  end
+  return p
+end
+
+-- ---- helpers -----------------------------------------------------------------
+
+local function octal_mode(perm)
+  local m = 0
+  for i = 1, 9 do
+    if perm:sub(i, i) ~= "-" then m = m | (1 << (9 - i)) end
+  end
+  return m
+end
+
+local function basename(p) return p:match("([^/]+)/*$") or p end
+
+-- sha256 of a remote file (or of its first n bytes) by running sha256sum there.
+local function remote_sha256(conn, path, n)
+  local cmd = n and string.format("head -c %d -- %s | sha256sum", n, q(path)) or ("sha256sum -- " .. q(path))
+  local r = instance._exec(conn, cmd, {timeout = 3600})
+  if r.code ~= 0 then return nil, r.stderr end
+  return r.stdout:match("^(%x+)")
+end
+
+local function step_loop(conn, x, stall, prog, offset)
+  while true do
+    local r, n = x:step()
+    if r == false then
+      if ssh.wait(conn, n, now() + stall) == 0 then
+        ssh.error("timeout", conn, string.format("transfer stalled: no progress for %gs", stall))
+      end
+    elseif r == true then
+      prog.update(offset + n, true)
+      return
+    else
+      prog.update(offset + r)
+      sched.yield()
+    end
+  end
+end
+
+-- A failed remote write: say "disk full" when the remote filesystem is.
+local function explain_write_error(conn, sftp, dir, remaining, err)
+  if ssh.is_connection_loss(conn, err) then error(err, 0) end
+  local ok, vfs = pcall(ssh.run, conn, now() + 10, "statvfs", sftp.statvfs, sftp, dir)
+  if ok and vfs then
+    local free = vfs.bavail * vfs.frsize
+    if free < remaining then
+      ssh.error("transfer", conn, string.format(
+        "remote disk full: %s has %s free, %s more needed; the partial upload is left as .part (not renamed)",
+        dir, human(free), human(remaining)), {reason = "disk_full", cause = tostring(err)})
+    end
+  end
+  ssh.error("transfer", conn, tostring(err):gsub("^.-: ", "") .. " (partial upload left as .part)", {cause = err})
+end
+
+-- ---- upload --------------------------------------------------------------------
+
+local function put_file(inst, src, dst, opts)
+  local st = lfs.attributes(src)
+  if not st then error("put: cannot read " .. src, 0) end
+  local size, mode = st.size, octal_mode(st.permissions)
+  local part = dst .. ".part"
+  local rdir = dst:match("^(.*)/[^/]*$") or "."
+  return inst:_call(opts.idempotent ~= false, function(conn)
+    local t0 = now()
+    local stall = opts.stall_timeout or 120
+    local sftp = inst:_sftp(conn)
+    local function run(op, step, ...) return ssh.run(conn, now() + stall, op, step, ...) end
+    local offset = 0
+    if opts.resume ~= false then
+      local pst = run("stat " .. part, sftp.stat, sftp, part)
+      if pst and pst.size and pst.size > 0 and pst.size <= size then offset = pst.size end
+    end
+    local h = run("open " .. part, sftp.open, sftp, part, offset > 0 and "a" or "w", 384)
+    local x = h:transfer(src, "up", offset)
+    if offset > 0 and remote_sha256(conn, part, offset) ~= x:hex() then
+      run("close", h.close, h)      -- the .part is not a prefix of this file: start over
+      x:finish()
+      offset = 0
+      h = run("open " .. part, sftp.open, sftp, part, "w", 384)
+      x = h:transfer(src, "up", 0)
+    end
+    local prog = progress(opts, "put", src, size, offset)
+    local ok, err = pcall(function()
+      step_loop(conn, x, stall, prog, offset)
+      run("set mode/mtime " .. part, h.fsetstat, h, {mode = mode, mtime = st.modification, atime = st.access})
+      run("fsync " .. part, h.fsync, h)
+      run("close " .. part, h.close, h)
+    end)
+    if not ok then
+      pcall(run, "close", h.close, h)
+      explain_write_error(conn, sftp, rdir, size - offset - 0, err)
+    end
+    local sha = x:hex()
+    x:finish()
+    if opts.verify then
+      local remote = remote_sha256(conn, part)
+      if remote ~= sha then
+        pcall(run, "unlink", sftp.unlink, sftp, part)
+        ssh.error("transfer", conn, string.format("SHA-256 mismatch after upload of %s: local %s, remote %s; %s removed",
+          src, sha, tostring(remote), part), {reason = "verify"})
+      end
+    end
+    local renamed = run("rename " .. part, sftp.rename, sftp, part, dst)
+    if not renamed then
+      local r = instance._exec(conn, "mv -f -- " .. q(part) .. " " .. q(dst), {})
+      if r.code ~= 0 then ssh.error("transfer", conn, "cannot rename " .. part .. " to " .. dst .. ": " .. r.stderr) end
+    end
+    return {path = dst, bytes = size, sent = size - offset, resumed_from = offset, sha256 = sha,
+            elapsed = now() - t0, verified = opts.verify and true or nil}
+  end)
+end
+
+local function remote_stat(inst, path)
+  return inst:_call(true, function(conn)
+    local sftp = inst:_sftp(conn)
+    return ssh.run(conn, now() + 60, "stat " .. path, sftp.stat, sftp, path) or false
+  end)
+end
+
+local function remote_mkdir(inst, path)
+  inst:_call(true, function(conn)
+    local sftp = inst:_sftp(conn)
+    local ok = ssh.run(conn, now() + 60, "mkdir " .. path, sftp.mkdir, sftp, path, 493)
+    if not ok then
+      local st = ssh.run(conn, now() + 60, "stat " .. path, sftp.stat, sftp, path)
+      if not st or st.type ~= "directory" then ssh.error("transfer", conn, "cannot create remote directory " .. path) end
+    end
+  end)
+end
+
+function transfer.put(inst, src, dst, opts)
+  local mode = lfs.attributes(src, "mode")
+  if not mode then error("put: no such local file: " .. src, 2) end
+  local dstat = remote_stat(inst, dst)
+  if dstat and dstat.type == "directory" then dst = dst:gsub("/+$", "") .. "/" .. basename(src) end
+  if mode ~= "directory" then return put_file(inst, src, dst, opts) end
+  local files, total = {}, 0
+  local function walk(l, r)
+    remote_mkdir(inst, r)
+    local names = {}
+    for n in lfs.dir(l) do if n ~= "." and n ~= ".." then names[#names + 1] = n end end
+    table.sort(names)
+    for _, n in ipairs(names) do
+      local lp, rp = l .. "/" .. n, r .. "/" .. n
+      local m = lfs.symlinkattributes(lp, "mode")
+      if m == "directory" then walk(lp, rp)
+      elseif m == "file" then
+        local res = put_file(inst, lp, rp, opts)
+        files[#files + 1] = res
+        total = total + res.bytes
+      end
+    end
+  end
+  walk(src:gsub("/+$", ""), dst)
+  return {files = files, bytes = total, path = dst}
+end
+
+-- ---- download --------------------------------------------------------------------
+
+local function get_file(inst, src, dst, opts)
+  local part = dst .. ".part"
+  return inst:_call(opts.idempotent ~= false, function(conn)
+    local t0 = now()
+    local stall = opts.stall_timeout or 120
+    local sftp = inst:_sftp(conn)
+    local function run(op, step, ...) return ssh.run(conn, now() + stall, op, step, ...) end
+    local rst = run("stat " .. src, sftp.stat, sftp, src)
+    if not rst then ssh.error("transfer", conn, "no such remote file: " .. src) end
+    local offset = 0
+    local lsz = lfs.attributes(part, "size")
+    if opts.resume ~= false and lsz and lsz > 0 and lsz <= rst.size then offset = lsz end
+    local h = run("open " .. src, sftp.open, sftp, src, "r")
+    local x = h:transfer(part, "down", offset)
+    if offset > 0 and remote_sha256(conn, src, offset) ~= x:hex() then
+      x:finish()
+      run("close", h.close, h)
+      offset = 0
+      h = run("open " .. src, sftp.open, sftp, src, "r")
+      x = h:transfer(part, "down", 0)
+    end
+    local prog = progress(opts, "get", src, rst.size, offset)
+    local ok, err = pcall(step_loop, conn, x, stall, prog, offset)
+    local sha = x:hex()
+    x:finish()
+    pcall(run, "close " .. src, h.close, h)
+    if not ok then error(err, 0) end
+    local got = lfs.attributes(part, "size")
+    if got ~= rst.size then
+      ssh.error("transfer", conn, string.format("%s changed during download (%d bytes expected, %d received); %s kept for resume",
+        src, rst.size, got or -1, part))
+    end
+    if opts.verify then
+      local remote = remote_sha256(conn, src)
+      if remote ~= sha then
+        os.remove(part)
+        ssh.error("transfer", conn, string.format("SHA-256 mismatch after download of %s: local %s, remote %s; %s removed",
+          src, sha, tostring(remote), part), {reason = "verify"})
+      end
+    end
+    if rst.mode then core.ssh.chmod(part, rst.mode) end
+    if rst.mtime then lfs.touch(part, rst.atime or rst.mtime, rst.mtime) end
+    local rok, rerr = os.rename(part, dst)
+    if not rok then error("get: cannot rename " .. part .. " to " .. dst .. ": " .. tostring(rerr), 0) end
+    return {path = dst, bytes = rst.size, sent = rst.size - offset, resumed_from = offset, sha256 = sha,
+            elapsed = now() - t0, verified = opts.verify and true or nil}
+  end)
+end
+
+local function remote_list(inst, dir)
+  return inst:_call(true, function(conn)
+    local sftp = inst:_sftp(conn)
+    local h = ssh.run(conn, now() + 60, "open directory " .. dir, sftp.open, sftp, dir, "d")
+    local out = {}
+    while true do
+      local name, attrs = ssh.run(conn, now() + 60, "readdir " .. dir, h.readdir, h)
+      if not name then break end
+      if name ~= "." and name ~= ".." then out[#out + 1] = {name = name, attrs = attrs} end
+    end
+    ssh.run(conn, now() + 60, "close directory", h.close, h)
+    table.sort(out, function(a, b) return a.name < b.name end)
+    return out
+  end)
+end
+
+function transfer.get(inst, src, dst, opts)
+  local st = remote_stat(inst, src)
+  if not st then error(inst.label .. ": get: no such remote file: " .. src, 2) end
+  if lfs.attributes(dst, "mode") == "directory" then dst = dst:gsub("/+$", "") .. "/" .. basename(src) end
+  if st.type ~= "directory" then return get_file(inst, src, dst, opts) end
+  local files, total = {}, 0
+  local function walk(r, l)
+    require("gpurent.fs").mkdirs(l)
+    for _, e in ipairs(remote_list(inst, r)) do
+      local rp, lp = r .. "/" .. e.name, l .. "/" .. e.name
+      if e.attrs.type == "directory" then walk(rp, lp)
+      elseif e.attrs.type == "file" then
+        local res = get_file(inst, rp, lp, opts)
+        files[#files + 1] = res
+        total = total + res.bytes
+      end
+    end
+  end
+  walk(src:gsub("/+$", ""), dst)
+  return {files = files, bytes = total, path = dst}
+end
+
+return transfer

@@ -1,0 +1,570 @@
+/* sftp.c: the SFTP subsystem as non-blocking steps (see ssh.c for the step
+ * convention): file operations, directory listing, and the transfer pumps that
+ * move file data between a local fd and a remote handle in C, with SHA-256
+ * computed on the bytes as they pass and many requests in flight.
+ *
+ * Pipelining: libssh2 1.10's sftp_write sends everything it is handed as
+ * separate WRITE requests and returns what has been acknowledged, so the upload
+ * pump hands it a window of up to XFER_BUF bytes and slides it; sftp_read keeps
+ * 4x the buffer size of READ requests in flight. Policy (.part names, resume,
+ * verification, progress) is in lua/gpurent/sftp.lua. */
+#include "ssh_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SFTP_MT "gpurent.sftp"
+#define HANDLE_MT "gpurent.sftp.handle"
+#define XFER_MT "gpurent.sftp.transfer"
+#define XFER_BUF (4u << 20)      /* upload window: bytes in flight */
+#define XFER_RBUF (2u << 20)     /* download buffer: libssh2 reads ahead 4x this */
+#define XFER_BUDGET (8u << 20)   /* bytes per step before yielding to other coroutines */
+
+typedef struct gr_handle gr_handle;
+struct gr_sftp { LIBSSH2_SFTP *sftp; gr_session *gs; gr_handle *handles; };
+struct gr_handle {
+    LIBSSH2_SFTP_HANDLE *h;
+    struct gr_sftp *sf;
+    gr_handle *prev, *next;       /* open handles of sf, closed with it */
+};
+
+typedef struct {
+    gr_handle *hd;
+    int fd, upload, eof;
+    unsigned char *buf;
+    size_t cap, head, used;       /* upload window: buf[head..used) not yet acked */
+    long long done;               /* bytes transferred after the resume offset */
+    EVP_MD_CTX *ctx;
+} gr_xfer;
+
+static const char *fx_name(unsigned long code) {
+    static const char *const names[] = {
+        "ok", "end of file", "no such file", "permission denied", "failure (on OpenSSH often: no space left on device)",
+        "bad message", "no connection", "connection lost", "operation unsupported",
+        "invalid handle", "no such path", "file already exists", "write protected", "no media",
+        "no space on filesystem", "quota exceeded", "unknown principal", "lock conflict",
+        "directory not empty", "not a directory", "invalid filename", "link loop"};
+    return code < sizeof names / sizeof names[0] ? names[code] : "unknown SFTP status";
+}
+
+/* An SFTP failure: the server's status when there is one, else the session error. */
+static int sftp_fail(lua_State *L, struct gr_sftp *sf, const char *op, const char *path, int rc) {
+    if (rc == LIBSSH2_ERROR_SFTP_PROTOCOL) {
+        unsigned long code = libssh2_sftp_last_error(sf->sftp);
+        return luaL_error(L, "%s: %s %s: %s (SFTP status %d)", sf->gs->host, op, path, fx_name(code), (int)code);
+    }
+    char what[512];
+    snprintf(what, sizeof what, "%s %s", op, path);
+    return gr_ssh_fail(L, sf->gs, what, rc);
+}
+
+/* Non-raising variant for operations whose failure is an answer (stat: absent). */
+static int sftp_status_result(lua_State *L, struct gr_sftp *sf, int rc) {
+    lua_pushnil(L);
+    if (rc == LIBSSH2_ERROR_SFTP_PROTOCOL) {
+        unsigned long code = libssh2_sftp_last_error(sf->sftp);
+        lua_pushstring(L, fx_name(code));
+        lua_pushinteger(L, (lua_Integer)code);
+        return 3;
+    }
+    return 0;
+}
+
+static struct gr_sftp *check_sftp(lua_State *L) {
+    struct gr_sftp *sf = luaL_checkudata(L, 1, SFTP_MT);
+    if (!sf->sftp || !sf->gs->s) luaL_error(L, "%s: SFTP session is closed", sf->gs->host);
+    return sf;
+}
+
+static gr_handle *check_handle(lua_State *L, int idx) {
+    gr_handle *hd = luaL_checkudata(L, idx, HANDLE_MT);
+    if (!hd->h || !hd->sf->sftp) luaL_error(L, "SFTP handle is closed");
+    return hd;
+}
+
+/* sess:sftp_init() -> sftp (one per session). */
+int gr_sftp_init(lua_State *L) {
+    gr_session *gs = gr_ssh_check(L, 1);
+    if (gs->sftp) return luaL_error(L, "%s: SFTP already started on this session", gs->host);
+    LIBSSH2_SFTP *s = libssh2_sftp_init(gs->s);
+    if (!s) {
+        int rc = libssh2_session_last_errno(gs->s);
+        if (rc == LIBSSH2_ERROR_EAGAIN) return gr_ssh_again(L, gs);
+        return gr_ssh_fail(L, gs, "start SFTP subsystem", rc);
+    }
+    struct gr_sftp *sf = lua_newuserdatauv(L, sizeof *sf, 1);
+    sf->sftp = s;
+    sf->gs = gs;
+    sf->handles = NULL;
+    gs->sftp = sf;
+    luaL_setmetatable(L, SFTP_MT);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+    return 1;
+}
+
+static void unlink_handle(gr_handle *hd) {
+    if (hd->prev) hd->prev->next = hd->next; else if (hd->sf) hd->sf->handles = hd->next;
+    if (hd->next) hd->next->prev = hd->prev;
+    hd->prev = hd->next = NULL;
+}
+
+/* Blocking (the caller set it) close of all handles and the subsystem. */
+void gr_sftp_release(gr_session *gs) {
+    struct gr_sftp *sf = gs->sftp;
+    if (!sf) return;
+    while (sf->handles) {
+        gr_handle *hd = sf->handles;
+        if (!gs->dead) libssh2_sftp_close_handle(hd->h);
+        hd->h = NULL;
+        unlink_handle(hd);
+    }
+    if (sf->sftp) libssh2_sftp_shutdown(sf->sftp);
+    sf->sftp = NULL;
+    gs->sftp = NULL;
+}
+
+/* Objects collected while their session lives: close them in blocking mode with
+ * a short timeout, since a finaliser cannot wait on the scheduler. */
+static void with_blocking(gr_session *gs, int on) {
+    if (!gs->s) return;
+    libssh2_session_set_timeout(gs->s, on ? 500 : 0);
+    libssh2_session_set_blocking(gs->s, on);
+}
+
+static int sftp_gc(lua_State *L) {
+    struct gr_sftp *sf = luaL_checkudata(L, 1, SFTP_MT);
+    if (sf->sftp && sf->gs->s) {
+        with_blocking(sf->gs, 1);
+        gr_sftp_release(sf->gs);
+        with_blocking(sf->gs, 0);
+    }
+    return 0;
+}
+
+static void push_attrs(lua_State *L, const LIBSSH2_SFTP_ATTRIBUTES *a) {
+    lua_createtable(L, 0, 6);
+    if (a->flags & LIBSSH2_SFTP_ATTR_SIZE) { lua_pushinteger(L, (lua_Integer)a->filesize); lua_setfield(L, -2, "size"); }
+    if (a->flags & LIBSSH2_SFTP_ATTR_PERMISSIONS) {
+        lua_pushinteger(L, (lua_Integer)(a->permissions & 07777)); lua_setfield(L, -2, "mode");
+        const char *type = LIBSSH2_SFTP_S_ISDIR(a->permissions) ? "directory"
+                         : LIBSSH2_SFTP_S_ISREG(a->permissions) ? "file"
+                         : LIBSSH2_SFTP_S_ISLNK(a->permissions) ? "link" : "other";
+        lua_pushstring(L, type); lua_setfield(L, -2, "type");
+    }
+    if (a->flags & LIBSSH2_SFTP_ATTR_ACMODTIME) {
+        lua_pushinteger(L, (lua_Integer)a->mtime); lua_setfield(L, -2, "mtime");
+        lua_pushinteger(L, (lua_Integer)a->atime); lua_setfield(L, -2, "atime");
+    }
+}
+
+static void read_attrs(lua_State *L, int idx, LIBSSH2_SFTP_ATTRIBUTES *a) {
+    memset(a, 0, sizeof *a);
+    luaL_checktype(L, idx, LUA_TTABLE);
+    if (lua_getfield(L, idx, "mode") != LUA_TNIL) {
+        a->flags |= LIBSSH2_SFTP_ATTR_PERMISSIONS;
+        a->permissions = (unsigned long)luaL_checkinteger(L, -1) & 07777;
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, idx, "mtime") != LUA_TNIL) {
+        a->flags |= LIBSSH2_SFTP_ATTR_ACMODTIME;
+        a->mtime = (unsigned long)luaL_checkinteger(L, -1);
+        lua_getfield(L, idx, "atime");
+        a->atime = (unsigned long)luaL_optinteger(L, -1, (lua_Integer)a->mtime);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+/* sftp:stat(path [, lstat]) -> attrs | nil, reason, status */
+static int sftp_stat(lua_State *L) {
+    struct gr_sftp *sf = check_sftp(L);
+    size_t len;
+    const char *path = luaL_checklstring(L, 2, &len);
+    LIBSSH2_SFTP_ATTRIBUTES a;
+    int rc = libssh2_sftp_stat_ex(sf->sftp, path, (unsigned)len,
+                                  lua_toboolean(L, 3) ? LIBSSH2_SFTP_LSTAT : LIBSSH2_SFTP_STAT, &a);
+    if (rc == LIBSSH2_ERROR_EAGAIN) return gr_ssh_again(L, sf->gs);
+    if (rc == LIBSSH2_ERROR_SFTP_PROTOCOL) return sftp_status_result(L, sf, rc);
+    if (rc != 0) return sftp_fail(L, sf, "stat", path, rc);
+    push_attrs(L, &a);
+    return 1;
+}
+
+/* sftp:setstat(path, {mode=, mtime=, atime=}) */
+static int sftp_setstat(lua_State *L) {
+    struct gr_sftp *sf = check_sftp(L);
+    size_t len;
+    const char *path = luaL_checklstring(L, 2, &len);
+    LIBSSH2_SFTP_ATTRIBUTES a;
+    read_attrs(L, 3, &a);
+    int rc = libssh2_sftp_stat_ex(sf->sftp, path, (unsigned)len, LIBSSH2_SFTP_SETSTAT, &a);
+    if (rc == LIBSSH2_ERROR_EAGAIN) return gr_ssh_again(L, sf->gs);
+    if (rc != 0) return sftp_fail(L, sf, "setstat", path, rc);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* Operations answering true or nil, reason, status (the caller decides). */
+static int answer(lua_State *L, struct gr_sftp *sf, int rc, const char *op, const char *path) {
+    if (rc == LIBSSH2_ERROR_EAGAIN) return gr_ssh_again(L, sf->gs);
+    if (rc == LIBSSH2_ERROR_SFTP_PROTOCOL) return sftp_status_result(L, sf, rc);
+    if (rc != 0) return sftp_fail(L, sf, op, path, rc);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int sftp_rename(lua_State *L) {
+    struct gr_sftp *sf = check_sftp(L);
+    size_t la, lb;
+    const char *a = luaL_checklstring(L, 2, &la), *b = luaL_checklstring(L, 3, &lb);
+    int rc = libssh2_sftp_rename_ex(sf->sftp, a, (unsigned)la, b, (unsigned)lb,
+                                    LIBSSH2_SFTP_RENAME_OVERWRITE | LIBSSH2_SFTP_RENAME_ATOMIC |
+                                    LIBSSH2_SFTP_RENAME_NATIVE);
+    return answer(L, sf, rc, "rename", a);
+}
+
+static int sftp_unlink(lua_State *L) {
+    struct gr_sftp *sf = check_sftp(L);
+    size_t len;
+    const char *p = luaL_checklstring(L, 2, &len);
+    return answer(L, sf, libssh2_sftp_unlink_ex(sf->sftp, p, (unsigned)len), "unlink", p);
+}
+
+static int sftp_mkdir(lua_State *L) {
+    struct gr_sftp *sf = check_sftp(L);
+    size_t len;
+    const char *p = luaL_checklstring(L, 2, &len);
+    long mode = (long)luaL_optinteger(L, 3, 0755);
+    return answer(L, sf, libssh2_sftp_mkdir_ex(sf->sftp, p, (unsigned)len, mode), "mkdir", p);
+}
+
+/* sftp:statvfs(path) -> {bsize, frsize, blocks, bfree, bavail, files, ffree, favail} */
+static int sftp_statvfs(lua_State *L) {
+    struct gr_sftp *sf = check_sftp(L);
+    size_t len;
+    const char *p = luaL_checklstring(L, 2, &len);
+    LIBSSH2_SFTP_STATVFS st;
+    int rc = libssh2_sftp_statvfs(sf->sftp, p, len, &st);
+    if (rc == LIBSSH2_ERROR_EAGAIN) return gr_ssh_again(L, sf->gs);
+    if (rc == LIBSSH2_ERROR_SFTP_PROTOCOL) return sftp_status_result(L, sf, rc);
+    if (rc != 0) return sftp_fail(L, sf, "statvfs", p, rc);
+    lua_createtable(L, 0, 8);
+#define F(name) lua_pushinteger(L, (lua_Integer)st.f_##name); lua_setfield(L, -2, #name)
+    F(bsize); F(frsize); F(blocks); F(bfree); F(bavail); F(files); F(ffree); F(favail);
+#undef F
+    return 1;
+}
+
+static int push_handle(lua_State *L, struct gr_sftp *sf, LIBSSH2_SFTP_HANDLE *h) {
+    gr_handle *hd = lua_newuserdatauv(L, sizeof *hd, 1);
+    hd->h = h;
+    hd->sf = sf;
+    hd->prev = NULL;
+    hd->next = sf->handles;
+    if (sf->handles) sf->handles->prev = hd;
+    sf->handles = hd;
+    luaL_setmetatable(L, HANDLE_MT);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+    return 1;
+}
+
+/* sftp:open(path, how [, mode]) -> handle. how: "r" read, "w" create+truncate,
+ * "a" create, keep contents (resume: the caller seeks), "d" a directory. */
+static int sftp_open(lua_State *L) {
+    struct gr_sftp *sf = check_sftp(L);
+    size_t len;
+    const char *path = luaL_checklstring(L, 2, &len);
+    static const char *const hows[] = {"r", "w", "a", "d", NULL};
+    int how = luaL_checkoption(L, 3, NULL, hows);
+    long mode = (long)luaL_optinteger(L, 4, 0644);
+    unsigned long flags = how == 0 ? LIBSSH2_FXF_READ
+                        : how == 1 ? (LIBSSH2_FXF_WRITE | LIBSSH2_FXF_CREAT | LIBSSH2_FXF_TRUNC)
+                        : (LIBSSH2_FXF_WRITE | LIBSSH2_FXF_CREAT);
+    LIBSSH2_SFTP_HANDLE *h = libssh2_sftp_open_ex(sf->sftp, path, (unsigned)len, how == 3 ? 0 : flags,
+                                                  mode, how == 3 ? LIBSSH2_SFTP_OPENDIR : LIBSSH2_SFTP_OPENFILE);
+    if (!h) {
+        int rc = libssh2_session_last_errno(sf->gs->s);
+        if (rc == LIBSSH2_ERROR_EAGAIN) return gr_ssh_again(L, sf->gs);
+        return sftp_fail(L, sf, how == 3 ? "open directory" : "open", path, rc);
+    }
+    return push_handle(L, sf, h);
+}
+
+/* h:readdir() -> name, attrs | nil at the end */
+static int handle_readdir(lua_State *L) {
+    gr_handle *hd = check_handle(L, 1);
+    char name[1024];
+    LIBSSH2_SFTP_ATTRIBUTES a;
+    int rc = libssh2_sftp_readdir_ex(hd->h, name, sizeof name, NULL, 0, &a);
+    if (rc == LIBSSH2_ERROR_EAGAIN) return gr_ssh_again(L, hd->sf->gs);
+    if (rc < 0) return sftp_fail(L, hd->sf, "readdir", "", rc);
+    if (rc == 0) { lua_pushnil(L); return 1; }
+    lua_pushlstring(L, name, (size_t)rc);
+    push_attrs(L, &a);
+    return 2;
+}
+
+static int handle_fsetstat(lua_State *L) {
+    gr_handle *hd = check_handle(L, 1);
+    LIBSSH2_SFTP_ATTRIBUTES a;
+    read_attrs(L, 2, &a);
+    int rc = libssh2_sftp_fstat_ex(hd->h, &a, 1);
+    if (rc == LIBSSH2_ERROR_EAGAIN) return gr_ssh_again(L, hd->sf->gs);
+    if (rc != 0) return sftp_fail(L, hd->sf, "fsetstat", "", rc);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* h:fsync() -> true | nil, reason (servers without fsync@openssh.com) */
+static int handle_fsync(lua_State *L) {
+    gr_handle *hd = check_handle(L, 1);
+    int rc = libssh2_sftp_fsync(hd->h);
+    if (rc == LIBSSH2_ERROR_EAGAIN) return gr_ssh_again(L, hd->sf->gs);
+    if (rc == LIBSSH2_ERROR_SFTP_PROTOCOL) return sftp_status_result(L, hd->sf, rc);
+    if (rc != 0) return sftp_fail(L, hd->sf, "fsync", "", rc);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* h:close(): a step; an error closing a written file is a write error. */
+static int handle_close(lua_State *L) {
+    gr_handle *hd = luaL_checkudata(L, 1, HANDLE_MT);
+    if (!hd->h || !hd->sf->sftp) { lua_pushboolean(L, 1); return 1; }
+    int rc = libssh2_sftp_close_handle(hd->h);
+    if (rc == LIBSSH2_ERROR_EAGAIN) return gr_ssh_again(L, hd->sf->gs);
+    hd->h = NULL;
+    unlink_handle(hd);
+    if (rc != 0) return sftp_fail(L, hd->sf, "close", "", rc);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int handle_gc(lua_State *L) {
+    gr_handle *hd = luaL_checkudata(L, 1, HANDLE_MT);
+    if (hd->h && hd->sf->sftp && hd->sf->gs->s) {
+        if (!hd->sf->gs->dead) {
+            with_blocking(hd->sf->gs, 1);
+            libssh2_sftp_close_handle(hd->h);
+            with_blocking(hd->sf->gs, 0);
+        }
+        hd->h = NULL;
+        unlink_handle(hd);
+    }
+    return 0;
+}
+
+/* ---- transfers ----------------------------------------------------------- */
+
+static void xfer_release(gr_xfer *x) {
+    if (x->fd >= 0) close(x->fd);
+    x->fd = -1;
+    free(x->buf);
+    x->buf = NULL;
+    if (x->ctx) EVP_MD_CTX_free(x->ctx);
+    x->ctx = NULL;
+}
+
+/* Hash [0, n) of fd into the transfer's digest: the resumed prefix. */
+static int hash_prefix(gr_xfer *x, long long n) {
+    long long left = n;
+    while (left > 0) {
+        ssize_t r = pread(x->fd, x->buf, left < (long long)x->cap ? (size_t)left : x->cap, n - left);
+        if (r < 0 && errno == EINTR && !gr_interrupted) continue;
+        if (r <= 0) return -1;
+        if (EVP_DigestUpdate(x->ctx, x->buf, (size_t)r) != 1) return -1;
+        left -= r;
+    }
+    return 0;
+}
+
+static void hex_of(EVP_MD_CTX *ctx, char out[65]) {
+    unsigned char d[32];
+    unsigned int n = 0;
+    EVP_MD_CTX *copy = EVP_MD_CTX_new();
+    out[0] = '\0';
+    if (copy && EVP_MD_CTX_copy_ex(copy, ctx) == 1 && EVP_DigestFinal_ex(copy, d, &n) == 1) {
+        for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", d[i]);
+    }
+    EVP_MD_CTX_free(copy);
+}
+
+/* h:transfer(local_path, "up"|"down", offset) -> transfer. Up: reads local_path
+ * from offset. Down: writes local_path (created 0600, truncated to offset). The
+ * digest starts with the local file's first offset bytes, so xfer:hex() is the
+ * whole file's SHA-256 and, before any step, the prefix's. */
+static int handle_transfer(lua_State *L) {
+    gr_handle *hd = check_handle(L, 1);
+    const char *path = luaL_checkstring(L, 2);
+    static const char *const dirs[] = {"down", "up", NULL};
+    int upload = luaL_checkoption(L, 3, NULL, dirs);
+    lua_Integer offset = luaL_optinteger(L, 4, 0);
+    if (offset < 0) return luaL_argerror(L, 4, "negative offset");
+    gr_xfer *x = lua_newuserdatauv(L, sizeof *x, 1);
+    memset(x, 0, sizeof *x);
+    x->fd = -1;
+    x->hd = hd;
+    x->upload = upload;
+    luaL_setmetatable(L, XFER_MT);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+    x->cap = upload ? XFER_BUF : XFER_RBUF;
+    x->buf = malloc(x->cap);
+    x->ctx = EVP_MD_CTX_new();
+    if (!x->buf || !x->ctx || EVP_DigestInit_ex(x->ctx, EVP_sha256(), NULL) != 1)
+        return luaL_error(L, "transfer %s: out of memory", path);
+    x->fd = upload ? open(path, O_RDONLY | O_CLOEXEC) : open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (x->fd < 0) return gr_errno_error(L, upload ? "cannot read" : "cannot write", path);
+    if (!upload && ftruncate(x->fd, (off_t)offset) != 0) return gr_errno_error(L, "cannot truncate", path);
+    if (hash_prefix(x, offset) != 0) return gr_errno_error(L, "cannot read prefix of", path);
+    if (lseek(x->fd, (off_t)offset, SEEK_SET) < 0) return gr_errno_error(L, "cannot seek", path);
+    if (upload) posix_fadvise(x->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    libssh2_sftp_seek64(hd->h, (libssh2_uint64_t)offset);
+    return 1;
+}
+
+static gr_xfer *check_xfer(lua_State *L) {
+    gr_xfer *x = luaL_checkudata(L, 1, XFER_MT);
+    if (!x->buf) luaL_error(L, "transfer is finished");
+    if (!x->hd->h || !x->hd->sf->sftp) luaL_error(L, "transfer: SFTP handle is closed");
+    return x;
+}
+
+/* Slide the upload window: keep unacked bytes, fill the rest from the file. */
+static int upload_fill(lua_State *L, gr_xfer *x) {
+    if (x->head == x->used) x->head = x->used = 0;
+    else if (x->head > x->cap / 2) {
+        memmove(x->buf, x->buf + x->head, x->used - x->head);
+        x->used -= x->head;
+        x->head = 0;
+    }
+    while (!x->eof && x->used < x->cap) {
+        ssize_t r = read(x->fd, x->buf + x->used, x->cap - x->used);
+        if (r < 0 && errno == EINTR) { gr_raise_if_interrupted(L); continue; }
+        if (r < 0) return gr_errno_error(L, "read error on", "upload source");
+        if (r == 0) { x->eof = 1; break; }
+        if (EVP_DigestUpdate(x->ctx, x->buf + x->used, (size_t)r) != 1) return luaL_error(L, "sha256 failed");
+        x->used += (size_t)r;
+        if (x->used - x->head >= x->cap / 2) break; /* enough to keep the pipe full */
+    }
+    return 0;
+}
+
+static int upload_step(lua_State *L, gr_xfer *x) {
+    size_t moved = 0;
+    for (;;) {
+        upload_fill(L, x);
+        if (x->eof && x->head == x->used) { lua_pushboolean(L, 1); lua_pushinteger(L, x->done); return 2; }
+        ssize_t rc = libssh2_sftp_write(x->hd->h, (char *)x->buf + x->head, x->used - x->head);
+        if (rc == LIBSSH2_ERROR_EAGAIN) {
+            if (moved) break;
+            return gr_ssh_again(L, x->hd->sf->gs);
+        }
+        if (rc < 0) return sftp_fail(L, x->hd->sf, "write", "", (int)rc);
+        x->head += (size_t)rc;
+        x->done += rc;
+        moved += (size_t)rc;
+        if (moved >= XFER_BUDGET) break;
+    }
+    lua_pushinteger(L, x->done);
+    return 1;
+}
+
+static int write_all(int fd, const unsigned char *p, size_t n) {
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR && !gr_interrupted) continue;
+        if (w <= 0) return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int download_step(lua_State *L, gr_xfer *x) {
+    size_t moved = 0;
+    for (;;) {
+        ssize_t rc = libssh2_sftp_read(x->hd->h, (char *)x->buf, x->cap);
+        if (rc == LIBSSH2_ERROR_EAGAIN) {
+            if (moved) break;
+            return gr_ssh_again(L, x->hd->sf->gs);
+        }
+        if (rc < 0) return sftp_fail(L, x->hd->sf, "read", "", (int)rc);
+        if (rc == 0) { lua_pushboolean(L, 1); lua_pushinteger(L, x->done); return 2; }
+        if (write_all(x->fd, x->buf, (size_t)rc) != 0) {
+            gr_raise_if_interrupted(L);
+            return gr_errno_error(L, "write error on", "download destination");
+        }
+        if (EVP_DigestUpdate(x->ctx, x->buf, (size_t)rc) != 1) return luaL_error(L, "sha256 failed");
+        x->done += rc;
+        moved += (size_t)rc;
+        if (moved >= XFER_BUDGET) break;
+    }
+    lua_pushinteger(L, x->done);
+    return 1;
+}
+
+/* x:step() -> true, bytes (finished) | bytes (progress; call again) | false, dirs */
+static int xfer_step(lua_State *L) {
+    gr_xfer *x = check_xfer(L);
+    return x->upload ? upload_step(L, x) : download_step(L, x);
+}
+
+/* x:hex() -> SHA-256 of everything so far (prefix included) */
+static int xfer_hex(lua_State *L) {
+    gr_xfer *x = luaL_checkudata(L, 1, XFER_MT);
+    char out[65];
+    if (!x->ctx) return luaL_error(L, "transfer is finished");
+    hex_of(x->ctx, out);
+    lua_pushstring(L, out);
+    return 1;
+}
+
+/* x:finish() -> closes the local file; downloads are fsynced first. */
+static int xfer_finish(lua_State *L) {
+    gr_xfer *x = luaL_checkudata(L, 1, XFER_MT);
+    int err = 0;
+    if (x->fd >= 0 && !x->upload && fsync(x->fd) != 0) err = errno;
+    xfer_release(x);
+    if (err) { errno = err; return gr_errno_error(L, "fsync", "download destination"); }
+    return 0;
+}
+
+static int xfer_gc(lua_State *L) {
+    xfer_release(luaL_checkudata(L, 1, XFER_MT));
+    return 0;
+}
+
+static void new_mt(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc) {
+    luaL_newmetatable(L, name);
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+}
+
+void gr_sftp_register(lua_State *L) {
+    static const luaL_Reg sftp_methods[] = {
+        {"stat", sftp_stat}, {"setstat", sftp_setstat}, {"rename", sftp_rename},
+        {"unlink", sftp_unlink}, {"mkdir", sftp_mkdir}, {"statvfs", sftp_statvfs},
+        {"open", sftp_open}, {NULL, NULL}
+    };
+    static const luaL_Reg handle_methods[] = {
+        {"readdir", handle_readdir}, {"fsetstat", handle_fsetstat}, {"fsync", handle_fsync},
+        {"close", handle_close}, {"transfer", handle_transfer}, {NULL, NULL}
+    };
+    static const luaL_Reg xfer_methods[] = {
+        {"step", xfer_step}, {"hex", xfer_hex}, {"finish", xfer_finish}, {NULL, NULL}
+    };
+    new_mt(L, SFTP_MT, sftp_methods, sftp_gc);
+    new_mt(L, HANDLE_MT, handle_methods, handle_gc);
+    new_mt(L, XFER_MT, xfer_methods, xfer_gc);
+}

@@ -1,0 +1,152 @@
+-- ssh_sftp_spec: inst:put / inst:get over SFTP against a real sshd: .part + rename,
+-- mode and mtime, SHA-256 verify, directories, resume after the serving sshd
+-- process is killed mid-transfer, a full remote tmpfs, progress as JSON lines.
+local sshd = require "sshd"
+local hash = require "gpurent.hash"
+local lfs = require "lfs"
+
+local function mkfile(path, mib)
+  os.execute(string.format("head -c %d /dev/urandom > %s", mib * 1048576, T.q(path)))
+  return path
+end
+
+local function mode_mtime(path)
+  local p = io.popen("stat -c '%a %Y' " .. T.q(path))
+  local s = p:read("l"); p:close()
+  return s
+end
+
+describe("inst:put / inst:get", function()
+  local fx, inst, dir
+  setup(function()
+    fx = sshd.start{addrs = 1, tmpfs = "6m"}
+    inst = fx:connect(1)
+    dir = T.tmpdir()
+  end)
+  teardown(function()
+    if inst then inst:close() end
+    if fx then fx:stop() end
+    T.rmtree(dir)
+  end)
+
+  it("round-trips a file with mode, mtime and a verified SHA-256, via .part", function()
+    local src = mkfile(dir .. "/a.bin", 3)
+    os.execute("chmod 750 " .. src .. " && touch -d '2021-02-03 04:05:06' " .. src)
+    local want = hash.sha256_file(src)
+    local r = inst:put(src, fx.home .. "/a.bin", {verify = true})
+    assert.equal(want, r.sha256)
+    assert.equal(3 * 1048576, r.bytes)
+    assert.is_true(r.verified)
+    assert.equal(mode_mtime(src), mode_mtime(fx.home .. "/a.bin"))
+    assert.is_nil(lfs.attributes(fx.home .. "/a.bin.part"))
+    -- overwrite an existing destination (SFTP rename refuses; mv -f fallback)
+    inst:put(src, fx.home .. "/a.bin", {})
+    local g = inst:get(fx.home .. "/a.bin", dir .. "/back.bin", {verify = true})
+    assert.equal(want, g.sha256)
+    assert.equal(want, hash.sha256_file(dir .. "/back.bin"))
+    assert.equal(mode_mtime(src), mode_mtime(dir .. "/back.bin"))
+    assert.is_nil(lfs.attributes(dir .. "/back.bin.part"))
+  end)
+
+  it("copies directories recursively both ways", function()
+    local tree = dir .. "/tree"
+    os.execute("mkdir -p " .. tree .. "/sub/deeper && echo one > " .. tree .. "/one.txt && " ..
+      "echo two > " .. tree .. "/sub/two.txt && echo three > " .. tree .. "/sub/deeper/three.txt")
+    local r = inst:put(tree, fx.home .. "/tree", {})
+    assert.equal(3, #r.files)
+    assert.equal("three\n", T.read(fx.home .. "/tree/sub/deeper/three.txt"))
+    local g = inst:get(fx.home .. "/tree", dir .. "/tree_back", {})
+    assert.equal(3, #g.files)
+    assert.equal("two\n", T.read(dir .. "/tree_back/sub/two.txt"))
+  end)
+
+  it("restarts instead of resuming when the .part is not a prefix of the source", function()
+    local src = mkfile(dir .. "/b.bin", 2)
+    T.write(fx.home .. "/b.bin.part", string.rep("z", 100000))
+    local r = inst:put(src, fx.home .. "/b.bin", {verify = true})
+    assert.equal(0, r.resumed_from)
+    assert.equal(hash.sha256_file(src), hash.sha256_file(fx.home .. "/b.bin"))
+  end)
+
+  -- Run transfer() in one task and kill the sshd processes serving it from
+  -- another once the .part has grown past a few MiB.
+  local function kill_midway(part, transfer)
+    local res = gpurent.parallel({"xfer", "killer"}, function(role)
+      if role == "xfer" then return transfer() end
+      for _ = 1, 2000 do
+        if (lfs.attributes(part, "size") or 0) > 6 * 1048576 then return fx:kill_connections() end
+        require("gpurent.sched").sleep(0.005)
+      end
+      error("the transfer never got going")
+    end)
+    assert.is_true(res[2].ok, tostring(res[2].error))
+    assert.is_true(res[2].value > 0)
+    return res[1]
+  end
+
+  it("resumes an upload after the serving sshd is killed mid-transfer", function()
+    local src = mkfile(dir .. "/big.bin", 64)
+    local want = hash.sha256_file(src)
+    local dst = fx.home .. "/big.bin"
+    local first = kill_midway(dst .. ".part", function() return inst:put(src, dst, {idempotent = false}) end)
+    assert.is_false(first.ok)
+    assert.matches("connection lost", tostring(first.error))
+    assert.is_nil(lfs.attributes(dst))                     -- nothing claims completeness
+    local part_size = lfs.attributes(dst .. ".part", "size")
+    assert.is_true(part_size > 0 and part_size < 64 * 1048576)
+    local r = inst:put(src, dst, {verify = true})
+    assert.is_true(r.resumed_from > 0)
+    assert.is_true(r.sent < 64 * 1048576)
+    assert.equal(want, r.sha256)
+    assert.equal(want, hash.sha256_file(dst))
+    -- default (idempotent) put survives a kill by itself
+    os.remove(dst)
+    local auto = kill_midway(dst .. ".part", function() return inst:put(src, dst, {}) end)
+    assert.is_true(auto.ok, tostring(auto.error))
+    assert.is_true(auto.value.resumed_from > 0)
+    assert.equal(want, hash.sha256_file(dst))
+  end)
+
+  it("resumes a download after the serving sshd is killed mid-transfer", function()
+    local src = mkfile(fx.home .. "/dl.bin", 64)
+    local want = hash.sha256_file(src)
+    local dst = dir .. "/dl.bin"
+    local first = kill_midway(dst .. ".part", function() return inst:get(src, dst, {idempotent = false}) end)
+    assert.is_false(first.ok)
+    assert.is_nil(lfs.attributes(dst))
+    local r = inst:get(src, dst, {verify = true})
+    assert.is_true(r.resumed_from > 0)
+    assert.equal(want, r.sha256)
+    assert.equal(want, hash.sha256_file(dst))
+  end)
+
+  it("reports a full remote disk clearly and leaves no completed-looking file", function()
+    local src = mkfile(dir .. "/toobig.bin", 10)
+    local dst = fx.small .. "/toobig.bin"
+    local ok, err = pcall(inst.put, inst, src, dst, {})
+    assert.is_false(ok)
+    assert.matches("remote disk full", tostring(err))
+    assert.matches(fx.small:gsub("%p", "%%%0"), tostring(err))
+    local check = inst:sh("ls " .. fx.small)
+    assert.is_nil(check.stdout:find("toobig.bin\n", 1, true))
+    assert.equal("ok\n", inst:sh("echo ok").stdout)           -- the session is still fine
+    inst:sh("rm -f " .. fx.small .. "/*")
+  end)
+
+  it("prints JSON progress lines off a TTY when asked", function()
+    local src = mkfile(dir .. "/p.bin", 4)
+    local recipe = dir .. "/progress.lua"
+    T.write(recipe, string.format("local i = gpurent.connect('h1', {config = %q})\n" ..
+      "i:put(%q, %q, {})\n", fx.config, src, fx.home .. "/p.bin"))
+    local code, _, err = T.run("run " .. T.q(recipe), {env = "GPURENT_PROGRESS=json"})
+    assert.equal(0, code, err)
+    local last
+    for line in err:gmatch("[^\n]+") do last = require("gpurent.json").decode(line) end
+    assert.equal("transfer", last.event)
+    assert.equal(4 * 1048576, last.bytes)
+    assert.is_true(last.done)
+    local code2, _, err2 = T.run("run " .. T.q(recipe))
+    assert.equal(0, code2)
+    assert.equal("", err2)                                      -- silent off a TTY by default
+  end)
+end)
