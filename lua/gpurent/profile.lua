@@ -1,0 +1,443 @@
+-- gpurent.profile: platform profiles (profiles/*.yaml) as plain Lua tables, checked
+-- against profiles/schema.yaml on every load. Owns finding a profile by name, team
+-- overlays (deep merge on top of a shipped profile), schema validation with errors
+-- that name file:line:col and the key path, and small lookups over the result.
+--
+--   profile.load(name_or_path [, {overlays = {path, ...}, search = {dir, ...}}]) -> p
+--   profile.find(name [, search]) -> path          profile.search_dirs() -> {dir, ...}
+--   profile.tier(p, name) -> tier (with .name)     profile.durable_tier(p) -> tier | nil
+--   profile.expand(template, vars) -> string       profile.source(p) -> {files = {...}}
+--
+-- A null (~) in YAML reads as nil in the loaded profile: `if p.tiers.data.inode_cap`
+-- means "this tier has a cap". An overlay is a YAML file with `extends: NAME` (or one
+-- passed in opts.overlays); maps merge key by key, lists and scalars replace, and
+-- `_delete: [key, ...]` inside any map removes those keys of the layer below.
+local yaml = require "gpurent.yaml"
+local fs = require "gpurent.fs"
+
+local profile = {}
+
+local NULL = yaml.null
+local sources = setmetatable({}, {__mode = "k"})   -- loaded profile -> {files=}
+
+-- ---------------------------------------------------------------------------
+-- Documents with locations: every table we build is described in `loc`:
+-- loc[tbl] = {kind = "map"|"list"|"empty", at = {file,line,col}, keys = {k = at}}.
+
+local function make_locs() return setmetatable({}, {__mode = "k"}) end
+
+-- Annotate a freshly loaded YAML value: kind of each table and key positions.
+local function annotate(v, positions, file, at, loc)
+  if type(v) ~= "table" then return end
+  local pos = positions and positions[v]
+  local info = {at = at, keys = {}}
+  if pos then
+    info.kind = "map"
+    for k, p in pairs(pos) do info.keys[k] = {file, p[1], p[2]} end
+  elseif next(v) == nil then
+    info.kind = "empty"
+  elseif #v > 0 then
+    info.kind = "list"
+  else
+    info.kind = "map"
+  end
+  loc[v] = info
+  for k, child in pairs(v) do
+    annotate(child, positions, file, info.keys[k] or at, loc)
+  end
+end
+
+local function read_doc(path, loc)
+  local text = fs.read_file(path)
+  local doc, positions = yaml.load(text, path, {positions = true})
+  if type(doc) ~= "table" or (positions[doc] == nil and next(doc) ~= nil) then
+    error(path .. ":1:1: a profile must be a YAML mapping", 0)
+  end
+  annotate(doc, positions, path, {path, 1, 1}, loc)
+  return doc
+end
+
+local function kind_of(v, loc)
+  if type(v) ~= "table" then return nil end
+  return loc[v] and loc[v].kind or (next(v) == nil and "empty" or (#v > 0 and "list" or "map"))
+end
+
+-- Deep merge `top` over `base` into a new table; locations follow the value's origin.
+local function merge(base, top, loc)
+  local bk, tk = kind_of(base, loc), kind_of(top, loc)
+  local top_is_map = tk == "map" or tk == "empty"
+  local base_is_map = bk == "map" or bk == "empty"
+  if not (top_is_map and base_is_map and (tk == "map" or bk == "map")) then
+    return top
+  end
+  local out = {}
+  local tinfo, binfo = loc[top] or {keys = {}}, loc[base] or {keys = {}}
+  local info = {kind = "map", at = tinfo.at or binfo.at, keys = {}}
+  local deleted = {}
+  local del = top._delete
+  if del ~= nil then
+    if type(del) ~= "table" or kind_of(del, loc) == "map" then
+      local at = tinfo.keys._delete or tinfo.at or {"?", 0, 0}
+      error(string.format("%s:%d:%d: _delete: expected a list of keys", at[1], at[2], at[3]), 0)
+    end
+    for _, k in ipairs(del) do deleted[k] = true end
+  end
+  for k, v in pairs(base) do
+    if not deleted[k] then out[k] = v; info.keys[k] = binfo.keys[k] end
+  end
+  for k, v in pairs(top) do
+    if k ~= "_delete" then
+      if out[k] ~= nil and type(v) == "table" and type(out[k]) == "table" then
+        out[k] = merge(out[k], v, loc)
+      else
+        out[k] = v
+      end
+      info.keys[k] = tinfo.keys[k]
+    end
+  end
+  loc[out] = info
+  return out
+end
+
+-- ---------------------------------------------------------------------------
+-- Finding profiles.
+
+function profile.search_dirs()
+  local dirs = {}
+  local env = os.getenv("GPURENT_PROFILE_PATH")
+  if env and env ~= "" then
+    for d in env:gmatch("[^:]+") do dirs[#dirs + 1] = d end
+  end
+  local g = rawget(_G, "gpurent")
+  if g and g.project_dir and g.project_dir() then dirs[#dirs + 1] = g.project_dir() .. "/profiles" end
+  local xdg = os.getenv("XDG_CONFIG_HOME")
+  if (not xdg or xdg == "") and os.getenv("HOME") then xdg = os.getenv("HOME") .. "/.config" end
+  if xdg then dirs[#dirs + 1] = xdg .. "/gpurent/profiles" end
+  if g and g.share_dir and g.share_dir() then dirs[#dirs + 1] = g.share_dir() .. "/profiles" end
+  return dirs
+end
+
+-- profile.find(name [, search]) -> path. A name with a '/' or '.yaml' is a path.
+function profile.find(name, search, skip)
+  if type(name) ~= "string" or name == "" then error("profile.find: name must be a non-empty string", 2) end
+  if name:find("/", 1, true) or name:match("%.ya?ml$") then
+    if not fs.exists(name) then error("profile " .. name .. ": no such file", 0) end
+    return name
+  end
+  if not name:match("^[%w_.%-]+$") then error("profile name " .. string.format("%q", name) .. ": use letters, digits, '.', '_', '-'", 0) end
+  local tried = {}
+  for _, d in ipairs(search or profile.search_dirs()) do
+    local p = d .. "/" .. name .. ".yaml"
+    if p ~= skip and fs.exists(p) then return p end
+    tried[#tried + 1] = p
+  end
+  error("profile " .. name .. " not found (looked in " .. table.concat(tried, ", ") .. ")", 0)
+end
+
+-- ---------------------------------------------------------------------------
+-- The schema.
+
+local NODE_ATTRS = {type = 1, optional = 1, nullable = 1, enum = 1, min = 1, keys = 1,
+                    values = 1, items = 1, ref = 1, doc = 1}
+local TYPES = {string = 1, integer = 1, number = 1, boolean = 1, map = 1, list = 1, any = 1}
+
+local schema_cache = {}
+
+local function check_schema_node(node, where, loc, defs)
+  local function bad(msg, key)
+    local info = loc[node] or {}
+    local at = (key and info.keys and info.keys[key]) or info.at or {"schema.yaml", 0, 0}
+    error(string.format("%s:%d:%d: schema %s: %s", at[1], at[2], at[3], where, msg), 0)
+  end
+  if type(node) ~= "table" then bad("a node must be a mapping") end
+  for k in pairs(node) do
+    if not NODE_ATTRS[k] then bad("unknown schema attribute " .. tostring(k), k) end
+  end
+  if node.ref ~= nil and (type(node.ref) ~= "string" or not defs[node.ref]) then
+    bad("ref names no defs entry: " .. tostring(node.ref), "ref")
+  end
+  local types = type(node.type) == "table" and node.type or {node.type}
+  for _, t in ipairs(types) do
+    if not TYPES[t] then bad("unknown type " .. tostring(t), "type") end
+  end
+  if node.ref == nil and node.type == nil then bad("a node needs a type or a ref") end
+  if node.keys ~= nil then
+    for k, sub in pairs(node.keys) do check_schema_node(sub, where .. "." .. k, loc, defs) end
+  end
+  if node.values ~= nil then check_schema_node(node.values, where .. ".*", loc, defs) end
+  if node.items ~= nil then check_schema_node(node.items, where .. "[]", loc, defs) end
+end
+
+-- profile.schema([path]) -> schema table {defs=, root=}, checked and cached.
+function profile.schema(path)
+  path = path or profile.find("schema")
+  if schema_cache[path] then return schema_cache[path] end
+  local loc = make_locs()
+  local doc = read_doc(path, loc)
+  if type(doc.root) ~= "table" then error(path .. ":1:1: schema needs a root node", 0) end
+  local defs = doc.defs or {}
+  for name, node in pairs(defs) do check_schema_node(node, "defs." .. name, loc, defs) end
+  check_schema_node(doc.root, "root", loc, defs)
+  local s = {defs = defs, root = doc.root, path = path}
+  schema_cache[path] = s
+  return s
+end
+
+-- ---------------------------------------------------------------------------
+-- Validation: collect every problem, then raise them all at once.
+
+local function describe(v)
+  if v == NULL then return "null" end
+  if type(v) == "string" then return string.format("string %q", v) end
+  if math.type(v) then return math.type(v) .. " " .. tostring(v) end
+  if type(v) == "table" then return "a " .. (next(v) == nil and "empty table" or "table") end
+  return type(v) .. " " .. tostring(v)
+end
+
+local function type_ok(t, v, loc)
+  if t == "any" then return true
+  elseif t == "string" then return type(v) == "string"
+  elseif t == "integer" then return math.type(v) == "integer"
+  elseif t == "number" then return type(v) == "number"
+  elseif t == "boolean" then return type(v) == "boolean"
+  elseif t == "map" then local k = kind_of(v, loc); return k == "map" or k == "empty"
+  elseif t == "list" then local k = kind_of(v, loc); return k == "list" or k == "empty"
+  end
+  return false
+end
+
+local function validate_node(node, v, path, at, ctx)
+  while node.ref do node = ctx.defs[node.ref] end
+  local function problem(msg, where)
+    where = where or at or {"?", 0, 0}
+    ctx.problems[#ctx.problems + 1] = {file = where[1], line = where[2], col = where[3],
+                                       key = path, msg = msg}
+  end
+  if v == NULL then
+    if not node.nullable then problem("must not be null (expected " .. tostring(
+      type(node.type) == "table" and table.concat(node.type, " or ") or node.type) .. ")") end
+    return
+  end
+  local types = type(node.type) == "table" and node.type or {node.type or "any"}
+  local ok = false
+  for _, t in ipairs(types) do if type_ok(t, v, ctx.loc) then ok = true; break end end
+  if not ok then
+    problem("expected " .. table.concat(types, " or ") .. ", got " .. describe(v))
+    return
+  end
+  if node.enum then
+    local found = false
+    for _, e in ipairs(node.enum) do if e == v then found = true end end
+    if not found then
+      local names = {}
+      for _, e in ipairs(node.enum) do names[#names + 1] = tostring(e) end
+      problem(describe(v) .. " is not one of: " .. table.concat(names, ", "))
+    end
+  end
+  if node.min and type(v) == "number" and v < node.min then
+    problem(tostring(v) .. " is below the minimum " .. tostring(node.min))
+  end
+  if type(v) ~= "table" then return end
+  local info = ctx.loc[v] or {keys = {}}
+  local function child_path(k) return path == "" and tostring(k) or (path .. "." .. tostring(k)) end
+  if node.keys then
+    local names = {}
+    for k in pairs(v) do names[#names + 1] = k end
+    table.sort(names, function(a, b) return tostring(a) < tostring(b) end)
+    for _, k in ipairs(names) do
+      local sub = node.keys[k]
+      local kat = info.keys[k] or info.at or at
+      if sub == nil then
+        local cp = child_path(k)
+        ctx.problems[#ctx.problems + 1] = {file = kat[1], line = kat[2], col = kat[3], key = cp,
+                                           msg = "unknown key"}
+      else
+        validate_node(sub, v[k], child_path(k), kat, ctx)
+      end
+    end
+    local req = {}
+    for k, sub in pairs(node.keys) do
+      if not sub.optional and v[k] == nil then req[#req + 1] = k end
+    end
+    table.sort(req)
+    for _, k in ipairs(req) do
+      problem("missing required key " .. k, info.at or at)
+      ctx.problems[#ctx.problems].key = child_path(k)
+    end
+  elseif node.values then
+    for k, sub in pairs(v) do
+      validate_node(node.values, sub, child_path(k), info.keys[k] or info.at or at, ctx)
+    end
+  elseif node.items then
+    for i, sub in ipairs(v) do
+      local iat = (ctx.loc[sub] and ctx.loc[sub].at) or info.at or at
+      validate_node(node.items, sub, path .. "[" .. i .. "]", iat, ctx)
+    end
+  end
+end
+
+-- Cross-references the schema cannot express: tier names.
+local function check_references(doc, ctx)
+  local tiers = type(doc.tiers) == "table" and doc.tiers or {}
+  local cp = type(doc.checkpoints) == "table" and doc.checkpoints or nil
+  local function at_of(tbl, k)
+    local info = ctx.loc[tbl]
+    return info and (info.keys[k] or info.at) or {"?", 0, 0}
+  end
+  local function need_tier(tbl, k, path)
+    local name = tbl[k]
+    if type(name) == "string" and tiers[name] == nil then
+      local at = at_of(tbl, k)
+      ctx.problems[#ctx.problems + 1] = {file = at[1], line = at[2], col = at[3], key = path,
+                                         msg = "names no tier: " .. name}
+    end
+  end
+  if cp then
+    need_tier(cp, "live_tier", "checkpoints.live_tier")
+    need_tier(cp, "durable_tier", "checkpoints.durable_tier")
+    need_tier(cp, "never_tier", "checkpoints.never_tier")
+  end
+  local b = type(doc.billing) == "table" and doc.billing or {}
+  local function check_preserves(p, path)
+    if type(p) ~= "table" then return end
+    for k in pairs(p) do
+      if tiers[k] == nil then
+        local at = at_of(p, k)
+        ctx.problems[#ctx.problems + 1] = {file = at[1], line = at[2], col = at[3],
+                                           key = path .. "." .. tostring(k), msg = "names no tier"}
+      end
+    end
+  end
+  if type(b.meter_stop) == "table" then check_preserves(b.meter_stop.preserves, "billing.meter_stop.preserves") end
+  if type(b.verbs) == "table" then
+    for name, verb in pairs(b.verbs) do
+      if type(verb) == "table" then check_preserves(verb.preserves, "billing.verbs." .. name .. ".preserves") end
+    end
+  end
+end
+
+local function format_problems(problems)
+  table.sort(problems, function(a, b)
+    if a.file ~= b.file then return a.file < b.file end
+    if a.line ~= b.line then return a.line < b.line end
+    return a.key < b.key
+  end)
+  local lines = {}
+  for _, p in ipairs(problems) do
+    lines[#lines + 1] = string.format("%s:%d:%d: %s: %s", p.file, p.line, p.col, p.key, p.msg)
+  end
+  return table.concat(lines, "\n")
+end
+
+-- profile.check(doc, loc, schema) -> problems list (empty when valid).
+local function check(doc, loc, schema)
+  local ctx = {defs = schema.defs, problems = {}, loc = loc}
+  local root_at = (loc[doc] and loc[doc].at) or {"?", 1, 1}
+  validate_node(schema.root, doc, "", root_at, ctx)
+  check_references(doc, ctx)
+  return ctx.problems
+end
+
+-- Replace null with nil, so Lua reads "not applicable" as absent.
+local function strip_nulls(v, seen)
+  if type(v) ~= "table" or seen[v] then return end
+  seen[v] = true
+  for k, child in pairs(v) do
+    if child == NULL then v[k] = nil else strip_nulls(child, seen) end
+  end
+end
+
+-- ---------------------------------------------------------------------------
+-- Loading.
+
+-- Load a file and whatever it extends, bottom layer first; returns merged doc, files.
+local function load_layers(path, loc, search, depth, chain)
+  if depth > 8 then error(path .. ": overlays nest deeper than 8 (a cycle?)", 0) end
+  for _, seen in ipairs(chain) do
+    if seen == path then error(path .. ": overlay cycle: " .. table.concat(chain, " -> ") .. " -> " .. path, 0) end
+  end
+  chain[#chain + 1] = path
+  local doc = read_doc(path, loc)
+  local ext = doc.extends
+  if ext == nil or ext == NULL then return doc, {path} end
+  if type(ext) ~= "string" then
+    local at = loc[doc].keys.extends
+    error(string.format("%s:%d:%d: extends: expected a profile name", at[1], at[2], at[3]), 0)
+  end
+  local base_path = profile.find(ext, search, path)
+  local base, files = load_layers(base_path, loc, search, depth + 1, chain)
+  local merged = merge(base, doc, loc)
+  merged.extends = nil
+  files[#files + 1] = path
+  return merged, files
+end
+
+-- profile.load(name_or_path [, opts]) -> profile (plain tables, nulls as nil).
+-- opts.overlays: extra overlay files applied in order; opts.search: dirs to look in;
+-- opts.schema: schema path. Raises one error listing every problem as
+-- "file:line:col: key.path: message".
+function profile.load(name, opts)
+  opts = opts or {}
+  local loc = make_locs()
+  local path = profile.find(name, opts.search)
+  local doc, files = load_layers(path, loc, opts.search, 0, {})
+  for _, ov in ipairs(opts.overlays or {}) do
+    local top = read_doc(ov, loc)
+    if top.extends ~= nil then top.extends = nil end
+    doc = merge(doc, top, loc)
+    files[#files + 1] = ov
+  end
+  local schema = profile.schema(opts.schema)
+  local problems = check(doc, loc, schema)
+  if #problems > 0 then
+    error("profile " .. name .. " is invalid (" .. #problems .. " problem" ..
+          (#problems == 1 and "" or "s") .. "):\n" .. format_problems(problems), 0)
+  end
+  strip_nulls(doc, {})
+  sources[doc] = {files = files, name = doc.platform}
+  return doc
+end
+
+-- ---------------------------------------------------------------------------
+-- Lookups.
+
+function profile.source(p) return sources[p] end
+
+-- profile.tier(p, name) -> the tier table with .name set, or nil.
+function profile.tier(p, name)
+  local t = name and p.tiers[name]
+  if t then t.name = t.name or name end
+  return t
+end
+
+-- The tier that survives the platform's destroy verb (nil when none is configured).
+function profile.durable_tier(p)
+  return profile.tier(p, p.checkpoints.durable_tier)
+end
+
+function profile.live_tier(p)
+  return profile.tier(p, p.checkpoints.live_tier)
+end
+
+-- Tiers in a stable order: by path length, then name (so "/" comes first).
+function profile.tier_list(p)
+  local list = {}
+  for name in pairs(p.tiers) do list[#list + 1] = profile.tier(p, name) end
+  table.sort(list, function(a, b)
+    if #a.path ~= #b.path then return #a.path < #b.path end
+    return a.name < b.name
+  end)
+  return list
+end
+
+-- profile.expand("/root/autodl-tmp/checkpoints/{name}", {name = "x"}) -> string.
+-- An unknown {var} is an error, never an empty path component.
+function profile.expand(template, vars)
+  return (template:gsub("{([%w_]+)}", function(k)
+    local v = vars and vars[k]
+    if v == nil then error("profile.expand: no value for {" .. k .. "} in " .. template, 2) end
+    return tostring(v)
+  end))
+end
+
+return profile
