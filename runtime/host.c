@@ -30,6 +30,7 @@ static const luaL_Reg core_modules[] = {
     {"term", gr_open_term},
     {"sched", gr_open_sched}, {"ssh", gr_open_ssh}, {"knownhosts", gr_open_knownhosts},
     {"sqlite", gr_open_sqlite},
+    {"http", gr_open_http}, {"approval", gr_open_approval},
     {NULL, NULL}
 };
 

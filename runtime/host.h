@@ -27,6 +27,7 @@ int gr_open_sys(lua_State *L);
 int gr_open_term(lua_State *L);
 int gr_open_sched(lua_State *L); int gr_open_ssh(lua_State *L); int gr_open_knownhosts(lua_State *L);
 int gr_open_sqlite(lua_State *L);
+int gr_open_http(lua_State *L); int gr_open_approval(lua_State *L);
 
 /* Set by the SIGINT handler; primitives that block (poll, read) check it and raise
  * "interrupted" so the Lua code's cleanup runs. */

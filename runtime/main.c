@@ -3,6 +3,7 @@
  * (lua/gpurent/cli.lua), so commands can be written as policy in Lua. */
 #include "host.h"
 #include "curlload.h"
+#include "approval.h"
 
 #include <getopt.h>
 #include <libssh2.h>
@@ -26,6 +27,9 @@ static const char usage_text[] =
     "\n"
     "options:\n"
     "  -v, --verbose   print a traceback with errors\n"
+    "  --approve NAME  approve destructive actions (release, power-off) on instance\n"
+    "                  NAME for this command; repeatable, also accepted after the\n"
+    "                  command's own arguments (not after --)\n"
     "  -h, --help      this text\n"
     "\n"
     "exit codes:\n"
@@ -155,11 +159,36 @@ static int cmd_lua(int argc, char **argv, int verbose) {
     return finish(L, gr_host_call(L, 3));
 }
 
+/* `--approve NAME` / `--approve=NAME` anywhere in argv[from..] before "--": record
+ * the approval (approval.c) and remove the words, so Lua never sees them. Returns the
+ * new argc, or -1 when a name is missing. */
+static int take_approvals(int argc, char **argv, int from) {
+    int out = from;
+    for (int i = from; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0) {
+            while (i < argc) argv[out++] = argv[i++];
+            break;
+        }
+        const char *name = NULL;
+        if (strcmp(argv[i], "--approve") == 0) {
+            if (i + 1 >= argc) return -1;
+            name = argv[++i];
+        } else if (strncmp(argv[i], "--approve=", 10) == 0) {
+            name = argv[i] + 10;
+        }
+        if (name) { if (gr_approval_grant(name) != 0) return -1; continue; }
+        argv[out++] = argv[i];
+    }
+    argv[out] = NULL;
+    return out;
+}
+
 int main(int argc, char **argv) {
     static const struct option opts[] = {
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
+        {"approve", required_argument, NULL, 'a'},
         {0, 0, 0, 0}
     };
     int verbose = 0, c;
@@ -170,11 +199,16 @@ int main(int argc, char **argv) {
         case 'h': fputs(usage_text, stdout); return GR_EXIT_OK;
         case 'V': return cmd_version();
         case 'e': eval = optarg; break;
+        case 'a':
+            if (gr_approval_grant(optarg) != 0) return usage_error("--approve needs an instance name");
+            break;
         default: return usage_error("unknown option");
         }
     }
     if (eval) return cmd_eval(eval, verbose);
     if (optind >= argc) { fputs(usage_text, stderr); return GR_EXIT_USAGE; }
+    argc = take_approvals(argc, argv, optind + 1);
+    if (argc < 0) return usage_error("--approve needs an instance name");
     const char *cmd = argv[optind];
     if (strcmp(cmd, "version") == 0) return cmd_version();
     if (strcmp(cmd, "help") == 0 && optind + 1 >= argc) { fputs(usage_text, stdout); return 0; }

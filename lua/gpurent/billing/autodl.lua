@@ -1,0 +1,326 @@
+-- gpurent.billing.autodl: AutoDL's developer API (../shared/design/AUTODL-API.md).
+-- Base URL and endpoint paths are data: profiles/autodl.yaml (billing.api) when it
+-- loads, else the defaults below (the same values); a caller may pass an override
+-- table. GPURENT_AUTODL_BASE_URL points every endpoint at another server (the
+-- testbed's autodl-api).
+--
+--   local c = autodl.client{token=, token_file=, base_url=, api=, timeout=, dry_run=, out=}
+--   c:balance() -> {assets=, accumulate=, voucher_balance=} in yuan (API: thousandths)
+--   c:list{page_index=, page_size=} -> page;  c:instances() -> every instance
+--   c:find(name_or_uuid) -> list item (raises when unknown)
+--   c:status(uuid) -> "running" | "shutdown" | "starting" | "shutting_down" | ...
+--   c:snapshot(uuid) -> data + ssh = {host=, port=, user="root"}
+--   c:wait_status(uuid, want, {deadline=, interval=}) -> status
+--   c:power_on(uuid, {retries=, backoff=, max_backoff=, wait=true, deadline=})
+--   c:power_off(uuid, {wait=true, deadline=})
+--   c:release(uuid, {approval=NAME})   -- C refuses to send without the person's approval
+--   c:wechat{title=, name=, content=} -> true | false, why   (5/min, 50/day, kept locally)
+--   autodl.in_instance_power_off(inst [, verb]) -- the token-less verb: `shutdown` on the box
+--
+-- Errors are objects {kind=, code=, msg=, request_id=, status=, method=, url=}
+-- printing as one line; the token is a gpurent.secret and appears in none of them.
+local http = require "gpurent.http"
+local json = require "gpurent.json"
+local secret = require "gpurent.secret"
+local fs = require "gpurent.fs"
+local core = require "gpurent.core"
+
+local autodl = {}
+
+autodl.DEFAULTS = {
+  base_url = "https://api.autodl.com",
+  auth_header = "Authorization",
+  ok_code = "Success",
+  endpoints = {
+    balance = {method = "POST", path = "/api/v1/dev/wallet/balance"},
+    instance_list = {method = "POST", path = "/api/v1/dev/instance/pro/list"},
+    instance_status = {method = "GET", path = "/api/v1/dev/instance/pro/status"},
+    instance_snapshot = {method = "GET", path = "/api/v1/dev/instance/pro/snapshot"},
+    create = {method = "POST", path = "/api/v1/dev/instance/pro/create", billable = true},
+    power_on = {method = "POST", path = "/api/v1/dev/instance/pro/power_on", billable = true},
+    power_off = {method = "POST", path = "/api/v1/dev/instance/pro/power_off"},
+    release = {method = "POST", path = "/api/v1/dev/instance/pro/release", irreversible = true},
+    wechat = {method = "POST", base_url = "https://www.autodl.com", path = "/api/v1/wechat/message/send",
+              limits = {per_minute = 5, per_day = 50}},
+  },
+  per_yuan = 1000,
+}
+
+-- ---- errors ----------------------------------------------------------------------
+
+local ApiError = {__name = "gpurent.autodl.error"}
+ApiError.__index = ApiError
+ApiError.__tostring = function(e)
+  local parts = {string.format("AutoDL %s %s: %s", e.method, e.url, e.code or e.kind)}
+  if e.msg and e.msg ~= "" then parts[#parts + 1] = e.msg end
+  if e.status then parts[#parts + 1] = "HTTP " .. e.status end
+  if e.request_id then parts[#parts + 1] = "request_id " .. e.request_id end
+  return table.concat(parts, "; ")
+end
+
+local function api_error(t) error(setmetatable(t, ApiError), 0) end
+function autodl.is_error(e) return getmetatable(e) == ApiError end
+
+-- ---- configuration ---------------------------------------------------------------
+
+local function merge(base, over)
+  local out = {}
+  for k, v in pairs(base) do out[k] = v end
+  for k, v in pairs(over or {}) do
+    if type(v) == "table" and type(out[k]) == "table" then out[k] = merge(out[k], v) else out[k] = v end
+  end
+  return out
+end
+
+-- billing.api of profiles/autodl.yaml, or nil when it cannot be read.
+function autodl.profile_api()
+  local ok, prof = pcall(function()
+    local okp, profile = pcall(require, "gpurent.profile")
+    if okp and type(profile) == "table" and profile.load then
+      local p = profile.load("autodl")
+      return p and (p.data or p)
+    end
+    return require("gpurent.yaml").load_file(core.host.share_dir .. "/profiles/autodl.yaml")
+  end)
+  if ok and type(prof) == "table" and type(prof.billing) == "table" then return prof.billing.api, prof.billing end
+  return nil
+end
+
+local function config_token_file()
+  local dir = os.getenv("XDG_CONFIG_HOME") or ((os.getenv("HOME") or "") .. "/.config")
+  local p = os.getenv("GPURENT_CONFIG") or (dir .. "/gpurent/config.yaml")
+  if not fs.exists(p) then return nil end
+  local ok, cfg = pcall(require("gpurent.yaml").load_file, p)
+  if ok and type(cfg) == "table" and type(cfg.autodl) == "table" then return cfg.autodl.token_file end
+  return nil
+end
+
+-- The token as a secret: opts.token, $AUTODL_TOKEN, opts.token_file, $AUTODL_TOKEN_FILE,
+-- or autodl.token_file in the user's config (~/.config/gpurent/config.yaml).
+function autodl.token(opts)
+  opts = opts or {}
+  if opts.token then return secret(opts.token) end
+  local env = os.getenv("AUTODL_TOKEN")
+  if env and env ~= "" then return secret(env) end
+  local file = opts.token_file or os.getenv("AUTODL_TOKEN_FILE") or config_token_file()
+  if file then
+    local f, err = io.open(file, "rb")
+    if not f then error("AutoDL token file: " .. tostring(err), 0) end
+    local text = f:read("a")
+    f:close()
+    text = text:match("^%s*(.-)%s*$")
+    if text == "" then error("AutoDL token file " .. file .. " is empty", 0) end
+    return secret(text)
+  end
+  return nil
+end
+
+local Client = {}
+Client.__index = Client
+
+function autodl.client(opts)
+  opts = opts or {}
+  local api = merge(autodl.DEFAULTS, opts.api or autodl.profile_api() or {})
+  local base = opts.base_url or os.getenv("GPURENT_AUTODL_BASE_URL")
+  local c = setmetatable({
+    api = api, base_url = base or api.base_url, override_all = base ~= nil,
+    token = autodl.token(opts), timeout = opts.timeout or 20, dry_run = opts.dry_run,
+    out = opts.out or io.stdout, sleep = opts.sleep or require("gpurent.sched").sleep,
+    now = opts.now or core.sys.now, per_yuan = api.per_yuan or 1000, state_dir = opts.state_dir,
+  }, Client)
+  return c
+end
+
+function Client:has_token() return self.token ~= nil end
+
+function Client:request_for(name, params)
+  local ep = self.api.endpoints[name]
+  if not ep then error("AutoDL: no endpoint " .. name .. " in the profile", 2) end
+  local base = self.override_all and self.base_url or (ep.base_url or self.base_url)
+  local headers = {["Content-Type"] = self.api.content_type or "application/json"}
+  headers[self.api.auth_header or "Authorization"] = self.token
+  return {method = ep.method or "POST", url = base:gsub("/+$", "") .. ep.path, headers = headers,
+          body = json.encode(params or {}), timeout = self.timeout}, ep
+end
+
+-- One call: the envelope's data, or an ApiError. opts.approval goes to C (release).
+function Client:call(name, params, opts)
+  if not self.token then
+    error("AutoDL: no developer token (set AUTODL_TOKEN, or autodl.token_file in ~/.config/gpurent/config.yaml)", 0)
+  end
+  local req = self:request_for(name, params)
+  req.approval = opts and opts.approval
+  local ok, res = pcall(http.request, req)
+  if not ok then
+    if type(res) == "table" and res.exit then error(res, 0) end     -- a refusal from C
+    local kind = type(res) == "table" and res.kind or "transport"
+    api_error{kind = kind, code = kind == "timeout" and "Timeout" or "TransportError",
+              msg = tostring(res), method = req.method, url = req.url}
+  end
+  local okj, env = pcall(json.decode, res.body, req.method .. " " .. req.url)
+  if (not okj or type(env) ~= "table") and res.status >= 400 then
+    api_error{kind = "http", code = "HTTP" .. res.status, status = res.status, method = req.method, url = req.url,
+              msg = string.format("not a JSON envelope (%d bytes, content-type %s)", #res.body,
+                tostring(res.headers["content-type"]))}
+  end
+  if not okj or type(env) ~= "table" then
+    api_error{kind = "malformed", code = "MalformedResponse", status = res.status, method = req.method, url = req.url,
+              msg = string.format("the answer is not a JSON envelope (%d bytes, content-type %s)", #res.body,
+                tostring(res.headers["content-type"]))}
+  end
+  local rid = env.request_id ~= json.null and env.request_id or nil
+  if env.code ~= (self.api.ok_code or "Success") then
+    api_error{kind = res.status >= 400 and "http" or "api", code = tostring(env.code), status = res.status,
+              msg = env.msg ~= json.null and tostring(env.msg or "") or "", request_id = rid,
+              method = req.method, url = req.url}
+  end
+  if res.status >= 300 then
+    api_error{kind = "http", code = "HTTP" .. res.status, status = res.status, method = req.method, url = req.url,
+              request_id = rid, msg = "a Success envelope with an HTTP error status"}
+  end
+  local data = env.data
+  if data == json.null then data = nil end
+  return data, rid
+end
+
+-- A mutating call: printed instead of sent under --dry-run.
+function Client:act(name, params, opts)
+  if self.dry_run then
+    local req = self:request_for(name, params)
+    self.out:write("dry run: would send ", http.describe(req), "\n")
+    return nil, nil, true
+  end
+  return self:call(name, params, opts)
+end
+
+local function yuan(self, v) return type(v) == "number" and v / self.per_yuan or nil end
+
+function Client:balance()
+  local d = self:call("balance", {})
+  return {assets = yuan(self, d.assets), accumulate = yuan(self, d.accumulate),
+          voucher_balance = yuan(self, d.voucher_balance), raw = d}
+end
+
+function Client:list(p)
+  p = p or {}
+  return self:call("instance_list", {page_index = p.page_index or 1, page_size = p.page_size or 100})
+end
+
+function Client:instances()
+  local out, page = {}, 1
+  for _ = 1, 100 do                       -- bounded: 100 pages of 100
+    local d = self:list{page_index = page, page_size = 100}
+    for _, it in ipairs(d.list or {}) do out[#out + 1] = it end
+    if page >= (d.max_page or 1) then break end
+    page = page + 1
+  end
+  return out
+end
+
+function Client:find(ref)
+  for _, it in ipairs(self:instances()) do
+    if it.uuid == ref or it.name == ref then return it end
+  end
+  error("AutoDL: no instance " .. tostring(ref) .. " in this account (by uuid or name)", 0)
+end
+
+function Client:status(uuid) return self:call("instance_status", {instance_uuid = uuid}) end
+
+function Client:snapshot(uuid)
+  local d = self:call("instance_snapshot", {instance_uuid = uuid})
+  d.ssh = {host = d.proxy_host, port = d.ssh_port, user = "root"}
+  return d
+end
+
+-- Poll until the status is `want` (or one of a list); raises at the deadline.
+function Client:wait_status(uuid, want, o)
+  o = o or {}
+  local wants = type(want) == "table" and want or {want}
+  local deadline = self.now() + (o.deadline or 180)
+  local interval, last = o.interval or 0.5, nil
+  for _ = 1, 10000 do
+    last = self:status(uuid)
+    for _, w in ipairs(wants) do if last == w then return last end end
+    if self.now() >= deadline then break end
+    self.sleep(math.min(interval, math.max(0, deadline - self.now())))
+    interval = math.min(interval * 1.5, o.max_interval or 5)
+  end
+  error(string.format("AutoDL: instance %s did not reach %s before the deadline (last status %s)",
+    uuid, table.concat(wants, "|"), tostring(last)), 0)
+end
+
+-- Power on with a bounded retry when stock is out (AutoDL's only "preemption").
+function Client:power_on(uuid, o)
+  o = o or {}
+  local retries, backoff = o.retries or 5, o.backoff or 5
+  for attempt = 0, retries do
+    local ok, err = pcall(self.act, self, "power_on", {instance_uuid = uuid, payload = "gpu"})
+    if ok then break end
+    if not (autodl.is_error(err) and err.code == "GpuStockNotEnough") or attempt == retries then error(err, 0) end
+    self.out:write(string.format("AutoDL: out of GPU stock for %s (request_id %s); retry %d/%d in %gs\n",
+      uuid, tostring(err.request_id), attempt + 1, retries, backoff))
+    self.sleep(backoff)
+    backoff = math.min(backoff * 2, o.max_backoff or 120)
+  end
+  if self.dry_run or o.wait == false then return nil end
+  return self:wait_status(uuid, "running", o)
+end
+
+function Client:power_off(uuid, o)
+  o = o or {}
+  local _, _, dry = self:act("power_off", {instance_uuid = uuid})
+  if dry or o.wait == false then return nil end
+  return self:wait_status(uuid, "shutdown", o)
+end
+
+function Client:release(uuid, o)
+  o = o or {}
+  return self:act("release", {instance_uuid = uuid}, {approval = o.approval})
+end
+
+-- ---- WeChat ---------------------------------------------------------------------
+
+local function wechat_log_path(self)
+  local dir = self.state_dir or require("gpurent.ledger").state_dir()
+  fs.mkdirs(dir)
+  return dir .. "/wechat-sent.json"
+end
+
+-- Keeps AutoDL's limits locally (5 a minute, 50 a day), so a noisy patrol does not
+-- spend the day's quota; returns false, why instead of raising when over it.
+function Client:wechat(m)
+  local limits = (self.api.endpoints.wechat or {}).limits or {per_minute = 5, per_day = 50}
+  local path = wechat_log_path(self)
+  local sent = fs.exists(path) and json.decode(fs.read_file(path), path) or {}
+  local t, recent, minute = os.time(), {}, 0
+  for _, s in ipairs(sent) do
+    if t - s < 86400 then recent[#recent + 1] = s; if t - s < 60 then minute = minute + 1 end end
+  end
+  if minute >= limits.per_minute then return false, "WeChat limit: " .. limits.per_minute .. " a minute" end
+  if #recent >= limits.per_day then return false, "WeChat limit: " .. limits.per_day .. " a day" end
+  local ok, err = pcall(self.act, self, "wechat", {title = m.title, name = m.name or "", content = m.content or ""})
+  if not ok then return false, tostring(err) end
+  recent[#recent + 1] = t
+  fs.atomic_write(path, json.encode(json.array(recent)))
+  return true
+end
+
+-- ---- the token-less verb ----------------------------------------------------------
+
+-- Power the box off from inside, without a token: the profile's in-instance verb
+-- (AutoDL: `shutdown`; the meter stops, the disks stay). inst is a gpurent.instance.
+-- The session may be cut as the box goes down, so a lost connection after the
+-- command was sent is not an error; callers confirm the state (API or reconnect).
+function autodl.in_instance_power_off(inst, verb)
+  if not verb then
+    local _, b = autodl.profile_api()
+    verb = b and b.meter_stop and b.meter_stop.in_instance_verb or "shutdown"
+  end
+  local ok, r = pcall(inst.sh, inst, verb, {timeout = 30})
+  if ok and r.code ~= 0 then
+    error(string.format("%s on %s exited %s: %s", verb, tostring(inst), tostring(r.code), r.stderr or ""), 0)
+  end
+  return true
+end
+
+return autodl

@@ -1,0 +1,449 @@
+-- gpurent.billing.autostop: the on-box autostop watchdog (issue 6). Arming it is the
+-- person's explicit approval of ONE reversible action: the profile's in-instance
+-- power-off verb (AutoDL `shutdown` = 关机: the meter stops, every disk stays). It
+-- never releases. The watchdog itself is lua/gpurent/billing/autostop.sh (POSIX sh,
+-- no python3 on the box); this module pushes it, configures, starts, stops and
+-- reads it over SSH.
+--
+-- On-box contract (STATE = $HOME/.gpurent/autostop, on the system disk: survives 关机):
+--   STATE/autostop-<sha256:16>.sh  the watchdog, content-addressed: a different script is
+--                                  a new file; an existing one is never rewritten
+--   STATE/config                   KEY='value' lines the watchdog sources once at start
+--                                  (INSTANCE IDLE TTL INTERVAL STALL STOP_STALLED THRESHOLD
+--                                  STOP_VERB JOB_GLOB LOG_REL OUT_REL SESSION SESSION_PREFIX
+--                                  STATE DURABLE ARMED_AT), replaced only with no live watchdog
+--   STATE/pid                      "PID STARTTIME" written by the watchdog itself; it is
+--                                  signalled only while /proc/PID matches both and its
+--                                  cmdline names STATE/autostop-
+--   STATE/mode                     tmux (session `gpurent-autostop`) | nohup (setsid)
+--   STATE/readings                 the last tick: verdict, why, gpu, idle_since, jobs ...
+--   STATE/watchdog.log             verdict changes, stalls, stops (~256 KiB, one rotation)
+--   STATE/last-stop                why it powered the box off (also on the durable tier)
+--   DURABLE = <durable tier>/.gpurent/autostop/<instance>: last-stop + events.log (the
+--                                  durable tier is region-shared: one dir per instance)
+-- Jobs of ours are the lifecycle's (gpurent.run / gpurent.detach, read not changed):
+--   every <run_root>/active/<id>/.gpurent with `current`, `aN/pid` (wrapper PID, cmdline
+--   holds .gpurent/run-v), `aN/started`, `aN/DONE|FAILED` ("exit=N stage=S at=T"), tmux
+--   session run.session_name(id). A job is running while its session or wrapper PID is
+--   alive; its durable sync is verified when DONE says stage=done (the wrapper writes
+--   DONE only after the checked sync). The glob, log and out names come from run.paths.
+--
+--   autostop.parse_duration("30m") -> 1800       (s, m, h, d; a bare number is refused)
+--   autostop.layout(profile, instance) -> {state=, durable=, verb=, job_glob=, ...}
+--   autostop.config_text(cfg) -> text            autostop.script_text() -> text, sha256
+--   autostop.arm(inst, {instance=, idle=, ttl=, interval=, stop_stalled=, threshold=,
+--                        stall=, mode=, profile=}) -> {pid=, mode=, script=, reused=}
+--   autostop.off(inst, {instance=, profile=}) -> {pid=, session=, removed=, text=}
+--   autostop.status(inst, {instance=, profile=}) -> {armed=, alive=, pid=, config=, readings=, ...}
+--   autostop.command(ref, opts) -> exit code     (`gpurent billing autostop`)
+local errors = require "gpurent.errors"
+local hash = require "gpurent.hash"
+local profile_mod = require "gpurent.profile"
+local json = require "gpurent.json"
+
+local autostop = {}
+
+autostop.SESSION = "gpurent-autostop"
+-- expanded by the box's shell, inside double quotes
+autostop.STATE = "${HOME:-/root}/.gpurent/autostop"
+autostop.DEFAULT_INTERVAL = 60
+autostop.DEFAULT_STALL = 1800
+
+local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+-- ---- durations and layout ------------------------------------------------------------
+
+local UNITS = {s = 1, m = 60, h = 3600, d = 86400}
+
+function autostop.parse_duration(s, what)
+  what = what or "duration"
+  local n, u = tostring(s or ""):match("^(%d+%.?%d*)([smhd])$")
+  if not n then
+    errors.usage(string.format("%s %q: give a number with a unit, e.g. 30s, 30m, 6h (s, m, h, d)", what,
+      tostring(s)), 0)
+  end
+  local secs = math.floor(tonumber(n) * UNITS[u] + 0.5)
+  if secs < 1 then errors.usage(what .. " must be at least 1s", 0) end
+  return secs
+end
+
+local function instance_slug(name)
+  local s = tostring(name):gsub("[^%w._-]", "_")
+  return s
+end
+
+-- Everything the watchdog needs to know about the platform, from the profile.
+function autostop.layout(p, instance)
+  local run = require "gpurent.run"
+  local ms = p.billing and p.billing.meter_stop
+  local verb = type(ms) == "table" and ms.in_instance_verb
+  if not verb or verb == "" then
+    errors.refuse(string.format("profile %s has no in-instance power-off verb (billing.meter_stop.in_instance_verb): " ..
+      "an on-box autostop cannot stop its meter", tostring(p.platform)), 0)
+  end
+  if type(ms) == "table" and ms.irreversible == true then
+    errors.refuse(string.format("profile %s: its in-instance power-off is irreversible; autostop only arms a reversible stop",
+      tostring(p.platform)), 0)
+  end
+  local P, I = "\1P\1", "\1I\1"
+  local paths = run.paths(p, P, I)
+  local function rel(path)
+    local prefix = paths.active .. "/"
+    assert(path:sub(1, #prefix) == prefix, "run path outside the run dir: " .. path)
+    return path:sub(#prefix + 1)
+  end
+  local glob = paths.meta:gsub("\1P\1", "*"):gsub("\1I\1", "*")
+  local durable = profile_mod.durable_tier(p)
+  return {
+    state = autostop.STATE, verb = verb, job_glob = glob, log_rel = rel(paths.log), out_rel = rel(paths.out),
+    session_prefix = run.session_name(""), session = autostop.SESSION,
+    durable = durable and (durable.path .. "/.gpurent/autostop/" .. instance_slug(instance)) or "",
+    instance = instance_slug(instance),
+  }
+end
+
+-- ---- the files pushed ------------------------------------------------------------------
+
+function autostop.script_path()
+  local lua_path = package.searchpath("gpurent.billing.autostop", package.path)
+  if not lua_path then error("autostop: cannot locate gpurent/billing/autostop.lua on package.path", 0) end
+  return (lua_path:gsub("%.lua$", ".sh"))
+end
+
+function autostop.script_text()
+  local path = autostop.script_path()
+  local f, err = io.open(path, "rb")
+  if not f then error("autostop: the watchdog script: " .. tostring(err), 0) end
+  local text = f:read("a")
+  f:close()
+  return text, hash.sha256(text)
+end
+
+local CONFIG_KEYS = {"INSTANCE", "IDLE", "TTL", "INTERVAL", "STALL", "STOP_STALLED", "THRESHOLD", "STOP_VERB",
+  "JOB_GLOB", "LOG_REL", "OUT_REL", "SESSION", "SESSION_PREFIX", "DURABLE"}
+
+function autostop.config_text(c)
+  local lines = {"# gpurent autostop config (written by lua/gpurent/billing/autostop.lua); sourced by the watchdog",
+    'STATE="' .. autostop.STATE .. '"'}
+  for _, k in ipairs(CONFIG_KEYS) do
+    local v = c[k]
+    if v == nil then error("autostop.config_text: no " .. k, 2) end
+    lines[#lines + 1] = k .. "=" .. q(v)
+  end
+  return table.concat(lines, "\n") .. "\n"
+end
+
+-- ---- on-box scripts --------------------------------------------------------------------
+
+-- Shared prelude: the state dir, and the exact-PID identity check of the watchdog.
+local PRELUDE = [=[
+ST="@STATE@"; S=@SESSION@
+is_uint() { case "$1" in ''|*[!0-9]*) return 1;; esac; return 0; }
+pfield() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f"$2"; }
+# alive: /proc/PID is the watchdog we started (start time and script path match), not a zombie
+wd_alive() {
+  is_uint "$1" && [ -d "/proc/$1" ] && [ "$(pfield "$1" 1)" != Z ] && [ "$(pfield "$1" 20)" = "$2" ] &&
+    tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$ST/autostop-"
+}
+WPID=; WST=
+[ -f "$ST/pid" ] && read -r WPID WST < "$ST/pid"
+]=]
+
+-- Stop the live watchdog: its exact tmux session, then its exact PID (TERM, bounded
+-- wait, KILL). Never a name pattern.
+local STOP = [=[
+live=; wd_alive "$WPID" "$WST" && live=1
+if command -v tmux >/dev/null 2>&1 && tmux has-session -t "=$S" 2>/dev/null; then
+  tmux kill-session -t "=$S" 2>/dev/null && echo "gr_stopped_session $S"
+fi
+if [ -n "$live" ]; then
+  if wd_alive "$WPID" "$WST"; then
+    pg=$(pfield "$WPID" 3)
+    if [ "$pg" = "$WPID" ]; then kill -TERM -- "-$WPID" 2>/dev/null; else kill -TERM "$WPID" 2>/dev/null; fi
+  fi
+  i=0; while wd_alive "$WPID" "$WST" && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+  if wd_alive "$WPID" "$WST"; then kill -KILL "$WPID" 2>/dev/null; sleep 0.2; fi
+  if wd_alive "$WPID" "$WST"; then echo "gr_refuse watchdog PID $WPID is still alive"; exit 3; fi
+  echo "gr_stopped_pid $WPID"
+fi
+]=]
+
+local INSTALL = [=[
+F="$ST/autostop-@SHORT@.sh"
+mkdir -p "$ST" || exit 1
+if [ -f "$F" ]; then
+  cat > /dev/null
+  if [ "$(sha256sum < "$F" | cut -d' ' -f1)" = @HASH@ ]; then echo "gr_script reused $F"; exit 0; fi
+  echo "gr_refuse $F exists with other content (never rewritten)"; exit 3
+fi
+T="$F.tmp.$$"
+rm -f "$T"
+(set -C; cat > "$T") || exit 1
+if [ "$(sha256sum < "$T" | cut -d' ' -f1)" != @HASH@ ]; then rm -f "$T"; echo "gr_refuse the pushed script does not hash to @HASH@"; exit 3; fi
+chmod 755 "$T" && ln "$T" "$F" && rm -f "$T" && echo "gr_script installed $F"
+]=]
+
+local START = [=[
+F="$ST/autostop-@SHORT@.sh"; C="$ST/config"; MODE=@MODE@
+[ -f "$F" ] || { echo "gr_error $F is missing"; exit 1; }
+{ cat && echo "ARMED_AT=$(date +%s)"; } > "$C.tmp" && mv -f "$C.tmp" "$C" || exit 1
+rm -f "$ST/pid" "$ST/readings" "$ST/mode"
+if [ "$MODE" != nohup ] && command -v tmux >/dev/null 2>&1; then
+  tmux new-session -d -s "$S" "exec sh '$F' '$C'" || { echo "gr_error tmux new-session failed"; exit 1; }
+  echo tmux > "$ST/mode"
+else
+  [ "$MODE" = tmux ] && { echo "gr_refuse tmux is not installed on this box"; exit 3; }
+  if command -v setsid >/dev/null 2>&1; then
+    nohup setsid sh "$F" "$C" < /dev/null >> "$ST/nohup.out" 2>&1 &
+  else
+    nohup sh "$F" "$C" < /dev/null >> "$ST/nohup.out" 2>&1 &
+  fi
+  echo nohup > "$ST/mode"
+fi
+i=0; while [ ! -s "$ST/pid" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+[ -s "$ST/pid" ] || { echo "gr_error the watchdog wrote no PID within 10 s; see $ST/watchdog.log"; exit 1; }
+read -r p s < "$ST/pid"
+echo "gr_pid $p $s"; echo "gr_mode $(cat "$ST/mode")"; echo "gr_armed_at $(sed -n 's/^ARMED_AT=//p' "$C")"
+]=]
+
+local OFF_TAIL = [=[
+D=@DURABLE@
+if [ -d "$ST" ]; then
+  case "$ST" in */.gpurent/autostop) rm -rf -- "$ST" && echo "gr_removed $ST";; esac
+fi
+if [ -n "$D" ] && [ -d "$D" ]; then
+  printf '%s disarmed by gpurent billing autostop --off\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$D/events.log" 2>/dev/null
+fi
+true
+]=]
+
+local STATUS = [=[
+D=@DURABLE@
+echo "gr_now $(date +%s)"
+if [ -d "$ST" ]; then echo "gr_dir 1"; else echo "gr_dir 0"; fi
+if wd_alive "$WPID" "$WST"; then echo "gr_alive 1 $WPID"; else echo "gr_alive 0 ${WPID:-none}"; fi
+[ -f "$ST/mode" ] && echo "gr_mode $(cat "$ST/mode")"
+[ -f "$ST/config" ] && sed -n 's/^\([A-Z_]*\)=/gr_cfg \1 /p' "$ST/config"
+[ -f "$ST/readings" ] && sed 's/^\([a-z_]*\)=/gr_read \1 /' "$ST/readings"
+for f in "$ST"/autostop-*.sh; do [ -f "$f" ] && echo "gr_script $f"; done
+if [ -n "$D" ] && [ -f "$D/last-stop" ]; then sed 's/^/gr_stop /' "$D/last-stop"
+elif [ -f "$ST/last-stop" ]; then sed 's/^/gr_stop /' "$ST/last-stop"; fi
+[ -f "$ST/watchdog.log" ] && tail -n 5 "$ST/watchdog.log" | sed 's/^/gr_log /'
+true
+]=]
+
+local function fill(t, subs)
+  return (t:gsub("@([%u_]+)@", function(k)
+    local v = subs[k]
+    if v == nil then error("autostop: no value for @" .. k .. "@", 0) end
+    return v
+  end))
+end
+
+local function prelude()
+  return fill(PRELUDE, {STATE = autostop.STATE, SESSION = q(autostop.SESSION)})
+end
+
+local function run_box(inst, what, script, opts)
+  opts = opts or {}
+  local res = inst:sh(script, {stdin = opts.stdin, timeout = opts.timeout or 60, idempotent = opts.idempotent})
+  local out = res.stdout or ""
+  local refuse = out:match("gr_refuse ([^\n]*)")
+  if refuse then errors.refuse(string.format("autostop %s on %s: %s", what, tostring(inst), refuse), 0) end
+  if res.code ~= 0 then
+    error(string.format("autostop %s on %s: exited %s: %s%s", what, tostring(inst), tostring(res.code),
+      out:match("gr_error ([^\n]*)") or out, res.stderr or ""), 0)
+  end
+  return out
+end
+
+-- ---- verbs -------------------------------------------------------------------------------
+
+local function load_profile(o)
+  if type(o.profile) == "table" then return o.profile end
+  return profile_mod.load(o.profile or "autodl")
+end
+
+function autostop.arm(inst, o)
+  local p = load_profile(o)
+  local L = autostop.layout(p, o.instance or inst.target or "instance")
+  if not o.idle and not o.ttl then errors.usage("autostop: give --idle DURATION and/or --ttl DURATION", 0) end
+  local interval = o.interval or autostop.DEFAULT_INTERVAL
+  local text, sha = autostop.script_text()
+  local short = sha:sub(1, 16)
+  local installed = run_box(inst, "install", prelude() .. fill(INSTALL, {SHORT = short, HASH = q(sha)}),
+    {stdin = text, idempotent = true})
+  local cfg = autostop.config_text{
+    INSTANCE = L.instance, IDLE = o.idle or 0, TTL = o.ttl or 0, INTERVAL = interval,
+    STALL = o.stall or o.idle or autostop.DEFAULT_STALL, STOP_STALLED = o.stop_stalled and 1 or 0,
+    THRESHOLD = o.threshold or 5, STOP_VERB = L.verb, JOB_GLOB = L.job_glob, LOG_REL = L.log_rel,
+    OUT_REL = L.out_rel, SESSION = L.session, SESSION_PREFIX = L.session_prefix, DURABLE = L.durable}
+  -- one round trip: stop the live watchdog (exact PID), replace the config, start
+  local out = run_box(inst, "arm", prelude() .. STOP .. fill(START, {SHORT = short, MODE = q(o.mode or "auto")}),
+    {stdin = cfg})
+  return {pid = tonumber(out:match("gr_pid (%d+)")), starttime = out:match("gr_pid %d+ (%d+)"),
+    mode = out:match("gr_mode (%a+)"), armed_at = tonumber(out:match("gr_armed_at (%d+)")),
+    script = installed:match("gr_script %a+ (%S+)"), reused = installed:match("gr_script reused") ~= nil,
+    replaced = tonumber(out:match("gr_stopped_pid (%d+)")), layout = L, interval = interval}
+end
+
+function autostop.off(inst, o)
+  o = o or {}
+  local L = autostop.layout(load_profile(o), o.instance or inst.target or "instance")
+  local out = run_box(inst, "off", prelude() .. STOP .. fill(OFF_TAIL, {DURABLE = q(L.durable)}))
+  return {pid = tonumber(out:match("gr_stopped_pid (%d+)")), session = out:match("gr_stopped_session (%S+)"),
+          removed = out:match("gr_removed (%S+)"), text = out}
+end
+
+function autostop.parse_status(out)
+  local s = {config = {}, readings = {}, last_stop = {}, last_stop_text = {}, log = {}, scripts = {}}
+  for line in out:gmatch("[^\n]+") do
+    local tag, rest = line:match("^gr_(%a+) ?(.*)$")
+    if tag == "now" then s.now = tonumber(rest)
+    elseif tag == "dir" then s.dir = rest == "1"
+    elseif tag == "alive" then
+      local a, pid = rest:match("^(%d) (%S+)")
+      s.alive, s.pid = a == "1", tonumber(pid)
+    elseif tag == "mode" then s.mode = rest
+    elseif tag == "cfg" then local k, v = rest:match("^(%S+) (.*)$"); if k then s.config[k] = v:gsub("^'(.*)'$", "%1") end
+    elseif tag == "read" then local k, v = rest:match("^(%S+) ?(.*)$"); if k then s.readings[k] = v end
+    elseif tag == "stop" then
+      s.last_stop_text[#s.last_stop_text + 1] = rest
+      local k, v = rest:match("^([%w_]+)=(.*)$")
+      if k then s.last_stop[k] = v end
+    elseif tag == "log" then s.log[#s.log + 1] = rest
+    elseif tag == "script" then s.scripts[#s.scripts + 1] = rest
+    end
+  end
+  s.armed = s.alive == true
+  if not next(s.last_stop) then s.last_stop = nil end
+  return s
+end
+
+function autostop.status(inst, o)
+  o = o or {}
+  local L = autostop.layout(load_profile(o), o.instance or inst.target or "instance")
+  local out = run_box(inst, "status", prelude() .. fill(STATUS, {DURABLE = q(L.durable)}), {idempotent = true})
+  local s = autostop.parse_status(out)
+  s.durable = L.durable
+  return s
+end
+
+-- ---- rendering -----------------------------------------------------------------------------
+
+local function dur(s)
+  s = tonumber(s)
+  if not s then return "?" end
+  if s <= 0 then return "off" end
+  if s % 3600 == 0 then return (s // 3600) .. "h" end
+  if s % 60 == 0 and s >= 60 then return (s // 60) .. "m" end
+  return s .. "s"
+end
+
+function autostop.render_status(name, s)
+  local lines = {}
+  local c, r = s.config, s.readings
+  if s.armed then
+    local ttl = tonumber(c.TTL) or 0
+    local left = ""
+    if ttl > 0 and s.now and tonumber(c.ARMED_AT) then
+      left = string.format(" (%s left)", dur(math.max(0, tonumber(c.ARMED_AT) + ttl - s.now)))
+    end
+    lines[#lines + 1] = string.format("autostop on %s: ARMED, watchdog PID %d under %s; idle window %s, TTL %s%s, interval %s, stop-stalled %s; verb '%s'",
+      name, s.pid, s.mode or "?", dur(c.IDLE), dur(c.TTL), left, dur(c.INTERVAL),
+      c.STOP_STALLED == "1" and "on" or "off", c.STOP_VERB or "?")
+  elseif s.dir then
+    lines[#lines + 1] = string.format("autostop on %s: NOT RUNNING (files left in the state dir%s)", name,
+      s.pid and (", last watchdog PID " .. s.pid) or "")
+  else
+    lines[#lines + 1] = string.format("autostop on %s: not armed", name)
+  end
+  if next(r) then
+    local ago = (s.now and tonumber(r.at)) and (" " .. dur(math.max(0, s.now - tonumber(r.at))) .. " ago") or ""
+    lines[#lines + 1] = string.format("  last reading%s: %s: %s", ago, r.verdict or "?", r.why or "")
+    lines[#lines + 1] = string.format("  GPU %s; sessions %s; running %s; last job %s %s",
+      r.gpu ~= "" and r.gpu or "?", (r.sessions or "") ~= "" and r.sessions or "none",
+      (r.running or "") ~= "" and r.running or "none", (r.last_job or "") ~= "" and r.last_job or "none",
+      r.last_job_state or "")
+    if (r.stalled or "") ~= "" then lines[#lines + 1] = "  STALLED: " .. r.stalled .. " (alive, GPU idle, nothing new on disk)" end
+  end
+  if s.last_stop then
+    lines[#lines + 1] = string.format("  last stop: %s", s.last_stop_text[1] or "")
+    lines[#lines + 1] = string.format("    reason %s: %s", s.last_stop.reason or "?", s.last_stop.why or "")
+  end
+  return table.concat(lines, "\n") .. "\n"
+end
+
+-- ---- the command ------------------------------------------------------------------------------
+
+-- Options of the arming form, checked before any connection is made.
+local function arm_options(ref, opts)
+  local o = {instance = ref, profile = opts.profile}
+  o.idle = opts.idle and autostop.parse_duration(opts.idle, "--idle")
+  o.ttl = opts.ttl and autostop.parse_duration(opts.ttl, "--ttl")
+  o.interval = opts.interval and autostop.parse_duration(opts.interval, "--interval")
+  o.stop_stalled, o.mode = opts.stop_stalled, opts.mode
+  if not o.idle and not o.ttl then
+    errors.usage("gpurent billing autostop " .. ref .. ": give --idle DURATION and/or --ttl DURATION (or --status, --off)", 0)
+  end
+  if opts.threshold then
+    o.threshold = tonumber(opts.threshold)
+    if not o.threshold or o.threshold < 0 or o.threshold > 100 or o.threshold % 1 ~= 0 then
+      errors.usage("--threshold wants an integer percent 0..100", 0)
+    end
+  end
+  if o.mode and o.mode ~= "tmux" and o.mode ~= "nohup" and o.mode ~= "auto" then
+    errors.usage("--mode wants tmux, nohup or auto", 0)
+  end
+  return o
+end
+
+local function print_armed(ref, o, r)
+  local conds = {}
+  if o.idle then conds[#conds + 1] = "idle for " .. dur(o.idle) .. " (GPU at or under " .. (o.threshold or 5) ..
+    "%, no job of ours running, no SSH session) with the last job's durable sync verified" end
+  if o.ttl then conds[#conds + 1] = "the TTL of " .. dur(o.ttl) .. " has passed with no job running and the last job synced" end
+  if o.stop_stalled then conds[#conds + 1] = "every live job is stalled (--stop-stalled)" end
+  io.write(string.format("autostop on %s: ARMED, watchdog PID %d under %s%s (script %s%s)\n", ref, r.pid or -1,
+    r.mode or "?", r.mode == "tmux" and (" session " .. autostop.SESSION) or " (tmux absent: nohup + setsid)",
+    r.script or "?", r.reused and ", unchanged" or ""))
+  if r.replaced then io.write(string.format("  replaced the earlier watchdog PID %d\n", r.replaced)) end
+  io.write(string.format("  it runs '%s' on the box (reversible power-off: the meter stops, the disks stay; nothing is released) when %s.\n",
+    r.layout.verb, table.concat(conds, ", or ")))
+  io.write("  Arming it is your approval of that power-off. Every " .. dur(r.interval) ..
+    ". Why it stopped goes to " .. (r.layout.durable ~= "" and r.layout.durable or "the box") .. "/last-stop.\n")
+  io.write(string.format("  status: gpurent billing autostop %s --status; disarm: gpurent billing autostop %s --off\n", ref, ref))
+end
+
+function autostop.command(ref, opts)
+  if not ref then errors.usage("gpurent billing autostop needs INSTANCE (an ssh_config alias or user@host:port)", 0) end
+  local arming = not opts.off and not opts.status
+  local o = arming and arm_options(ref, opts) or {instance = ref, profile = opts.profile}
+  local inst = require("gpurent.instance").connect(ref)
+  local ok, rc = pcall(function()
+    if opts.off then
+      local r = autostop.off(inst, o)
+      if r.pid then io.write(string.format("autostop on %s: stopped watchdog PID %d%s; removed %s\n", ref, r.pid,
+        r.session and (" (tmux session " .. r.session .. ")") or "", r.removed or "nothing"))
+      else io.write(string.format("autostop on %s: no live watchdog; removed %s\n", ref, r.removed or "nothing")) end
+      return 0
+    end
+    if opts.status then
+      local s = autostop.status(inst, o)
+      if opts.json then
+        s.instance = ref
+        io.write(json.encode_stable(s), "\n")
+      else
+        io.write(autostop.render_status(ref, s))
+      end
+      return 0
+    end
+    print_armed(ref, o, autostop.arm(inst, o))
+    return 0
+  end)
+  pcall(inst.close, inst)
+  if not ok then error(rc, 0) end
+  return rc
+end
+
+return autostop

@@ -1,0 +1,249 @@
+-- gpurent.billing: the meter, budgets, danger clocks and idle detection. Policy
+-- only: the API calls are gpurent.billing.autodl, the gate is gpurent.gate.
+--
+--   billing.parse_time(iso) -> unix seconds | nil           (AutoDL's {time, valid} too)
+--   billing.accrued(item, now) -> yuan since the last power-on (price x powered-on time)
+--   billing.danger_clocks(item, {balance=, burn_per_hour=, now=, auto_release_days=15})
+--       -> {{name=, deadline=, seconds_left=, text=}...}
+--   billing.budget_state(spent, budget) -> "none" | "ok" | "warn" | "exceeded", text
+--   billing.budgets() / billing.set_budget(instance, yuan, warn_fraction)
+--   billing.check_billable(instance, spent, action) -- refuses (exit 3) over budget
+--   billing.parse_gpu_util(text) -> {percent...} | nil, why  (nvidia-smi csv, noheader, nounits)
+--   billing.idle_patrol{read_util=, job_alive=, idle_seconds=, notify=, now=} -> patrol
+--       patrol:tick() -> state {idle=, idle_for=, notified=, why=}
+--   billing.notify{instance=, kind=, message=, client=, out=, ledger_path=}  terminal + ledger + WeChat
+local errors = require "gpurent.errors"
+local fs = require "gpurent.fs"
+local json = require "gpurent.json"
+
+local billing = {}
+
+billing.AUTO_RELEASE_DAYS = 15
+billing.WARN_FRACTION = 0.8
+
+-- ---- time ---------------------------------------------------------------------
+
+local function days_from_civil(y, m, d)       -- Howard Hinnant's algorithm (UTC, no tz)
+  y = m <= 2 and y - 1 or y
+  local era = (y >= 0 and y or y - 399) // 400
+  local yoe = y - era * 400
+  local doy = (153 * (m + (m > 2 and -3 or 9)) + 2) // 5 + d - 1
+  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+  return era * 146097 + doe - 719468
+end
+
+function billing.parse_time(v)
+  if type(v) == "table" then
+    if v.valid == false then return nil end
+    v = v.time
+  end
+  if type(v) ~= "string" then return nil end
+  local y, mo, d, h, mi, s, rest = v:match("^(%d%d%d%d)-(%d%d)-(%d%d)[T ](%d%d):(%d%d):(%d%d)%.?%d*(.*)$")
+  if not y then return nil end
+  local t = days_from_civil(tonumber(y), tonumber(mo), tonumber(d)) * 86400 + tonumber(h) * 3600
+    + tonumber(mi) * 60 + tonumber(s)
+  if rest == "Z" or rest == "" then return t end
+  local sign, oh, om = rest:match("^([+-])(%d%d):?(%d%d)$")
+  if not sign then return nil end
+  local off = (tonumber(oh) * 3600 + tonumber(om) * 60) * (sign == "+" and 1 or -1)
+  return t - off
+end
+
+-- ---- the meter ------------------------------------------------------------------
+
+-- Price in yuan per hour from a list item / snapshot (API money is thousandths).
+function billing.price_per_hour(item, per_yuan)
+  local p = item and (item.payg_price or item.price_per_hour_milli)
+  if type(p) ~= "number" then return nil end
+  return p / (per_yuan or 1000)
+end
+
+-- What the current powered-on stretch has cost: price x time since started_at.
+function billing.accrued(item, now, price)
+  now = now or os.time()
+  price = price or billing.price_per_hour(item)
+  if not price or item.status ~= "running" then return 0 end
+  local started = billing.parse_time(item.started_at)
+  if not started then return nil end
+  return price * math.max(0, now - started) / 3600
+end
+
+-- Spend to date for budgets: what the ledger metered for this instance (every
+-- recorded power-on stretch), or, when the ledger knows nothing, the API's current
+-- stretch. Never less than the current stretch.
+function billing.spent(item, now)
+  now = now or os.time()
+  local current = billing.accrued(item, now) or 0
+  local ok, cost = pcall(function()
+    local ledger = require "gpurent.ledger"
+    if not ledger.exists() then return 0 end
+    local L = ledger.open()
+    local total = 0
+    for _, r in ipairs(L:status(now)) do
+      if r.name == item.name or (item.uuid and r.provider_id == item.uuid) then total = total + (r.accrued_cost or 0) end
+    end
+    L:close()
+    return total
+  end)
+  if not ok then return current end
+  return math.max(cost, current)
+end
+
+-- ---- danger clocks -----------------------------------------------------------------
+
+local function fmt_left(s)
+  if s <= 0 then return "now" end
+  local d, h = s // 86400, (s % 86400) // 3600
+  if d > 0 then return string.format("%dd %dh", d, h) end
+  return string.format("%dh %dm", h, (s % 3600) // 60)
+end
+billing.fmt_left = fmt_left
+
+function billing.danger_clocks(item, o)
+  o = o or {}
+  local now = o.now or os.time()
+  local clocks = {}
+  if item.status == "shutdown" then
+    local stopped = billing.parse_time(item.stopped_at)
+    if stopped then
+      local days = o.auto_release_days or billing.AUTO_RELEASE_DAYS
+      local deadline = stopped + days * 86400
+      clocks[#clocks + 1] = {name = "auto_release", deadline = deadline, seconds_left = deadline - now,
+        text = string.format("auto-release in %s (%d days after power-off): / and the data disk are deleted; only /root/autodl-fs survives",
+          fmt_left(deadline - now), days)}
+    end
+    clocks[#clocks + 1] = {name = "storage_trickle",
+      text = "powered off, but the data disk storage still bills a small rate until release"}
+  end
+  if o.balance and o.burn_per_hour and o.burn_per_hour > 0 and item.status == "running" then
+    local secs = math.floor(o.balance / o.burn_per_hour * 3600)
+    clocks[#clocks + 1] = {name = "low_balance", deadline = now + secs, seconds_left = secs,
+      text = string.format("balance %.2f yuan lasts %s at %.2f yuan/h for the running instances; arrears force a power-off",
+        o.balance, fmt_left(secs), o.burn_per_hour)}
+  end
+  return clocks
+end
+
+-- ---- budgets -------------------------------------------------------------------------
+
+local function budgets_path()
+  return require("gpurent.ledger").state_dir() .. "/budgets.json"
+end
+
+function billing.budgets()
+  local p = budgets_path()
+  if not fs.exists(p) then return {} end
+  return json.decode(fs.read_file(p), p)
+end
+
+function billing.set_budget(instance, yuan, warn)
+  if type(yuan) ~= "number" or yuan <= 0 then errors.usage("budget must be a positive number of yuan", 0) end
+  warn = warn or billing.WARN_FRACTION
+  if warn <= 0 or warn > 1 then errors.usage("--warn must be a fraction in (0, 1]", 0) end
+  local all = billing.budgets()
+  all[instance] = {yuan = yuan, warn = warn}
+  local p = budgets_path()
+  fs.mkdirs(p:match("^(.*)/"))
+  fs.atomic_write(p, json.encode_stable(all))
+end
+
+function billing.budget_state(spent, budget)
+  if not budget then return "none", "no budget set" end
+  if not spent then return "unknown", "spend unknown" end
+  local warn = budget.warn or billing.WARN_FRACTION
+  local text = string.format("%.2f of %.2f yuan (%.0f%%)", spent, budget.yuan, 100 * spent / budget.yuan)
+  if spent >= budget.yuan then return "exceeded", text end
+  if spent >= warn * budget.yuan then return "warn", text end
+  return "ok", text
+end
+
+-- New billable actions (power_on, launch) are refused once the budget is spent.
+function billing.check_billable(instance, spent, action, budget)
+  budget = budget or billing.budgets()[instance]
+  local state, text = billing.budget_state(spent, budget)
+  if state == "exceeded" then
+    errors.refuse(string.format("budget exceeded for %s: %s; %s refused (raise it: gpurent billing budget %s YUAN)",
+      instance, text, action, instance), 0)
+  elseif state == "warn" then
+    io.stderr:write(string.format("gpurent: warning: %s has spent %s of its budget\n", instance, text))
+  end
+  return state, text
+end
+
+-- ---- idle detection ----------------------------------------------------------------
+
+-- nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits: one integer
+-- per line. Anything else (an error text, "[N/A]", nothing) is not a reading.
+function billing.parse_gpu_util(text)
+  if type(text) ~= "string" then return nil, "no output" end
+  local out = {}
+  for line in text:gmatch("[^\n]+") do
+    line = line:match("^%s*(.-)%s*$")
+    if line ~= "" then
+      local n = line:match("^(%d+)$")
+      if not n or tonumber(n) > 100 then return nil, "unreadable GPU utilisation: " .. line:sub(1, 80) end
+      out[#out + 1] = tonumber(n)
+    end
+  end
+  if #out == 0 then return nil, "no GPU utilisation lines" end
+  return out
+end
+
+-- A patrol: idle means every GPU at or under threshold AND no live job, continuously
+-- for idle_seconds. A reading that fails, times out or is garbage counts as activity
+-- (never conclude idle on doubt). read_util() -> text; job_alive() -> bool|nil.
+function billing.idle_patrol(o)
+  local p = {o = o, idle_since = nil, notified = false}
+  local now = o.now or os.time
+  local threshold = o.threshold or 5
+  function p.tick()
+    local t = now()
+    local ok, text = pcall(o.read_util)
+    local utils, why = nil, nil
+    if ok then utils, why = billing.parse_gpu_util(text) else why = tostring(text) end
+    local busy = not utils
+    if utils then for _, u in ipairs(utils) do if u > threshold then busy = true; why = "GPU busy (" .. u .. "%)" end end end
+    local aok, alive = true, false
+    if o.job_alive then aok, alive = pcall(o.job_alive) end
+    if not aok or alive ~= false then busy = true; why = why or (aok and "a job is running" or "job state unreadable: " .. tostring(alive)) end
+    if busy then
+      p.idle_since, p.notified = nil, false
+      return {idle = false, why = why or "busy"}
+    end
+    p.idle_since = p.idle_since or t
+    local idle_for = t - p.idle_since
+    local state = {idle = true, idle_for = idle_for}
+    if idle_for >= o.idle_seconds and not p.notified then
+      p.notified = true
+      state.notified = true
+      if o.notify then
+        o.notify(string.format("idle for %s: GPU at or under %d%% and no job of ours running; the meter is still on",
+          fmt_left(idle_for), threshold))
+      end
+    end
+    return state
+  end
+  return p
+end
+
+-- Terminal always, the ledger always, WeChat when a client with a token is given.
+function billing.notify(n)
+  local out = n.out or io.stderr
+  out:write(string.format("gpurent: %s: %s\n", n.instance, n.message))
+  local ok, err = pcall(function()
+    local ledger = require "gpurent.ledger"
+    local L = ledger.open(n.ledger_path)
+    L:upsert_instance{name = n.instance, profile = n.profile or "autodl"}
+    L:notify{kind = n.kind or "idle", message = n.message, instance = n.instance}
+    L:close()
+  end)
+  if not ok then out:write("gpurent: (ledger: ", tostring(err), ")\n") end
+  if n.client and n.client:has_token() then
+    local sent, why = n.client:wechat{title = "gpurent: " .. n.instance, name = n.instance, content = n.message}
+    if not sent then out:write("gpurent: WeChat not sent: ", tostring(why), "\n") end
+    return sent
+  end
+  return false
+end
+
+return billing
