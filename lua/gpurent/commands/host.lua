@@ -1,0 +1,98 @@
+-- gpurent host: the ssh_config aliases of rented instances (phase -1, setup).
+--   gpurent host add NAME 'ssh -p 12345 root@connect.westDC2.seetacloud.com'
+--   gpurent host add NAME --uuid pro-xxxx          (host and port from the API snapshot)
+--   gpurent host set-port NAME PORT                (a re-created instance's new port)
+--   gpurent host list
+-- Blocks go to a file of gpurent's own (~/.ssh/gpurent_config) that ~/.ssh/config
+-- Includes. `add` then makes first contact: records the host key (shown), optionally
+-- installs your public key with the console password typed on the terminal (like
+-- ssh-copy-id), and shows the first-contact notice.
+local cli = require "gpurent.cli"
+local errors = require "gpurent.errors"
+local setup = require "gpurent.phases.setup"
+
+local M = {summary = "add or update the ssh alias of a rented instance"}
+M.usage = [[usage:
+  gpurent host add NAME 'ssh -p PORT root@connect.REGION.seetacloud.com' [--identity KEY]
+                   [--install-key PUB] [--known-hosts FILE] [--no-contact]
+  gpurent host add NAME --uuid INSTANCE_UUID [...]   (needs the AutoDL API token)
+  gpurent host set-port NAME PORT
+  gpurent host list
+The connection string is the one the AutoDL console shows, pasted as one argument.
+--install-key PUB appends that public key to the box's authorized_keys on first contact;
+when no key is accepted yet, the console password is asked on the terminal (never argv).
+Exit codes: 0 ok, 1 first contact failed, 2 usage.]]
+
+local SPEC = {identity = "value", install_key = "value", known_hosts = "value", uuid = "value",
+              no_contact = "flag", profile = "value"}
+
+local function contact(name, opts)
+  local run = require "gpurent.run"
+  local inst = require("gpurent.instance").connect(name, {accept_new_host = true})
+  if inst.conn and inst.conn.hostkey then
+    local hk = inst.conn.hostkey
+    io.write(string.format("host key of %s: %s %s%s\n", name, hk.type, hk.fingerprint,
+      hk.added and (" (recorded in " .. hk.added .. ")") or " (already known)"))
+  end
+  if opts.install_key then
+    local fs = require "gpurent.fs"
+    local how = setup.install_key(inst, fs.read_file(opts.install_key))
+    io.write(string.format("public key %s: %s in ~/.ssh/authorized_keys on %s (later connections are key-based)\n",
+      opts.install_key, how, name))
+  end
+  local r = run.new{host = name, project = "setup", recipe = "host add", profile = opts.profile, record = false}
+  r.notify = function() end
+  setup.run(inst, r, {})
+  inst:close()
+end
+
+function M.main(args)
+  local opts, pos = cli.options(args, SPEC, M.usage)
+  if opts.help or #pos == 0 then io.write(M.usage, "\n"); return opts.help and 0 or 2 end
+  local verb, name = pos[1], pos[2]
+  if verb == "list" then
+    local hosts = setup.read_hosts()
+    local names = {}
+    for n in pairs(hosts) do names[#names + 1] = n end
+    table.sort(names)
+    for _, n in ipairs(names) do
+      local h = hosts[n]
+      io.write(string.format("%-20s %s@%s:%d\n", n, h.user or "root", h.host, h.port))
+    end
+    return 0
+  end
+  if not name then errors.usage(M.usage, 0) end
+  if verb == "set-port" then
+    local port = math.tointeger(tonumber(pos[3]))
+    if not port or port < 1 or port > 65535 then errors.usage("gpurent host set-port NAME PORT (1-65535)", 0) end
+    local old = setup.set_port(name, port)
+    io.write(string.format("%s: port %s -> %d in %s\n", name, tostring(old), port, setup.hosts_file()))
+    return 0
+  end
+  if verb ~= "add" then errors.usage("unknown host verb " .. verb .. "\n" .. M.usage, 0) end
+  local h
+  if opts.uuid then
+    local client = require("gpurent.billing.autodl").client()
+    if not client:has_token() then errors.usage("--uuid needs the AutoDL token (AUTODL_TOKEN or AUTODL_TOKEN_FILE)", 0) end
+    local snap = client:snapshot(opts.uuid)
+    if not snap.ssh.host or not snap.ssh.port then error("the API snapshot of " .. opts.uuid .. " has no ssh host/port", 0) end
+    h = {host = snap.ssh.host, port = tonumber(snap.ssh.port), user = "root"}
+    io.write(string.format("API snapshot of %s: %s\n", opts.uuid, tostring(snap.ssh_command or (h.host .. ":" .. h.port))))
+  else
+    if not pos[3] then errors.usage("gpurent host add NAME 'ssh -p PORT user@host' (or --uuid UUID)", 0) end
+    h = setup.parse_connection(pos[3])
+  end
+  h.identity, h.known_hosts = opts.identity, opts.known_hosts
+  local file, replaced, included = setup.write_host(name, h)
+  io.write(string.format("%s %s -> %s@%s:%d in %s%s\n", replaced and "updated" or "added", name, h.user, h.host, h.port,
+    file, included and " (Include added to ~/.ssh/config)" or ""))
+  if opts.no_contact then return 0 end
+  local ok, err = pcall(contact, name, opts)
+  if not ok then
+    io.stderr:write("gpurent host: first contact with ", name, " failed: ", tostring(err), "\n")
+    return 1
+  end
+  return 0
+end
+
+return M

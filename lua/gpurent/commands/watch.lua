@@ -1,0 +1,56 @@
+-- gpurent watch RUN: re-attach to a run from any shell - after the terminal closed,
+-- the laptop slept, or gpurent itself was killed. The run's host, paths and watch
+-- settings come from the ledger; its state comes from the box (gpurent.monitor),
+-- so this watcher is as good as the one that started the job.
+local cli = require "gpurent.cli"
+local errors = require "gpurent.errors"
+
+local M = {summary = "re-attach to a run and watch it until it finishes, dies or stalls"}
+M.usage = [[usage: gpurent watch RUN [--interval S] [--stall S] [--max-wait S] [--max-relaunches N] [--once] [--finish]
+RUN is a run id from the ledger (gpurent history). One probe per tick, one round trip each:
+session/process alive, the wrapper's markers, last log line, newest artifact, df -h/-i,
+cgroup memory + oom_kill, GPU. A probabilistic failure is relaunched (the identical command
+resumes from its checkpoint) up to --max-relaunches; anything else stops with its remedy.
+--once prints one status line and exits (0 running or finished, 1 dead, 4 stalled).
+--finish: once it FINISHED, do what the interrupted recipe would have: seal the export
+(close) and pull + verify it (pull), with the roster, load command and local dir recorded
+for the run in the ledger.
+Exit codes: 0 finished, 1 dead or unreachable, 2 usage, 4 stalled, 5 timeout (still running).]]
+
+local EXIT = {finished = 0, dead = 1, unreachable = 1, fast_finish = 1, stalled = 4, timeout = 5}
+
+function M.main(args)
+  local opts, pos = cli.options(args, {interval = "value", stall = "value", max_wait = "value",
+    max_relaunches = "value", once = "flag", finish = "flag"}, M.usage)
+  if opts.help then io.write(M.usage, "\n"); return 0 end
+  if #pos ~= 1 then errors.usage(M.usage, 0) end
+  local r = require("gpurent.run").load(pos[1])
+  local o = {interval = tonumber(opts.interval), stall_seconds = tonumber(opts.stall),
+    max_wait = tonumber(opts.max_wait), max_relaunches = tonumber(opts.max_relaunches)}
+  r:say("watch", "re-attaching to %s on %s (ledger status %s)", r.id, r.host, tostring(r.status))
+  local inst = r:connect()
+  if opts.once then
+    local monitor = require "gpurent.monitor"
+    local f = monitor.probe(inst, r)
+    local v = monitor.classify(f, {stall_seconds = o.stall_seconds or r.stall_seconds, expected_seconds = r.expected_seconds})
+    r:say("watch", "%s", monitor.status_line(f, v))
+    return ({running = 0, finished = 0, stalled = 4})[v.state] or 1
+  end
+  local phases = require "gpurent.phases"
+  local w = r:phase("watch", phases.watch, inst, r, o)
+  if w.state == "finished" and opts.finish then
+    local ok, err = pcall(function()
+      r:phase("close", phases.close, inst, r, {roster = r.roster})
+      local res = r:phase("pull", phases.pull, inst, r, {roster = r.roster, load_cmd = r.load_cmd, local_dir = r.local_dir})
+      r:say("run", "run %s succeeded: verified results in %s", r.id, res.local_dir)
+    end)
+    r:finish(ok and "succeeded" or "failed")
+    if not ok then inst:close(); error(err, 0) end
+  elseif w.state ~= "finished" and w.state ~= "timeout" then
+    r:finish("failed")
+  end
+  inst:close()
+  return EXIT[w.state] or 1
+end
+
+return M
