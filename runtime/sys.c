@@ -37,10 +37,25 @@ static int sys_interrupted(lua_State *L) {
     return 1;
 }
 
+/* clear_interrupt(): a handled SIGINT is forgotten (flag and hook), so cleanup
+ * code such as closing a channel can run; set_interrupted() restores the flag so
+ * the process still exits 130. */
+static int sys_clear_interrupt(lua_State *L) {
+    gr_clear_interrupt(L);
+    return 0;
+}
+
+static int sys_set_interrupted(lua_State *L) {
+    (void)L;
+    gr_interrupted = 1;
+    return 0;
+}
+
 int gr_open_sys(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"now", sys_now}, {"getpid", sys_getpid}, {"isatty", sys_isatty},
-        {"sleep", sys_sleep}, {"interrupted", sys_interrupted}, {NULL, NULL}
+        {"sleep", sys_sleep}, {"interrupted", sys_interrupted},
+        {"clear_interrupt", sys_clear_interrupt}, {"set_interrupted", sys_set_interrupted}, {NULL, NULL}
     };
     luaL_newlib(L, fns);
     return 1;

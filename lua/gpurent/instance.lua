@@ -222,7 +222,12 @@ local function exec(conn, cmd, opts)
     return pump(conn, ch, input, opts, deadline, feed)
   end)
   if not ok or out == nil then
+    -- After Ctrl-C the channel must still close cleanly (so the session stays
+    -- usable): hold the interrupt while closing, then restore it for the exit code.
+    local interrupted = core.sys.interrupted()
+    if interrupted then core.sys.clear_interrupt() end
     close_channel(conn, ch)
+    if interrupted then core.sys.set_interrupted() end
     if not ok then
       if ssh.is_error(out, "timeout") then out = "timeout" else error(out, 0) end
     end

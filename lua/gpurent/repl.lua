@@ -188,7 +188,11 @@ function Session:ensure_connected()
   return true
 end
 
--- !cmd: stream both outputs as they come; Ctrl-C interrupts.
+-- !cmd: stream both outputs as they come. The remote shell first reports its PID
+-- (a marker line on stderr, hidden); Ctrl-C closes the channel and then signals
+-- that exact process group, since closing a channel does not stop the command.
+local PID_MARK = "\1gpurent-pid "
+
 function Session:shell(cmd)
   if not self.inst then
     local p = io.popen(cmd .. " 2>&1")
@@ -197,8 +201,30 @@ function Session:shell(cmd)
     if not ok then io.write(string.format("[%s %s]\n", how, tostring(code))) end
     return
   end
-  local r = self.inst:sh(cmd, {pty = true, on_line = function(_, line) io.write(line, "\n"); io.flush() end})
-  if r.code ~= 0 then io.write(string.format("[exit %s]\n", tostring(r.code or r.signal))) end
+  local pid
+  local wrapped = "printf '" .. PID_MARK:gsub("\1", "\\001") .. "%s\\n' $$ >&2; " .. cmd
+  local ok, r = pcall(self.inst.sh, self.inst, wrapped, {on_line = function(line, stream)
+    if stream == "stderr" and line:sub(1, #PID_MARK) == PID_MARK then
+      pid = tonumber(line:sub(#PID_MARK + 1))
+      return
+    end
+    io.write(line, "\n")
+    io.flush()
+  end})
+  if ok then
+    if r.code ~= 0 then io.write(string.format("[exit %s]\n", tostring(r.code or r.signal))) end
+    return
+  end
+  if tostring(r):find("interrupted", 1, true) then
+    term.clear_interrupt()
+    if pid then
+      pcall(self.inst.sh, self.inst, string.format("kill -TERM -- -%d 2>/dev/null || kill -TERM %d", pid, pid),
+        {timeout = 5})
+    end
+    io.write(string.format("[interrupted%s]\n", pid and ("; sent TERM to remote process group " .. pid) or ""))
+    return
+  end
+  error(r, 0)
 end
 
 function Session:bind_helpers()

@@ -5,7 +5,7 @@
 --   fx.known_hosts, fx.key (client private key), fx.home (root's home inside the daemon),
 --   fx.small (a tmpfs of the given size inside the daemon), fx.pid
 --   fx:connect(i [, opts]) -> gpurent instance to alias i
---   fx:conn_pids() -> pids of the processes serving connections (children of fx.pid, deep)
+--   fx:conn_trees() -> {{pid...}, ...} the processes serving each connection; fx:kill_connections()
 --   fx:stop()
 --
 -- The daemon runs in its own mount namespace (`unshare -m`): a tmpfs on /run for
