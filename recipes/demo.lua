@@ -12,7 +12,7 @@ local p = gpurent.recipe {
   },
 }
 local core = require "gpurent.core"
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = require("gpurent.shell").quote
 local function sh(cmd)
   local f = assert(io.popen(cmd .. " 2>&1"))
   local out = f:read("a")

@@ -26,7 +26,7 @@ local errors = require "gpurent.errors"
 
 local detach = {}
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = require("gpurent.shell").quote
 detach.q = q
 
 local function words(list)

@@ -102,9 +102,7 @@ end
 
 -- ---- exec ------------------------------------------------------------------
 
-local function shell_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local shell_quote = require("gpurent.shell").quote
 instance.shell_quote = shell_quote
 
 -- The command line and stdin for opts.env: each value is read from stdin by the

@@ -83,7 +83,7 @@ end
 
 -- ---- git (a subprocess; libraries are fetched rarely) ------------------------------
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = require("gpurent.shell").quote
 
 -- git(dir, args...) -> output; raises with git's own words. dir may be nil.
 local function git(dir, ...)

@@ -226,7 +226,7 @@ end
 
 -- ---- verifier ------------------------------------------------------------------------
 
-local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local shell_quote = require("gpurent.shell").quote
 
 local function is_checkpoint(path, patterns)
   for _, p in ipairs(patterns) do if path:match(p) then return true end end

@@ -21,7 +21,7 @@ local profile_mod = require "gpurent.profile"
 
 local storage = {}
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = require("gpurent.shell").quote
 storage.q = q
 
 -- A profile path as a shell word: "~" and "~/x" expand on the box.

@@ -49,7 +49,7 @@ autostop.STATE = "${HOME:-/root}/.gpurent/autostop"
 autostop.DEFAULT_INTERVAL = 60
 autostop.DEFAULT_STALL = 1800
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = require("gpurent.shell").quote
 
 -- ---- durations and layout ------------------------------------------------------------
 

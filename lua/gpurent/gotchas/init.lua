@@ -158,7 +158,7 @@ end
 
 -- Shared by probes and fixes -------------------------------------------------
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = require("gpurent.shell").quote
 gotchas.q = q
 
 -- The conda/python prefix of the profile's interpreter (/root/miniconda3/bin/python

@@ -18,7 +18,7 @@ local errors = require "gpurent.errors"
 
 local prepare = {}
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = require("gpurent.shell").quote
 
 local SKIP = {[".git"] = true, ["__pycache__"] = true, [".DS_Store"] = true}
 
