@@ -263,15 +263,34 @@ function Session:bind_helpers()
   end
 end
 
-function Session:prompt()
-  local where = self.host or "local"
-  local meter = ""
-  local billing = try_require("gpurent.billing")
-  if billing and billing.prompt_text and self.host then
-    local ok, text = pcall(billing.prompt_text, self.host)
-    if ok and text then meter = " " .. text end
+-- The meter as the ledger knows it (billing calls record power state and price
+-- there): "¥1.23 meter on". Read at most every 30 s; no ledger, no text.
+function Session:meter_text()
+  local now = core.sys.now()
+  if self.meter_cache and now - self.meter_cache.at < 30 then return self.meter_cache.text end
+  local text
+  local ledger = try_require("gpurent.ledger")
+  if ledger and ledger.exists(ledger.default_path()) then
+    local ok, rows = pcall(function()
+      local L = ledger.open()
+      local st = L:status()
+      L:close()
+      return st
+    end)
+    for _, row in ipairs(ok and rows or {}) do
+      if row.name == self.host or row.provider_id == self.host then
+        local cost = row.accrued_cost and ledger.money_text(row.accrued_cost, row.currency) or "?"
+        text = string.format("%s meter %s", cost, row.meter or "unknown")
+      end
+    end
   end
-  return string.format("%s%s> ", where, meter)
+  self.meter_cache = {at = now, text = text}
+  return text
+end
+
+function Session:prompt()
+  local meter = self.host and self:meter_text()
+  return string.format("%s%s> ", self.host or "local", meter and (" [" .. meter .. "]") or "")
 end
 
 function Session:meta(cmd)

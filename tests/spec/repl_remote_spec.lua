@@ -22,6 +22,19 @@ describe("gpurent repl HOST", function()
     T.rmtree(state)
   end)
 
+  it("shows the accrued cost and the meter from the ledger in the prompt", function()
+    term:close()
+    local ledger = require "gpurent.ledger"
+    local L = ledger.open(state .. "/ledger.sqlite")
+    L:upsert_instance{name = fx.aliases[1], profile = "autodl", price_per_hour = 2.5, currency = "CNY"}
+    L:record_billing{instance = fx.aliases[1], action = "power_on", outcome = "ok", meter = "on",
+                     power_state = "running", at = os.time() - 3600}
+    L:close()
+    term = tty.start(T.q(T.bin) .. " repl " .. fx.aliases[1],
+      {env = "GPURENT_STATE_DIR=" .. T.q(state) .. " GPURENT_SSH_CONFIG=" .. T.q(fx.config)})
+    term:wait_for(fx.aliases[1] .. " [2.50 CNY meter on]>", 10, true)
+  end)
+
   it("binds inst and streams !cmd output line by line", function()
     term:line("=inst:sh('echo via-inst').stdout")
     term:wait_for('"via-inst\\n"', 5, true)
