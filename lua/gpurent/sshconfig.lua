@@ -166,6 +166,7 @@ function sshconfig.resolve(target, opts)
   local tuser, thost, tport = sshconfig.parse_target(target)
   local raw = {files = {}}
   local user_file = opts.config or os.getenv("GPURENT_SSH_CONFIG")
+  if user_file == "" then user_file = nil end -- set but empty means unset, as for ssh -F ""
   if user_file then
     read_file(expand_tilde(user_file), thost, raw, home() .. "/.ssh", 0, true)
   else
