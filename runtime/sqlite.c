@@ -341,7 +341,8 @@ static int stmt_finalize(lua_State *L) {
 }
 
 /* query(sql, ...) -> array of rows; run(sql, ...) -> changes, last_insert_rowid. */
-static int db_query(lua_State *L) {
+/* Prepare db:method(sql, ...) and bind its arguments; leaves the statement at 3. */
+static Stmt *prepare_bound(lua_State *L) {
     Db *d = check_db(L, 1);
     size_t len;
     const char *sql = luaL_checklstring(L, 2, &len);
@@ -350,6 +351,11 @@ static int db_query(lua_State *L) {
     lua_insert(L, 3);
     bind_args(L, s, 4);
     lua_settop(L, 3);
+    return s;
+}
+
+static int db_query(lua_State *L) {
+    Stmt *s = prepare_bound(L);
     lua_newtable(L);
     for (lua_Integer n = 1; step(L, s); n++) lua_rawseti(L, -2, n);
     sqlite3_finalize(s->stmt);
@@ -358,13 +364,8 @@ static int db_query(lua_State *L) {
 }
 
 static int db_run(lua_State *L) {
+    Stmt *s = prepare_bound(L);
     Db *d = check_db(L, 1);
-    size_t len;
-    const char *sql = luaL_checklstring(L, 2, &len);
-    Stmt *s = push_stmt(L, 1, d, sql, len);
-    lua_insert(L, 3);
-    bind_args(L, s, 4);
-    lua_settop(L, 3);
     while (step(L, s)) lua_pop(L, 1); /* RETURNING rows, if any, are dropped */
     sqlite3_finalize(s->stmt);
     s->stmt = NULL;

@@ -73,7 +73,7 @@ local ZOMBIE = {
   title = "dead or zombie processes holding VRAM",
   symptom = "CUDA out of memory at start-up although nothing of yours runs; nvidia-smi lists a stale PID",
   fix = "find the holder (nvidia-smi --query-compute-apps=pid,used_memory) and kill that exact PID or its " ..
-        "parent (a zombie's memory is released when its parent reaps it); never pkill -f a pattern",
+        "parent (a zombie's memory is released when its parent reaps it); never kill by a name pattern",
 }
 function ZOMBIE.probe(inst, ctx)
   local r = ctx.sh(SMI_GPUS .. [=[
