@@ -6,7 +6,10 @@
  *   - ask(), when the person types the instance name on the controlling terminal.
  * Lua gets a read-only table: core.approval.granted(instance) -> bool and
  * core.approval.ask(instance, prompt) -> bool, why. ask() opens /dev/tty itself and
- * never reads stdin, so a recipe cannot feed it an answer through a pipe. */
+ * never reads stdin, so a recipe cannot feed it an answer through a pipe.
+ * A recipe or library can still spawn a second gpurent with `--approve NAME`
+ * (os.execute); gr_approval_spawned_by_gpurent() lets main.c refuse that: it walks
+ * the parent chain and reports an ancestor running the same executable. */
 #include "host.h"
 #include "approval.h"
 
@@ -15,6 +18,7 @@
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define MAX_APPROVALS 64
@@ -36,6 +40,48 @@ int gr_approval_granted(const char *instance) {
     if (!instance || !*instance) return 0;
     for (int i = 0; i < n_approvals; i++)
         if (strcmp(approvals[i], instance) == 0) return 1;
+    return 0;
+}
+
+int gr_approval_count(void) { return n_approvals; }
+
+/* The parent PID from /proc/<pid>/stat (the field after the ")" of the command
+ * name, which may itself hold spaces and parentheses); -1 when unreadable. */
+static long parent_of(long pid) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "re");
+    if (!f) return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *rp = strrchr(buf, ')');
+    char state;
+    long ppid;
+    if (!rp || sscanf(rp + 1, " %c %ld", &state, &ppid) != 2) return -1;
+    return ppid;
+}
+
+/* Walk the parent chain up to PID 1 (bounded); 1 when an ancestor's executable is
+ * this process's executable (same device and inode: hard links and other paths to
+ * the same file count), with its PID in *who. Unreadable ancestors (another user's
+ * process, hidepid) are skipped. What this cannot see: a child that left the chain
+ * (double fork reparented to init or a subreaper, setsid -f, tmux/at/systemd-run,
+ * ssh localhost) or a gpurent built or copied to another file. */
+int gr_approval_spawned_by_gpurent(long *who) {
+    struct stat self;
+    if (stat("/proc/self/exe", &self) != 0) return 0;
+    long pid = parent_of((long)getpid());
+    for (int depth = 0; pid > 1 && depth < 4096; depth++) {
+        char path[64];
+        struct stat st;
+        snprintf(path, sizeof path, "/proc/%ld/exe", pid);
+        if (stat(path, &st) == 0 && st.st_dev == self.st_dev && st.st_ino == self.st_ino) {
+            if (who) *who = pid;
+            return 1;
+        }
+        pid = parent_of(pid);
+    }
     return 0;
 }
 

@@ -11,4 +11,10 @@ int gr_approval_grant(const char *instance);
 /* 1 when the person approved actions on instance in this process. */
 int gr_approval_granted(const char *instance);
 
+/* How many approvals were recorded. */
+int gr_approval_count(void);
+/* 1 when an ancestor process runs this same executable (PID in *who): approvals
+ * from the command line of a gpurent spawned by a gpurent are refused. */
+int gr_approval_spawned_by_gpurent(long *who);
+
 #endif

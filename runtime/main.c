@@ -183,6 +183,17 @@ static int take_approvals(int argc, char **argv, int from) {
     return out;
 }
 
+/* --approve is the person's word; a gpurent started by another gpurent (a recipe's,
+ * a library's or the REPL's os.execute) did not get it from the person. */
+static int refuse_nested_approval(void) {
+    long who = 0;
+    if (gr_approval_count() == 0 || !gr_approval_spawned_by_gpurent(&who)) return 0;
+    fprintf(stderr, "gpurent: refused: --approve is ignored when gpurent is started by another "
+                    "gpurent (ancestor PID %ld): approval comes from the person, on their own "
+                    "command line or typed on the terminal\n", who);
+    return 1;
+}
+
 int main(int argc, char **argv) {
     static const struct option opts[] = {
         {"verbose", no_argument, NULL, 'v'},
@@ -205,10 +216,13 @@ int main(int argc, char **argv) {
         default: return usage_error("unknown option");
         }
     }
+    if (optind < argc) {
+        argc = take_approvals(argc, argv, optind + 1);
+        if (argc < 0) return usage_error("--approve needs an instance name");
+    }
+    if (refuse_nested_approval()) return GR_EXIT_REFUSED;
     if (eval) return cmd_eval(eval, verbose);
     if (optind >= argc) { fputs(usage_text, stderr); return GR_EXIT_USAGE; }
-    argc = take_approvals(argc, argv, optind + 1);
-    if (argc < 0) return usage_error("--approve needs an instance name");
     const char *cmd = argv[optind];
     if (strcmp(cmd, "version") == 0) return cmd_version();
     if (strcmp(cmd, "help") == 0 && optind + 1 >= argc) { fputs(usage_text, stdout); return 0; }

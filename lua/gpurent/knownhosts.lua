@@ -25,7 +25,7 @@ local function pattern_matches(p, name)
     local rs, rh = salt and kh.b64decode(salt), hash and kh.b64decode(hash)
     return rs ~= nil and rh ~= nil and kh.hmac_sha1(rs, name) == rh
   end
-  return name:lower():match(sshconfig.glob_to_pattern(p:lower())) ~= nil
+  return sshconfig.glob_match(p:lower(), name:lower())
 end
 
 -- A hosts field matches when some pattern does and no negated one does.

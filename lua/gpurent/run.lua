@@ -100,6 +100,14 @@ function run.new(o)
     for _, k in ipairs(PERSIST) do params[k] = r[k] end
     params.session = r.session
     r:ledger(function(L)
+      -- a reused id (a rerun after gpurent was killed) is the same run: refuse clearly
+      -- instead of failing on the ledger's primary key, and say how to pick it up
+      local old = L:run(r.id)
+      if old then
+        errors.refuse(string.format("run id %s is already in the ledger (status %s, instance %s): pick it up with " ..
+          "`gpurent watch %s --finish`, or start a new run without id=", r.id, tostring(old.status),
+          tostring(old.instance), r.id), 0)
+      end
       L:upsert_instance{name = r.host, profile = r.profile_name}
       L:start_run{id = r.id, instance = r.host, recipe = r.recipe, params = params}
     end)

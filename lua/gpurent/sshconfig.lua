@@ -29,13 +29,38 @@ local function glob_to_pattern(g)
 end
 sshconfig.glob_to_pattern = glob_to_pattern
 
+-- Does the whole of s match glob g (* any run, ? any one byte)? Iterative, with a
+-- single backtrack point (the last *), so O(#g * #s) at worst: a Lua pattern of many
+-- ".*" backtracks exponentially, and known_hosts / ssh_config text is input
+-- (fuzz/regressions/knownhosts: ~100 '*' in a host field hung the lookup).
+local function glob_match(g, s)
+  local gi, si, star, mark = 1, 1, nil, 0
+  local gn, sn = #g, #s
+  while si <= sn do
+    local c = g:sub(gi, gi)
+    if gi <= gn and (c == "?" or (c ~= "*" and c == s:sub(si, si))) then
+      gi, si = gi + 1, si + 1
+    elseif gi <= gn and c == "*" then
+      star, mark, gi = gi, si, gi + 1
+    elseif star then
+      mark = mark + 1
+      gi, si = star + 1, mark
+    else
+      return false
+    end
+  end
+  while gi <= gn and g:sub(gi, gi) == "*" do gi = gi + 1 end
+  return gi > gn
+end
+sshconfig.glob_match = glob_match
+
 -- Host line semantics: any positive pattern matches and no negated one does.
 function sshconfig.host_matches(patterns, host)
   local matched = false
   for _, p in ipairs(patterns) do
     local neg = p:sub(1, 1) == "!"
     if neg then p = p:sub(2) end
-    if host:lower():match(glob_to_pattern(p:lower())) then
+    if glob_match(p:lower(), host:lower()) then
       if neg then return false end
       matched = true
     end
@@ -75,9 +100,8 @@ local function glob_files(pattern)
   if not base:find("[%*%?]") then return {pattern} end
   local out = {}
   if lfs.attributes(dir, "mode") ~= "directory" then return out end
-  local pat = glob_to_pattern(base)
   for f in lfs.dir(dir) do
-    if f ~= "." and f ~= ".." and f:match(pat) then out[#out + 1] = dir .. "/" .. f end
+    if f ~= "." and f ~= ".." and glob_match(base, f) then out[#out + 1] = dir .. "/" .. f end
   end
   table.sort(out)
   return out

@@ -7,6 +7,31 @@ T.root = lfs.currentdir()
 T.bin = os.getenv("GPURENT_BIN") or (T.root .. "/gpurent")
 if T.bin:sub(1, 1) ~= "/" then T.bin = T.root .. "/" .. T.bin:gsub("^%./", "") end
 
+-- The runner is itself gpurent, and a gpurent started by a gpurent may not take
+-- `--approve` (runtime/approval.c walks the parent chain for the same executable).
+-- The specs play the person typing commands, so they run a private copy of the
+-- binary (a different file, beside symlinks to lua/, profiles/ and recipes/ so it
+-- finds the same library). security_spec runs T.bin_nested = the runner's own file.
+do
+  local function same_file(a, b)
+    local x, y = lfs.attributes(a), lfs.attributes(b)
+    return x and y and x.dev == y.dev and x.ino == y.ino
+  end
+  T.bin_nested = T.bin
+  if same_file(T.bin, "/proc/self/exe") then
+    local dir = T.root .. "/build/spec-bin"
+    local name = T.bin:match("[^/]+$")
+    os.execute("mkdir -p '" .. dir .. "'")
+    for _, d in ipairs{"lua", "profiles", "recipes"} do
+      if not lfs.symlinkattributes(dir .. "/" .. d) then os.execute("ln -s ../../" .. d .. " '" .. dir .. "/" .. d .. "'") end
+    end
+    local tmp = string.format("%s/.%s.%d", dir, name, require("gpurent.core").sys.getpid())
+    assert(os.execute(string.format("cp '%s' '%s' && mv -f '%s' '%s/%s'", T.bin, tmp, tmp, dir, name)),
+      "setup.lua: cannot copy the binary under test to " .. dir)
+    T.bin = dir .. "/" .. name
+  end
+end
+
 local function shell_quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end

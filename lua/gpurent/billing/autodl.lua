@@ -238,8 +238,21 @@ function Client:wait_status(uuid, want, o)
   local wants = type(want) == "table" and want or {want}
   local deadline = self.now() + (o.deadline or 180)
   local interval, last = o.interval or 0.5, nil
+  local transient = 0
   for _ = 1, 10000 do
-    last = self:status(uuid)
+    -- status is a read, so a transient failure (5xx, timeout, transport, garbled
+    -- body) is retried at the next tick, up to 5 in a row; an API refusal is not
+    local ok, st = pcall(self.status, self, uuid)
+    if ok then
+      last, transient = st, 0
+    elseif autodl.is_error(st) and (st.kind == "http" and (st.status or 0) >= 500 or st.kind == "timeout"
+        or st.kind == "transport" or st.kind == "malformed") and transient < 5 and self.now() < deadline then
+      transient = transient + 1
+      self.out:write(string.format("AutoDL: reading the status of %s failed (%s); retrying %d/5\n", uuid,
+        tostring(st):match("[^\n]*"), transient))
+    else
+      error(st, 0)
+    end
     for _, w in ipairs(wants) do if last == w then return last end end
     if self.now() >= deadline then break end
     self.sleep(math.min(interval, math.max(0, deadline - self.now())))

@@ -83,7 +83,11 @@ function connect.run(inst, r, o)
   if o.secrets and next(o.secrets) then
     if not cred then errors.usage("connect: profile " .. p.platform .. " names no CRED_FILE for secrets", 0) end
     local text, names = cred_text(o.secrets)
-    h:sh("umask 077 && cat > " .. q(cred .. ".tmp") .. " && mv -f " .. q(cred .. ".tmp") .. " " .. q(cred),
+    -- umask only applies to a new file: a stale .tmp (an interrupted push) would keep
+    -- its mode, so remove it first, create it exclusively (set -C), and chmod anyway
+    local tmp = q(cred .. ".tmp")
+    h:sh("umask 077 && rm -f " .. tmp .. " && (set -C && cat > " .. tmp .. ") && chmod 600 " .. tmp ..
+      " && mv -f " .. tmp .. " " .. q(cred),
       {stdin = secret(text), timeout = 60, check = true})
     r.cred_file = cred
     r:say("connect", "secrets %s pushed over stdin to %s (per-instance, mode 600; never on the shared FS)",
