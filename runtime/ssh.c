@@ -498,7 +498,10 @@ static int ch_read(lua_State *L) {
         n += drain_into(L, c, SSH_EXTENDED_DATA_STDERR, 4, max - err, &all_err, &again_err);
         out = lua_rawlen(L, 3);
         err = lua_rawlen(L, 4);
-        if (n == 0 || !all_out || !all_err) break;
+        if (!all_out || !all_err) break;
+        /* nothing this pass, and nothing left in libssh2's buffers either: the
+         * socket is the only place more can come from, so waiting on it is right */
+        if (n == 0 && libssh2_poll_channel_read(c->ch, 1) <= 0) break;
     }
     int eof = all_out && all_err && libssh2_channel_eof(c->ch);
     if (!eof && out == 0 && err == 0 && (again_out || again_err)) {
