@@ -76,12 +76,26 @@ static void install_sigint(lua_State *L) {
     sigaction(SIGINT, &sa, NULL);
 }
 
+/* gpurent.core.<name> opens a primitive on first use: start-up then pays only for
+ * what a recipe touches (libssh2's and libcurl's set-up among them). */
+static int core_index(lua_State *L) {
+    const char *name = luaL_checkstring(L, 2);
+    for (const luaL_Reg *m = core_modules; m->name; m++) {
+        if (strcmp(m->name, name) != 0) continue;
+        m->func(L);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, 1, name);
+        return 1;
+    }
+    return 0;
+}
+
 static int open_core(lua_State *L) {
     lua_newtable(L);
-    for (const luaL_Reg *m = core_modules; m->name; m++) {
-        m->func(L);
-        lua_setfield(L, -2, m->name);
-    }
+    lua_newtable(L);
+    lua_pushcfunction(L, core_index);
+    lua_setfield(L, -2, "__index");
+    lua_setmetatable(L, -2);
     return 1;
 }
 

@@ -118,6 +118,7 @@ end
 -- `gpurent run NAME/recipe.lua` where no such local file exists and NAME is a library
 -- in the lock: the recipe inside the library (lua/gpurent/lib.lua).
 local function resolve(file)
+  if require("lfs").attributes(file, "mode") then return file end -- a local file: no library lookup
   return require("gpurent.lib").resolve_recipe(file) or file
 end
 
@@ -137,7 +138,7 @@ end
 -- recipe.main(file, argv): the body of `gpurent run`.
 function recipe.main(file, argv)
   local raw, positional = recipe.split_args(argv)
-  require("gpurent.lib").install_searcher()
+  -- library modules resolve through the lazy searcher init.lua installs
   local resolved = resolve(file)
   if resolved ~= file then
     -- the host put the unresolved NAME/ on the path; the library's recipe dir is meant
