@@ -195,14 +195,17 @@ desc("gotcha probes on the testbed", function()
   end)
 
   it("U-ZOMBIE-VRAM fails on a zombie holding VRAM, warns on a vanished PID", function()
-    sh("tight", "nohup sh -c 'sleep 0 & echo $! > /tmp/zpid; exec sleep 120' </dev/null >/dev/null 2>&1 &")
-    local zpid
-    for _ = 1, 50 do
+    -- The child outlives the shell's exec (sleep 1): a child that ended first could
+    -- be reaped by the shell itself, and then there is no zombie to find.
+    sh("tight", "rm -f /tmp/zpid; nohup sh -c 'sleep 1 & echo $! > /tmp/zpid; exec sleep 120' </dev/null >/dev/null 2>&1 &")
+    local zpid, zombie
+    for _ = 1, 100 do
       zpid = I.tight:sh("cat /tmp/zpid 2>/dev/null").stdout:match("%d+")
-      if zpid and I.tight:sh("sed 's/^.*) //' /proc/" .. zpid .. "/stat | cut -d' ' -f1").stdout:match("Z") then break end
+      zombie = zpid and I.tight:sh("sed 's/^.*) //' /proc/" .. zpid .. "/stat | cut -d' ' -f1").stdout:match("Z")
+      if zombie then break end
       gpurent.sleep(0.1)
     end
-    assert.is_truthy(zpid)
+    assert.is_truthy(zombie, "no zombie appeared (pid " .. tostring(zpid) .. ")")
     box:gpu_state("tight", "gpu 0 mem=20000\napp 0 " .. zpid .. " 20000 /root/miniconda3/bin/python\n")
     flagged(probe("tight", "U-ZOMBIE-VRAM"), "fail", "pid " .. zpid .. " %(20000 MiB, zombie%)")
     box:gpu_state("peerA", "gpu 0 mem=9000\napp 0 999999 9000 python\n")
