@@ -33,6 +33,15 @@ end
 function fs.exists(path) return lfs.attributes(path, "mode") ~= nil end
 function fs.is_dir(path) return lfs.attributes(path, "mode") == "directory" end
 
+-- fs.read_if_exists(path) -> contents, or nil when it cannot be opened.
+function fs.read_if_exists(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local data = f:read("a")
+  f:close()
+  return data
+end
+
 -- fs.read_file(path) -> contents; raises naming the path.
 function fs.read_file(path)
   local f, err = io.open(path, "rb")

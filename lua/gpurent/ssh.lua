@@ -185,13 +185,7 @@ local function refuses_sha1_rsa(sess)
   return major ~= nil and (major > 8 or (major == 8 and minor >= 8))
 end
 
-local function read_key(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local t = f:read("a")
-  f:close()
-  return t
-end
+local read_key = require("gpurent.fs").read_if_exists
 
 local function tty_ask(prompt)
   if not core.sys.isatty(0) and not core.sys.isatty(2) then return nil end

@@ -59,13 +59,7 @@ function TB:up(name, opts)
   return out
 end
 
-local function read(p)
-  local f = io.open(p, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = require("gpurent.fs").read_if_exists
 testbed.read = read
 
 -- The environment every gpurent child gets: this testbed's sim, ledger, HOME, API.

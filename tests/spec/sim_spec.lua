@@ -42,13 +42,7 @@ local function is_root()
   return out:match("^0%s*$") ~= nil
 end
 
-local function read_file(path)
-  local f = io.open(path, "r")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read_file = require("gpurent.fs").read_if_exists
 
 local function write_file(path, text)
   local f = assert(io.open(path, "w"))
