@@ -12,7 +12,7 @@ SAN      ?=
 CFLAGS   += $(OPT) $(SAN) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-format-truncation -fno-common \
             -DGPURENT_SHAREDIR='"$(SHAREDIR)"' $(shell pkg-config --cflags $(PKGS) libcurl 2>/dev/null)
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) \
-            -l:liblua5.4-filesystem.so.0 -l:liblua5.4-cjson.so.0 -ldl -lm
+            -l:liblua5.4-filesystem.so.0 -l:liblua5.4-cjson.so.0 -ldl -lm -pthread
 # Debian's Lua C modules do not link liblua: the host exports the Lua API (-rdynamic)
 LDFLAGS  += -rdynamic $(SAN)
 
@@ -67,15 +67,21 @@ $(BUILD):
 
 -include $(OBJS:.o=.d)
 
+# C unit tests of C mechanism (run by tests/spec/c_units_spec.lua from $(BUILD)).
+$(BUILD)/aesctr_test: tests/c/aesctr_test.c runtime/aesctr.c runtime/aesctr.h | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ tests/c/aesctr_test.c runtime/aesctr.c $(LDFLAGS) -lcrypto
+CTESTS = $(BUILD)/aesctr_test
+
 TEST_ARGS ?= tests/spec
-test: all
-	./$(BIN) run tests/run_specs.lua -- $(TEST_ARGS)
+test: all $(CTESTS)
+	GPURENT_CTEST_DIR=$(BUILD) ./$(BIN) run tests/run_specs.lua -- $(TEST_ARGS)
 
 asan: deps
 	$(MAKE) BUILD=build/asan BIN=gpurent-asan OPT="-O1 -g" \
-	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" gpurent-asan
+	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" gpurent-asan \
+	  build/asan/aesctr_test
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
-	  GPURENT_BIN=./gpurent-asan ./gpurent-asan run tests/run_specs.lua -- $(TEST_ARGS)
+	  GPURENT_CTEST_DIR=build/asan GPURENT_BIN=./gpurent-asan ./gpurent-asan run tests/run_specs.lua -- $(TEST_ARGS)
 
 # The C-heavy specs under memcheck (the spec runner process; its gpurent children run
 # natively). Exit 99 on any error or definite leak. tests/valgrind.supp holds only

@@ -11,6 +11,7 @@
  * channels, and the TTY passphrase prompt. SFTP is in sftp.c; known_hosts in
  * knownhosts.c; ssh_config and policy in Lua. */
 #include "ssh_internal.h"
+#include "aesctr.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -104,6 +105,12 @@ static int ssh_connect_result(lua_State *L) {
     return 2;
 }
 
+/* aesctr() -> what SSH's AES-CTR runs on ("batched" or "openssl (why)"). */
+static int ssh_aesctr(lua_State *L) {
+    lua_pushstring(L, gr_aesctr_install());
+    return 1;
+}
+
 static int ssh_close_fd(lua_State *L) {
     close((int)luaL_checkinteger(L, 1));
     return 0;
@@ -116,6 +123,7 @@ static int ssh_session(lua_State *L) {
     int fd = (int)luaL_checkinteger(L, 1);
     const char *label = luaL_checkstring(L, 2);
     if (!libssh2_ready) {
+        gr_aesctr_install();
         if (libssh2_init(0) != 0) return luaL_error(L, "libssh2_init failed");
         libssh2_ready = 1;
     }
@@ -615,7 +623,7 @@ int gr_open_ssh(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"tcp_connect", ssh_tcp_connect}, {"connect_result", ssh_connect_result},
         {"close_fd", ssh_close_fd}, {"session", ssh_session}, {"askpass", ssh_askpass},
-        {"chmod", ssh_chmod}, {NULL, NULL}
+        {"chmod", ssh_chmod}, {"aesctr", ssh_aesctr}, {NULL, NULL}
     };
     luaL_newmetatable(L, GR_SESSION_MT);
     luaL_newlib(L, sess_methods);

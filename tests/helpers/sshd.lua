@@ -1,6 +1,7 @@
 -- tests/helpers/sshd.lua: a real OpenSSH sshd on loopback for tests and benches.
 --
---   local fx = sshd.start{addrs = 3, tmpfs = "4m", password = "pw", hash_known_hosts = true}
+--   local fx = sshd.start{addrs = 3, tmpfs = "4m", password = "pw", hash_known_hosts = true,
+--                         sshd_options = "RekeyLimit 1M"}  -- extra sshd_config lines
 --   fx.port, fx.addrs ({"127.0.0.2", ...}), fx.aliases ({"h1", ...}), fx.config (ssh_config),
 --   fx.known_hosts, fx.key (client private key), fx.home (root's home inside the daemon),
 --   fx.small (a tmpfs of the given size inside the daemon), fx.pid
@@ -129,7 +130,7 @@ function sshd.start(o)
       "KbdInteractiveAuthentication no", "UseDNS no", "PrintMotd no",
       "Subsystem sftp internal-sftp",
       "MaxStartups 200:30:400", "MaxSessions 100", "MaxAuthTries 10",
-      "LogLevel " .. (o.log_level or "ERROR"), "",
+      "LogLevel " .. (o.log_level or "ERROR"), o.sshd_options or "", "",
     }, "\n"))
     local script = "mount -t tmpfs tmpfs /run && mkdir -p /run/sshd && chmod 755 /run/sshd && " ..
       "mount --bind " .. q(dir .. "/passwd") .. " /etc/passwd && " .. shadow_mount .. small_mount ..
