@@ -5,9 +5,13 @@
  *
  * Pipelining: libssh2 1.10's sftp_write sends everything it is handed as
  * separate WRITE requests and returns what has been acknowledged, so the upload
- * pump hands it a window of up to XFER_BUF bytes and slides it; sftp_read keeps
- * 4x the buffer size of READ requests in flight. Policy (.part names, resume,
- * verification, progress) is in lua/gpurent/sftp.lua. */
+ * pump hands it a window of up to XFER_WINDOW bytes and slides it along a larger
+ * buffer (a slide copies the unacknowledged rest, so it happens once per
+ * XFER_BUF - XFER_WINDOW bytes); sftp_read keeps 4x the buffer size of READ
+ * requests in flight. The SHA-256, and the local writes of a download, run on a
+ * worker thread (hashpipe.c) while the pump stays on the network. Policy (.part
+ * names, resume, verification, progress) is in lua/gpurent/transfer.lua. */
+#include "hashpipe.h"
 #include "ssh_internal.h"
 
 #include <errno.h>
@@ -21,8 +25,9 @@
 #define SFTP_MT "gpurent.sftp"
 #define HANDLE_MT "gpurent.sftp.handle"
 #define XFER_MT "gpurent.sftp.transfer"
-#define XFER_BUF (4u << 20)      /* upload window: bytes in flight */
-#define XFER_RBUF (2u << 20)     /* download buffer: libssh2 reads ahead 4x this */
+#define XFER_WINDOW (2u << 20)   /* upload: bytes handed to libssh2 beyond the acknowledged */
+#define XFER_BUF (8u << 20)      /* upload buffer the window slides along */
+#define XFER_RBUF (2u << 20)     /* download: one of two buffers; libssh2 reads ahead 4x this */
 #define XFER_BUDGET (8u << 20)   /* bytes per step before yielding to other coroutines */
 
 typedef struct gr_handle gr_handle;
@@ -38,8 +43,11 @@ typedef struct {
     int fd, upload, eof;
     unsigned char *buf;
     size_t cap, head, used;       /* upload window: buf[head..used) not yet acked */
+    int half;                     /* download: which half of buf the next read fills */
     long long done;               /* bytes transferred after the resume offset */
     EVP_MD_CTX *ctx;
+    char *path;                   /* the local file, for error messages */
+    gr_hashpipe *pipe;            /* hashes (and, down, writes) what the pump moved */
 } gr_xfer;
 
 static const char *fx_name(unsigned long code) {
@@ -363,12 +371,16 @@ static int handle_gc(lua_State *L) {
 /* ---- transfers ----------------------------------------------------------- */
 
 static void xfer_release(gr_xfer *x) {
+    gr_hashpipe_free(x->pipe);    /* first: the worker may still use fd, buf and ctx */
+    x->pipe = NULL;
     if (x->fd >= 0) close(x->fd);
     x->fd = -1;
     free(x->buf);
     x->buf = NULL;
     if (x->ctx) EVP_MD_CTX_free(x->ctx);
     x->ctx = NULL;
+    free(x->path);
+    x->path = NULL;
 }
 
 /* Hash [0, n) of fd into the transfer's digest: the resumed prefix. */
@@ -415,9 +427,10 @@ static int handle_transfer(lua_State *L) {
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, -2, 1);
     x->cap = upload ? XFER_BUF : XFER_RBUF;
-    x->buf = malloc(x->cap);
+    x->buf = malloc(upload ? x->cap : 2 * x->cap);
     x->ctx = EVP_MD_CTX_new();
-    if (!x->buf || !x->ctx || EVP_DigestInit_ex(x->ctx, EVP_sha256(), NULL) != 1)
+    x->path = strdup(path);
+    if (!x->buf || !x->ctx || !x->path || EVP_DigestInit_ex(x->ctx, EVP_sha256(), NULL) != 1)
         return luaL_error(L, "transfer %s: out of memory", path);
     x->fd = upload ? open(path, O_RDONLY | O_CLOEXEC) : open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (x->fd < 0) return gr_errno_error(L, upload ? "cannot read" : "cannot write", path);
@@ -425,6 +438,8 @@ static int handle_transfer(lua_State *L) {
     if (hash_prefix(x, offset) != 0) return gr_errno_error(L, "cannot read prefix of", path);
     if (lseek(x->fd, (off_t)offset, SEEK_SET) < 0) return gr_errno_error(L, "cannot seek", path);
     if (upload) posix_fadvise(x->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    if (!(x->pipe = gr_hashpipe_new(x->ctx, upload ? -1 : x->fd)))
+        return luaL_error(L, "transfer %s: out of memory", path);
     libssh2_sftp_seek64(hd->h, (libssh2_uint64_t)offset);
     return 1;
 }
@@ -436,31 +451,54 @@ static gr_xfer *check_xfer(lua_State *L) {
     return x;
 }
 
-/* Slide the upload window: keep unacked bytes, fill the rest from the file. */
-static int upload_fill(lua_State *L, gr_xfer *x) {
-    if (x->head == x->used) x->head = x->used = 0;
-    else if (x->head > x->cap / 2) {
+/* Push the message for the worker's failure e: a write error names the local file. */
+static void push_pipe_error(lua_State *L, gr_xfer *x, int e) {
+    if (e == GR_HASHPIPE_DIGEST_FAILED) lua_pushfstring(L, "%s: sha256 failed", x->path);
+    else lua_pushfstring(L, "write error on %s: %s", x->path, strerror(e));
+}
+
+/* Raise the worker's failure, if any. */
+static int pipe_check(lua_State *L, gr_xfer *x, int e) {
+    if (e == 0) return 0;
+    luaL_where(L, 1);
+    push_pipe_error(L, x, e);
+    lua_concat(L, 2);
+    return lua_error(L);
+}
+
+/* Keep at least half a window handed to libssh2: slide the unacknowledged
+ * bytes to the front when the buffer's tail is short (after the worker is done
+ * with them), then read up to a full window and queue it for the digest. */
+static void upload_fill(lua_State *L, gr_xfer *x) {
+    if (x->eof || x->used - x->head >= XFER_WINDOW / 2) return;
+    if (x->head == x->used || x->cap - x->used < XFER_WINDOW) {
+        pipe_check(L, x, gr_hashpipe_wait(x->pipe));
         memmove(x->buf, x->buf + x->head, x->used - x->head);
         x->used -= x->head;
         x->head = 0;
     }
-    while (!x->eof && x->used < x->cap) {
-        ssize_t r = read(x->fd, x->buf + x->used, x->cap - x->used);
+    size_t room = XFER_WINDOW - (x->used - x->head);
+    while (room > 0) {
+        ssize_t r = read(x->fd, x->buf + x->used, room);
         if (r < 0 && errno == EINTR) { gr_raise_if_interrupted(L); continue; }
-        if (r < 0) return gr_errno_error(L, "read error on", "upload source");
+        if (r < 0) gr_errno_error(L, "read error on", x->path);
         if (r == 0) { x->eof = 1; break; }
-        if (EVP_DigestUpdate(x->ctx, x->buf + x->used, (size_t)r) != 1) return luaL_error(L, "sha256 failed");
+        pipe_check(L, x, gr_hashpipe_push(x->pipe, x->buf + x->used, (size_t)r));
         x->used += (size_t)r;
-        if (x->used - x->head >= x->cap / 2) break; /* enough to keep the pipe full */
+        room -= (size_t)r;
     }
-    return 0;
 }
 
 static int upload_step(lua_State *L, gr_xfer *x) {
     size_t moved = 0;
     for (;;) {
         upload_fill(L, x);
-        if (x->eof && x->head == x->used) { lua_pushboolean(L, 1); lua_pushinteger(L, x->done); return 2; }
+        if (x->eof && x->head == x->used) {
+            pipe_check(L, x, gr_hashpipe_wait(x->pipe));
+            lua_pushboolean(L, 1);
+            lua_pushinteger(L, x->done);
+            return 2;
+        }
         ssize_t rc = libssh2_sftp_write(x->hd->h, (char *)x->buf + x->head, x->used - x->head);
         if (rc == LIBSSH2_ERROR_EAGAIN) {
             if (moved) break;
@@ -476,32 +514,26 @@ static int upload_step(lua_State *L, gr_xfer *x) {
     return 1;
 }
 
-static int write_all(int fd, const unsigned char *p, size_t n) {
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR && !gr_interrupted) continue;
-        if (w <= 0) return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
+/* Reads alternate between the two halves of buf: the worker writes and hashes
+ * one while libssh2 fills the other. */
 static int download_step(lua_State *L, gr_xfer *x) {
     size_t moved = 0;
     for (;;) {
-        ssize_t rc = libssh2_sftp_read(x->hd->h, (char *)x->buf, x->cap);
+        unsigned char *block = x->buf + (size_t)x->half * x->cap;
+        ssize_t rc = libssh2_sftp_read(x->hd->h, (char *)block, x->cap);
         if (rc == LIBSSH2_ERROR_EAGAIN) {
             if (moved) break;
             return gr_ssh_again(L, x->hd->sf->gs);
         }
         if (rc < 0) return sftp_fail(L, x->hd->sf, "read", "", (int)rc);
-        if (rc == 0) { lua_pushboolean(L, 1); lua_pushinteger(L, x->done); return 2; }
-        if (write_all(x->fd, x->buf, (size_t)rc) != 0) {
-            gr_raise_if_interrupted(L);
-            return gr_errno_error(L, "write error on", "download destination");
+        if (rc == 0) {
+            pipe_check(L, x, gr_hashpipe_wait(x->pipe));
+            lua_pushboolean(L, 1);
+            lua_pushinteger(L, x->done);
+            return 2;
         }
-        if (EVP_DigestUpdate(x->ctx, x->buf, (size_t)rc) != 1) return luaL_error(L, "sha256 failed");
+        pipe_check(L, x, gr_hashpipe_push(x->pipe, block, (size_t)rc));
+        x->half ^= 1;
         x->done += rc;
         moved += (size_t)rc;
         if (moved >= XFER_BUDGET) break;
@@ -521,19 +553,22 @@ static int xfer_hex(lua_State *L) {
     gr_xfer *x = luaL_checkudata(L, 1, XFER_MT);
     char out[65];
     if (!x->ctx) return luaL_error(L, "transfer is finished");
+    if (x->pipe) gr_hashpipe_wait(x->pipe);   /* a failure is the step's or finish's to report */
     hex_of(x->ctx, out);
     lua_pushstring(L, out);
     return 1;
 }
 
-/* x:finish() -> closes the local file; downloads are fsynced first. */
+/* x:finish() -> closes the local file; downloads are fsynced first. The
+ * transfer is released even when this raises (a write or fsync failure). */
 static int xfer_finish(lua_State *L) {
     gr_xfer *x = luaL_checkudata(L, 1, XFER_MT);
-    int err = 0;
-    if (x->fd >= 0 && !x->upload && fsync(x->fd) != 0) err = errno;
+    int e = x->pipe ? gr_hashpipe_wait(x->pipe) : 0, failed = 1;
+    if (e) push_pipe_error(L, x, e);
+    else if (x->fd >= 0 && !x->upload && fsync(x->fd) != 0) lua_pushfstring(L, "fsync %s: %s", x->path, strerror(errno));
+    else failed = 0;
     xfer_release(x);
-    if (err) { errno = err; return gr_errno_error(L, "fsync", "download destination"); }
-    return 0;
+    return failed ? lua_error(L) : 0;
 }
 
 static int xfer_gc(lua_State *L) {

@@ -239,7 +239,8 @@ local function get_file(inst, src, dst, opts)
     local prog = progress(opts, "get", src, rst.size, offset)
     local ok, err = pcall(step_loop, conn, x, stall, prog, offset)
     local sha = x:hex()
-    x:finish()
+    local finished, ferr = pcall(x.finish, x)   -- the last local write or the fsync may fail here
+    if ok and not finished then ok, err = false, ferr end
     pcall(run, "close " .. src, h.close, h)
     if not ok then error(err, 0) end
     local got = lfs.attributes(part, "size")
