@@ -176,6 +176,21 @@ describe("security: the AutoDL token", function()
     assert.matches("sec1", T.read(out))
   end)
 
+  it("a token file others can read is refused, naming the file and the fix, before any API call", function()
+    local before = #srv:journal_now("")
+    local open = srv.dir .. "/token.644"
+    T.write(open, srv.token .. "\n")
+    os.execute("chmod 644 " .. T.q(open))
+    local code, out, err = T.run("billing status", {env = env:gsub("AUTODL_TOKEN_FILE=%S+", "AUTODL_TOKEN_FILE=" .. T.q(open))})
+    assert.are_not.equal(0, code)
+    assert.matches("token file " .. open:gsub("%p", "%%%0") .. " is readable or writable by others %(rw%-r%-%-r%-%-%): run chmod 600", err)
+    assert.is_nil((out .. err):find(srv.token, 1, true))
+    assert.are.equal(before, #srv:journal_now(""))
+    os.execute("chmod 600 " .. T.q(open))                 -- the fix it names works
+    code, out, err = T.run("billing status", {env = env:gsub("AUTODL_TOKEN_FILE=%S+", "AUTODL_TOKEN_FILE=" .. T.q(open))})
+    assert.are.equal(0, code, out .. err)
+  end)
+
   it("is in no error message, dry-run output, or state-dir file (ledger)", function()
     -- a dry-run power-off prints the exact call, token shown as ***
     local code, out, err = T.run("billing power-off sec1 --dry-run --approve sec1", {env = env})

@@ -104,6 +104,13 @@ function autodl.token(opts)
   if env and env ~= "" then return secret(env) end
   local file = opts.token_file or os.getenv("AUTODL_TOKEN_FILE") or config_token_file()
   if file then
+    -- like ssh with a private key: the token can start, stop and release the
+    -- account's instances, so a file others can read is refused, not used
+    local perm = fs.attributes(file, "permissions")
+    if perm and perm:sub(4) ~= "------" then
+      error(string.format("AutoDL token file %s is readable or writable by others (%s): run chmod 600 %s",
+        file, perm, file), 0)
+    end
     local f, err = io.open(file, "rb")
     if not f then error("AutoDL token file: " .. tostring(err), 0) end
     local text = f:read("a")

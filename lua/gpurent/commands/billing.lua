@@ -22,7 +22,8 @@ M.usage = [[usage:
   gpurent billing autostop TARGET --status [--json] | --off
 
 INSTANCE is the AutoDL instance uuid or name. The token comes from $AUTODL_TOKEN, or a
-file: $AUTODL_TOKEN_FILE, or autodl.token_file in ~/.config/gpurent/config.yaml.
+file (mode 600; a file others can read is refused): $AUTODL_TOKEN_FILE, or autodl.token_file in
+~/.config/gpurent/config.yaml.
 
 release (and power-off where the profile calls it irreversible) needs BOTH a verified
 pull and your approval: DIR holds PULL_VERIFIED.json and the PULL_MANIFEST.json it
