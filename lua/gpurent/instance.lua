@@ -9,8 +9,10 @@
 --     connect_timeout, password/passphrase (gpurent.secret), config (ssh_config path)
 --   inst:sh(cmd [, opts]) -> {code, signal, stdout, stderr, elapsed}
 --     opts: stdin (string|secret), env {NAME=string|secret} (sent over stdin, never
---     in argv), timeout (s), check (raise on failure), on_line(line, "stdout"|"stderr"),
---     idempotent (re-run once after a lost connection), capture=false (do not keep output)
+--     in argv), timeout (s: then the channel is closed and the command's remote
+--     process group gets TERM; kill_on_timeout=false leaves it running), check (raise
+--     on failure), on_line(line, "stdout"|"stderr"), idempotent (re-run once after a
+--     lost connection), capture=false (do not keep output)
 --   inst:put(local, remote [, opts]) / inst:get(remote, local [, opts]): see gpurent.transfer
 --   inst:close()
 --
@@ -169,8 +171,42 @@ local function close_channel(conn, ch)
   if not ok then conn.sess:mark_dead() end
 end
 
+-- A command with a timeout first prints its shell's PID on stderr (a marker
+-- line, removed from what the caller sees). sshd starts each command's shell as
+-- a session and process-group leader, so on timeout that exact group gets TERM
+-- over a fresh channel: closing the channel does not stop the command, and
+-- libssh2 1.10 cannot send a channel signal.
+local PID_MARK = "\1gpurent-pid "
+local PID_PRINTF = "printf '\\001gpurent-pid %s\\n' $$ >&2; "
+
+-- Takes stderr chunks; strips the marker line (which may arrive split) and
+-- keeps the PID in grab.pid.
+local function pid_grabber()
+  local grab, head = {}, ""
+  function grab.take(chunk)
+    if grab.done then return chunk end
+    head = head .. chunk
+    local nl = head:find("\n", 1, true)
+    if not nl then
+      if #head >= #PID_MARK and head:sub(1, #PID_MARK) ~= PID_MARK then
+        grab.done = true; chunk = head; head = ""; return chunk
+      end
+      return ""
+    end
+    grab.done = true
+    local line, rest = head:sub(1, nl - 1), head:sub(nl + 1)
+    head = ""
+    if line:sub(1, #PID_MARK) == PID_MARK then
+      grab.pid = tonumber(line:sub(#PID_MARK + 1))
+      return rest
+    end
+    return line .. "\n" .. rest
+  end
+  return grab
+end
+
 -- Pump stdin out and stdout/stderr in until the remote side ends.
-local function pump(conn, ch, input, opts, deadline, feed)
+local function pump(conn, ch, input, opts, deadline, feed, grab)
   local outs, errs = {}, {}
   local pos, eof_sent = 1, false
   while true do
@@ -195,9 +231,12 @@ local function pump(conn, ch, input, opts, deadline, feed)
         progressed = true
       end
       if #e > 0 then
+        progressed = true
+        if grab then e = grab.take(e) end
+      end
+      if #e > 0 then
         errs[#errs + 1] = e
         if feed then feed(e, "stderr") end
-        progressed = true
       end
       if eof then break end
     end
@@ -210,6 +249,8 @@ end
 
 local function exec(conn, cmd, opts)
   local line, input, secrets = build(cmd, opts)
+  local grab = opts.timeout and opts.kill_on_timeout ~= false and pid_grabber()
+  if grab then line = PID_PRINTF .. line end
   local t0 = now()
   local deadline = opts.timeout and t0 + opts.timeout
   local sess = conn.sess
@@ -217,7 +258,7 @@ local function exec(conn, cmd, opts)
   local feed = opts.on_line and line_feeder(opts.on_line, secrets)
   local ok, out, err = pcall(function()
     ssh.run(conn, deadline, "exec", ch.exec, ch, line)
-    return pump(conn, ch, input, opts, deadline, feed)
+    return pump(conn, ch, input, opts, deadline, feed, grab)
   end)
   if not ok or out == nil then
     -- After Ctrl-C the channel must still close cleanly (so the session stays
@@ -229,8 +270,15 @@ local function exec(conn, cmd, opts)
     if not ok then
       if ssh.is_error(out, "timeout") then out = "timeout" else error(out, 0) end
     end
-    ssh.error("timeout", conn, string.format("command timed out after %gs (channel closed): %s",
-      opts.timeout, cmd), {cmd = cmd, timeout = opts.timeout})
+    local killed = false
+    if grab and grab.pid then
+      local sent, r = pcall(exec, conn, string.format("kill -s TERM -- -%d 2>/dev/null || kill -s TERM %d",
+        grab.pid, grab.pid), {timeout = 10, kill_on_timeout = false})
+      killed = sent and r.code == 0
+    end
+    ssh.error("timeout", conn, string.format("command timed out after %gs (channel closed%s): %s",
+      opts.timeout, killed and ("; TERM sent to remote process group " .. grab.pid) or "", cmd),
+      {cmd = cmd, timeout = opts.timeout, remote_pid = grab and grab.pid})
   end
   if feed then feed(nil) end
   local closed = pcall(ssh.run, conn, now() + 10, "close channel", ch.close, ch)

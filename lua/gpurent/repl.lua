@@ -218,7 +218,7 @@ function Session:shell(cmd)
   if tostring(r):find("interrupted", 1, true) then
     term.clear_interrupt()
     if pid then
-      pcall(self.inst.sh, self.inst, string.format("kill -TERM -- -%d 2>/dev/null || kill -TERM %d", pid, pid),
+      pcall(self.inst.sh, self.inst, string.format("kill -s TERM -- -%d 2>/dev/null || kill -s TERM %d", pid, pid),
         {timeout = 5})
     end
     io.write(string.format("[interrupted%s]\n", pid and ("; sent TERM to remote process group " .. pid) or ""))

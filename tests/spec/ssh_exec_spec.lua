@@ -60,6 +60,47 @@ describe("inst:sh", function()
     assert.equal("still\n", inst:sh("echo still").stdout)
   end)
 
+  it("a timeout sends TERM to the command's remote process group; kill_on_timeout=false leaves it", function()
+    local function alive(pid) return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true end
+    local function bg_pid(file)                       -- the remote background child's PID
+      for _ = 1, 100 do
+        local text = T.read(file)
+        if text and text:match("%d+") then return tonumber(text:match("%d+")) end
+        require("gpurent.core").sys.sleep(0.02)
+      end
+    end
+    local pidfile = fx.home .. "/bg.pid"
+    local ok, err = pcall(inst.sh, inst, "sleep 137 & echo $! > " .. pidfile .. "; wait", {timeout = 0.5})
+    assert.is_false(ok)
+    assert.equal("timeout", err.kind)
+    assert.matches("TERM sent to remote process group %d+", tostring(err))
+    local pid = bg_pid(pidfile)
+    assert.truthy(pid, "the command never started")
+    local gone = false
+    for _ = 1, 100 do                                 -- bounded: 2 s
+      if not alive(pid) then gone = true; break end
+      require("gpurent.core").sys.sleep(0.02)
+    end
+    assert.is_true(gone, "remote sleep " .. pid .. " survived the timeout")
+    -- the caller may choose to leave it running
+    os.remove(pidfile)
+    ok, err = pcall(inst.sh, inst, "sleep 138 & echo $! > " .. pidfile .. "; wait", {timeout = 0.5, kill_on_timeout = false})
+    assert.is_false(ok)
+    assert.is_nil(tostring(err):find("TERM sent", 1, true))
+    pid = bg_pid(pidfile)
+    assert.truthy(pid)
+    require("gpurent.core").sys.sleep(0.3)
+    assert.is_true(alive(pid))
+    os.execute("kill " .. pid)                        -- the exact PID this test started
+    -- with a timeout, the PID marker never reaches stderr or on_line
+    local lines = {}
+    local r = inst:sh("echo out; echo err >&2", {timeout = 5, on_line = function(l, st) lines[#lines + 1] = st .. ":" .. l end})
+    assert.equal("err\n", r.stderr)
+    assert.equal("out\n", r.stdout)
+    table.sort(lines)
+    assert.same({"stderr:err", "stdout:out"}, lines)
+  end)
+
   it("streams lines of stdout and stderr to on_line as they arrive", function()
     local seen, first_at = {}, nil
     local t0 = gpurent.now()
