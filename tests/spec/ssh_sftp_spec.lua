@@ -214,3 +214,53 @@ describe("transfers across re-keying", function()
     assert.equal("openssl (GPURENT_SSH_AESCTR)\t" .. hash.sha256_file(src) .. "\n", out)
   end)
 end)
+
+describe("interrupting a transfer", function()
+  local fx, dir
+  local core = require "gpurent.core"
+  setup(function() fx = sshd.start{addrs = 1}; dir = T.tmpdir() end)
+  teardown(function() if fx then fx:stop() end; T.rmtree(dir) end)
+
+  -- SIGINT reaches the scheduler thread while the worker thread writes and
+  -- hashes: the transfer is released (worker joined) and gpurent exits 130.
+  it("Ctrl-C during a large download exits 130 at once, keeping only the .part", function()
+    local src = fx.home .. "/int.bin"
+    os.execute(string.format("head -c %d /dev/urandom > %s", 256 * 1048576, T.q(src)))
+    local dst = dir .. "/int.bin"
+    local script = string.format([[
+      local inst = gpurent.connect("h1", {config = %q})
+      inst:get(%q, %q, {progress = false, idempotent = false})
+      print("finished")]], fx.config, src, dst)
+    local pidfile, codefile = dir .. "/pid", dir .. "/code"
+    os.execute(string.format("(%s -e %s >%s 2>&1 & echo $! > %s; wait $!; echo $? > %s) &",
+      T.q(T.bin), T.q(script), T.q(dir .. "/out"), T.q(pidfile), T.q(codefile)))
+    local pid
+    for _ = 1, 100 do
+      pid = tonumber(T.read(pidfile) or "")
+      if pid then break end
+      core.sys.sleep(0.02)
+    end
+    assert.truthy(pid)
+    local started = false
+    for _ = 1, 500 do                                  -- bounded: 10 s
+      if (lfs.attributes(dst .. ".part", "size") or 0) > 16 * 1048576 then started = true; break end
+      core.sys.sleep(0.02)
+    end
+    assert.is_true(started, "the download never got going")
+    local t0 = core.sys.now()
+    os.execute("kill -INT " .. pid)
+    local code
+    for _ = 1, 250 do                                  -- bounded: 5 s
+      code = tonumber(T.read(codefile) or "")
+      if code then break end
+      core.sys.sleep(0.02)
+    end
+    assert.equal(130, code, T.read(dir .. "/out"))
+    assert.is_true(core.sys.now() - t0 < 2)
+    assert.matches("interrupted", T.read(dir .. "/out"))
+    assert.is_nil(lfs.attributes(dst))
+    local part = lfs.attributes(dst .. ".part", "size")
+    assert.is_true(part ~= nil and part < 256 * 1048576)
+    os.remove(src)
+  end)
+end)
