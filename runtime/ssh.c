@@ -241,7 +241,7 @@ static int sess_userauth_list(lua_State *L) {
 
 /* Auth outcome shared by the methods: true; false, dirs; or nil, reason for a
  * rejected credential (the caller tries the next one). */
-static int auth_result(lua_State *L, gr_session *gs, int rc, const char *op) {
+int gr_ssh_auth_result(lua_State *L, gr_session *gs, int rc, const char *op) {
     if (rc == 0) { lua_pushboolean(L, 1); return 1; }
     if (rc == LIBSSH2_ERROR_EAGAIN) return gr_ssh_again(L, gs);
     if (is_socket_error(rc)) return gr_ssh_fail(L, gs, op, rc);
@@ -263,7 +263,7 @@ static int sess_auth_pubkey(lua_State *L) {
     const char *pass = luaL_optstring(L, 4, NULL);
     const char *pub = luaL_optstring(L, 5, NULL);
     int rc = libssh2_userauth_publickey_fromfile_ex(gs->s, user, (unsigned int)ulen, pub, priv, pass);
-    return auth_result(L, gs, rc, "public key auth");
+    return gr_ssh_auth_result(L, gs, rc, "public key auth");
 }
 
 /* sess:auth_password(user, password) */
@@ -273,14 +273,16 @@ static int sess_auth_password(lua_State *L) {
     const char *user = luaL_checklstring(L, 2, &ulen);
     const char *pw = luaL_checklstring(L, 3, &plen);
     int rc = libssh2_userauth_password_ex(gs->s, user, (unsigned int)ulen, pw, (unsigned int)plen, NULL);
-    return auth_result(L, gs, rc, "password auth");
+    return gr_ssh_auth_result(L, gs, rc, "password auth");
 }
 
-/* sess:auth_agent(user) -> true | false, dirs | nil, reason. Tries every agent
- * identity in turn; state survives between calls so EAGAIN resumes the same key. */
+/* sess:auth_agent(user [, rsa_sha2]) -> true | false, dirs | nil, reason. Tries
+ * every agent identity in turn; state survives between calls so EAGAIN resumes
+ * the same key. With rsa_sha2, RSA identities sign rsa-sha2-256 (rsasha2.c). */
 static int sess_auth_agent(lua_State *L) {
     gr_session *gs = gr_ssh_check(L, 1);
     const char *user = luaL_checkstring(L, 2);
+    int rsa_sha2 = lua_toboolean(L, 3);
     if (!gs->agent) {
         if (!getenv("SSH_AUTH_SOCK")) { lua_pushnil(L); lua_pushstring(L, "no SSH_AUTH_SOCK"); return 2; }
         gs->agent = libssh2_agent_init(gs->s);
@@ -299,7 +301,10 @@ static int sess_auth_agent(lua_State *L) {
             gs->agent_id = next;
             gs->agent_started = 1;
         }
-        int rc = libssh2_agent_userauth(gs->agent, user, gs->agent_id);
+        struct libssh2_agent_publickey *id = gs->agent_id;
+        int rc = rsa_sha2 && gr_rsa_is_rsa_blob(id->blob, id->blob_len)
+                     ? gr_rsa_sha2_agent_userauth(gs, user, id->blob, id->blob_len, NULL, 0)
+                     : libssh2_agent_userauth(gs->agent, user, id);
         if (rc == LIBSSH2_ERROR_EAGAIN) return gr_ssh_again(L, gs);
         gs->agent_started = 0;
         if (rc == 0) { lua_pushboolean(L, 1); return 1; }
@@ -609,6 +614,7 @@ int gr_open_ssh(lua_State *L) {
         {"hostkey", sess_hostkey}, {"userauth_list", sess_userauth_list},
         {"auth_pubkey", sess_auth_pubkey}, {"auth_password", sess_auth_password},
         {"auth_agent", sess_auth_agent}, {"authenticated", sess_authenticated},
+        {"auth_rsa_sha2_file", gr_sess_auth_rsa_sha2_file},
         {"banner", sess_banner},
         {"keepalive_config", sess_keepalive_config}, {"keepalive_send", sess_keepalive_send},
         {"fd", sess_fd}, {"alive", sess_alive}, {"mark_dead", sess_mark_dead},

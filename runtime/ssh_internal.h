@@ -29,6 +29,15 @@ int gr_ssh_again(lua_State *L, gr_session *gs);
 /* Raise "<host>: <op>: <libssh2 message>", marking the session dead on socket errors. */
 int gr_ssh_fail(lua_State *L, gr_session *gs, const char *op, int rc);
 
+/* true | false, dirs | nil, reason, rc for a libssh2 userauth return code. */
+int gr_ssh_auth_result(lua_State *L, gr_session *gs, int rc, const char *op);
+
+/* rsasha2.c: RSA user auth with rsa-sha2-256 signatures on libssh2 1.10. */
+int gr_sess_auth_rsa_sha2_file(lua_State *L);   /* sess:auth_rsa_sha2_file(user, key [, pass]) */
+int gr_rsa_sha2_agent_userauth(gr_session *gs, const char *user, const unsigned char *id_blob,
+                               size_t id_len, char *err, size_t errn);
+int gr_rsa_is_rsa_blob(const unsigned char *blob, size_t n);
+
 int gr_sftp_init(lua_State *L);       /* sess:sftp_init() */
 void gr_sftp_register(lua_State *L);  /* metatables for sftp, handles, transfers */
 /* Close every SFTP handle and the subsystem; called in blocking mode by session close. */

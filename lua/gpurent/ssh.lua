@@ -175,14 +175,25 @@ local function key_is_rsa(path, text)
   return bin ~= nil and bin:find("\0\0\0\7ssh-rsa", 1, true) ~= nil
 end
 
-local RSA_HINT = "; RSA keys: libssh2 1.10 can only sign with SHA-1 (ssh-rsa), which OpenSSH 8.8+ " ..
-  "refuses; use an ed25519 or ecdsa key"
+local RSA_HINT = "; RSA keys: this server takes neither rsa-sha2-256 nor SHA-1 (ssh-rsa) " ..
+  "signatures from it; an ed25519 or ecdsa key avoids the question"
+
+local function openssh_version(sess)
+  local major, minor = (sess:banner() or ""):match("OpenSSH_(%d+)%.(%d+)")
+  return tonumber(major), tonumber(minor)
+end
 
 -- OpenSSH 8.8 and later refuse SHA-1 RSA signatures by default.
 local function refuses_sha1_rsa(sess)
-  local major, minor = (sess:banner() or ""):match("OpenSSH_(%d+)%.(%d+)")
-  major, minor = tonumber(major), tonumber(minor)
+  local major, minor = openssh_version(sess)
   return major ~= nil and (major > 8 or (major == 8 and minor >= 8))
+end
+
+-- rsa-sha2-256 user auth (RFC 8332): OpenSSH since 7.2; other servers are
+-- tried with it first and with ssh-rsa after.
+local function takes_rsa_sha2(sess)
+  local major, minor = openssh_version(sess)
+  return major == nil or major > 7 or (major == 7 and minor >= 2)
 end
 
 local read_key = require("gpurent.fs").read_if_exists
@@ -200,7 +211,7 @@ local function authenticate(conn, opts, deadline)
   for m in list:gmatch("[^,]+") do has[m] = true end
   local tried = {}
   if has.publickey and not cfg.identitiesonly then
-    local ok, why = ssh.run(conn, deadline, "agent auth", sess.auth_agent, sess, user)
+    local ok, why = ssh.run(conn, deadline, "agent auth", sess.auth_agent, sess, user, takes_rsa_sha2(sess))
     if ok then return "agent" end
     tried[#tried + 1] = "ssh-agent (" .. tostring(why) .. ")"
   end
@@ -215,19 +226,28 @@ local function authenticate(conn, opts, deadline)
           pass = opts.passphrase and secret.reveal(opts.passphrase)
                  or tty_ask("Enter passphrase for key '" .. path .. "': ")
         end
-        if key_is_rsa(path, text) and refuses_sha1_rsa(sess) then
-          tried[#tried + 1] = "key " .. path .. " (not tried: the server, " .. sess:banner() ..
-            ", refuses ssh-rsa signatures" .. RSA_HINT .. ")"
-        elseif key_is_encrypted(text) and not pass then
-          tried[#tried + 1] = "key " .. path .. " (encrypted; no TTY to ask for its passphrase)"
+        local rsa, entry = key_is_rsa(path, text), nil
+        if key_is_encrypted(text) and not pass then
+          entry = "encrypted; no TTY to ask for its passphrase"
         else
-          local pub = io.open(path .. ".pub", "r")
-          if pub then pub:close(); pub = path .. ".pub" end
-          local ok, why = ssh.run(conn, deadline, "public key auth", sess.auth_pubkey, sess, user, path, pass, pub)
-          if ok then return "publickey" end
-          tried[#tried + 1] = "key " .. path .. " (" .. tostring(why) ..
-            (key_is_rsa(path, text) and RSA_HINT or "") .. ")"
+          local sha2_why
+          if rsa and takes_rsa_sha2(sess) then
+            -- libssh2 1.10 itself signs RSA with SHA-1: sign rsa-sha2-256 here (runtime/rsasha2.c)
+            local ok, why = ssh.run(conn, deadline, "rsa-sha2-256 auth", sess.auth_rsa_sha2_file, sess, user, path, pass)
+            if ok then return "publickey" end
+            sha2_why = "rsa-sha2-256: " .. tostring(why)
+          end
+          if rsa and refuses_sha1_rsa(sess) then   -- (such a server takes rsa-sha2: sha2_why is set)
+            entry = sha2_why .. "; ssh-rsa not tried: the server, " .. sess:banner() .. ", refuses SHA-1 signatures"
+          else
+            local pub = io.open(path .. ".pub", "r")
+            if pub then pub:close(); pub = path .. ".pub" end
+            local ok, why = ssh.run(conn, deadline, "public key auth", sess.auth_pubkey, sess, user, path, pass, pub)
+            if ok then return "publickey" end
+            entry = (sha2_why and (sha2_why .. "; ssh-rsa: ") or "") .. tostring(why) .. (rsa and RSA_HINT or "")
+          end
         end
+        tried[#tried + 1] = "key " .. path .. " (" .. entry .. ")"
       end
     end
   end
