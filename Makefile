@@ -89,7 +89,8 @@ asan: deps
 # The wall-clock test of ssh_exec ("100 MB ... in linear time") is left out: memcheck
 # runs ~30x slower; large transfers still run under memcheck ("sends stdin": 8 MB each way).
 VALGRIND_SPECS ?= tests/spec/yaml_spec.lua tests/spec/hash_json_fs_spec.lua tests/spec/cli_spec.lua \
-                  tests/spec/ssh_exec_spec.lua tests/spec/ssh_sftp_spec.lua tests/spec/ledger_spec.lua
+                  tests/spec/ssh_connect_spec.lua tests/spec/ssh_exec_spec.lua tests/spec/ssh_sftp_spec.lua \
+                  tests/spec/ledger_spec.lua
 valgrind: all
 	valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
 	  --trace-children=no --suppressions=tests/valgrind.supp --num-callers=30 \
