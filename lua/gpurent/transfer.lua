@@ -186,24 +186,18 @@ local function remote_mkdir(inst, path)
   end)
 end
 
-function transfer.put(inst, src, dst, opts)
-  local mode = lfs.attributes(src, "mode")
-  if not mode then error("put: no such local file: " .. src, 2) end
-  local dstat = remote_stat(inst, dst)
-  if dstat and dstat.type == "directory" then dst = dst:gsub("/+$", "") .. "/" .. basename(src) end
-  if mode ~= "directory" then return put_file(inst, src, dst, opts) end
+-- Copy the tree under src to dst, both directions: prepare(dst_dir) makes a
+-- destination directory, children(src_dir) lists {name, type} sorted by name,
+-- copy(src_file, dst_file) moves one file and returns its result.
+local function copy_tree(src, dst, prepare, children, copy)
   local files, total = {}, 0
-  local function walk(l, r)
-    remote_mkdir(inst, r)
-    local names = {}
-    for n in lfs.dir(l) do if n ~= "." and n ~= ".." then names[#names + 1] = n end end
-    table.sort(names)
-    for _, n in ipairs(names) do
-      local lp, rp = l .. "/" .. n, r .. "/" .. n
-      local m = lfs.symlinkattributes(lp, "mode")
-      if m == "directory" then walk(lp, rp)
-      elseif m == "file" then
-        local res = put_file(inst, lp, rp, opts)
+  local function walk(a, b)
+    prepare(b)
+    for _, e in ipairs(children(a)) do
+      local ap, bp = a .. "/" .. e.name, b .. "/" .. e.name
+      if e.type == "directory" then walk(ap, bp)
+      elseif e.type == "file" then
+        local res = copy(ap, bp)
         files[#files + 1] = res
         total = total + res.bytes
       end
@@ -211,6 +205,26 @@ function transfer.put(inst, src, dst, opts)
   end
   walk(src:gsub("/+$", ""), dst)
   return {files = files, bytes = total, path = dst}
+end
+
+-- A local directory's entries as {name, type}, sorted by name (links are not followed).
+local function local_children(dir)
+  local out = {}
+  for n in lfs.dir(dir) do
+    if n ~= "." and n ~= ".." then out[#out + 1] = {name = n, type = lfs.symlinkattributes(dir .. "/" .. n, "mode")} end
+  end
+  table.sort(out, function(x, y) return x.name < y.name end)
+  return out
+end
+
+function transfer.put(inst, src, dst, opts)
+  local mode = lfs.attributes(src, "mode")
+  if not mode then error("put: no such local file: " .. src, 2) end
+  local dstat = remote_stat(inst, dst)
+  if dstat and dstat.type == "directory" then dst = dst:gsub("/+$", "") .. "/" .. basename(src) end
+  if mode ~= "directory" then return put_file(inst, src, dst, opts) end
+  return copy_tree(src, dst, function(r) remote_mkdir(inst, r) end, local_children,
+    function(lp, rp) return put_file(inst, lp, rp, opts) end)
 end
 
 -- ---- download --------------------------------------------------------------------
@@ -265,7 +279,8 @@ local function get_file(inst, src, dst, opts)
   end)
 end
 
-local function remote_list(inst, dir)
+-- A remote directory's entries as {name, type}, sorted by name.
+local function remote_children(inst, dir)
   return inst:_call(true, function(conn)
     local sftp = inst:_sftp(conn)
     local h = ssh.run(conn, now() + 60, "open directory " .. dir, sftp.open, sftp, dir, "d")
@@ -273,7 +288,7 @@ local function remote_list(inst, dir)
     while true do
       local name, attrs = ssh.run(conn, now() + 60, "readdir " .. dir, h.readdir, h)
       if not name then break end
-      if name ~= "." and name ~= ".." then out[#out + 1] = {name = name, attrs = attrs} end
+      if name ~= "." and name ~= ".." then out[#out + 1] = {name = name, type = attrs.type} end
     end
     ssh.run(conn, now() + 60, "close directory", h.close, h)
     table.sort(out, function(a, b) return a.name < b.name end)
@@ -286,21 +301,9 @@ function transfer.get(inst, src, dst, opts)
   if not st then error(inst.label .. ": get: no such remote file: " .. src, 2) end
   if lfs.attributes(dst, "mode") == "directory" then dst = dst:gsub("/+$", "") .. "/" .. basename(src) end
   if st.type ~= "directory" then return get_file(inst, src, dst, opts) end
-  local files, total = {}, 0
-  local function walk(r, l)
-    require("gpurent.fs").mkdirs(l)
-    for _, e in ipairs(remote_list(inst, r)) do
-      local rp, lp = r .. "/" .. e.name, l .. "/" .. e.name
-      if e.attrs.type == "directory" then walk(rp, lp)
-      elseif e.attrs.type == "file" then
-        local res = get_file(inst, rp, lp, opts)
-        files[#files + 1] = res
-        total = total + res.bytes
-      end
-    end
-  end
-  walk(src:gsub("/+$", ""), dst)
-  return {files = files, bytes = total, path = dst}
+  return copy_tree(src, dst, require("gpurent.fs").mkdirs,
+    function(dir) return remote_children(inst, dir) end,
+    function(rp, lp) return get_file(inst, rp, lp, opts) end)
 end
 
 return transfer
