@@ -39,9 +39,14 @@ int gr_errno_error(lua_State *L, const char *what, const char *path) {
     return luaL_error(L, "%s %s: %s", what, path ? path : "", strerror(e));
 }
 
+/* A blocking primitive delivers the interrupt itself: the pending hook is
+ * disarmed first, or it would raise a second "interrupted" at the caller's next
+ * instruction, inside the very cleanup (closing a channel, signalling the remote
+ * process) that the first one lets run. gr_interrupted stays set for the exit code. */
 int gr_raise_if_interrupted(lua_State *L) {
-    if (gr_interrupted) return luaL_error(L, "interrupted");
-    return 0;
+    if (!gr_interrupted) return 0;
+    lua_sethook(signal_state ? signal_state : L, NULL, 0, 0);
+    return luaL_error(L, "interrupted");
 }
 
 void gr_clear_interrupt(lua_State *L) {

@@ -10,7 +10,8 @@
 --   inst:sh(cmd [, opts]) -> {code, signal, stdout, stderr, elapsed}
 --     opts: stdin (string|secret), env {NAME=string|secret} (sent over stdin, never
 --     in argv), timeout (s: then the channel is closed and the command's remote
---     process group gets TERM; kill_on_timeout=false leaves it running), check (raise
+--     process group gets TERM; kill_on_timeout=false leaves it running), kill_on_interrupt
+--     (Ctrl-C TERMs the command's remote process group too), check (raise
 --     on failure), on_line(line, "stdout"|"stderr"), idempotent (re-run once after a
 --     lost connection), capture=false (do not keep output)
 --   inst:put(local, remote [, opts]) / inst:get(remote, local [, opts]): see gpurent.transfer
@@ -247,9 +248,16 @@ local function pump(conn, ch, input, opts, deadline, feed, grab)
   return table.concat(outs), table.concat(errs)
 end
 
+-- TERM the remote process group a PID marker named; true when kill succeeded.
+local function term_group(exec_fn, conn, pid)
+  local sent, r = pcall(exec_fn, conn, string.format("kill -s TERM -- -%d 2>/dev/null || kill -s TERM %d", pid, pid),
+    {timeout = 10, kill_on_timeout = false})
+  return sent and r.code == 0
+end
+
 local function exec(conn, cmd, opts)
   local line, input, secrets = build(cmd, opts)
-  local grab = opts.timeout and opts.kill_on_timeout ~= false and pid_grabber()
+  local grab = ((opts.timeout and opts.kill_on_timeout ~= false) or opts.kill_on_interrupt) and pid_grabber()
   if grab then line = PID_PRINTF .. line end
   local t0 = now()
   local deadline = opts.timeout and t0 + opts.timeout
@@ -262,23 +270,24 @@ local function exec(conn, cmd, opts)
   end)
   if not ok or out == nil then
     -- After Ctrl-C the channel must still close cleanly (so the session stays
-    -- usable): hold the interrupt while closing, then restore it for the exit code.
+    -- usable): hold the interrupt while cleaning up, then restore it for the exit
+    -- code. The process group gets TERM before the close, which sshd answers
+    -- only once the command has ended.
     local interrupted = core.sys.interrupted()
     if interrupted then core.sys.clear_interrupt() end
+    local timed_out = ok or ssh.is_error(out, "timeout")
+    local kill = grab and grab.pid and ((interrupted and opts.kill_on_interrupt)
+                                        or (timed_out and opts.kill_on_timeout ~= false))
+    local killed = kill and term_group(exec, conn, grab.pid)
     close_channel(conn, ch)
     if interrupted then core.sys.set_interrupted() end
-    if not ok then
-      if ssh.is_error(out, "timeout") then out = "timeout" else error(out, 0) end
-    end
-    local killed = false
-    if grab and grab.pid then
-      local sent, r = pcall(exec, conn, string.format("kill -s TERM -- -%d 2>/dev/null || kill -s TERM %d",
-        grab.pid, grab.pid), {timeout = 10, kill_on_timeout = false})
-      killed = sent and r.code == 0
+    local group = killed and ("TERM sent to remote process group " .. grab.pid) or nil
+    if not timed_out then
+      if group and type(out) == "string" then out = out .. " (" .. group .. ")" end
+      error(out, 0)
     end
     ssh.error("timeout", conn, string.format("command timed out after %gs (channel closed%s): %s",
-      opts.timeout, killed and ("; TERM sent to remote process group " .. grab.pid) or "", cmd),
-      {cmd = cmd, timeout = opts.timeout, remote_pid = grab and grab.pid})
+      opts.timeout, group and ("; " .. group) or "", cmd), {cmd = cmd, timeout = opts.timeout, remote_pid = grab and grab.pid})
   end
   if feed then feed(nil) end
   local closed = pcall(ssh.run, conn, now() + 10, "close channel", ch.close, ch)

@@ -188,11 +188,9 @@ function Session:ensure_connected()
   return true
 end
 
--- !cmd: stream both outputs as they come. The remote shell first reports its PID
--- (a marker line on stderr, hidden); Ctrl-C closes the channel and then signals
--- that exact process group, since closing a channel does not stop the command.
-local PID_MARK = "\1gpurent-pid "
-
+-- !cmd: stream both outputs as they come; Ctrl-C closes the channel and TERMs
+-- the command's remote process group (instance.sh kill_on_interrupt), since
+-- closing a channel does not stop the command.
 function Session:shell(cmd)
   if not self.inst then
     local p = io.popen(cmd .. " 2>&1")
@@ -201,13 +199,7 @@ function Session:shell(cmd)
     if not ok then io.write(string.format("[%s %s]\n", how, tostring(code))) end
     return
   end
-  local pid
-  local wrapped = "printf '" .. PID_MARK:gsub("\1", "\\001") .. "%s\\n' $$ >&2; " .. cmd
-  local ok, r = pcall(self.inst.sh, self.inst, wrapped, {on_line = function(line, stream)
-    if stream == "stderr" and line:sub(1, #PID_MARK) == PID_MARK then
-      pid = tonumber(line:sub(#PID_MARK + 1))
-      return
-    end
+  local ok, r = pcall(self.inst.sh, self.inst, cmd, {kill_on_interrupt = true, on_line = function(line)
     io.write(line, "\n")
     io.flush()
   end})
@@ -217,10 +209,7 @@ function Session:shell(cmd)
   end
   if tostring(r):find("interrupted", 1, true) then
     term.clear_interrupt()
-    if pid then
-      pcall(self.inst.sh, self.inst, string.format("kill -s TERM -- -%d 2>/dev/null || kill -s TERM %d", pid, pid),
-        {timeout = 5})
-    end
+    local pid = tostring(r):match("TERM sent to remote process group (%d+)")
     io.write(string.format("[interrupted%s]\n", pid and ("; sent TERM to remote process group " .. pid) or ""))
     return
   end
