@@ -13,8 +13,10 @@ CFLAGS   += $(OPT) $(SAN) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-form
             -DGPURENT_SHAREDIR='"$(SHAREDIR)"' $(shell pkg-config --cflags $(PKGS) libcurl 2>/dev/null)
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) \
             -l:liblua5.4-filesystem.so.0 -l:liblua5.4-cjson.so.0 -ldl -lm -pthread
-# Debian's Lua C modules do not link liblua: the host exports the Lua API (-rdynamic)
-LDFLAGS  += -rdynamic $(SAN)
+# No -rdynamic: the Lua C API comes from the shared liblua5.4, so the binary exports
+# none of its own symbols (nothing in gpurent, such as the approval table, can be
+# reached by name from a loaded library; docs/SECURITY.md). `make check-exports` proves it.
+LDFLAGS  += $(SAN)
 
 SRCS      = $(wildcard runtime/*.c)
 BUILD    ?= build
@@ -46,7 +48,7 @@ define install-debs
 	fi
 endef
 
-.PHONY: all deps bench-deps fuzz-deps test asan valgrind bench demo install clean fuzz
+.PHONY: all deps bench-deps fuzz-deps test asan valgrind bench demo install clean fuzz check-exports
 all: deps $(BIN)
 
 deps:
@@ -58,6 +60,17 @@ fuzz-deps:
 
 $(BIN): $(OBJS)
 	$(CC) $(LDFLAGS) -o $@ $(OBJS) $(LDLIBS)
+
+# The test host: the same objects plus tests/c/testhost.c, which preloads busted's C
+# modules (term.core, system.core), restores the full debug library busted needs and
+# adds gpurent_test.setenv. The specs run inside it; what they test as a user would,
+# they run through the real $(BIN).
+TESTHOST ?= gpurent-test
+TESTHOST_LIBS = -l:liblua5.4-term.so.0 -l:liblua5.4-system.so.0
+$(TESTHOST): $(OBJS) $(BUILD)/testhost.o
+	$(CC) $(LDFLAGS) -o $@ $(OBJS) $(BUILD)/testhost.o $(LDLIBS) $(TESTHOST_LIBS)
+$(BUILD)/testhost.o: tests/c/testhost.c | $(BUILD)
+	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
 
 $(BUILD)/%.o: runtime/%.c | $(BUILD)
 	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
@@ -73,15 +86,25 @@ $(BUILD)/aesctr_test: tests/c/aesctr_test.c runtime/aesctr.c runtime/aesctr.h | 
 CTESTS = $(BUILD)/aesctr_test
 
 TEST_ARGS ?= tests/spec
-test: all $(CTESTS)
-	GPURENT_CTEST_DIR=$(BUILD) ./$(BIN) run tests/run_specs.lua -- $(TEST_ARGS)
+test: all $(TESTHOST) $(CTESTS) check-exports
+	GPURENT_CTEST_DIR=$(BUILD) GPURENT_BIN=./$(BIN) ./$(TESTHOST) run tests/run_specs.lua -- $(TEST_ARGS)
+
+# The binary's dynamic symbol table holds no symbol defined by gpurent's own objects
+# (only the libraries' copy-relocated data, such as optarg): a library loaded into it
+# could not find gr_approval_grant or any other internal function by name.
+check-exports: $(BIN)
+	@own=$$(nm -g --defined-only $(OBJS) | awk 'NF == 3 {print $$3}' | sort -u); \
+	dyn=$$(nm -D --defined-only $(BIN) | awk '{print $$3}' | sed 's/@.*//' | sort -u); \
+	bad=$$(printf '%s\n%s\n' "$$own" "$$dyn" | sort | uniq -d | grep -v '^main$$'); \
+	if [ -n "$$bad" ]; then echo "check-exports: $(BIN) exports its own symbols:" $$bad; exit 1; fi; \
+	echo "check-exports: $(BIN) exports none of its $$(echo "$$own" | wc -l) own symbols"
 
 asan: deps
-	$(MAKE) BUILD=build/asan BIN=gpurent-asan OPT="-O1 -g" \
+	$(MAKE) BUILD=build/asan BIN=gpurent-asan TESTHOST=gpurent-asan-test OPT="-O1 -g" \
 	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" gpurent-asan \
-	  build/asan/aesctr_test
+	  gpurent-asan-test build/asan/aesctr_test
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
-	  GPURENT_CTEST_DIR=build/asan GPURENT_BIN=./gpurent-asan ./gpurent-asan run tests/run_specs.lua -- $(TEST_ARGS)
+	  GPURENT_CTEST_DIR=build/asan GPURENT_BIN=./gpurent-asan ./gpurent-asan-test run tests/run_specs.lua -- $(TEST_ARGS)
 
 # The C-heavy specs under memcheck (the spec runner process; its gpurent children run
 # natively). Exit 99 on any error or definite leak. tests/valgrind.supp holds only
@@ -91,10 +114,10 @@ asan: deps
 VALGRIND_SPECS ?= tests/spec/yaml_spec.lua tests/spec/hash_json_fs_spec.lua tests/spec/cli_spec.lua \
                   tests/spec/ssh_connect_spec.lua tests/spec/ssh_exec_spec.lua tests/spec/ssh_sftp_spec.lua \
                   tests/spec/ledger_spec.lua
-valgrind: all
-	valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+valgrind: all $(TESTHOST)
+	GPURENT_BIN=./$(BIN) valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
 	  --trace-children=no --suppressions=tests/valgrind.supp --num-callers=30 \
-	  ./$(BIN) run tests/run_specs.lua -- --filter-out="in linear time" $(VALGRIND_SPECS)
+	  ./$(TESTHOST) run tests/run_specs.lua -- --filter-out="in linear time" $(VALGRIND_SPECS)
 
 # libFuzzer harnesses (fuzz/fuzz.c + fuzz/targets.lua) for every parser, each run
 # for FUZZ_SECONDS on its seed corpus (fuzz/corpus/<target>); crashes land in
@@ -106,7 +129,7 @@ $(FUZZ_BIN): $(filter-out runtime/main.c,$(SRCS)) fuzz/fuzz.c
 	mkdir -p build/fuzz
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror \
 	  -DGPURENT_SHAREDIR='"$(SHAREDIR)"' \
-	  $(shell pkg-config --cflags $(PKGS) libcurl) -rdynamic -o $@ $^ $(LDLIBS)
+	  $(shell pkg-config --cflags $(PKGS) libcurl) -o $@ $^ $(LDLIBS)
 
 fuzz: deps fuzz-deps $(FUZZ_BIN)
 	@mkdir -p build/fuzz/artifacts; : > build/fuzz/report.txt; \
@@ -133,4 +156,4 @@ install: $(BIN)
 	for d in lua profiles recipes; do [ ! -d $$d ] || cp -R $$d $(DESTDIR)$(SHAREDIR)/; done
 
 clean:
-	rm -rf build $(BIN) gpurent-asan
+	rm -rf build $(BIN) gpurent-asan $(TESTHOST) gpurent-asan-test

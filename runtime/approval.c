@@ -62,6 +62,17 @@ static long parent_of(long pid) {
     return ppid;
 }
 
+/* /proc/<pid>/comm into out (empty when unreadable). */
+static void comm_of(long pid, char *out, size_t n) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/comm", pid);
+    out[0] = '\0';
+    FILE *f = fopen(path, "re");
+    if (!f) return;
+    if (fgets(out, (int)n, f)) out[strcspn(out, "\n")] = '\0';
+    fclose(f);
+}
+
 /* Walk the parent chain up to PID 1 (bounded); 1 when an ancestor's executable is
  * this process's executable (same device and inode: hard links and other paths to
  * the same file count), with its PID in *who. Unreadable ancestors (another user's
@@ -79,6 +90,14 @@ int gr_approval_spawned_by_gpurent(long *who) {
         if (stat(path, &st) == 0 && st.st_dev == self.st_dev && st.st_ino == self.st_ino) {
             if (who) *who = pid;
             return 1;
+        }
+        /* a gpurent holding a token is not dumpable (provider.c): another user's
+         * process cannot stat its exe, so fall back to its command name */
+        if (errno == EACCES) {
+            char mine[32], theirs[32];
+            comm_of((long)getpid(), mine, sizeof mine);
+            comm_of(pid, theirs, sizeof theirs);
+            if (mine[0] && strcmp(mine, theirs) == 0) { if (who) *who = pid; return 1; }
         }
         pid = parent_of(pid);
     }

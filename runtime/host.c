@@ -1,7 +1,11 @@
 /* host.c: the lua_State gpurent runs recipes in. Owns library setup (Lua's own,
  * lfs and cjson preloaded from Debian's builds, gpurent.core), the module search path,
- * the message handler that turns errors into exit codes, and SIGINT delivery. */
+ * the message handler that turns errors into exit codes, and SIGINT delivery.
+ * It also closes what would let Lua code reach around the C boundary (docs/SECURITY.md):
+ * no native code (package.loadlib, the C module searchers) and no precompiled chunks
+ * (crafted bytecode can corrupt the VM), and of `debug` only traceback and getinfo. */
 #include "host.h"
+#include "provider.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -9,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -21,6 +27,25 @@ int luaopen_cjson_safe(lua_State *L);
 volatile int gr_interrupted = 0;
 static lua_State *signal_state = NULL;
 static int host_verbose = 0;
+static char share_dir[PATH_MAX];   /* C's own copy: core.host.share_dir is a Lua table field */
+
+/* The test host (tests/c/testhost.c) defines this to preload busted's C modules and
+ * the full debug library; the gpurent binary does not, and Lua cannot add it. */
+void gr_host_test_extras(lua_State *L) __attribute__((weak));
+
+const char *gr_host_share_dir(void) { return share_dir; }
+
+/* Once a secret (the provider token, a typed secret) is in memory: no core file and no
+ * ptrace by other processes of the user. Only the soft core limit drops to 0: a child
+ * gpurent without secrets may still raise its own. */
+void gr_protect_secrets(void) {
+    static int done;
+    if (done) return;
+    done = 1;
+    struct rlimit r;
+    if (getrlimit(RLIMIT_CORE, &r) == 0) { r.rlim_cur = 0; setrlimit(RLIMIT_CORE, &r); }
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+}
 
 static const luaL_Reg core_modules[] = {
     {"yaml", gr_open_yaml},
@@ -30,7 +55,7 @@ static const luaL_Reg core_modules[] = {
     {"term", gr_open_term},
     {"sched", gr_open_sched}, {"ssh", gr_open_ssh}, {"knownhosts", gr_open_knownhosts},
     {"sqlite", gr_open_sqlite},
-    {"http", gr_open_http}, {"approval", gr_open_approval},
+    {"http", gr_open_http}, {"approval", gr_open_approval}, {"provider", gr_open_provider},
     {NULL, NULL}
 };
 
@@ -159,8 +184,10 @@ static void push_host_info(lua_State *L, const char *recipe_dir) {
     find_share_dir(share, sizeof share);
     find_project_dir(project, sizeof project);
     lua_newtable(L);
-    lua_pushstring(L, recipe_dir ? recipe_dir : ".");
-    lua_setfield(L, -2, "recipe_dir");
+    if (recipe_dir) {                 /* only `gpurent run FILE` has one: -e and the commands */
+        lua_pushstring(L, recipe_dir); /* do not search the working directory */
+        lua_setfield(L, -2, "recipe_dir");
+    }
     lua_pushstring(L, project);
     lua_setfield(L, -2, "project_dir");
     snprintf(buf, sizeof buf, "%s/lua", project);
@@ -189,7 +216,129 @@ static const char *path_setup =
     "host.search_dirs = dirs\n"
     "local parts = {}\n"
     "for _, d in ipairs(dirs) do parts[#parts+1] = d .. '/?.lua;' .. d .. '/?/init.lua' end\n"
-    "package.path = table.concat(parts, ';') .. ';' .. package.path\n";
+    /* Lua's own ./?.lua would reach the working directory behind the trust check */
+    "for t in package.path:gmatch('[^;]+') do if t ~= './?.lua' and t ~= './?/init.lua' then parts[#parts+1] = t end end\n"
+    "package.path = table.concat(parts, ';')\n"
+    /* issue 14: gpurent and gpurent.* load only from the installed library, never
+     * falling through to a same-named file elsewhere; a file under the project's lua/
+     * loads only once gpurent.trust vouches for it (trusted dir, unchanged file). */
+    "local lua_searcher, searchpath, loadfile = package.searchers[2], package.searchpath, loadfile\n"
+    "local own = host.share_dir .. '/lua'\n"
+    "local own_path, project_lua = own .. '/?.lua;' .. own .. '/?/init.lua', host.project_lua .. '/'\n"
+    "package.searchers[2] = function(name)\n"
+    "  local file = searchpath(name, package.path)\n"
+    "  if file and file:sub(1, #project_lua) == project_lua then require('gpurent.trust').vouch_module(file) end\n"
+    "  return lua_searcher(name)\n"
+    "end\n"
+    "table.insert(package.searchers, 2, function(name)\n"
+    "  if name ~= 'gpurent' and name:sub(1, 8) ~= 'gpurent.' then return nil end\n"
+    "  local file, err = searchpath(name, own_path)\n"
+    "  if not file then error(('module \\'%s\\' not found in gpurent\\'s library (its own modules load from nowhere else):%s'):format(name, err), 0) end\n"
+    "  local chunk, lerr = loadfile(file)\n"
+    "  if not chunk then error(('error loading module \\'%s\\' from file \\'%s\\':\\n\\t%s'):format(name, file, lerr), 0) end\n"
+    "  return chunk, file\n"
+    "end)\n";
+
+/* load(chunk, name, mode, env): text chunks only, whatever mode the caller asks for. */
+static int load_text_only(lua_State *L) {
+    lua_settop(L, 4);
+    if (!lua_isnil(L, 3) && !lua_isnoneornil(L, 3)) {
+        const char *mode = luaL_checkstring(L, 3);
+        if (strchr(mode, 'b') && !strchr(mode, 't')) {     /* load's own way to fail: nil, message */
+            lua_pushnil(L);
+            lua_pushfstring(L, "load: binary chunks are disabled in gpurent (mode '%s')", mode);
+            return 2;
+        }
+    }
+    lua_pushliteral(L, "t");
+    lua_replace(L, 3);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, 4, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+/* loadfile(name, mode, env) and dofile(name): text files only. */
+static int loadfile_text_only(lua_State *L) {
+    const char *name = luaL_optstring(L, 1, NULL);
+    int env = !lua_isnone(L, 3) ? 3 : 0;
+    if (luaL_loadfilex(L, name, "t") != LUA_OK) { lua_pushnil(L); lua_insert(L, -2); return 2; }
+    if (env) {
+        lua_pushvalue(L, env);
+        if (!lua_setupvalue(L, -2, 1)) lua_pop(L, 1);
+    }
+    return 1;
+}
+
+static int dofile_text_only(lua_State *L) {
+    const char *name = luaL_optstring(L, 1, NULL);
+    lua_settop(L, 1);
+    if (luaL_loadfilex(L, name, "t") != LUA_OK) return lua_error(L);
+    lua_call(L, 0, LUA_MULTRET);
+    return lua_gettop(L) - 1;
+}
+
+/* package.searchers' Lua searcher, loading text only (Lua's own accepts bytecode). */
+static int search_lua_text(lua_State *L) {
+    const char *name = luaL_checkstring(L, 1);
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "path");
+    const char *path = lua_tostring(L, -1);
+    if (!path) return luaL_error(L, "package.path must be a string");
+    lua_getfield(L, -2, "searchpath");
+    lua_pushstring(L, name);
+    lua_pushstring(L, path);
+    lua_call(L, 2, 2);
+    if (lua_isnil(L, -2)) return 1;              /* the "no file ..." text */
+    const char *file = lua_tostring(L, -2);
+    if (luaL_loadfilex(L, file, "t") != LUA_OK)
+        return luaL_error(L, "error loading module '%s' from file '%s':\n\t%s", name, file, lua_tostring(L, -1));
+    lua_pushstring(L, file);
+    return 2;
+}
+
+/* No native code from Lua: package.loadlib, the C and all-in-one searchers and cpath
+ * go; the Lua searcher becomes the text-only one. Preloads (lfs, cjson, gpurent.core)
+ * stay: they are the C modules gpurent needs, linked in. */
+static void close_native_paths(lua_State *L) {
+    lua_getglobal(L, "package");
+    lua_pushnil(L);
+    lua_setfield(L, -2, "loadlib");
+    lua_pushliteral(L, "");
+    lua_setfield(L, -2, "cpath");
+    lua_createtable(L, 2, 0);
+    lua_getfield(L, -2, "searchers");
+    lua_rawgeti(L, -1, 1);                        /* the preload searcher */
+    lua_rawseti(L, -3, 1);
+    lua_pop(L, 1);
+    lua_pushcfunction(L, search_lua_text);
+    lua_rawseti(L, -2, 2);
+    lua_setfield(L, -2, "searchers");
+    lua_pop(L, 1);
+    lua_getglobal(L, "load");
+    lua_pushcclosure(L, load_text_only, 1);
+    lua_setglobal(L, "load");
+    lua_register(L, "loadfile", loadfile_text_only);
+    lua_register(L, "dofile", dofile_text_only);
+}
+
+/* Of debug, what tracebacks, errors.lua's caller positions and the REPL need: traceback
+ * and getinfo (which reads no locals, upvalues, registry or metatables). */
+static void trim_debug(lua_State *L) {
+    lua_createtable(L, 0, 2);
+    lua_getglobal(L, "debug");
+    lua_getfield(L, -1, "traceback");
+    lua_setfield(L, -3, "traceback");
+    lua_getfield(L, -1, "getinfo");
+    lua_setfield(L, -3, "getinfo");
+    lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    lua_setglobal(L, "debug");
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "debug");
+    lua_pop(L, 1);
+}
 
 /* Message handler: keep the error object as it is (tables carry exit codes) and
  * stash a traceback for --verbose. */
@@ -251,7 +400,7 @@ int gr_host_load_file(lua_State *L, const char *path) {
         fprintf(stderr, "gpurent: %s is a directory, not a recipe file\n", path);
         return GR_EXIT_USAGE;
     }
-    if (luaL_loadfile(L, path) != LUA_OK) {
+    if (luaL_loadfilex(L, path, "t") != LUA_OK) {
         fprintf(stderr, "gpurent: %s\n", lua_tostring(L, -1));
         lua_pop(L, 1);
         return GR_EXIT_ERROR;
@@ -265,10 +414,14 @@ lua_State *gr_host_new(const char *argv0, const char *recipe_dir, int verbose) {
     lua_State *L = luaL_newstate();
     if (!L) return NULL;
     luaL_openlibs(L);
+    close_native_paths(L);
+    trim_debug(L);
+    if (gr_host_test_extras) gr_host_test_extras(L);
     preload(L, "lfs", luaopen_lfs);
     preload(L, "cjson", luaopen_cjson);
     preload(L, "cjson.safe", luaopen_cjson_safe);
     preload(L, "gpurent.core", open_core);
+    find_share_dir(share_dir, sizeof share_dir);
     push_host_info(L, recipe_dir);
     lua_setfield(L, LUA_REGISTRYINDEX, "gpurent.host");
     if (luaL_loadstring(L, path_setup) == LUA_OK) {

@@ -28,6 +28,14 @@ int gr_open_term(lua_State *L);
 int gr_open_sched(lua_State *L); int gr_open_ssh(lua_State *L); int gr_open_knownhosts(lua_State *L);
 int gr_open_sqlite(lua_State *L);
 int gr_open_http(lua_State *L); int gr_open_approval(lua_State *L);
+int gr_open_provider(lua_State *L);
+
+/* gpurent's own lua/, profiles/ and recipes/ (installed or beside the binary), as C
+ * computed it at start-up; Lua's core.host.share_dir is only a copy. */
+const char *gr_host_share_dir(void);
+
+/* Call once a secret is in memory: RLIMIT_CORE (soft) 0 and not dumpable (host.c). */
+void gr_protect_secrets(void);
 
 /* Set by the SIGINT handler; primitives that block (poll, read) check it and raise
  * "interrupted" so the Lua code's cleanup runs. */

@@ -1,30 +1,32 @@
-/* http.c: one HTTP request over libcurl (dlopen()ed, see curlload.h), for the
- * billing APIs. Owns the transfer only: method, URL, headers, body, timeouts,
- * status code, response headers and body. JSON, envelopes, tokens and retries are
- * policy (lua/gpurent/http.lua, billing/autodl.lua).
+/* http.c: one HTTP request over libcurl (dlopen()ed, see curlload.h). Owns the
+ * transfer only: method, URL, headers, body, timeouts, status code, response headers
+ * and body. JSON, envelopes and retries are policy (lua/gpurent/http.lua,
+ * billing/autodl.lua); the provider token and the approval check are provider.c's.
  *
  * A request is a handle driven in steps (curl multi), so the Lua side can let other
  * coroutines run between steps (gpurent.sched) instead of blocking the process:
  *   local h = core.http.start{method=, url=, headers={"K: V", ...}, body=,
- *                             timeout=, connect_timeout=, max_body=, noproxy=,
- *                             approval=INSTANCE}
+ *                             timeout=, connect_timeout=, max_body=, noproxy=}
  *   repeat until h:step(wait_seconds)        -- true when the transfer is over
  *   local r = h:result()  -- {status=, headers={lower-name=value}, body=, seconds=}
  *   core.http.request(t)  -- the same, blocking (steps of 100 ms, SIGINT-aware)
  *
- * Errors name the method and URL, never a header value (the token travels in one).
- * `approval`: the request is destructive; it is refused here, before anything is
- * sent, unless the person granted approval for that instance (runtime/approval.c).
- * That check is in C so that no Lua code can talk the transport into it. */
+ * This raw primitive never carries a provider token, and it refuses (exit 3) any URL
+ * on a host that a profile names as a provider API (provider.c), so a recipe that read
+ * the token file itself cannot send it there. Errors name the method and URL, never a
+ * header value. */
 #include "host.h"
-#include "approval.h"
 #include "curlload.h"
+#include "provider.h"
 
+#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define HTTP_MT "gpurent.http.request"
 #define DEFAULT_MAX_BODY (16 * 1024 * 1024)
+
+static void register_mt(lua_State *L);
 
 typedef struct {
     char *data;
@@ -74,6 +76,9 @@ static void req_free(req_t *r) {
     if (r->multi && r->easy) r->api->multi_remove_handle(r->multi, r->easy);
     if (r->easy) r->api->easy_cleanup(r->easy);
     if (r->multi) r->api->multi_cleanup(r->multi);
+    /* a header may hold the provider token: wipe it before the memory is reused */
+    for (struct curl_slist *h = r->headers; h; h = h->next)
+        if (h->data) OPENSSL_cleanse(h->data, strlen(h->data));
     if (r->headers) r->api->slist_free_all(r->headers);
     free(r->method); free(r->url); free(r->body);
     free(r->resp.data); free(r->hdrs.data);
@@ -86,21 +91,6 @@ static req_t *check_req(lua_State *L) {
     req_t *r = luaL_checkudata(L, 1, HTTP_MT);
     if (!r->easy) luaL_error(L, "http: request already closed");
     return r;
-}
-
-/* A refusal error object the host maps to exit code 3 (like errors.refuse). */
-static int raise_refusal(lua_State *L, const char *msg) {
-    lua_createtable(L, 0, 4);
-    lua_pushstring(L, "refused"); lua_setfield(L, -2, "kind");
-    lua_pushinteger(L, GR_EXIT_REFUSED); lua_setfield(L, -2, "exit");
-    lua_pushstring(L, msg); lua_setfield(L, -2, "msg");
-    lua_pushstring(L, msg); lua_setfield(L, -2, "reason");
-    if (luaL_newmetatable(L, "gpurent.http.refusal")) {
-        luaL_loadstring(L, "return (...).msg");
-        lua_setfield(L, -2, "__tostring");
-    }
-    lua_setmetatable(L, -2);
-    return lua_error(L);
 }
 
 static char *dup_field(lua_State *L, int t, const char *k, const char *def) {
@@ -130,7 +120,7 @@ static double num_field(lua_State *L, int t, const char *k, double def) {
                               r->url, r->api->easy_strerror(rc_));                  \
     } while (0)
 
-static int add_headers(lua_State *L, req_t *r, int t) {
+static int add_headers(lua_State *L, req_t *r, int t, const char *extra) {
     lua_getfield(L, t, "headers");
     if (!lua_isnil(L, -1)) {
         luaL_checktype(L, -1, LUA_TTABLE);
@@ -151,17 +141,18 @@ static int add_headers(lua_State *L, req_t *r, int t) {
     lua_pop(L, 1);
     /* curl adds "Expect: 100-continue" to large bodies: one round trip more */
     struct curl_slist *nl = r->api->slist_append(r->headers, "Expect:");
+    if (nl && extra) { r->headers = nl; nl = r->api->slist_append(r->headers, extra); }
     if (!nl) return luaL_error(L, "http %s %s: out of memory", r->method, r->url);
     r->headers = nl;
     return 0;
 }
 
-static int configure(lua_State *L, req_t *r, int t) {
+static int configure(lua_State *L, req_t *r, int t, const char *extra, int https_only) {
     double timeout = num_field(L, t, "timeout", 30), ctimeout = num_field(L, t, "connect_timeout", 10);
     if (timeout <= 0 || ctimeout <= 0)
         return luaL_error(L, "http %s %s: timeouts must be positive", r->method, r->url);
     SETOPT(CURLOPT_URL, r->url);
-    SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
+    SETOPT(CURLOPT_PROTOCOLS_STR, https_only ? "https" : "http,https");
     SETOPT(CURLOPT_FOLLOWLOCATION, 0L);  /* never carry the token to another host */
     SETOPT(CURLOPT_NOSIGNAL, 1L);
     SETOPT(CURLOPT_TIMEOUT_MS, (long)(timeout * 1000));
@@ -196,48 +187,55 @@ static int configure(lua_State *L, req_t *r, int t) {
         SETOPT(CURLOPT_POSTFIELDS, r->body);
     }
     lua_pop(L, 1);
-    add_headers(L, r, t);
+    add_headers(L, r, t, extra);
     SETOPT(CURLOPT_HTTPHEADER, r->headers);
     return 0;
 }
 
-/* core.http.start(t) -> request handle */
-static int http_start(lua_State *L) {
-    luaL_checktype(L, 1, LUA_TTABLE);
+/* Start the request described by the table at index t; pushes the handle. extra is
+ * one more header line kept in C memory only (provider.c's token); https_only limits
+ * the protocols curl may use for it. */
+int gr_http_start(lua_State *L, int t, const char *extra, int https_only) {
+    t = lua_absindex(L, t);
+    luaL_checktype(L, t, LUA_TTABLE);
     const char *err = NULL;
     const gr_curl_api *api = gr_curl(&err);
+    register_mt(L);
     req_t *r = lua_newuserdatauv(L, sizeof *r, 0);
     memset(r, 0, sizeof *r);
     luaL_setmetatable(L, HTTP_MT);
     r->api = api;
-    r->method = dup_field(L, 1, "method", "GET");
-    r->url = dup_field(L, 1, "url", NULL);
+    r->method = dup_field(L, t, "method", "GET");
+    r->url = dup_field(L, t, "url", NULL);
     if (!r->url) return luaL_error(L, "http: url is required");
     for (char *m = r->method; *m; m++)
         if (*m < 'A' || *m > 'Z') return luaL_error(L, "http: bad method %s", r->method);
     if (!api) return luaL_error(L, "http %s %s: %s", r->method, r->url, err);
-    lua_getfield(L, 1, "approval");
-    if (!lua_isnil(L, -1)) {
-        const char *who = lua_tostring(L, -1);
-        if (!who) return luaL_error(L, "http %s %s: approval must be an instance name", r->method, r->url);
-        if (!gr_approval_granted(who)) {
-            lua_pushfstring(L, "http %s %s: refused: the person has not approved this action on %s "
-                            "(type its name at the prompt or pass --approve %s)",
-                            r->method, r->url, who, who);
-            return raise_refusal(L, lua_tostring(L, -1));
-        }
-    }
-    lua_pop(L, 1);
-    r->resp.max = (size_t)num_field(L, 1, "max_body", DEFAULT_MAX_BODY);
+    r->resp.max = (size_t)num_field(L, t, "max_body", DEFAULT_MAX_BODY);
     r->hdrs.max = 256 * 1024;
     r->easy = api->easy_init();
     if (!r->easy) return luaL_error(L, "http %s %s: curl_easy_init failed", r->method, r->url);
     r->multi = api->multi_init();
     if (!r->multi) return luaL_error(L, "http %s %s: curl_multi_init failed", r->method, r->url);
-    configure(L, r, 1);
+    configure(L, r, t, extra, https_only);
     CURLMcode mc = api->multi_add_handle(r->multi, r->easy);
     if (mc != CURLM_OK) return luaL_error(L, "http %s %s: curl_multi_add_handle failed (%d)", r->method, r->url, (int)mc);
     return 1;
+}
+
+/* core.http.start(t) -> request handle. Never to a provider's API host. */
+static int http_start(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "approval");
+    if (!lua_isnil(L, -1))
+        return luaL_error(L, "http: the field approval is gone: gated provider requests go through "
+                             "gpurent.core.provider (the billing client), which checks approval in C");
+    lua_pop(L, 1);
+    lua_getfield(L, 1, "url");
+    const char *url = lua_tostring(L, -1);
+    if (url) gr_provider_refuse_raw_url(L, url);
+    lua_pop(L, 1);
+    return gr_http_start(L, 1, NULL, 0);
 }
 
 static int collect(req_t *r) {
@@ -350,17 +348,13 @@ static int http_close(lua_State *L) {
     return 0;
 }
 
-/* core.http.request(t) -> result: start, step until done (SIGINT-aware), result. */
-static int http_request(lua_State *L) {
-    luaL_checktype(L, 1, LUA_TTABLE);
-    lua_settop(L, 1);
-    lua_pushcfunction(L, http_start);
-    lua_pushvalue(L, 1);
-    lua_call(L, 1, 1);          /* [t, h] */
-    lua_replace(L, 1);          /* [h] */
+/* Run the started handle at index h to its end (steps of 100 ms, SIGINT-aware),
+ * push its result and free it. */
+int gr_http_finish(lua_State *L, int h) {
+    h = lua_absindex(L, h);
     for (;;) {
         lua_pushcfunction(L, http_step);
-        lua_pushvalue(L, 1);
+        lua_pushvalue(L, h);
         lua_pushnumber(L, 0.1);
         lua_call(L, 2, 1);
         int done = lua_toboolean(L, -1);
@@ -369,25 +363,41 @@ static int http_request(lua_State *L) {
         gr_raise_if_interrupted(L);
     }
     lua_pushcfunction(L, http_result);
-    lua_pushvalue(L, 1);
+    lua_pushvalue(L, h);
     lua_call(L, 1, 1);
-    req_free(luaL_checkudata(L, 1, HTTP_MT));
+    req_free(luaL_checkudata(L, h, HTTP_MT));
     return 1;
 }
 
-int gr_open_http(lua_State *L) {
+/* core.http.request(t) -> result: start, step until done (SIGINT-aware), result. */
+static int http_request(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    lua_pushcfunction(L, http_start);
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 1);
+    return gr_http_finish(L, 2);
+}
+
+static void register_mt(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"step", http_step}, {"result", http_result}, {"close", http_close}, {NULL, NULL}
     };
-    static const luaL_Reg fns[] = {{"start", http_start}, {"request", http_request}, {NULL, NULL}};
-    luaL_newmetatable(L, HTTP_MT);
+    if (!luaL_newmetatable(L, HTTP_MT)) { lua_pop(L, 1); return; }
     luaL_newlib(L, methods);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, http_close);
     lua_setfield(L, -2, "__gc");
     lua_pushcfunction(L, http_close);
     lua_setfield(L, -2, "__close");
+    lua_pushstring(L, HTTP_MT);      /* the handle's metatable (and its headers) stay out of reach */
+    lua_setfield(L, -2, "__metatable");
     lua_pop(L, 1);
+}
+
+int gr_open_http(lua_State *L) {
+    static const luaL_Reg fns[] = {{"start", http_start}, {"request", http_request}, {NULL, NULL}};
+    register_mt(L);
     luaL_newlib(L, fns);
     return 1;
 }

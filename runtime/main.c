@@ -4,6 +4,7 @@
 #include "host.h"
 #include "curlload.h"
 #include "approval.h"
+#include "provider.h"
 
 #include <getopt.h>
 #include <libssh2.h>
@@ -20,7 +21,7 @@ static const char usage_text[] =
     "commands:\n"
     "  run FILE.lua [key=value ...] [-- args ...]   run a recipe\n"
     "  -e CODE                                      run a Lua chunk\n"
-    "  check HOST | status | history | cost | lib | billing | repl HOST | watch RUN\n"
+    "  check HOST | status | history | cost | lib | billing | repl HOST | watch RUN | trust [DIR]\n"
     "                                               see `gpurent COMMAND --help`\n"
     "  version                                      versions of gpurent and its libraries\n"
     "  help [RECIPE]                                this text, or a recipe's parameters\n"
@@ -40,8 +41,10 @@ static const char usage_text[] =
     "  130  interrupted (SIGINT)\n"
     "\n"
     "module search path: the recipe's directory, the project's lua/ (nearest\n"
-    "gpurent.lock, else the working directory), gpurent's own library, then each\n"
-    "directory of GPURENT_PATH (colon-separated). Show it: gpurent -e 'print(gpurent.path())'\n";
+    "gpurent.lock, else the working directory; used once you `gpurent trust` it),\n"
+    "gpurent's own library, then each directory of GPURENT_PATH (colon-separated).\n"
+    "gpurent.* modules load only from gpurent's own library. Show the path:\n"
+    "gpurent -e 'print(gpurent.path())'. See docs/SECURITY.md.\n";
 
 static int usage_error(const char *msg) {
     fprintf(stderr, "gpurent: %s\n(see gpurent help)\n", msg);
@@ -61,7 +64,8 @@ static int cmd_version(void) {
     return GR_EXIT_OK;
 }
 
-/* Bring up the host for a chunk run from the working directory. */
+/* Bring up the host; recipe_dir is the recipe's directory (NULL for -e and the
+ * commands: a working directory is searched only through the trusted project lua/). */
 static lua_State *new_host(const char *recipe_dir, int verbose) {
     lua_State *L = gr_host_new("gpurent", recipe_dir, verbose);
     if (!L) fprintf(stderr, "gpurent: cannot create Lua state (out of memory)\n");
@@ -75,18 +79,21 @@ static int load_prelude(lua_State *L) {
     return gr_host_call(L, 1);
 }
 
+/* A refusal at the provider boundary decides the exit code even when a recipe caught
+ * the error: a refused release must never look like success to the shell. */
 static int finish(lua_State *L, int code) {
     fflush(stdout);
     lua_close(L);
+    if (gr_provider_refusals > 0 && code != GR_EXIT_INTERRUPTED) return GR_EXIT_REFUSED;
     return code;
 }
 
 static int cmd_eval(const char *code, int verbose) {
-    lua_State *L = new_host(".", verbose);
+    lua_State *L = new_host(NULL, verbose);
     if (!L) return GR_EXIT_ERROR;
     int rc = load_prelude(L);
     if (rc) return finish(L, rc);
-    if (luaL_loadbuffer(L, code, strlen(code), "=(command line)") != LUA_OK) {
+    if (luaL_loadbufferx(L, code, strlen(code), "=(command line)", "t") != LUA_OK) {
         fprintf(stderr, "gpurent: %s\n", lua_tostring(L, -1));
         return finish(L, GR_EXIT_ERROR);
     }
@@ -145,7 +152,7 @@ static int cmd_run(int argc, char **argv, int verbose) {
 
 /* Commands written in Lua: gpurent.cli.main(cmd, {args...}). */
 static int cmd_lua(int argc, char **argv, int verbose) {
-    lua_State *L = new_host(".", verbose);
+    lua_State *L = new_host(NULL, verbose);
     if (!L) return GR_EXIT_ERROR;
     int rc = load_prelude(L);
     if (rc) return finish(L, rc);

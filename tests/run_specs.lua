@@ -11,3 +11,7 @@ table.insert(args, 1, "--helper=" .. here .. "/helpers/setup.lua")
 arg = setmetatable(args, {__index = {[0] = "busted"}})
 arg[0] = "busted"
 require "busted.runner" ({standalone = false})
+-- busted exits by itself on a failure; here every spec passed. Exit 0 explicitly: a
+-- spec that provoked a provider refusal in-process on purpose would otherwise make the
+-- host's sticky refusal code (runtime/provider.h) the runner's exit status.
+os.exit(0, true)

@@ -3,7 +3,7 @@
 -- tasks run while it waits; outside a task it blocks with the request's timeout.
 --
 --   http.request{method=, url=, headers={name=value|secret}, body=string,
---                timeout=30, connect_timeout=10, approval=INSTANCE}
+--                timeout=30, connect_timeout=10}   (never to a provider API: C refuses)
 --     -> {status=, headers={lower=value}, body=, seconds=}   (raises on transport errors)
 --   http.json{method=, url=, headers=, json=table, ...} -> response, decoded|nil, decode_error
 --   http.describe(req) -> "METHOD URL\n  Header: value\n  body" with secrets shown as ***
@@ -34,7 +34,7 @@ local function c_request(req)
   return {
     method = req.method or "GET", url = req.url, headers = header_lines(req.headers),
     body = req.body, timeout = req.timeout, connect_timeout = req.connect_timeout,
-    max_body = req.max_body, noproxy = req.noproxy or http.NOPROXY, approval = req.approval,
+    max_body = req.max_body, noproxy = req.noproxy or http.NOPROXY,
   }
 end
 

@@ -7,6 +7,8 @@
 --   srv:admin(route, body) -> envelope      srv:register{uuid=, name=, status=, price=}
 --   srv:journal([path_substring [, at_least]]) -> entries (developer-API requests only)
 --   srv:env() -> "AUTODL_TOKEN=... GPURENT_AUTODL_BASE_URL=... GPURENT_STATE_DIR=..."
+--   srv:use([token]) / api.unuse(): point this process's provider at the server (the
+--     token and base URL are read from the environment by runtime/provider.c)
 --   srv:stop()
 local cjson = require "cjson"
 
@@ -42,6 +44,20 @@ function api.start(opts)
   self.url = self.url:gsub("%s+$", "")
   self.token = T.read(self.dir .. "/api.token"):gsub("%s+$", "")
   return self
+end
+
+-- In-process clients: the test host's setenv (tests/c/testhost.c); unuse() in teardown.
+function api:use(token)
+  local t = require "gpurent_test"
+  t.setenv("AUTODL_TOKEN", token or self.token)
+  t.setenv("GPURENT_AUTODL_BASE_URL", self.url)
+  t.unsetenv("AUTODL_TOKEN_FILE")
+end
+
+function api.unuse()
+  local t = require "gpurent_test"
+  t.unsetenv("AUTODL_TOKEN")
+  t.unsetenv("GPURENT_AUTODL_BASE_URL")
 end
 
 function api:admin(route, body)

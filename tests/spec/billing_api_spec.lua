@@ -18,13 +18,28 @@ describe("AutoDL API client", function()
             text = function() return table.concat(buf) end}
   end
 
+  -- the token and base URL reach C through the environment (srv:use); opts.token and
+  -- opts.base_url here switch them for one client, then switch back
   local function client(opts)
     opts = opts or {}
     out = capture()
-    local o = {base_url = srv.url, token = srv.token, out = out, state_dir = srv.dir .. "/client-state",
+    local o = {out = out, state_dir = srv.dir .. "/client-state",
                sleep = function(s) require("gpurent.core").sys.sleep(math.min(s, 0.05)) end}
-    for k, v in pairs(opts) do o[k] = v end
-    return autodl.client(o)
+    for k, v in pairs(opts) do if k ~= "token" and k ~= "base_url" then o[k] = v end end
+    local c = autodl.client(o)
+    if opts.token or opts.base_url then
+      local env = require "gpurent_test"
+      local call = c.call
+      c.call = function(...)
+        env.setenv("AUTODL_TOKEN", opts.token or srv.token)
+        env.setenv("GPURENT_AUTODL_BASE_URL", opts.base_url or srv.url)
+        local r = table.pack(pcall(call, ...))
+        srv:use()
+        if not r[1] then error(r[2], 0) end
+        return table.unpack(r, 2, r.n)
+      end
+    end
+    return c
   end
 
   local function err_of(fn, ...)
@@ -36,6 +51,7 @@ describe("AutoDL API client", function()
 
   setup(function()
     srv = api.start{}
+    srv:use()
     srv:register{uuid = "pro-u1", name = "box1", price = 2.5}
     srv:register{uuid = "pro-off", name = "parked", status = "running"}
     srv:admin("/__sim/set-state", {instance_uuid = "pro-off", status = "shutdown"})  -- sets stopped_at
@@ -44,6 +60,7 @@ describe("AutoDL API client", function()
     -- the token appears nowhere: outputs, error messages, the API journal
     local all = table.concat(outputs, "\n") .. (T.read(srv.dir .. "/journal.jsonl") or "")
     assert.is_nil(all:find(srv.token, 1, true), "the token leaked")
+    api.unuse()
     srv:stop()
   end)
   before_each(function() srv:admin("/__sim/faults", {clear = true}) end)
@@ -112,7 +129,8 @@ describe("AutoDL API client", function()
   end)
 
   it("no token at all: the CLI says where to put one (exit 2)", function()
-    local code, _, stderr = T.run("billing status", {env = "GPURENT_AUTODL_BASE_URL=" .. srv.url .. " HOME=" .. srv.dir})
+    local code, _, stderr = T.run("billing status", {env = "env -u AUTODL_TOKEN GPURENT_AUTODL_BASE_URL=" .. srv.url
+      .. " HOME=" .. srv.dir})
     assert.are.equal(2, code)
     assert.matches("AUTODL_TOKEN", stderr)
   end)
@@ -210,10 +228,23 @@ describe("AutoDL API client", function()
     assert.are.equal(10, ticks)      -- the other task ran while the request waited
   end)
 
-  it("http.request returns status, headers and body", function()
-    local r = http.request{method = "GET", url = srv.url .. "/__sim/health"}
+  it("http.request returns status, headers and body (from a server that is no provider API)", function()
+    local other = api.start{}
+    local ok, r = pcall(http.request, {method = "GET", url = other.url .. "/__sim/health"})
+    other:stop()
+    assert(ok, r)
     assert.are.equal(200, r.status)
     assert.matches("application/json", r.headers["content-type"])
     assert.matches('"ok": true', r.body, 1, true)
+  end)
+
+  it("http.request refuses the provider's API host: the raw primitive cannot carry a token there", function()
+    local before = #srv:journal()
+    local ok, e = pcall(http.request, {method = "POST", url = srv.url .. "/api/v1/dev/wallet/balance",
+      headers = {Authorization = srv.token}, body = "{}"})
+    assert.is_false(ok)
+    assert.are.equal(3, e.exit)
+    assert.matches("is a provider API", tostring(e), 1, true)
+    assert.are.equal(before, #srv:journal())
   end)
 end)

@@ -69,12 +69,13 @@ describe("idle detection", function()
     gpu = T.tmpdir()
     T.write(gpu .. "/config", "count=2\n")
   end)
-  teardown(function() srv:stop(); T.rmtree(gpu) end)
+  teardown(function() api.unuse(); srv:stop(); T.rmtree(gpu) end)
 
   local function patrol(job)
     clock = 1000
     local notes, out = {}, {write = function() end}
-    local c = autodl.client{base_url = srv.url, token = srv.token, state_dir = srv.dir .. "/wc", out = out}
+    srv:use()
+    local c = autodl.client{state_dir = srv.dir .. "/wc", out = out}
     local p = billing.idle_patrol{read_util = read_util, job_alive = job, idle_seconds = 600,
       now = function() return clock end,
       notify = function(msg)

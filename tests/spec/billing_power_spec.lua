@@ -96,9 +96,16 @@ describe("billing power verbs on a testbed instance", function()
     local inst = require("gpurent.instance").connect("pw1", {config = dir .. "/ssh_config"})
     assert.is_true(autodl.in_instance_power_off(inst))
     pcall(inst.close, inst)
-    local c = autodl.client{base_url = (T.read(dir .. "/api.url"):gsub("%s+$", "")), token = token,
-                            out = {write = function() end}}
-    assert.are.equal("shutdown", c:wait_status(json.decode(sim("info pw1")).uuid, "shutdown", {deadline = 20}))
+    local t = require "gpurent_test"
+    t.setenv("AUTODL_TOKEN", token)
+    t.setenv("GPURENT_AUTODL_BASE_URL", (T.read(dir .. "/api.url"):gsub("%s+$", "")))
+    local ok, st = pcall(function()
+      local c = autodl.client{out = {write = function() end}}
+      return c:wait_status(json.decode(sim("info pw1")).uuid, "shutdown", {deadline = 20})
+    end)
+    require("autodl_api").unuse()
+    assert(ok, st)
+    assert.are.equal("shutdown", st)
     assert.is_false(json.decode(sim("info pw1")).running)
   end)
 end)

@@ -183,7 +183,7 @@ describe("security: the AutoDL token", function()
     os.execute("chmod 644 " .. T.q(open))
     local code, out, err = T.run("billing status", {env = env:gsub("AUTODL_TOKEN_FILE=%S+", "AUTODL_TOKEN_FILE=" .. T.q(open))})
     assert.are_not.equal(0, code)
-    assert.matches("token file " .. open:gsub("%p", "%%%0") .. " is readable or writable by others %(rw%-r%-%-r%-%-%): run chmod 600", err)
+    assert.matches("token file " .. open:gsub("%p", "%%%0") .. " is readable or writable by others %(mode 644%): run chmod 600", err)
     assert.is_nil((out .. err):find(srv.token, 1, true))
     assert.are.equal(before, #srv:journal_now(""))
     os.execute("chmod 600 " .. T.q(open))                 -- the fix it names works
@@ -216,7 +216,7 @@ describe("security: the AutoDL token", function()
     assert.is_true(has_ledger, "no ledger written in " .. srv.state)
     -- a token-bearing Lua error raised in a recipe prints ***
     local script = srv.dir .. "/err.lua"
-    T.write(script, 'local t = require("gpurent.billing.autodl").token()\nerror("failed with " .. t)\n')
+    T.write(script, 'local t = require("gpurent.billing.autodl").client().token\nerror("failed with " .. t)\n')
     code, out, err = T.run("run " .. T.q(script), {env = env})
     assert.are.equal(1, code)
     assert.matches("failed with ***", err, 1, true)
@@ -225,15 +225,24 @@ describe("security: the AutoDL token", function()
 end)
 
 describe("security: a shared library cannot grant approval", function()
-  local dir, env, proj
+  local dir, env, proj, srv
   setup(function()
     dir = T.tmpdir()
+    srv = api.start{}
+    srv:register{uuid = "pro-box9", name = "box9", status = "running"}
     local repo = dir .. "/evil"
     proj = dir .. "/proj"
     os.execute("mkdir -p " .. T.q(repo) .. " " .. T.q(proj) .. " " .. T.q(dir .. "/home"))
     env = table.concat({"HOME=" .. T.q(dir .. "/home"), "GPURENT_DATA_DIR=" .. T.q(dir .. "/data"),
-      "XDG_CONFIG_HOME=" .. T.q(dir .. "/config"), "GPURENT_STATE_DIR=" .. T.q(dir .. "/state")}, " ")
-    -- the library's recipe tries every way we know to approve "box9"
+      "XDG_CONFIG_HOME=" .. T.q(dir .. "/config"), "GPURENT_STATE_DIR=" .. T.q(dir .. "/state"),
+      "AUTODL_TOKEN=" .. T.q(srv.token), "GPURENT_AUTODL_BASE_URL=" .. T.q(srv.url)}, " ")
+    -- the library's recipe tries every way we know to approve "box9", then power-off
+    -- and release it through the client, catching every error
+    T.write(repo .. "/tidy.lua", [[
+-- a team library's helper that "tidies up" by releasing the box: refused in C
+local c = require("gpurent.billing.autodl").client{}
+return {run = function() return c:release("pro-box9") end}
+]])
     T.write(repo .. "/grab.lua", [[
 local core = require "gpurent.core"
 local function try(what, f)
@@ -243,17 +252,18 @@ end
 try("assign", function() core.approval.granted = function() return true end end)
 try("setmetatable", function() setmetatable(core.approval, {}) end)
 try("debug.setmetatable", function() debug.setmetatable(core.approval, {__index = {granted = function() return true end}}) end)
+try("debug.setupvalue", function() debug.setupvalue(core.approval.granted, 1, true) end)
+try("debug.getregistry", function() debug.getregistry()["gpurent.approved"] = true end)
 try("gate", function()
   require("gpurent.gate").check{action = "power_off", instance = "box9", names = {"box9"}, interactive = false,
     out = io.stdout}
 end)
--- the C side of a destructive call: http refuses a release without the person's approval,
--- whatever Lua believes (nothing listens on 127.0.0.1:1; a refusal comes before any connect)
-try("release", function()
-  local c = require("gpurent.billing.autodl").client{token = "x", base_url = "http://127.0.0.1:1"}
-  local ok, e = pcall(c.release, c, "pro-box9", {approval = "box9"})
-  print("release refused=" .. tostring(type(e) == "table" and e.exit == 3) .. " " .. tostring(e))
-end)
+-- the C side: the client's verbs are refused without the person's approval, whatever Lua passes
+local c = require("gpurent.billing.autodl").client{out = io.stdout}
+for _, verb in ipairs{"power_off", "release"} do
+  local ok, e = pcall(c[verb], c, "pro-box9", {approval = "box9", wait = false})
+  print(verb .. " refused=" .. tostring(type(e) == "table" and e.exit == 3) .. " " .. tostring(e))
+end
 -- spawn a second gpurent, the very binary we run in, with --approve
 local exe = io.popen("readlink /proc/" .. core.sys.getpid() .. "/exe"):read("l")
 local f = io.popen(string.format("'%s' --approve box9 -e 'print(\"child granted=\" .. tostring(require(\"gpurent.core\").approval.granted(\"box9\")))' 2>&1; echo child_exit=$?", exe))
@@ -267,22 +277,32 @@ print("final granted=" .. tostring(core.approval.granted("box9")))
     local code, out, err = T.run("lib add evil " .. T.q(repo), {env = env, cwd = proj})
     assert.are.equal(0, code, out .. err)
   end)
-  teardown(function() T.rmtree(dir) end)
+  teardown(function() srv:stop(); T.rmtree(dir) end)
 
-  it("core.approval is read-only, the gate refuses, and a spawned `gpurent --approve` is refused (exit 3)", function()
+  it("core.approval is read-only, debug cannot reach it, the client's verbs are refused, the run exits 3", function()
     local code, out, err = T.run("run evil/grab.lua", {env = env, cwd = proj})
-    assert.are.equal(0, code, out .. err)
+    -- every refusal was caught by the recipe, yet the process exits 3 (sticky, main.c)
+    assert.are.equal(3, code, out .. err)
     assert.matches("assign: error granted=false", out, 1, true)
     assert.matches("setmetatable: error granted=false", out, 1, true)
-    -- debug.setmetatable CAN swap the proxy's metatable, so Lua's own view of
-    -- granted() is forgeable; what must hold is that the gate and the C request refuse
-    assert.matches("debug.setmetatable: ok", out, 1, true)
+    assert.matches("debug.setmetatable: error granted=false", out, 1, true)
+    assert.matches("debug.setupvalue: error granted=false", out, 1, true)
+    assert.matches("debug.getregistry: error granted=false", out, 1, true)
     assert.matches("gate: power_off box9: refused", out, 1, true)
     assert.matches("gate: error", out, 1, true)
+    assert.matches("power_off refused=true", out, 1, true)
     assert.matches("release refused=true", out, 1, true)
     assert.matches("refused: --approve is ignored when gpurent is started by another gpurent", out, 1, true)
     assert.matches("child_exit=3", out, 1, true)
     assert.is_nil(out:find("child granted=true", 1, true))
+    assert.are.same({}, srv:journal_now("/power_off"))
+    assert.are.same({}, srv:journal_now("/release"))
+  end)
+  it("a module of the library that releases the box is refused in C: exit 3, nothing sent", function()
+    local code, out, err = T.run("-e " .. T.q('require("evil.tidy").run()'), {env = env, cwd = proj})
+    assert.are.equal(3, code, out .. err)
+    assert.matches("release of box9 (pro-box9): refused: the person has not approved it", err, 1, true)
+    assert.are.same({}, srv:journal_now("/release"))
   end)
 
   it("the same `--approve` typed by the person (not under a gpurent) is accepted", function()
@@ -297,5 +317,212 @@ print("final granted=" .. tostring(core.approval.granted("box9")))
     local code, _, err = T.run("--approve box9 -e 'print(1)'", {bin = T.bin_nested})
     assert.are.equal(3, code)
     assert.matches("started by another gpurent", err, 1, true)
+  end)
+end)
+
+-- Issue 14: every Lua path to a gated provider verb ends in the one C path
+-- (runtime/provider.c), which sends only with the person's approval for that instance,
+-- keeps the token in C, sends it only where the installed profile or the person's config
+-- dir says, and a Lua state that cannot load native code or bytecode.
+describe("security: the provider boundary", function()
+  local srv, dir, env, tokfile
+  local function journal_verbs()
+    return #srv:journal_now("/power_off") + #srv:journal_now("/release")
+  end
+  setup(function()
+    srv = api.start{settle_delay = 0.2}
+    srv:register{uuid = "pro-a1", name = "a1", status = "running"}
+    srv:register{uuid = "pro-b2", name = "b2", status = "running"}
+    dir = T.tmpdir()
+    tokfile = dir .. "/token"
+    T.write(tokfile, srv.token .. "\n")
+    os.execute("chmod 600 " .. T.q(tokfile) .. "; mkdir -p " .. T.q(dir .. "/home"))
+    env = "AUTODL_TOKEN_FILE=" .. T.q(tokfile) .. " GPURENT_AUTODL_BASE_URL=" .. T.q(srv.url) ..
+          " GPURENT_STATE_DIR=" .. T.q(dir .. "/state") .. " HOME=" .. T.q(dir .. "/home") ..
+          " XDG_CONFIG_HOME=" .. T.q(dir .. "/config")
+  end)
+  teardown(function() srv:stop(); T.rmtree(dir) end)
+
+  local careless = 'local c = require("gpurent.billing.autodl").client{}; local u = c:find("a1").uuid; '
+    .. 'c:power_off(u, {wait = false}); c:release(u)'
+
+  it("gpurent -e calling the client's power_off and release: exit 3, nothing sent, a ledger line", function()
+    local code, out, err = T.run("-e " .. T.q(careless) .. " </dev/null", {env = env})
+    assert.are.equal(3, code, out .. err)
+    assert.matches("AutoDL power_off of a1 (pro-a1): refused: the person has not approved it", err, 1, true)
+    assert.are.equal(0, journal_verbs())
+    local L = require("gpurent.ledger").open(dir .. "/state/ledger.sqlite")
+    local rows = L.db:query("SELECT gate, action, decision FROM gate_decisions WHERE gate = 'provider'")
+    L:close()
+    assert.are.same({gate = "provider", action = "power_off", decision = "refuse"}, rows[#rows])
+  end)
+
+  it("a refusal caught by pcall still ends the process with exit 3", function()
+    local code, out, err = T.run("-e " .. T.q('print(pcall(function() ' .. careless .. ' end)); print("carried on")'),
+      {env = env})
+    assert.are.equal(3, code, out .. err)
+    assert.matches("carried on", out, 1, true)
+    assert.are.equal(0, journal_verbs())
+  end)
+
+  it("approval is for that exact instance: --approve b2 does not release a1; --approve a1 powers it off", function()
+    local code, out, err = T.run("--approve b2 -e " .. T.q(careless), {env = env})
+    assert.are.equal(3, code, out .. err)
+    assert.are.equal(0, journal_verbs())
+    -- control: the person's approval of a1 lets the same chunk's power-off through
+    code, out, err = T.run("--approve a1 -e " .. T.q('local c = require("gpurent.billing.autodl").client{}; '
+      .. 'c:power_off(c:find("a1").uuid, {wait = false}); print("sent")'), {env = env})
+    assert.are.equal(0, code, out .. err)
+    assert.matches("sent", out, 1, true)
+    assert.are.equal(1, #srv:journal("/power_off", 1))
+  end)
+
+  it("the raw HTTP primitive, with the token the recipe read from its file, is refused for the API host", function()
+    local before = #srv:journal_now()
+    local chunk = string.format([[
+local tok = io.open(%q):read("l")
+local core = require("gpurent.core")
+core.http.request{method = "POST", url = %q, headers = {"Authorization: " .. tok,
+  "Content-Type: application/json"}, body = '{"instance_uuid":"pro-a1"}'}
+]], tokfile, srv.url .. "/api/v1/dev/instance/pro/release")
+    local code, out, err = T.run("-e " .. T.q(chunk), {env = env})
+    assert.are.equal(3, code, out .. err)
+    assert.matches("is a provider API", err, 1, true)
+    assert.are.equal(before, #srv:journal_now())
+  end)
+
+  it("the REPL: a typed release is refused, nothing sent, the REPL lives on", function()
+    local tty = require "tty"
+    local term = tty.start(T.q(T.bin) .. " repl", {env = env})
+    local ok, e = pcall(function()
+      term:wait_for("local>", 5, true)
+      term:line('c = require("gpurent.billing.autodl").client{}')
+      term:line('c:release(c:find("a1").uuid)')
+      term:wait_for("refused: the person has not approved it", 10, true)
+      term:line('print("alive" .. "!")')
+      term:wait_for("alive!", 5, true)
+    end)
+    term:close()
+    assert(ok, e)
+    assert.are.equal(0, #srv:journal_now("/release"))
+  end)
+
+  it("the REPL's power_off goes through the gate: a wrong typed name refuses, the right one powers off", function()
+    local tty = require "tty"
+    srv:admin("/__sim/set-state", {instance_uuid = "pro-b2", status = "running"})
+    local before = #srv:journal_now("/power_off")
+    local term = tty.start(T.q(T.bin) .. " repl", {env = env})
+    local ok, e = pcall(function()
+      term:wait_for("local>", 5, true)
+      term:line('power_off("b2")')
+      term:wait_for("Type the instance name (b2)", 10, true)
+      term:line("a1")
+      term:wait_for("refused", 10, true)
+      assert.are.equal(before, #srv:journal_now("/power_off"))
+      term:line('power_off("b2")')
+      term:wait_for("Type the instance name (b2)", 10, true)
+      term:keys("C-u")
+      term:line("b2")
+      term:wait_for("gate: power_off b2: allowed (approval: tty", 10, true)
+    end)
+    term:close()
+    assert(ok, e)
+    assert.are.equal(before + 1, #srv:journal("/power_off", before + 1))
+  end)
+
+  it("the token never enters Lua: the client holds a handle that prints *** and has no accessor", function()
+    local code, out, err = T.run("-e " .. T.q([[
+local c = require("gpurent.billing.autodl").client{}
+print(tostring(c.token), getmetatable(c.token), pcall(function() return c.token.value end))
+print(pcall(setmetatable, c.token, {}))
+]]), {env = env})
+    assert.are.equal(0, code, out .. err)
+    assert.matches("^%*%*%*\tgpurent.provider.token\tfalse", out)
+    assert.matches("the provider token stays in gpurent's C host", out, 1, true)
+    assert.is_nil(out:find(srv.token, 1, true))
+  end)
+
+  it("no native code: package.loadlib, C modules from package.cpath and bytecode are unavailable", function()
+    local so = dir .. "/evil.so"
+    T.write(dir .. "/evil.c", [[
+#include <dlfcn.h>
+typedef int (*grant_fn)(const char *);
+int luaopen_evil(void *L) {
+  (void)L;
+  grant_fn g = (grant_fn)dlsym(RTLD_DEFAULT, "gr_approval_grant");
+  if (g) g("a1");
+  return 0;
+}
+]])
+    local cc_out, cc_code = sh("cc -shared -fPIC -o " .. T.q(so) .. " " .. T.q(dir .. "/evil.c") .. " -ldl")
+    assert.are.equal(0, cc_code, cc_out)
+    local chunk = string.format([[
+print("loadlib", pcall(function() return package.loadlib(%q, "luaopen_evil") end))
+package.cpath = %q
+print("require", pcall(require, "evil"))
+print("bytecode", pcall(load, string.dump(function() return 1 end)))
+print("bytecode-b", load(string.dump(function() return 1 end), "x", "b"))
+print("granted", require("gpurent.core").approval.granted("a1"))
+]], so, dir .. "/?.so")
+    local code, out, err = T.run("-e " .. T.q(chunk), {env = env})
+    assert.are.equal(0, code, out .. err)
+    assert.matches("loadlib\tfalse", out, 1, true)
+    assert.matches("require\tfalse\t[^\n]*module 'evil' not found", out)
+    assert.is_nil(out:find(so, 1, true), "the searcher must not even look in package.cpath")
+    assert.matches("bytecode\ttrue\tnil\tattempt to load a binary chunk", out, 1, true)
+    assert.matches("bytecode-b\tnil\tload: binary chunks are disabled", out, 1, true)
+    assert.matches("granted\tfalse", out, 1, true)
+    -- and were such code loaded by other means, no internal symbol is exported to find
+    local syms = sh("nm -D --defined-only " .. T.q(T.bin))
+    assert.is_nil(syms:find("gr_approval_grant", 1, true))
+    assert.is_nil(syms:find("gr_", 1, true))
+  end)
+
+  it("of debug only traceback and getinfo remain", function()
+    local code, out = T.run("-e " .. T.q('local k = {} for n in pairs(debug) do k[#k+1] = n end table.sort(k) print(table.concat(k, ","))'))
+    assert.are.equal(0, code)
+    assert.are.equal("getinfo,traceback\n", out)
+  end)
+
+  it("the token goes only where the installed profile or the config dir says, https or the loopback override", function()
+    local cwd = dir .. "/cloned"
+    os.execute("mkdir -p " .. T.q(cwd .. "/profiles") .. " " .. T.q(dir .. "/config/gpurent/profiles"))
+    T.write(cwd .. "/profiles/autodl.yaml", "extends: autodl\nbilling:\n  api:\n    base_url: http://127.0.0.1:47999\n")
+    local show = T.q('print((select(2, require("gpurent.core").provider.describe("autodl", "balance"))))')
+    local noenv = "env -u GPURENT_AUTODL_BASE_URL " .. env:gsub("GPURENT_AUTODL_BASE_URL=%S+", "")
+    -- a working directory's profile never steers C, trusted or not
+    local code, out, err = T.run("-e " .. show, {env = noenv, cwd = cwd})
+    assert.are.equal(0, code, out .. err)
+    assert.are.equal("https://api.autodl.com/api/v1/dev/wallet/balance\n", out)
+    -- the person's config dir does; plain http to a non-loopback host is refused
+    T.write(dir .. "/config/gpurent/profiles/autodl.yaml", "billing:\n  api:\n    base_url: http://api.example.org\n")
+    code, out, err = T.run("-e " .. show, {env = noenv})
+    assert.are.equal(3, code, out .. err)
+    assert.matches("the token goes only over https", err, 1, true)
+    T.write(dir .. "/config/gpurent/profiles/autodl.yaml",
+      "billing:\n  api:\n    base_url: https://api.example.org\n    endpoints:\n      release: {method: POST, path: /r, gated: false}\n")
+    code, out, err = T.run("-e " .. T.q('local p = require("gpurent.core").provider print(select(2, p.describe("autodl", "balance")), table.concat(p.gated("autodl"), ","))'), {env = noenv})
+    assert.are.equal(0, code, out .. err)
+    -- honoured, and an overlay cannot lift a gate
+    assert.matches("^https://api.example.org/api/v1/dev/wallet/balance\t[^\n]*release", out)
+    os.remove(dir .. "/config/gpurent/profiles/autodl.yaml")
+  end)
+
+  it("no core file holds the token: once it is loaded the process is not dumpable and RLIMIT_CORE is 0", function()
+    local function abort_in(where, chunk)
+      os.execute("mkdir -p " .. T.q(where))
+      local code, out, err = T.run("-e " .. T.q(chunk .. '; os.execute("kill -ABRT " .. require("gpurent.core").sys.getpid())'
+        .. '; require("gpurent.core").sys.sleep(5)'), {env = "ulimit -c unlimited; " .. env, cwd = where})
+      local cores = {}
+      for name in lfs.dir(where) do if name:match("^core") then cores[#cores + 1] = where .. "/" .. name end end
+      return code, cores, out .. err
+    end
+    -- control: without a token loaded, SIGABRT leaves a core file here (the test can see one)
+    local code, cores = abort_in(dir .. "/ctl", 'print(1)')
+    assert.are_not.equal(0, code)
+    assert.is_true(#cores > 0, "no core file even without a token: the control does not work on this machine")
+    local code2, cores2, text = abort_in(dir .. "/tok", 'require("gpurent.billing.autodl").client{}:balance()')
+    assert.are_not.equal(0, code2, text)
+    assert.are.same({}, cores2)
   end)
 end)

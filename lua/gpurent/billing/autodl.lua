@@ -1,10 +1,12 @@
 -- gpurent.billing.autodl: AutoDL's developer API (../shared/design/AUTODL-API.md).
--- Base URL and endpoint paths are data: profiles/autodl.yaml (billing.api) when it
--- loads, else the defaults below (the same values); a caller may pass an override
--- table. GPURENT_AUTODL_BASE_URL points every endpoint at another server (the
--- testbed's autodl-api).
+-- Every request goes through gpurent.core.provider (runtime/provider.c), which holds
+-- the token (never handed to Lua: c.token is a handle printing ***), sends only to the
+-- URLs of the installed profile and the person's config dir (GPURENT_AUTODL_BASE_URL
+-- points every endpoint at another https or loopback server: the testbed), and refuses
+-- a gated verb (release, power_off) the person did not approve for that instance,
+-- whatever this module passes. This module owns envelopes, errors and retries.
 --
---   local c = autodl.client{token=, token_file=, base_url=, api=, timeout=, dry_run=, out=}
+--   local c = autodl.client{timeout=, dry_run=, out=, sleep=, now=, state_dir=}
 --   c:balance() -> {assets=, accumulate=, voucher_balance=} in yuan (API: thousandths)
 --   c:list{page_index=, page_size=} -> page;  c:instances() -> every instance
 --   c:find(name_or_uuid) -> list item (raises when unknown)
@@ -12,16 +14,15 @@
 --   c:snapshot(uuid) -> data + ssh = {host=, port=, user="root"}
 --   c:wait_status(uuid, want, {deadline=, interval=}) -> status
 --   c:power_on(uuid, {retries=, backoff=, max_backoff=, wait=true, deadline=})
---   c:power_off(uuid, {wait=true, deadline=})
---   c:release(uuid, {approval=NAME})   -- C refuses to send without the person's approval
+--   c:power_off(uuid, {wait=true, deadline=})      -- C refuses both without the person's
+--   c:release(uuid)                                -- approval (gpurent.billing.stop gates them)
 --   c:wechat{title=, name=, content=} -> true | false, why   (5/min, 50/day, kept locally)
 --   autodl.in_instance_power_off(inst [, verb]) -- the token-less verb: `shutdown` on the box
 --
 -- Errors are objects {kind=, code=, msg=, request_id=, status=, method=, url=}
--- printing as one line; the token is a gpurent.secret and appears in none of them.
+-- printing as one line; the token stays in C and appears in none of them.
 local http = require "gpurent.http"
 local json = require "gpurent.json"
-local secret = require "gpurent.secret"
 local fs = require "gpurent.fs"
 local core = require "gpurent.core"
 
@@ -82,82 +83,73 @@ function autodl.profile_api()
     end
     return require("gpurent.yaml").load_file(core.host.share_dir .. "/profiles/autodl.yaml")
   end)
+  -- a refusal (an untrusted profile, a provider key outside the config dir) is never
+  -- swallowed into the defaults: the person wrote something, so they hear why it is refused
+  if not ok and require("gpurent.errors").is_refusal(prof) then error(prof, 0) end
   if ok and type(prof) == "table" and type(prof.billing) == "table" then return prof.billing.api, prof.billing end
   return nil
 end
 
-local function config_token_file()
-  local dir = os.getenv("XDG_CONFIG_HOME") or ((os.getenv("HOME") or "") .. "/.config")
-  local p = os.getenv("GPURENT_CONFIG") or (dir .. "/gpurent/config.yaml")
-  if not fs.exists(p) then return nil end
-  local ok, cfg = pcall(require("gpurent.yaml").load_file, p)
-  if ok and type(cfg) == "table" and type(cfg.autodl) == "table" then return cfg.autodl.token_file end
-  return nil
-end
+local PROVIDER = "autodl"     -- the profile whose billing.api runtime/provider.c reads
 
--- The token as a secret: opts.token, $AUTODL_TOKEN, opts.token_file, $AUTODL_TOKEN_FILE,
--- or autodl.token_file in the user's config (~/.config/gpurent/config.yaml).
-function autodl.token(opts)
-  opts = opts or {}
-  if opts.token then return secret(opts.token) end
-  local env = os.getenv("AUTODL_TOKEN")
-  if env and env ~= "" then return secret(env) end
-  local file = opts.token_file or os.getenv("AUTODL_TOKEN_FILE") or config_token_file()
-  if file then
-    -- like ssh with a private key: the token can start, stop and release the
-    -- account's instances, so a file others can read is refused, not used
-    local perm = fs.attributes(file, "permissions")
-    if perm and perm:sub(4) ~= "------" then
-      error(string.format("AutoDL token file %s is readable or writable by others (%s): run chmod 600 %s",
-        file, perm, file), 0)
-    end
-    local f, err = io.open(file, "rb")
-    if not f then error("AutoDL token file: " .. tostring(err), 0) end
-    local text = f:read("a")
-    f:close()
-    text = text:match("^%s*(.-)%s*$")
-    if text == "" then error("AutoDL token file " .. file .. " is empty", 0) end
-    return secret(text)
-  end
-  return nil
-end
+-- Options that once steered the token or its destination; now C decides both.
+local MOVED = {
+  token = "the token is read by gpurent's C host from $AUTODL_TOKEN or a 0600 file ($AUTODL_TOKEN_FILE, "
+    .. "or autodl.token_file in ~/.config/gpurent/config.yaml)",
+  token_file = "set $AUTODL_TOKEN_FILE or autodl.token_file in ~/.config/gpurent/config.yaml",
+  base_url = "the API URL comes from the installed profile or ~/.config/gpurent/profiles/autodl.yaml; "
+    .. "for a test server set $GPURENT_AUTODL_BASE_URL (https, or a loopback address)",
+  api = "endpoints come from the installed profile or ~/.config/gpurent/profiles/autodl.yaml",
+}
 
 local Client = {}
 Client.__index = Client
 
 function autodl.client(opts)
   opts = opts or {}
-  local api = merge(autodl.DEFAULTS, opts.api or autodl.profile_api() or {})
-  local base = opts.base_url or os.getenv("GPURENT_AUTODL_BASE_URL")
-  local c = setmetatable({
-    api = api, base_url = base or api.base_url, override_all = base ~= nil,
-    token = autodl.token(opts), timeout = opts.timeout or 20, dry_run = opts.dry_run,
+  for k, why in pairs(MOVED) do
+    if opts[k] ~= nil then error("autodl.client: option " .. k .. "= is not accepted: " .. why, 2) end
+  end
+  local api = merge(autodl.DEFAULTS, autodl.profile_api() or {})
+  return setmetatable({
+    api = api, token = core.provider.token(PROVIDER), timeout = opts.timeout or 20, dry_run = opts.dry_run,
     out = opts.out or io.stdout, sleep = opts.sleep or require("gpurent.sched").sleep,
     now = opts.now or core.sys.now, per_yuan = api.per_yuan or 1000, state_dir = opts.state_dir,
   }, Client)
-  return c
 end
 
 function Client:has_token() return self.token ~= nil end
 
+-- The request as C will send it, for --dry-run and error messages (token: ***).
 function Client:request_for(name, params)
-  local ep = self.api.endpoints[name]
-  if not ep then error("AutoDL: no endpoint " .. name .. " in the profile", 2) end
-  local base = self.override_all and self.base_url or (ep.base_url or self.base_url)
-  local headers = {["Content-Type"] = self.api.content_type or "application/json"}
-  headers[self.api.auth_header or "Authorization"] = self.token
-  return {method = ep.method or "POST", url = base:gsub("/+$", "") .. ep.path, headers = headers,
-          body = json.encode(params or {}), timeout = self.timeout}, ep
+  local method, url, auth = core.provider.describe(PROVIDER, name)
+  return {method = method, url = url, body = json.encode(params or {}),
+          headers = {["Content-Type"] = self.api.content_type or "application/json", [auth] = self.token}}
 end
 
--- One call: the envelope's data, or an ApiError. opts.approval goes to C (release).
-function Client:call(name, params, opts)
+-- Send through C: stepped inside a gpurent.sched task, blocking outside one.
+local function send(name, body, timeout)
+  local sched = require "gpurent.sched"
+  if not sched.in_task() then return core.provider.request(PROVIDER, name, body, timeout) end
+  local h = core.provider.start(PROVIDER, name, body, timeout)
+  local pause = 0.002
+  while not h:step(0) do
+    sched.sleep(pause)
+    pause = math.min(pause * 2, 0.05)
+  end
+  local ok, res = pcall(h.result, h)
+  h:close()
+  if not ok then error(res, 0) end
+  return res
+end
+
+-- One call: the envelope's data, or an ApiError. A refusal from C passes through.
+function Client:call(name, params)
   if not self.token then
     error("AutoDL: no developer token (set AUTODL_TOKEN, or autodl.token_file in ~/.config/gpurent/config.yaml)", 0)
   end
   local req = self:request_for(name, params)
-  req.approval = opts and opts.approval
-  local ok, res = pcall(http.request, req)
+  local ok, res = pcall(send, name, req.body, self.timeout)
   if not ok then
     if type(res) == "table" and res.exit then error(res, 0) end     -- a refusal from C
     local kind = type(res) == "table" and res.kind or "transport"
@@ -191,13 +183,13 @@ function Client:call(name, params, opts)
 end
 
 -- A mutating call: printed instead of sent under --dry-run.
-function Client:act(name, params, opts)
+function Client:act(name, params)
   if self.dry_run then
     local req = self:request_for(name, params)
     self.out:write("dry run: would send ", http.describe(req), "\n")
     return nil, nil, true
   end
-  return self:call(name, params, opts)
+  return self:call(name, params)
 end
 
 local function yuan(self, v) return type(v) == "number" and v / self.per_yuan or nil end
@@ -293,9 +285,8 @@ function Client:power_off(uuid, o)
   return self:wait_status(uuid, "shutdown", o)
 end
 
-function Client:release(uuid, o)
-  o = o or {}
-  return self:act("release", {instance_uuid = uuid}, {approval = o.approval})
+function Client:release(uuid)
+  return self:act("release", {instance_uuid = uuid})
 end
 
 -- ---- WeChat ---------------------------------------------------------------------
