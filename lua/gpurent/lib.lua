@@ -20,6 +20,10 @@
 -- no Lua API that sets it. Note the limit of that promise: a library can spawn
 -- processes like any recipe (os.execute), so the host must not accept approval from a
 -- gpurent started by another gpurent; that check belongs with the gate.
+-- A project's gpurent.lock may have come with a clone, so the libraries it pins are
+-- loaded (require, gpurent run NAME/...) only once the person trusted the project
+-- (`gpurent trust`, lua/gpurent/trust.lua); the person's own lib add/update/remove
+-- re-records the lock it writes, unless the lock held entries nobody trusted.
 local fs = require "gpurent.fs"
 local json = require "gpurent.json"
 
@@ -75,10 +79,32 @@ function lib.read_lock(path)
   return t
 end
 
+-- A project's gpurent.lock names the code `require "NAME.mod"` and `gpurent run
+-- NAME/...` load, so a project lock is used only once the person trusted it (issue
+-- 14: a cloned project's lock could point at anyone's repository). The user lock lives
+-- in the person's config dir and needs no vouching.
+function lib.vouch_lock(path, scope)
+  if scope ~= "project" then return end
+  require("gpurent.trust").vouch(path, gpurent.project_dir(), "use the libraries pinned in")
+end
+
+-- Whether the project lock at path holds nothing a stranger could have put there:
+-- absent, blank, or unchanged since the person trusted it.
+local function lock_is_ours(path)
+  local text = fs.read_if_exists(path)
+  if text == nil or text:match("^%s*$") then return true end
+  return (require("gpurent.trust").project_file_trusted(path, gpurent.project_dir()))
+end
+
 function lib.write_lock(path, lock)
   local dir = path:match("^(.*)/[^/]*$")
   if dir and dir ~= "" then fs.mkdirs(dir) end
+  local project = path == gpurent.project_dir() .. "/gpurent.lock"
+  local ours = project and lock_is_ours(path)
   fs.atomic_write(path, json.encode_stable({gpurent_lock = 1, libraries = lock.libraries}))
+  -- the person's own lib add/update/remove keeps their lock trusted; it never
+  -- blesses entries a stranger wrote (then `gpurent trust` is still needed)
+  if ours then require("gpurent.trust").record_file(gpurent.project_dir(), "gpurent.lock") end
 end
 
 -- ---- git (a subprocess; libraries are fetched rarely) ------------------------------
@@ -211,8 +237,10 @@ function lib.resolve_recipe(file)
   if fs.exists(file) then return nil end
   local name, rest = file:match("^([%a_][%w_]*)/(.+)$")
   if not name then return nil end
-  local e = lib.installed()[name]
+  local lockpath, scope = lib.lock_path()
+  local e = lib.installed(lib.read_lock(lockpath))[name]
   if not e then return nil end
+  lib.vouch_lock(lockpath, scope)
   local path = e.dir .. "/" .. rest
   if not fs.exists(path) then
     if not fs.is_dir(e.dir) then error("library " .. name .. " is in the lock but not on this machine; run gpurent lib sync", 0) end
@@ -230,8 +258,10 @@ local searcher_installed = false
 function lib.search_module(modname)
   local name, rest = modname:match("^([^.]+)%.?(.*)$")
   if not lib.valid_name(name) then return nil end
-  local e = lib.installed()[name]
-  if not e then return "\n\tno gpurent library '" .. name .. "' in " .. (lib.lock_path()) end
+  local lockpath, scope = lib.lock_path()
+  local e = lib.installed(lib.read_lock(lockpath))[name]
+  if not e then return "\n\tno gpurent library '" .. name .. "' in " .. lockpath end
+  lib.vouch_lock(lockpath, scope)
   local path, err = package.searchpath(rest == "" and "init" or rest, e.dir .. "/?.lua;" .. e.dir .. "/?/init.lua")
   if not path then return "\n\tin gpurent library " .. name .. ":" .. err end
   local chunk, lerr = loadfile(path)

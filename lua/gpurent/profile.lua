@@ -4,7 +4,8 @@
 -- that name file:line:col and the key path, and small lookups over the result.
 --
 --   profile.load(name_or_path [, {overlays = {path, ...}, search = {dir, ...}}]) -> p
---   profile.find(name [, search]) -> path          profile.search_dirs() -> {dir, ...}
+--   profile.find(name [, search]) -> path, kind    profile.search_dirs() -> {dir, ...}
+--   profile.search_entries() -> {{dir=, kind=}, ...}
 --   profile.tier(p, name) -> tier (with .name)     profile.durable_tier(p) -> tier | nil
 --   profile.expand(template, vars) -> string       profile.source(p) -> {files = {...}}
 --
@@ -12,6 +13,11 @@
 -- means "this tier has a cap". An overlay is a YAML file with `extends: NAME` (or one
 -- passed in opts.overlays); maps merge key by key, lists and scalars replace, and
 -- `_delete: [key, ...]` inside any map removes those keys of the layer below.
+--
+-- Trust (issue 14): a profile found in the project dir's profiles/ is used only once
+-- the person trusted that dir (`gpurent trust`, lua/gpurent/trust.lua) and the file is
+-- unchanged; provider API keys (PROVIDER_KEYS_CONFIG_ONLY) are accepted only from the
+-- installed profiles and the person's config dir.
 local yaml = require "gpurent.yaml"
 local fs = require "gpurent.fs"
 
@@ -102,37 +108,112 @@ end
 -- ---------------------------------------------------------------------------
 -- Finding profiles.
 
-function profile.search_dirs()
-  local dirs = {}
-  local env = os.getenv("GPURENT_PROFILE_PATH")
-  if env and env ~= "" then
-    for d in env:gmatch("[^:]+") do dirs[#dirs + 1] = d end
-  end
-  local g = rawget(_G, "gpurent")
-  if g and g.project_dir and g.project_dir() then dirs[#dirs + 1] = g.project_dir() .. "/profiles" end
+-- Where profiles come from, and how far each source is trusted (issue 14):
+--   env        GPURENT_PROFILE_PATH, set by the person
+--   project    the project dir's profiles/ (nearest gpurent.lock, else the cwd): a
+--              directory the person may merely have cloned, so a file there is used
+--              only once `gpurent trust` recorded it unchanged (gpurent.trust)
+--   config     the person's config dir ($XDG_CONFIG_HOME/gpurent/profiles)
+--   installed  gpurent's own profiles (share dir)
+--   explicit   a path the person named, or a search dir a caller passed
+local function config_profiles()
   local xdg = os.getenv("XDG_CONFIG_HOME")
   if (not xdg or xdg == "") and os.getenv("HOME") then xdg = os.getenv("HOME") .. "/.config" end
-  if xdg then dirs[#dirs + 1] = xdg .. "/gpurent/profiles" end
-  if g and g.share_dir and g.share_dir() then dirs[#dirs + 1] = g.share_dir() .. "/profiles" end
+  return xdg and (xdg .. "/gpurent/profiles") or nil
+end
+
+local function installed_profiles()
+  local g = rawget(_G, "gpurent")
+  return g and g.share_dir and g.share_dir() and (g.share_dir() .. "/profiles") or nil
+end
+
+local function project_profiles()
+  local g = rawget(_G, "gpurent")
+  local dir = g and g.project_dir and g.project_dir()
+  if not dir or not fs.is_dir(dir .. "/profiles") then return nil end
+  -- run from gpurent's own source tree, the project's profiles/ are the installed ones
+  local trust = require "gpurent.trust"
+  local inst = installed_profiles()
+  if inst and trust.realdir(inst) == trust.realdir(dir .. "/profiles") then return nil end
+  return dir .. "/profiles", dir
+end
+
+-- profile.search_entries() -> {{dir =, kind =, project = dir?}, ...} in search order.
+function profile.search_entries()
+  local entries = {}
+  local env = os.getenv("GPURENT_PROFILE_PATH")
+  if env and env ~= "" then
+    for d in env:gmatch("[^:]+") do entries[#entries + 1] = {dir = d, kind = "env"} end
+  end
+  local pdir, project = project_profiles()
+  if pdir then entries[#entries + 1] = {dir = pdir, kind = "project", project = project} end
+  local cdir = config_profiles()
+  if cdir then entries[#entries + 1] = {dir = cdir, kind = "config"} end
+  local idir = installed_profiles()
+  if idir then entries[#entries + 1] = {dir = idir, kind = "installed"} end
+  return entries
+end
+
+function profile.search_dirs()
+  local dirs = {}
+  for i, e in ipairs(profile.search_entries()) do dirs[i] = e.dir end
   return dirs
 end
 
--- profile.find(name [, search]) -> path. A name with a '/' or '.yaml' is a path.
+-- The kind of a directory a caller named (opts.search, an explicit path): gpurent's
+-- own and the person's config dir keep their standing; anything else is "explicit".
+local function kind_of_dir(dir)
+  local trust = require "gpurent.trust"
+  local real = trust.realdir(dir)
+  for _, k in ipairs({{installed_profiles(), "installed"}, {config_profiles(), "config"}}) do
+    if k[1] and (k[1] == dir or (real and trust.realdir(k[1]) == real)) then return k[2] end
+  end
+  return "explicit"
+end
+
+local function entries_for(search)
+  if not search then return profile.search_entries() end
+  local entries = {}
+  for i, d in ipairs(search) do entries[i] = {dir = d, kind = kind_of_dir(d)} end
+  return entries
+end
+
+-- profile.find(name [, search]) -> path, kind. A name with a '/' or '.yaml' is a path.
+-- A profile found in an untrusted (or changed) project dir is refused, never skipped:
+-- falling through to another file of the same name would hide the attack.
 function profile.find(name, search, skip)
   if type(name) ~= "string" or name == "" then error("profile.find: name must be a non-empty string", 2) end
   if name:find("/", 1, true) or name:match("%.ya?ml$") then
     if not fs.exists(name) then error("profile " .. name .. ": no such file", 0) end
-    return name
+    return name, kind_of_dir(name:match("^(.*)/[^/]*$") or ".")
   end
   if not name:match("^[%w_.%-]+$") then error("profile name " .. string.format("%q", name) .. ": use letters, digits, '.', '_', '-'", 0) end
   local tried = {}
-  for _, d in ipairs(search or profile.search_dirs()) do
-    local p = d .. "/" .. name .. ".yaml"
-    if p ~= skip and fs.exists(p) then return p end
+  for _, e in ipairs(entries_for(search)) do
+    local p = e.dir .. "/" .. name .. ".yaml"
+    if p ~= skip and fs.exists(p) then
+      if e.kind == "project" then require("gpurent.trust").vouch(p, e.project, "use profile") end
+      return p, e.kind
+    end
     tried[#tried + 1] = p
   end
   error("profile " .. name .. " not found (looked in " .. table.concat(tried, ", ") .. ")", 0)
 end
+
+-- Keys that decide where the provider token goes and how it is read. runtime/
+-- provider.c reads them ONLY from the installed profiles and the person's config dir,
+-- so a layer from anywhere else (a trusted project dir, a library, GPURENT_PROFILE_PATH,
+-- an explicit path) that sets one is refused rather than silently not honoured.
+-- "*" matches any key (every endpoint).
+local PROVIDER_KEYS_CONFIG_ONLY = {
+  {"billing", "api", "base_url"},
+  {"billing", "api", "base_url_env"},
+  {"billing", "api", "auth_header"},
+  {"billing", "api", "token"},
+  {"billing", "api", "approval"},
+  {"billing", "api", "endpoints", "*", "base_url"},
+}
+local KEY_SOURCES_OK = {installed = true, config = true}
 
 -- ---------------------------------------------------------------------------
 -- The schema.
@@ -170,7 +251,9 @@ end
 
 -- profile.schema([path]) -> schema table {defs=, root=}, checked and cached.
 function profile.schema(path)
-  path = path or profile.find("schema")
+  -- the schema is gpurent's own contract: never one from a search dir
+  path = path or (installed_profiles() and fs.exists(installed_profiles() .. "/schema.yaml")
+                  and installed_profiles() .. "/schema.yaml") or profile.find("schema")
   if schema_cache[path] then return schema_cache[path] end
   local loc = make_locs()
   local doc = read_doc(path, loc)
@@ -351,25 +434,76 @@ end
 -- Loading.
 
 -- Load a file and whatever it extends, bottom layer first; returns merged doc, files.
-local function load_layers(path, loc, search, depth, chain)
+-- Where a layer sets a key of PROVIDER_KEYS_CONFIG_ONLY: {{key = "a.b.c", at = {file, line, col}}, ...}.
+local function provider_keys_set(doc, loc)
+  local found = {}
+  local function walk(t, pat, i, path)
+    if type(t) ~= "table" then return end
+    local keys = (loc[t] or {}).keys or {}
+    for k, v in pairs(t) do
+      if k ~= "_delete" and (pat[i] == "*" or k == pat[i]) then
+        local kp = path == "" and tostring(k) or (path .. "." .. tostring(k))
+        if i == #pat then found[#found + 1] = {key = kp, at = keys[k] or (loc[t] or {}).at or {"?", 0, 0}}
+        else walk(v, pat, i + 1, kp) end
+      end
+    end
+  end
+  for _, pat in ipairs(PROVIDER_KEYS_CONFIG_ONLY) do walk(doc, pat, 1, "") end
+  table.sort(found, function(a, b) return a.at[2] < b.at[2] end)
+  return found
+end
+
+local KIND_WORDS = {project = "a trusted project dir", env = "GPURENT_PROFILE_PATH",
+                    explicit = "a path named explicitly", library = "a library"}
+
+-- Refuse a layer from outside the installed profiles and the config dir that sets a
+-- provider key: the token would not follow it, and the person must know that.
+local function check_provider_keys(doc, loc, path, kind)
+  if KEY_SOURCES_OK[kind] then return end
+  local hit = provider_keys_set(doc, loc)[1]
+  if not hit then return end
+  local name = path:match("([^/]+)%.ya?ml$") or "NAME"
+  require("gpurent.errors").refuse(string.format(
+    "%s:%d:%d: %s decides where the provider token goes, and gpurent takes it only from its " ..
+    "installed profiles and your config dir, not from %s (%s). Put it in %s/%s.yaml instead",
+    hit.at[1], hit.at[2], hit.at[3], hit.key, KIND_WORDS[kind] or kind, path,
+    config_profiles() or "~/.config/gpurent/profiles", name), 0)
+end
+
+-- Load a file and whatever it extends, bottom layer first; returns merged doc, files.
+local function load_layers(path, kind, loc, search, depth, chain)
   if depth > 8 then error(path .. ": overlays nest deeper than 8 (a cycle?)", 0) end
   for _, seen in ipairs(chain) do
     if seen == path then error(path .. ": overlay cycle: " .. table.concat(chain, " -> ") .. " -> " .. path, 0) end
   end
   chain[#chain + 1] = path
   local doc = read_doc(path, loc)
+  check_provider_keys(doc, loc, path, kind)
   local ext = doc.extends
   if ext == nil or ext == NULL then return doc, {path} end
   if type(ext) ~= "string" then
     local at = loc[doc].keys.extends
     error(string.format("%s:%d:%d: extends: expected a profile name", at[1], at[2], at[3]), 0)
   end
-  local base_path = profile.find(ext, search, path)
-  local base, files = load_layers(base_path, loc, search, depth + 1, chain)
+  local base_path, base_kind = profile.find(ext, search, path)
+  local base, files = load_layers(base_path, base_kind, loc, search, depth + 1, chain)
   local merged = merge(base, doc, loc)
   merged.extends = nil
   files[#files + 1] = path
   return merged, files
+end
+
+-- A layer may gate one more provider verb (`gated: true`); runtime/provider.c keeps it
+-- gated for the rest of the process and has no way to lift a gate. An endpoint C does
+-- not know cannot be sent at all, so there is nothing to gate.
+local function gate_in_c(doc)
+  local api = doc.billing and doc.billing.api
+  if type(api) ~= "table" or type(api.endpoints) ~= "table" or type(doc.platform) ~= "string" then return end
+  local provider = require("gpurent.core").provider
+  if not provider.exists(doc.platform) then return end
+  for name, ep in pairs(api.endpoints) do
+    if type(ep) == "table" and ep.gated == true then pcall(provider.gate, doc.platform, name) end
+  end
 end
 
 -- profile.load(name_or_path [, opts]) -> profile (plain tables, nulls as nil).
@@ -379,10 +513,11 @@ end
 function profile.load(name, opts)
   opts = opts or {}
   local loc = make_locs()
-  local path = profile.find(name, opts.search)
-  local doc, files = load_layers(path, loc, opts.search, 0, {})
+  local path, kind = profile.find(name, opts.search)
+  local doc, files = load_layers(path, kind, loc, opts.search, 0, {})
   for _, ov in ipairs(opts.overlays or {}) do
     local top = read_doc(ov, loc)
+    check_provider_keys(top, loc, ov, kind_of_dir(ov:match("^(.*)/[^/]*$") or "."))
     if top.extends ~= nil then top.extends = nil end
     doc = merge(doc, top, loc)
     files[#files + 1] = ov
@@ -395,6 +530,7 @@ function profile.load(name, opts)
   end
   strip_nulls(doc, {})
   sources[doc] = {files = files, name = doc.platform}
+  gate_in_c(doc)
   return doc
 end
 

@@ -144,8 +144,11 @@ describe("gpurent CLI", function()
     T.write(dir .. "/rdir/helper.lua", 'return "from recipe dir"')
     T.write(dir .. "/proj/lua/projmod.lua", 'return "from project"')
     local r = T.write(dir .. "/rdir/r.lua", 'print((require "helper")); print((require "projmod")); print((require "teamlib")); print(gpurent.path())')
-    local code, out = T.run("run " .. T.q(r), {env = "GPURENT_PATH=" .. T.q(extra), cwd = dir .. "/proj"})
-    assert.are.equal(0, code)
+    local env = "GPURENT_PATH=" .. T.q(extra) .. " XDG_CONFIG_HOME=" .. T.q(dir .. "/config")
+    -- the project's lua/ is searched once the person trusts the project (issue 14)
+    assert.are.equal(0, (T.run("trust", {env = env, cwd = dir .. "/proj"})))
+    local code, out, err = T.run("run " .. T.q(r), {env = env, cwd = dir .. "/proj"})
+    assert.are.equal(0, code, err)
     local lines = {}
     for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
     assert.are.same({"from recipe dir", "from project", "from GPURENT_PATH"}, {lines[1], lines[2], lines[3]})

@@ -102,6 +102,8 @@ print("train for " .. p.who .. " with util " .. require("teamlib.util").version)
     os.execute("mkdir -p " .. T.q(mate .. "/project"))
     T.write(mate .. "/project/gpurent.lock", T.read(proj .. "/gpurent.lock"))
     local menv = "HOME=" .. T.q(dir .. "/home") .. " GPURENT_DATA_DIR=" .. T.q(mate .. "/data")
+    -- the lock came with a clone: the teammate reads it and trusts the project (issue 14)
+    assert.are.equal(0, (gp("trust", {env = menv, cwd = mate .. "/project"})))
     local code, out = gp("run teamlib/train.lua who=bo", {env = menv, cwd = mate .. "/project"})
     assert.are_not.equal(0, code) -- not on this machine yet
     code, out = gp("lib sync", {env = menv, cwd = mate .. "/project"})
