@@ -1,21 +1,29 @@
 -- gpurent.gate: the teardown gate (the Iron Law of ../shared/design/LIFECYCLE.md).
 -- Every destructive verb asks it first; it refuses (exit code 3, nothing sent)
 -- unless BOTH hold, where the verb needs them:
---   1. evidence: a local PULL_VERIFIED.json for the run, whose PULL_MANIFEST.json copy
---      still matches the remote PULL_MANIFEST.json re-read now, path for path, byte
---      for byte, hash for hash (and the local files are still there, size for size);
+--   1. evidence, of one of two kinds:
+--      run:  a local PULL_VERIFIED.json for the run, whose PULL_MANIFEST.json copy
+--            still matches the remote PULL_MANIFEST.json re-read now, path for path, byte
+--            for byte, hash for hash (and the local files are still there, size for size);
+--      disk: every file that dies with the instance is covered by a verified pull, is
+--            reproducible or was discarded by the person (gpurent.coverage over the
+--            inventory taken on the box: gpurent.inventory), passed in as o.disk;
 --   2. approval from the person: `--approve INSTANCE` on the gpurent command line or
 --      the instance name typed on the terminal. Both live in C (runtime/approval.c);
 --      nothing in Lua can grant it, so a recipe, a library or the REPL cannot.
 -- Which verb needs what:
---   release, delete_durable: evidence + approval, always; no option or profile waives it.
---   power_off: approval (it interrupts running tasks); evidence too when the profile
+--   release: disk evidence + approval, always (plus the run evidence when a pulled dir and
+--            a manifest reader are given); no option or profile waives it.
+--   delete_durable: run evidence + approval, always.
+--   power_off: approval (it interrupts running tasks); disk evidence too when the profile
 --              says the platform's power-off is irreversible (not AutoDL's 关机).
 -- Every decision, allowed or refused and why, is printed and recorded in the ledger.
 --
 --   gate.check{action=, instance=, names={uuid...}, pulled_dir=, read_remote_manifest=fn,
---              remote_label=, irreversible=bool, job_running=bool, interactive=true,
---              dry_run=false, run_id=, record=fn, out=file} -> decision
+--              remote_label=, disk={problems=, details=, ok_text=}, irreversible=bool,
+--              job_running=bool, interactive=true, dry_run=false, run_id=, record=fn,
+--              out=file} -> decision
+--   gate.approved_name(names) -> the first name the person approved, or nil
 --   decision = {allowed=true, action=, instance=, approved_by="flag"|"tty", reasons={}}
 --   (a refusal raises gpurent.refuse, whose .decision holds the same record)
 --
@@ -44,10 +52,19 @@ local manifest = require "gpurent.manifest"
 local gate = {}
 
 gate.NEEDS = {
-  release = {evidence = true, approval = true},
-  delete_durable = {evidence = true, approval = true},
+  release = {evidence = "disk", approval = true},
+  delete_durable = {evidence = "run", approval = true},
   power_off = {evidence = false, approval = true},
 }
+
+-- The name to hand to the transport (C checks it again): one the person approved.
+function gate.approved_name(names)
+  if not approval then return nil end
+  for _, n in ipairs(names) do
+    if approval.granted(n) == true then return n end
+  end
+  return nil
+end
 
 -- A reader over a local directory holding the result root's PULL_MANIFEST.json.
 function gate.local_reader(dir)
@@ -125,14 +142,30 @@ local function approved(o, names)
   return nil, "no approval: no --approve " .. o.instance .. " on the command line, and " .. tostring(why)
 end
 
+-- The whole-disk evidence: the coverage verdict the caller computed from an inventory.
+local function disk_evidence(o, reasons)
+  if type(o.disk) ~= "table" or type(o.disk.problems) ~= "table" then
+    reasons[#reasons + 1] = "no inventory of what dies with the instance was checked (gpurent.coverage)"
+    return
+  end
+  for _, p in ipairs(o.disk.problems) do reasons[#reasons + 1] = p end
+end
+
+local function evidence_kind(o, needs)
+  if o.action == "power_off" and o.irreversible == true then return "disk" end
+  return needs.evidence
+end
+
 function gate.check(o)
   assert(type(o) == "table", "gate.check: options table required")
   local needs = gate.NEEDS[o.action]
   if not needs then error("gate.check: unknown action " .. tostring(o.action), 2) end
   if type(o.instance) ~= "string" or o.instance == "" then error("gate.check: instance name required", 2) end
-  local need_evidence = needs.evidence or (o.action == "power_off" and o.irreversible == true)
+  local need_evidence = evidence_kind(o, needs)
   local reasons = {}
-  if need_evidence then evidence(o, reasons) end
+  local run_check = need_evidence == "run" or (need_evidence == "disk" and o.pulled_dir ~= nil and o.read_remote_manifest ~= nil)
+  if run_check then evidence(o, reasons) end
+  if need_evidence == "disk" then disk_evidence(o, reasons) end
   local names = {o.instance}
   for _, n in ipairs(o.names or {}) do names[#names + 1] = n end
   local by, why
@@ -145,12 +178,14 @@ function gate.check(o)
   local d = {allowed = #reasons == 0, action = o.action, instance = o.instance, approved_by = by,
              reasons = reasons, run_id = o.run_id, dry_run = o.dry_run, profile = o.profile_name}
   local out = o.out or io.stderr
+  local proof = (run_check and "; verified pull matches the remote manifest" or "")
+    .. (need_evidence == "disk" and ("; " .. tostring(o.disk and o.disk.ok_text)) or "")
   local head = string.format("gate: %s %s: %s", o.action, o.instance,
-    d.allowed and ("allowed (approval: " .. by .. (need_evidence and "; verified pull matches the remote manifest" or "") .. ")")
-    or "refused")
+    d.allowed and ("allowed (approval: " .. by .. proof .. ")") or "refused")
   if o.dry_run then head = head .. " [dry run]" end
   out:write(head, "\n")
   for _, r in ipairs(reasons) do out:write("  - ", r, "\n") end
+  for _, line in ipairs(need_evidence == "disk" and o.disk and o.disk.details or {}) do out:write("  ", line, "\n") end
   if not o.dry_run then
     local rok, rerr = pcall(o.record or gate.ledger_record, d)
     if not rok then

@@ -1,21 +1,24 @@
 -- gpurent billing: the meter and the power verbs on AutoDL's developer API.
--- status reads; power-on checks the budget; power-off and release go through the
--- teardown gate (gpurent.gate), whose approval only the person gives (`--approve`,
--- parsed by the C host, or the instance name typed on the terminal).
+-- status reads; power-on checks the budget; inventory records what dies with the
+-- instance (gpurent.inventory); power-off and release go through the one guarded
+-- function (gpurent.billing.stop: the teardown gate, whose approval only the person
+-- gives: `--approve`, parsed by the C host, or the instance name typed on the terminal).
 local autodl = require "gpurent.billing.autodl"
 local billing = require "gpurent.billing"
 local cli = require "gpurent.cli"
 local errors = require "gpurent.errors"
 local gate = require "gpurent.gate"
 local json = require "gpurent.json"
+local stop = require "gpurent.billing.stop"
 
 local M = {summary = "AutoDL meter, balance, danger clocks; power-on/off and release (gated)"}
 M.usage = [[usage:
   gpurent billing status [INSTANCE] [--json]
   gpurent billing power-on INSTANCE [--dry-run] [--no-wait] [--retries N] [--backoff S]
-  gpurent billing power-off INSTANCE [--approve INSTANCE] [--dry-run] [--no-wait]
-  gpurent billing release INSTANCE --pulled DIR (--remote-manifest TARGET:PATH | --durable-dir DIR)
-                          [--approve INSTANCE] [--dry-run]
+  gpurent billing inventory TARGET INSTANCE
+  gpurent billing power-off INSTANCE [--ssh TARGET] [--approve INSTANCE] [--dry-run] [--no-wait]
+  gpurent billing release INSTANCE [--pulled DIR]... [--discard GLOB]...
+                          [--remote-manifest TARGET:PATH | --durable-dir DIR] [--approve INSTANCE] [--dry-run]
   gpurent billing budget INSTANCE YUAN [--warn FRACTION]
   gpurent billing autostop TARGET (--idle 30m | --ttl 6h) [--interval 60s] [--stop-stalled]
                           [--threshold PCT] [--mode tmux|nohup] [--profile NAME]
@@ -25,13 +28,22 @@ INSTANCE is the AutoDL instance uuid or name. The token comes from $AUTODL_TOKEN
 file (mode 600; a file others can read is refused): $AUTODL_TOKEN_FILE, or autodl.token_file in
 ~/.config/gpurent/config.yaml.
 
-release (and power-off where the profile calls it irreversible) needs BOTH a verified
-pull and your approval: DIR holds PULL_VERIFIED.json and the PULL_MANIFEST.json it
-verified (gpurent verify DIR); the remote PULL_MANIFEST.json is re-read now, over SSH
-from TARGET:PATH (TARGET an ssh_config alias or user@host:port, PATH the result root),
-or --durable-dir reads a local directory instead (a mounted durable tier; said so in
-the output). Approval: --approve INSTANCE on this command line, or type the name when
-asked on the terminal. power-off (AutoDL's reversible 关机) needs only approval.
+release deletes the data disk and the system disk (释放), and AutoDL releases only a
+powered-off box, which SSH cannot reach: so `inventory` (TARGET: the box's ssh_config
+alias or user@host:port) lists, while it runs, every file that dies with it (the profile's
+release section) and hashes those whose size some PULL_MANIFEST.json on the box names;
+power-off takes one too when it has SSH access (--ssh TARGET, or from the teardown phase).
+release then needs BOTH your approval and, from the inventory of the powered-on stretch
+that ended in this power-off, every file covered: by a verified pull (same size and
+SHA-256 as a file of any run's PULL_VERIFIED.json whose manifest equals one re-read on
+the box; runs from the ledger and each --pulled DIR), by the profile's reproducible globs
+(caches), or by --discard GLOB (relative to the tier's mount point, e.g. 'otherproj/**',
+or absolute; echoed with sizes before anything is sent; a glob matching nothing is an
+error). A refusal lists what is not pulled, largest first, and the command that pulls it.
+--remote-manifest TARGET:PATH / --durable-dir DIR also re-check the first --pulled DIR
+against the result root's PULL_MANIFEST.json now (over SSH / a local directory).
+Approval: --approve INSTANCE on this command line, or type the name when asked on the
+terminal. power-off (AutoDL's reversible 关机) needs only approval.
 --dry-run prints the exact API call (token shown as ***) instead of sending it.
 autostop installs a watchdog ON the box (TARGET: ssh_config alias or user@host:port) that
 runs the profile's in-instance power-off (AutoDL `shutdown`: reversible, disks kept) once
@@ -40,7 +52,7 @@ nobody logged in) or the TTL has passed; arming it is your approval of that powe
 Exit codes: 0 ok, 1 error, 2 usage, 3 refused by the gate or the budget.]]
 
 local SPEC = {json = "flag", dry_run = "flag", no_wait = "flag", retries = "value", backoff = "value",
-              pulled = "value", remote_manifest = "value", durable_dir = "value", warn = "value",
+              remote_manifest = "value", durable_dir = "value", warn = "value", ssh = "value",
               deadline = "value",
               -- autostop (lua/gpurent/billing/autostop.lua)
               idle = "value", ttl = "value", interval = "value", stop_stalled = "flag", threshold = "value",
@@ -137,50 +149,50 @@ local function power_on(c, ref, opts)
 end
 
 local function power_off(c, ref, opts)
-  local it = c:find(ref)
-  local facts = profile_facts()
-  local reader, label = manifest_reader(opts)
-  local ok, err = pcall(gate.check, {action = "power_off", instance = it.name, names = {it.uuid, ref},
-    irreversible = facts.irreversible_power_off, pulled_dir = opts.pulled, read_remote_manifest = reader,
-    remote_label = label, dry_run = opts.dry_run})
-  if not ok then
-    if opts.dry_run and errors.is_refusal(err) then io.write("dry run: the gate would refuse now (see above)\n")
-    else error(err, 0) end
-  end
-  local st = c:power_off(it.uuid, {wait = not opts.no_wait, deadline = tonumber(opts.deadline)})
-  if c.dry_run then return 0 end
-  ledger_billing{instance = it.name, uuid = it.uuid, action = "power_off", outcome = st and "ok" or "accepted",
-                 meter = st == "shutdown" and "off" or nil, power_state = st}
-  io.write(string.format("%s: %s\n", it.name, st or "power-off accepted"))
+  -- --pulled / --discard count where the profile calls power-off irreversible (it judges the disk)
+  stop.run{verb = "power_off", client = c, ref = ref, target = opts.ssh, dry_run = opts.dry_run, profile_name = opts.profile,
+    pulled = opts.pulled, discard = opts.discard, wait = not opts.no_wait, deadline = tonumber(opts.deadline)}
   return 0
 end
 
 local function release(c, ref, opts)
-  local it = c:find(ref)
   local reader, label = manifest_reader(opts)
-  local ok, err = pcall(gate.check, {action = "release", instance = it.name, names = {it.uuid, ref},
-    pulled_dir = opts.pulled, read_remote_manifest = reader, remote_label = label, dry_run = opts.dry_run})
-  if not ok then
-    if opts.dry_run and errors.is_refusal(err) then io.write("dry run: the gate would refuse now (see above)\n")
-    else error(err, 0) end
+  if reader and #opts.pulled == 0 then
+    errors.usage("--remote-manifest / --durable-dir re-check a verified pull: give its --pulled DIR too", 0)
   end
-  -- The approval name handed to C is one the person approved; C checks it again.
-  local approved = nil
-  for _, n in ipairs({it.name, it.uuid, ref}) do
-    if require("gpurent.core").approval.granted(n) then approved = n; break end
-  end
-  local _, rid, dry = c:release(it.uuid, {approval = approved or it.name})
-  if dry then return 0 end
-  ledger_billing{instance = it.name, uuid = it.uuid, action = "release", outcome = "accepted", meter = "off",
-                 power_state = "released", request_id = rid}
-  io.write(string.format("%s: release accepted (request_id %s)\n", it.name, tostring(rid)))
+  stop.run{verb = "release", client = c, ref = ref, pulled = opts.pulled, discard = opts.discard,
+    pulled_dir = reader and opts.pulled[1] or nil, read_remote_manifest = reader, remote_label = label,
+    dry_run = opts.dry_run, profile_name = opts.profile}
   return 0
 end
 
+-- --pulled and --discard may be given many times: taken out before cli.options.
+local REPEATED = {pulled = true, discard = true}
+local function repeated_options(args)
+  local rest, lists, i = {}, {pulled = {}, discard = {}}, 1
+  while i <= #args do
+    local a = args[i]
+    if a == "--" then table.move(args, i, #args, #rest + 1, rest); break end
+    local name, value = a:match("^%-%-(%w+)=(.*)$")
+    if not name and REPEATED[a:sub(3)] and a:sub(1, 2) == "--" then
+      name, value, i = a:sub(3), args[i + 1], i + 1
+      if value == nil then errors.usage("option " .. a .. " needs a value", 0) end
+    end
+    if name and REPEATED[name] then lists[name][#lists[name] + 1] = value else rest[#rest + 1] = a end
+    i = i + 1
+  end
+  return rest, lists
+end
+
 function M.main(args)
-  local opts, pos = cli.options(args, SPEC, M.usage)
+  local rest, lists = repeated_options(args)
+  local opts, pos = cli.options(rest, SPEC, M.usage)
+  opts.pulled, opts.discard = lists.pulled, lists.discard
   if opts.help or #pos == 0 then io.write(M.usage, "\n"); return opts.help and 0 or 2 end
   local verb, ref = pos[1], pos[2]
+  if (#opts.pulled > 0 or #opts.discard > 0) and verb ~= "release" and verb ~= "power-off" then
+    errors.usage("--pulled and --discard belong to release (and power-off), not to " .. tostring(verb), 0)
+  end
   if verb == "budget" then
     if not ref or not tonumber(pos[3]) then errors.usage("usage: gpurent billing budget INSTANCE YUAN [--warn F]", 0) end
     billing.set_budget(ref, tonumber(pos[3]), tonumber(opts.warn))
@@ -189,7 +201,7 @@ function M.main(args)
     return 0
   end
   if verb == "autostop" then return require("gpurent.billing.autostop").command(ref, opts) end
-  local verbs = {status = true, ["power-on"] = true, ["power-off"] = true, release = true}
+  local verbs = {status = true, ["power-on"] = true, ["power-off"] = true, release = true, inventory = true}
   if not verbs[verb] then errors.usage("unknown billing verb " .. verb .. "\n" .. M.usage, 0) end
   if verb ~= "status" and not ref then errors.usage("gpurent billing " .. verb .. " needs INSTANCE", 0) end
   local c = autodl.client{dry_run = opts.dry_run}
@@ -199,6 +211,11 @@ function M.main(args)
   if verb == "status" then return status(c, ref, opts) end
   if verb == "power-on" then return power_on(c, ref, opts) end
   if verb == "power-off" then return power_off(c, ref, opts) end
+  if verb == "inventory" then
+    if not pos[3] then errors.usage("usage: gpurent billing inventory TARGET INSTANCE (TARGET: the box's ssh alias)", 0) end
+    stop.take_inventory(c, ref, pos[3], {profile_name = opts.profile})
+    return 0
+  end
   return release(c, ref, opts)
 end
 
