@@ -1,14 +1,18 @@
 /* term.c: the interactive terminal: line editing and history on libedit's readline
- * interface, tab completion answered by a Lua function, and Ctrl-C at the prompt
- * (which discards the line instead of ending the program). */
+ * interface, tab completion answered by a Lua function, Ctrl-C at the prompt
+ * (which discards the line instead of ending the program), and secret entry
+ * (a line read from /dev/tty with echo off, never through readline's history). */
 #include "host.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <unistd.h>
 #include <editline/readline.h>
 
@@ -105,6 +109,102 @@ static int term_readline(lua_State *L) {
     return 1;
 }
 
+/* ---- secret entry: core.term.read_secret(label) -> string ---- */
+
+#define SECRET_MAX 4096  /* the tty's canonical line buffer holds no more anyway */
+
+static int write_tty(int fd, const char *s) {
+    size_t n = strlen(s);
+    while (n > 0) {
+        ssize_t w = write(fd, s, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return -1;
+        s += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* One line from fd into out (NUL-terminated, no newline). Returns its length,
+ * -1 on end of input, interrupt (gr_interrupted) or error, -2 when too long.
+ * poll() first: it returns EINTR on SIGINT whatever SA_RESTART says. */
+static ssize_t read_secret_line(int fd, char *out, size_t cap) {
+    size_t len = 0;
+    int too_long = 0;
+    char c = 0;
+    ssize_t rc = -1;
+    for (;;) {
+        struct pollfd p = {fd, POLLIN, 0};
+        int r = poll(&p, 1, -1);
+        if (r < 0 && errno == EINTR) { if (gr_interrupted) break; continue; }
+        if (r < 0) break;
+        ssize_t got = read(fd, &c, 1);
+        if (got < 0 && errno == EINTR) { if (gr_interrupted) break; continue; }
+        if (got <= 0) break;
+        if (c == '\n') { rc = 0; break; }
+        if (len + 1 < cap) out[len++] = c;
+        else too_long = 1;  /* keep reading to the newline, so the rest is not run as a command */
+    }
+    explicit_bzero(&c, sizeof c);
+    if (rc < 0) return -1;
+    if (len > 0 && out[len - 1] == '\r') len--;
+    out[len] = '\0';
+    return too_long ? -2 : (ssize_t)len;
+}
+
+/* The secret is about to live in this process: no core file may carry it. */
+/* Prompt, read with echo off, restore the mode whatever happened (a SIGINT only
+ * sets gr_interrupted, so this returns before any Lua error is raised). */
+static ssize_t ask_tty(int fd, const char *label, char *buf, size_t cap) {
+    struct termios saved, quiet;
+    if (tcgetattr(fd, &saved) != 0) return -3;
+    quiet = saved;
+    quiet.c_lflag &= ~(tcflag_t)(ECHO | ECHOE | ECHOK | ECHONL);
+    quiet.c_lflag |= ICANON | ISIG;  /* a line, and Ctrl-C still interrupts */
+    if (write_tty(fd, label) < 0 || write_tty(fd, ": ") < 0) return -3;
+    if (tcsetattr(fd, TCSANOW, &quiet) != 0) return -3;
+    ssize_t n = read_secret_line(fd, buf, cap);
+    tcsetattr(fd, TCSANOW, &saved);
+    write_tty(fd, "\n");  /* the Enter that echo did not show */
+    return n;
+}
+
+static int secret_error(lua_State *L, ssize_t rc) {
+    gr_raise_if_interrupted(L);
+    if (rc == -2)
+        return luaL_error(L, "secret.ask: the value is longer than %d bytes; pass it from the "
+                             "environment instead: gpurent.secret(os.getenv(\"VAR\"))", SECRET_MAX - 1);
+    if (rc == -3)
+        return luaL_error(L, "secret.ask: cannot turn off echo on /dev/tty (%s); nothing was read",
+                          strerror(errno));
+    return luaL_error(L, "secret.ask: no value was typed (end of input on /dev/tty)");
+}
+
+/* read_secret(label) -> the line typed on the controlling terminal, not echoed.
+ * /dev/tty, never stdin: a pipe or a redirected file cannot answer for the person. */
+static int term_read_secret(lua_State *L) {
+    const char *label = luaL_checkstring(L, 1);
+    gr_raise_if_interrupted(L);  /* a Ctrl-C before the prompt still counts */
+    int fd = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0)
+        return luaL_error(L, "secret.ask: cannot open /dev/tty (%s): secret.ask needs a terminal to "
+                             "type the value on; without one, pass it from the environment: "
+                             "gpurent.secret(os.getenv(\"VAR\"))", strerror(errno));
+    gr_protect_secrets();
+    char buf[SECRET_MAX];
+    ssize_t n = ask_tty(fd, label, buf, sizeof buf);
+    int saved_errno = errno;
+    close(fd);
+    if (n < 0) {
+        explicit_bzero(buf, sizeof buf);
+        errno = saved_errno;
+        return secret_error(L, n);
+    }
+    lua_pushlstring(L, buf, (size_t)n);
+    explicit_bzero(buf, sizeof buf);
+    return 1;
+}
+
 static int term_add_history(lua_State *L) {
     add_history(luaL_checkstring(L, 1));
     return 0;
@@ -147,6 +247,7 @@ int gr_open_term(lua_State *L) {
         {"readline", term_readline}, {"add_history", term_add_history},
         {"load_history", term_load_history}, {"save_history", term_save_history},
         {"set_completer", term_set_completer}, {"clear_interrupt", term_clear_interrupt},
+        {"read_secret", term_read_secret},
         {NULL, NULL}
     };
     rl_getc_function = term_getc;

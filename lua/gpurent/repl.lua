@@ -15,7 +15,10 @@ local HELP = [[
   statements         run Lua; an incomplete statement continues on the next line
   !cmd               run cmd on the instance, streaming; Ctrl-C interrupts it
   sh "cmd"           run cmd, print its output, return its result table
+  t = secret.ask("label")   type a value without echo; t prints as ***
   df()  check()  gotchas()  meter()  put(local, remote)  get(remote, local)
+  power_off("name")  release("name", {discard = {"GLOB"}, pulled = {"DIR"}})
+                     through the teardown gate: you type the name to approve
   :help :check :df :reconnect :quit     Ctrl-D leaves, Ctrl-C cancels
 ]]
 
@@ -42,7 +45,9 @@ local function state_dir()
 end
 
 -- A line that creates or uses a secret never reaches the history file: it names
--- gpurent.secret / secret(...), or mentions a variable that holds a secret.
+-- gpurent.secret / secret(...) / secret.ask(...), or mentions a variable that
+-- holds a secret. A value typed at secret.ask's prompt is read by C from
+-- /dev/tty, not through readline, so it never enters the history at all.
 function repl.touches_secret(line, env)
   if line:find("secret", 1, true) then return true end
   for name in line:gmatch("[%a_][%w_]*") do
@@ -218,6 +223,7 @@ end
 
 function Session:bind_helpers()
   local env, session = self.env, self
+  env.secret = try_require("gpurent.secret")  -- secret.ask("label"), secret("value")
   local function need_inst()
     if not session.inst then error("no instance: start the REPL with `gpurent repl HOST`", 2) end
     return session.inst
@@ -245,6 +251,17 @@ function Session:bind_helpers()
     if not gotchas then error("the gotcha catalog is not installed", 2) end
     return gotchas.list and gotchas.list() or gotchas
   end
+  -- the one guarded stop (gpurent.billing.stop), as `gpurent billing` and teardown use
+  -- it: the gate asks the person on the terminal, and C refuses what they did not approve
+  local function stop(verb, ref, o)
+    o = o or {}
+    ref = ref or session.host
+    if type(ref) ~= "string" then error(verb .. ': name the instance, e.g. ' .. verb .. '("a1")', 3) end
+    return require("gpurent.billing.stop").run{verb = verb, ref = ref, inst = session.inst, target = session.host,
+      pulled = o.pulled, discard = o.discard}
+  end
+  env.power_off = function(ref, o) return stop("power_off", ref, o) end
+  env.release = function(ref, o) return stop("release", ref, o) end
   env.meter = function()
     local billing = try_require("gpurent.billing")
     if not billing or not billing.status then error("billing is not available", 2) end

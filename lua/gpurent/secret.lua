@@ -6,6 +6,10 @@
 --
 -- Only transports read the value (secret.reveal), and they send it over a
 -- channel's stdin, never in a command line.
+--
+-- secret.ask(label) is how a person types one in (the REPL, a recipe run from a
+-- terminal): C reads it from /dev/tty with echo off, so it never reaches the
+-- screen, readline's history or stdin (a pipe cannot answer).
 local secret = {}
 local values = setmetatable({}, {__mode = "k"})
 
@@ -31,6 +35,18 @@ function secret.new(v)
   local s = setmetatable({}, Secret)
   values[s] = v
   return s
+end
+
+-- secret.ask(label) -> secret: prompts "label: " on the terminal, reads without echo.
+function secret.ask(label)
+  if type(label) ~= "string" or label == "" or #label > 200 then
+    error('secret.ask: expected a label naming the value, such as secret.ask("wandb token"), got '
+      .. (type(label) == "string" and string.format("%q", label:sub(1, 40)) or type(label)), 2)
+  end
+  if label:find("%c") then
+    error("secret.ask: the label may not hold control characters (it is printed on the terminal)", 2)
+  end
+  return secret.new(require("gpurent.core").term.read_secret(label))
 end
 
 function secret.is(v) return values[v] ~= nil end
