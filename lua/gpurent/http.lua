@@ -38,11 +38,12 @@ local function c_request(req)
   }
 end
 
-function http.request(req)
-  assert(type(req) == "table" and type(req.url) == "string", "http.request: url is required")
-  local creq = c_request(req)
-  if not sched.in_task() then return core.http.request(creq) end
-  local h = core.http.start(creq)
+-- Drive a request to its result: start() -> a core handle, stepped without blocking
+-- inside a gpurent.sched task (other tasks run meanwhile); outside a task, blocking()
+-- runs it whole. Shared with the provider client (billing/autodl.lua).
+function http.drive(start, blocking)
+  if not sched.in_task() then return blocking() end
+  local h = start()
   local pause = 0.002
   while not h:step(0) do
     sched.sleep(pause)
@@ -52,6 +53,12 @@ function http.request(req)
   h:close()
   if not ok then error(res, 0) end
   return res
+end
+
+function http.request(req)
+  assert(type(req) == "table" and type(req.url) == "string", "http.request: url is required")
+  local creq = c_request(req)
+  return http.drive(function() return core.http.start(creq) end, function() return core.http.request(creq) end)
 end
 
 -- A JSON call: body encoded from req.json, Content-Type set; returns the response,

@@ -129,18 +129,8 @@ end
 
 -- Send through C: stepped inside a gpurent.sched task, blocking outside one.
 local function send(name, body, timeout)
-  local sched = require "gpurent.sched"
-  if not sched.in_task() then return core.provider.request(PROVIDER, name, body, timeout) end
-  local h = core.provider.start(PROVIDER, name, body, timeout)
-  local pause = 0.002
-  while not h:step(0) do
-    sched.sleep(pause)
-    pause = math.min(pause * 2, 0.05)
-  end
-  local ok, res = pcall(h.result, h)
-  h:close()
-  if not ok then error(res, 0) end
-  return res
+  return http.drive(function() return core.provider.start(PROVIDER, name, body, timeout) end,
+                    function() return core.provider.request(PROVIDER, name, body, timeout) end)
 end
 
 -- One call: the envelope's data, or an ApiError. A refusal from C passes through.
