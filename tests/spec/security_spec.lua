@@ -377,6 +377,24 @@ describe("security: the provider boundary", function()
     assert.are.equal(1, #srv:journal("/power_off", 1))
   end)
 
+  it("a recipe may gate one more verb, and C then refuses it too; a trusted overlay's gated: true does the same", function()
+    local code, out, err = T.run("-e " .. T.q('local core = require("gpurent.core"); core.provider.gate("autodl", "power_on"); '
+      .. 'local c = require("gpurent.billing.autodl").client{}; c:power_on(c:find("a1").uuid, {wait = false})'), {env = env})
+    assert.are.equal(3, code, out .. err)
+    assert.matches("AutoDL power_on of a1 (pro-a1): refused", err, 1, true)
+    assert.are.equal(0, #srv:journal_now("/power_on"))
+    -- an overlay that extends autodl (here in GPURENT_PROFILE_PATH, set by the person) gates create
+    local pdir = dir .. "/team-profiles"
+    os.execute("mkdir -p " .. T.q(pdir))
+    T.write(pdir .. "/team.yaml", "extends: autodl\nbilling:\n  api:\n    endpoints:\n" ..
+      "      create: {method: POST, path: /api/v1/dev/instance/pro/create, billable: true, gated: true}\n")
+    code, out, err = T.run("-e " .. T.q('require("gpurent.profile").load("team"); '
+      .. 'print(table.concat(require("gpurent.core").provider.gated("autodl"), ","))'),
+      {env = env .. " GPURENT_PROFILE_PATH=" .. T.q(pdir)})
+    assert.are.equal(0, code, out .. err)
+    assert.matches("create", out, 1, true)
+  end)
+
   it("the raw HTTP primitive, with the token the recipe read from its file, is refused for the API host", function()
     local before = #srv:journal_now()
     local chunk = string.format([[
