@@ -194,8 +194,8 @@ function Session:ensure_connected()
 end
 
 -- !cmd: stream both outputs as they come; Ctrl-C closes the channel and TERMs
--- the command's remote process group (instance.sh kill_on_interrupt), since
--- closing a channel does not stop the command.
+-- the command's remote process group (inst:sh does on Ctrl-C, unless told
+-- kill_on_interrupt=false), since closing a channel does not stop the command.
 function Session:shell(cmd)
   if not self.inst then
     local p = io.popen(cmd .. " 2>&1")
@@ -228,8 +228,10 @@ function Session:bind_helpers()
     if not session.inst then error("no instance: start the REPL with `gpurent repl HOST`", 2) end
     return session.inst
   end
-  env.sh = function(cmd)
-    local r = need_inst():sh(cmd)
+  -- Ctrl-C TERMs the command's remote process group (inst:sh's default) and the
+  -- error says so; opts as inst:sh's (to=FILE for more than the capture cap)
+  env.sh = function(cmd, o)
+    local r = need_inst():sh(cmd, o)
     if r.stdout ~= "" then io.write(r.stdout) end
     if r.stderr ~= "" then io.stderr:write(r.stderr) end
     return r

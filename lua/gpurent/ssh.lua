@@ -9,7 +9,8 @@
 --   ssh.run(conn, deadline, op, step, ...) -> the step's results; raises on deadline
 --   ssh.wait(conn, dirs, deadline) -> ready bits (0 on deadline); sends keepalives
 --   ssh.error(kind, conn, msg, fields) -> raises a gpurent.ssh error object
--- Error kinds: "timeout", "connection", "auth", "command" (check=true), "transfer".
+-- Error kinds: "timeout", "connection", "auth", "command" (check=true), "transfer",
+-- "interrupted" (Ctrl-C during a command), "output" (the capture cap, a to= file).
 local core = require "gpurent.core"
 local sched = require "gpurent.sched"
 local errors = require "gpurent.errors"
