@@ -1,7 +1,8 @@
 -- tests/helpers/sshd.lua: a real OpenSSH sshd on loopback for tests and benches.
 --
 --   local fx = sshd.start{addrs = 3, tmpfs = "4m", password = "pw", hash_known_hosts = true,
---                         sshd_options = "RekeyLimit 1M"}  -- extra sshd_config lines
+--                         sshd_options = "RekeyLimit 1M",  -- extra sshd_config lines
+--                         shell = "/bin/bash"}             -- root's login shell (default /bin/sh)
 --   fx.port, fx.addrs ({"127.0.0.2", ...}), fx.aliases ({"h1", ...}), fx.config (ssh_config),
 --   fx.known_hosts, fx.key (client private key), fx.home (root's home inside the daemon),
 --   fx.small (a tmpfs of the given size inside the daemon), fx.pid
@@ -11,7 +12,7 @@
 --
 -- The daemon runs in its own mount namespace (`unshare -m`): a tmpfs on /run for
 -- its privilege-separation dir, a private /etc/passwd whose root has the fixture's
--- home and /bin/sh as shell (and a private /etc/shadow when password= is given),
+-- home and /bin/sh (or o.shell) as shell (and a private /etc/shadow when password= is given),
 -- and the optional small tmpfs. The host's /etc, /root and /run are untouched.
 -- One daemon listens on up to 16 addresses (OpenSSH's limit) on one ephemeral port.
 local lfs = require "lfs"
@@ -100,7 +101,7 @@ function sshd.start(o)
   -- private passwd/shadow for the daemon's namespace
   local passwd = read("/etc/passwd"):gsub("\nroot:[^\n]*", "")
   passwd = passwd:gsub("^root:[^\n]*\n", "")
-  write(dir .. "/passwd", "root:x:0:0:root:" .. fx.home .. ":/bin/sh\n" .. passwd, "644")
+  write(dir .. "/passwd", "root:x:0:0:root:" .. fx.home .. ":" .. (o.shell or "/bin/sh") .. "\n" .. passwd, "644")
   local shadow_mount = ""
   if o.password then
     local p = io.popen("openssl passwd -6 -stdin <<'EOF'\n" .. o.password .. "\nEOF")

@@ -20,14 +20,6 @@ local BASHRC = table.concat({
 -- The fixture's root logs in with /bin/sh (dash reads no rc file). Give it bash:
 -- the daemon's namespace bind-mounts fx.dir/passwd over /etc/passwd, so the file
 -- is rewritten in place (same inode) and sshd reads it at the next login.
-local function use_bash(fx)
-  local path = fx.dir .. "/passwd"
-  local text = assert(T.read(path))
-  local f = assert(io.open(path, "r+"))
-  assert(f:write((text:gsub("^(root:[^\n]*:)/bin/sh\n", "%1/bin/bash\n"))))
-  f:close()
-end
-
 -- How many processes run exactly this argv (e.g. {"sleep", "333"})?
 local function count_procs(argv)
   local want, n = table.concat(argv, "\0") .. "\0", 0
@@ -71,8 +63,7 @@ end
 describe("the remote kill with a chatty login shell", function()
   local fx, inst
   setup(function()
-    fx = sshd.start{addrs = 1}
-    use_bash(fx)
+    fx = sshd.start{addrs = 1, shell = "/bin/bash"}
     T.write(fx.home .. "/.bashrc", BASHRC)
     inst = fx:connect(1)
   end)
