@@ -2,7 +2,8 @@
  * target is chosen by GPURENT_FUZZ_TARGET; the input goes to it as a Lua string
  * inside the real host (same primitives as gpurent). A crash, a sanitizer report or
  * a Lua runtime error inside the parser (targets.is_bug) aborts, so libFuzzer keeps
- * the input as an artifact. */
+ * the input as an artifact. Targets remove their scratch files after each input;
+ * before aborting, targets.cleanup removes one a failed input left (issue 15). */
 #include "../runtime/host.h"
 
 #include <stdint.h>
@@ -10,7 +11,7 @@
 #include <stdlib.h>
 
 static lua_State *L;
-static int target_ref, is_bug_ref;
+static int target_ref, is_bug_ref, cleanup_ref;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc; (void)argv;
@@ -23,6 +24,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     }
     lua_getfield(L, -1, "is_bug");
     is_bug_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "cleanup");
+    cleanup_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     if (lua_getfield(L, -1, name) != LUA_TFUNCTION) {
         fprintf(stderr, "fuzz: no target %s in fuzz/targets.lua\n", name);
         exit(2);
@@ -42,6 +45,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (lua_toboolean(L, -1)) {
             lua_pop(L, 1);
             fprintf(stderr, "fuzz: parser bug: %s\n", luaL_tolstring(L, -1, NULL));
+            lua_rawgeti(L, LUA_REGISTRYINDEX, cleanup_ref);
+            if (lua_pcall(L, 0, 0, 0) != LUA_OK)
+                fprintf(stderr, "fuzz: cleanup: %s\n", lua_tostring(L, -1));
             abort();
         }
     }

@@ -8,11 +8,18 @@ local targets = {}
 
 local scratch = (os.getenv("TMPDIR") or "/tmp") .. "/gpurent-fuzz-" .. require("gpurent.core").sys.getpid()
 
-local function as_file(data)
+-- with_file(data, fn): fn(path) with the input written to a scratch file, removed
+-- again before returning or re-raising fn's error. libFuzzer never calls
+-- targets.cleanup, so a file left between inputs would outlive the fuzzer run
+-- in the temporary directory (issue 15).
+local function with_file(data, fn)
   local f = assert(io.open(scratch, "wb"))
-  f:write(data)
+  local wrote, werr = f:write(data)
   f:close()
-  return scratch
+  if not wrote then os.remove(scratch); error("fuzz: cannot write " .. scratch .. ": " .. tostring(werr), 0) end
+  local ok, err = pcall(fn, scratch)
+  os.remove(scratch)
+  if not ok then error(err, 0) end
 end
 
 function targets.yaml(data)
@@ -23,16 +30,18 @@ end
 
 function targets.sshconfig(data)
   local sshconfig = require "gpurent.sshconfig"
-  local path = as_file(data)
-  sshconfig.resolve("fuzzhost", {config = path})
-  sshconfig.resolve("user@autodl-proj-1:2222", {config = path})
+  with_file(data, function(path)
+    sshconfig.resolve("fuzzhost", {config = path})
+    sshconfig.resolve("user@autodl-proj-1:2222", {config = path})
+  end)
 end
 
 function targets.knownhosts(data)
   local knownhosts = require "gpurent.knownhosts"
-  local path = as_file(data)
-  knownhosts.lookup({path}, "connect.westb.seetacloud.com", 12345, "ssh-ed25519", "blob")
-  knownhosts.lookup({path}, "127.0.0.1", 22, "ecdsa-sha2-nistp256", "blob")
+  with_file(data, function(path)
+    knownhosts.lookup({path}, "connect.westb.seetacloud.com", 12345, "ssh-ed25519", "blob")
+    knownhosts.lookup({path}, "127.0.0.1", 22, "ecdsa-sha2-nistp256", "blob")
+  end)
 end
 
 function targets.manifest(data)
@@ -79,6 +88,11 @@ function targets.is_bug(msg)
   return false
 end
 
+-- Removes the scratch file should a target have been cut short (a crash report);
+-- fuzz/fuzz.c calls it before aborting on a parser bug.
 function targets.cleanup() os.remove(scratch) end
+
+-- Where a target's scratch file lives (tests check that nothing is left there).
+function targets.scratch_path() return scratch end
 
 return targets

@@ -30,6 +30,7 @@ local phases = require "gpurent.phases"
 local run = require "gpurent.run"
 local storage = require "gpurent.storage"
 local fs = require "gpurent.fs"
+local run_lock = require "gpurent.run_lock"
 
 local cells = run.parse_queue(fs.read_file(p.queue))
 local todo = {}
@@ -60,9 +61,15 @@ local function run_cell(inst, host, c)
       local v = w.verdict or {}
       error(string.format("%s (%s)", w.state, v.why or (v.triage and v.triage.cause) or w.why or "?"), 0)
     end
-    r:phase("close", phases.close, inst, r, {roster = p.expected})
+    -- the cell's finish: sealed and marked succeeded under the run's finish lock, so
+    -- a `gpurent watch CELL --finish` from another shell finds it finished
+    run_lock.hold(r, inst, function()
+      r:phase("close", phases.close, inst, r, {roster = p.expected})
+      r:finish("succeeded")
+    end)
   end)
-  r:finish(ok and "succeeded" or "failed")
+  -- another gpurent finishing this cell owns its ledger status
+  if not ok and not run_lock.is_busy(err) then r:finish("failed") end
   if ok then
     done[#done + 1] = {cell = c, id = r.id, host = host}
   else

@@ -1,7 +1,15 @@
 /* yaml.c: YAML text -> Lua values on libyaml's event parser. Resolves the core
  * schema (null, bool, int, float, str), anchors and aliases, merge keys (<<), and
  * reports errors as "name:line:col: problem". Optionally records where each mapping
- * key stood, so profile validation can name the line of a bad key. */
+ * key stood, so profile validation can name the line of a bad key.
+ *
+ * Aliases share one Lua table, so loading costs time linear in the text; but every
+ * consumer that walks the result (profile validation, JSON encoding) pays for the
+ * expanded document. Nested aliases grow that exponentially ("billion laughs": nine
+ * levels of nine aliases in a few hundred bytes expand to 387 million nodes), so the
+ * loader counts the nodes each alias stands for and refuses past MAX_ALIAS_NODES, as
+ * libyaml-based loaders do. An alias to a node that is still open (a cycle) is
+ * refused too: walkers of the result then never loop. */
 #include "host.h"
 
 #include <errno.h>
@@ -13,6 +21,9 @@
 #include <yaml.h>
 
 #define MAX_DEPTH 256
+/* Nodes reachable through aliases, summed over one load. Profiles use a handful;
+ * a million keeps any walk of the result well under a second. */
+#define MAX_ALIAS_NODES 1000000
 
 typedef struct {
     yaml_parser_t parser;
@@ -23,6 +34,8 @@ typedef struct {
     const char *text;   /* to locate reader errors by byte offset */
     size_t len;
     int anchors;        /* stack index of the anchors table */
+    int anchor_sizes;   /* stack index: anchor -> expanded node count, false while open */
+    lua_Integer alias_nodes; /* nodes reached through aliases so far (capped) */
     int positions;      /* stack index of the positions table, 0 if not asked */
 } loader;
 
@@ -195,12 +208,60 @@ static void push_scalar(lua_State *L, loader *ld) {
 
 /* ---- nodes ---- */
 
-static void parse_node(lua_State *L, loader *ld, int depth);
+static lua_Integer parse_node(lua_State *L, loader *ld, int depth);
 
-static void remember_anchor(lua_State *L, loader *ld, const yaml_char_t *anchor) {
+/* anchors[name] = the value on top; anchor_sizes[name] = its expanded node count
+ * (size), or false (size 0) while the node is still being parsed: an alias to it
+ * then would make a cycle. */
+static void remember_anchor(lua_State *L, loader *ld, const yaml_char_t *anchor, lua_Integer size) {
     if (!anchor) return;
     lua_pushvalue(L, -1);
     lua_setfield(L, ld->anchors, (const char *)anchor);
+    if (size > 0) lua_pushinteger(L, size); else lua_pushboolean(L, 0);
+    lua_setfield(L, ld->anchor_sizes, (const char *)anchor);
+}
+
+/* The collection at tbl, anchored as the string at name_idx (0: none), is complete.
+ * The event that carried the anchor is gone by now, hence the name on the stack. */
+static void anchor_closed(lua_State *L, loader *ld, int name_idx, int tbl, lua_Integer size) {
+    if (!name_idx) return;
+    lua_pushvalue(L, name_idx);
+    int same = lua_rawget(L, ld->anchors) == LUA_TTABLE && lua_rawequal(L, -1, tbl);
+    lua_pop(L, 1);
+    if (!same) return; /* re-anchored inside itself: the inner node's count stands */
+    lua_pushvalue(L, name_idx);
+    lua_pushinteger(L, size);
+    lua_rawset(L, ld->anchor_sizes);
+}
+
+/* Anchor the collection on top of the stack; push its name (or nothing) and
+ * return the name's stack index, 0 when there is no anchor. */
+static int anchor_open(lua_State *L, loader *ld, const yaml_char_t *anchor) {
+    if (!anchor) return 0;
+    remember_anchor(L, ld, anchor, 0);
+    lua_pushstring(L, (const char *)anchor);
+    return lua_gettop(L);
+}
+
+/* Push the value an alias names; return the node count it expands to, having
+ * added that to the load's alias total and refused past the cap. */
+static lua_Integer push_alias(lua_State *L, loader *ld) {
+    const char *name = (const char *)ld->event.data.alias.anchor;
+    yaml_mark_t m = ld->event.start_mark;
+    if (lua_getfield(L, ld->anchors, name) == LUA_TNIL)
+        error_at(L, ld, m, "unknown alias *", name);
+    int t = lua_getfield(L, ld->anchor_sizes, name);
+    lua_Integer size = t == LUA_TNUMBER ? lua_tointeger(L, -1) : -1;
+    lua_pop(L, 1);
+    if (size < 0)
+        error_at(L, ld, m, "alias refers to the node that contains it (a cycle): *", name);
+    if (size > MAX_ALIAS_NODES - ld->alias_nodes)
+        raise(L, "%s:%d:%d: alias *%s takes the document past %d nodes reached through aliases "
+                 "(the cap against nested-alias \"billion laughs\" expansion); "
+                 "write the repeated part out or nest fewer aliases",
+              ld->name, (int)m.line + 1, (int)m.column + 1, name, MAX_ALIAS_NODES);
+    ld->alias_nodes += size;
+    return size;
 }
 
 static void record_position(lua_State *L, loader *ld, int tbl, yaml_mark_t m) {
@@ -254,13 +315,14 @@ static void merge_into(lua_State *L, loader *ld, int tbl, int merged, yaml_mark_
     lua_pop(L, 1);
 }
 
-static void parse_mapping(lua_State *L, loader *ld, int depth) {
-    yaml_char_t *anchor = ld->event.data.mapping_start.anchor;
+/* Parse a mapping and push it; return its node count with aliases expanded. */
+static lua_Integer parse_mapping(lua_State *L, loader *ld, int depth) {
     lua_newtable(L);
     int tbl = lua_gettop(L);
+    int name_idx = anchor_open(L, ld, ld->event.data.mapping_start.anchor);
     lua_newtable(L);
     int merged = lua_gettop(L); /* keys that came from << and may be overridden */
-    if (anchor) { lua_pushvalue(L, tbl); lua_setfield(L, ld->anchors, (const char *)anchor); }
+    lua_Integer size = 1;
     for (;;) {
         next_event(L, ld);
         if (ld->event.type == YAML_MAPPING_END_EVENT) break;
@@ -268,14 +330,14 @@ static void parse_mapping(lua_State *L, loader *ld, int depth) {
         int is_merge = ld->event.type == YAML_SCALAR_EVENT &&
                        ld->event.data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
                        strcmp((const char *)ld->event.data.scalar.value, "<<") == 0;
-        parse_node(L, ld, depth + 1);               /* key */
+        size += parse_node(L, ld, depth + 1);       /* key */
         int kt = lua_type(L, -1);
         if (kt == LUA_TTABLE || kt == LUA_TLIGHTUSERDATA)
             error_at(L, ld, key_mark, "mapping keys must be scalars", NULL);
         if (kt == LUA_TNUMBER && lua_tonumber(L, -1) != lua_tonumber(L, -1))
             error_at(L, ld, key_mark, "a mapping key cannot be NaN", NULL);
         next_event(L, ld);
-        parse_node(L, ld, depth + 1);               /* value */
+        size += parse_node(L, ld, depth + 1);       /* value */
         if (is_merge) { lua_remove(L, -2); merge_into(L, ld, tbl, merged, key_mark); continue; }
         lua_pushvalue(L, -2);
         int from_merge = lua_rawget(L, merged) != LUA_TNIL;
@@ -293,42 +355,45 @@ static void parse_mapping(lua_State *L, loader *ld, int depth) {
         lua_pop(L, 1);
         lua_rawset(L, tbl);
     }
-    lua_pop(L, 1); /* merged */
+    anchor_closed(L, ld, name_idx, tbl, size);
+    lua_settop(L, tbl);
+    return size;
 }
 
-static void parse_sequence(lua_State *L, loader *ld, int depth) {
-    yaml_char_t *anchor = ld->event.data.sequence_start.anchor;
+/* Parse a sequence and push it; return its node count with aliases expanded. */
+static lua_Integer parse_sequence(lua_State *L, loader *ld, int depth) {
     lua_newtable(L);
     int tbl = lua_gettop(L);
-    if (anchor) { lua_pushvalue(L, tbl); lua_setfield(L, ld->anchors, (const char *)anchor); }
-    lua_Integer n = 0;
+    int name_idx = anchor_open(L, ld, ld->event.data.sequence_start.anchor);
+    lua_Integer n = 0, size = 1;
     for (;;) {
         next_event(L, ld);
         if (ld->event.type == YAML_SEQUENCE_END_EVENT) break;
-        parse_node(L, ld, depth + 1);
+        size += parse_node(L, ld, depth + 1);
         lua_rawseti(L, tbl, ++n);
     }
+    anchor_closed(L, ld, name_idx, tbl, size);
+    lua_settop(L, tbl);
+    return size;
 }
 
-/* Parse the node whose first event is current; push its value. */
-static void parse_node(lua_State *L, loader *ld, int depth) {
+/* Parse the node whose first event is current; push its value and return the
+ * number of nodes it stands for once aliases are expanded. */
+static lua_Integer parse_node(lua_State *L, loader *ld, int depth) {
     if (depth > MAX_DEPTH)
         error_at(L, ld, ld->event.start_mark, "nesting deeper than the limit of 256", NULL);
     if (!lua_checkstack(L, 8)) luaL_error(L, "%s: out of Lua stack", ld->name);
     switch (ld->event.type) {
     case YAML_SCALAR_EVENT:
         push_scalar(L, ld);
-        remember_anchor(L, ld, ld->event.data.scalar.anchor);
-        break;
-    case YAML_ALIAS_EVENT:
-        if (lua_getfield(L, ld->anchors, (const char *)ld->event.data.alias.anchor) == LUA_TNIL)
-            error_at(L, ld, ld->event.start_mark, "unknown alias *",
-                     (const char *)ld->event.data.alias.anchor);
-        break;
-    case YAML_MAPPING_START_EVENT: parse_mapping(L, ld, depth); break;
-    case YAML_SEQUENCE_START_EVENT: parse_sequence(L, ld, depth); break;
+        remember_anchor(L, ld, ld->event.data.scalar.anchor, 1); /* complete once read */
+        return 1;
+    case YAML_ALIAS_EVENT: return push_alias(L, ld);
+    case YAML_MAPPING_START_EVENT: return parse_mapping(L, ld, depth);
+    case YAML_SEQUENCE_START_EVENT: return parse_sequence(L, ld, depth);
     default: error_at(L, ld, ld->event.start_mark, "unexpected YAML event", NULL);
     }
+    return 0; /* not reached: error_at raises */
 }
 
 /* core.yaml.load(text, name, multi, positions) -> docs (a list) [, positions] */
@@ -347,6 +412,7 @@ static int yaml_load(lua_State *L) {
     ld->parser_ok = 1;
     yaml_parser_set_input_string(&ld->parser, (const unsigned char *)text, len);
     lua_newtable(L); ld->anchors = lua_gettop(L);
+    lua_newtable(L); ld->anchor_sizes = lua_gettop(L);
     if (want_pos) { lua_newtable(L); ld->positions = lua_gettop(L); }
     lua_newtable(L);
     int docs = lua_gettop(L), ndocs = 0;
@@ -362,6 +428,7 @@ static int yaml_load(lua_State *L) {
         parse_node(L, ld, 0);
         lua_rawseti(L, docs, ++ndocs);
         lua_newtable(L); lua_replace(L, ld->anchors); /* anchors do not cross documents */
+        lua_newtable(L); lua_replace(L, ld->anchor_sizes);
         next_event(L, ld); /* DOCUMENT_END */
     }
     loader_release(ld); /* free libyaml memory now, not at the next GC */

@@ -33,8 +33,11 @@ local sources = setmetatable({}, {__mode = "k"})   -- loaded profile -> {files=}
 local function make_locs() return setmetatable({}, {__mode = "k"}) end
 
 -- Annotate a freshly loaded YAML value: kind of each table and key positions.
+-- An alias shares its table, so a table may be reached many times: annotate it
+-- once (where it was first reached); re-walking shared tables costs time
+-- exponential in the nesting of aliases (issue 15).
 local function annotate(v, positions, file, at, loc)
-  if type(v) ~= "table" then return end
+  if type(v) ~= "table" or loc[v] then return end
   local pos = positions and positions[v]
   local info = {at = at, keys = {}}
   if pos then

@@ -52,6 +52,10 @@ local converters = {
   end,
 }
 
+-- tonumber refuses "inf" and "nan" but reads "1e400" (or "0x1p2000") as inf: a
+-- parameter that overflows is as meaningless as one spelled inf (issue 15).
+local function is_finite(x) return x == x and x ~= math.huge and x ~= -math.huge end
+
 local function names_of(spec)
   local n = {}
   for _, p in ipairs(spec.params or {}) do n[#n + 1] = p.name end
@@ -80,6 +84,10 @@ function recipe.validate(spec, raw, file)
       local typed = converters[p.type](v)
       if typed == nil then
         errors.usage(string.format("%s: parameter %s=%q is not a valid %s", file, p.name, v, p.type), 0)
+      end
+      if p.type == "number" and not is_finite(typed) then
+        errors.usage(string.format("%s: parameter %s=%q is not a finite number (it reads as %s); " ..
+          "give a value within +-1.7e308", file, p.name, v, tostring(typed)), 0)
       end
       if p.allowed then
         local ok = false

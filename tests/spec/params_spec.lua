@@ -64,6 +64,24 @@ f:close()
     end
   end)
 
+  -- issue 15: "inf" was refused while "1e400" (which overflows to inf) was accepted
+  it("rejects non-finite numbers however they are spelled, naming the parameter and value", function()
+    for _, case in ipairs({{"lr=1e400", 'lr="1e400" is not a finite number (it reads as inf)'},
+                           {"lr=-1e400", 'lr="-1e400" is not a finite number (it reads as -inf)'},
+                           {"lr=0x1p2000", 'lr="0x1p2000" is not a finite number (it reads as inf)'},
+                           {"lr=inf", 'lr="inf" is not a valid number'},
+                           {"lr=nan", 'lr="nan" is not a valid number'},
+                           {"epochs=1e400", 'epochs="1e400" is not a valid integer'}}) do
+      local code, _, err = run("host=a1 " .. case[1])
+      assert.are.equal(2, code, case[1])
+      assert.matches(case[2], err, 1, true)
+      assert.is_nil(T.read(marker))
+    end
+    local code, _, err = run("host=a1 lr=1e308")   -- large but finite still passes
+    assert.are.equal(0, code, err)
+    assert.matches("lr=1e+308", T.read(marker), 1, true)
+  end)
+
   it("rejects a value outside the allowed ones with exit 2, listing them", function()
     local code, _, err = run("host=a1 mode=turbo")
     assert.are.equal(2, code)

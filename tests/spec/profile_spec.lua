@@ -210,3 +210,64 @@ checkpoints:
     assert.matches("profile nosuch not found", load_err("nosuch", {search = {dir}}))
   end)
 end)
+
+-- issue 15: nested aliases must not make profile.load walk an exponentially
+-- expanded document. The load runs in a child gpurent under `timeout` so a
+-- regression shows as a failed test, not a hung suite.
+describe("aliases in profiles", function()
+  local dir
+  before_each(function() dir = T.tmpdir() end)
+  after_each(function() T.rmtree(dir) end)
+
+  -- profile.load(path) in a child gpurent, killed after `limit` seconds.
+  local function load_in_child(path, limit)
+    local code = "local ok, e = pcall(require('gpurent.profile').load, " .. string.format("%q", path) ..
+      "); io.stderr:write(ok and 'LOADED' or tostring(e)); os.exit(ok and 0 or 1)"
+    return T.run("-e " .. T.q(code), {env = "timeout -s KILL " .. limit})
+  end
+
+  it("a nine-level nested-alias profile fails fast with the cap error at file:line:col", function()
+    local lines = {"# nine levels of nine aliases: 9^9 scalars once expanded", "extends: local",
+                   "description: laughs", "gotchas:", "  - &l0 [x, x, x, x, x, x, x, x, x]"}
+    for i = 1, 8 do
+      lines[#lines + 1] = ("  - &l%d [%s]"):format(i, ("*l" .. (i - 1) .. ", "):rep(9):sub(1, -3))
+    end
+    local text = table.concat(lines, "\n") .. "\n"
+    assert.is_true(#text < 1000, "the profile is small: " .. #text .. " bytes")
+    local f = T.write(dir .. "/laughs.yaml", text)
+    local code, _, err = load_in_child(f, 10)   -- a hang guard, not a speed claim
+    assert.are_not.equal(137, code, "profile.load still running after 10 s (killed)")
+    assert.are.equal(1, code)
+    assert.matches(f:gsub("%p", "%%%0") .. ":11:10: alias %*l5 takes the document past 1000000 nodes", err)
+  end)
+
+  it("a profile with moderate aliasing loads and reads as if written out", function()
+    local f = T.write(dir .. "/shared.yaml", [[
+extends: local
+tiers:
+  system: &tier
+    path: /
+    speed: local
+    size: ~
+    inode_cap: ~
+    scope: host
+    region_locked: false
+    survives: &both {power_off: true, release: true}
+  data:
+    <<: *tier
+    path: "~"
+  scratch:
+    <<: *tier
+    path: /scratch
+    survives: {<<: *both, release: false}
+]])
+    local code, _, err = load_in_child(f, 30)
+    assert.are.equal(0, code, err)
+    local p = profile.load(f)
+    assert.are.equal("~", p.tiers.data.path)
+    assert.are.equal("host", p.tiers.data.scope)
+    assert.is_true(p.tiers.data.survives.release)
+    assert.is_false(p.tiers.scratch.survives.release)
+    assert.is_true(p.tiers.scratch.survives.power_off)
+  end)
+end)

@@ -114,6 +114,39 @@ derived:
     assert.matches("^deep%.yaml:1:%d+: nesting deeper than the limit", err)
   end)
 
+  -- issue 15: nested aliases ("billion laughs") expand exponentially for whoever
+  -- walks the result; the loader caps the nodes reached through aliases.
+  local function nested_aliases(levels, width)
+    local refs = function(i) return ("*l" .. i .. ", "):rep(width):sub(1, -3) end
+    local lines = {"l0: &l0 [" .. ("x, "):rep(width):sub(1, -3) .. "]"}
+    for i = 1, levels - 1 do lines[#lines + 1] = ("l%d: &l%d [%s]"):format(i, i, refs(i - 1)) end
+    return table.concat(lines, "\n") .. "\n"
+  end
+
+  it("refuses alias expansion past its cap, naming file:line:col of the alias", function()
+    local ok, err = pcall(yaml.load, nested_aliases(9, 9), "laughs.yaml")
+    assert.is_false(ok)
+    -- l6 (line 7) would hold 9^7 scalars: its first alias passes the cap of a million
+    assert.matches('^laughs%.yaml:7:10: alias %*l5 takes the document past 1000000 nodes ' ..
+      'reached through aliases %(the cap against nested%-alias "billion laughs" expansion%)', err)
+  end)
+
+  it("loads moderate aliasing, and shares the aliased table", function()
+    local v = yaml.load(nested_aliases(6, 9), "moderate.yaml")   -- l5 holds 9^6 scalars
+    assert.are.equal(v.l4, v.l5[9])
+    assert.are.equal("x", v.l5[9][9][9][9][9][9])
+    local many = {"base: &b {gpu: 4090, price: 2.5, tags: [a, b, c]}"}
+    for i = 1, 1000 do many[#many + 1] = ("m%d: {<<: *b, id: %d}"):format(i, i) end
+    local m = yaml.load(table.concat(many, "\n"), "many.yaml")
+    assert.are.same({gpu = 4090, price = 2.5, tags = {"a", "b", "c"}, id = 1000}, m.m1000)
+  end)
+
+  it("refuses an alias to the node that contains it (a cycle)", function()
+    local ok, err = pcall(yaml.load, "top:\n  a: &a [1, {b: *a}]\n", "cycle.yaml")
+    assert.is_false(ok)
+    assert.are.equal("cycle.yaml:2:17: alias refers to the node that contains it (a cycle): *a", err)
+  end)
+
   it("loads files and names them in errors", function()
     local dir = T.tmpdir()
     T.write(dir .. "/p.yaml", "name: autodl\ntiers:\n  - data\n")

@@ -14,10 +14,35 @@ resumes from its checkpoint) up to --max-relaunches; anything else stops with it
 --once prints one status line and exits (0 running or finished, 1 dead, 4 stalled).
 --finish: once it FINISHED, do what the interrupted recipe would have: seal the export
 (close) and pull + verify it (pull), with the roster, load command and local dir recorded
-for the run in the ledger.
-Exit codes: 0 finished, 1 dead or unreachable, 2 usage, 4 stalled, 5 timeout (still running).]]
+for the run in the ledger. One gpurent at a time finishes a run: while another holds
+the run's finish lock, --finish stops naming its host and PID (exit 3).
+Exit codes: 0 finished, 1 dead or unreachable, 2 usage, 3 another gpurent is finishing
+the run, 4 stalled, 5 timeout (still running).]]
 
 local EXIT = {finished = 0, dead = 1, unreachable = 1, fast_finish = 1, stalled = 4, timeout = 5}
+
+-- --finish: close and pull under the run's finish lock (gpurent.run_lock), and
+-- the ledger status written before the lock is let go, so a finisher that takes
+-- the lock after this one finds the run finished instead of finishing it again.
+-- Another finisher holding the lock is a refusal that leaves the ledger alone.
+local function finish(inst, r)
+  local phases = require "gpurent.phases"
+  require("gpurent.run_lock").hold(r, inst, function()
+    local row = r:ledger(function(L) return L:run(r.id) end)
+    if row and row.status == "succeeded" then
+      r:say("run", "run %s was already finished by another gpurent (ledger status succeeded): not sealed " ..
+        "or pulled again; its results are in %s/%s", r.id, r.local_dir or "runs", r.id)
+      return
+    end
+    local ok, err = pcall(function()
+      r:phase("close", phases.close, inst, r, {roster = r.roster})
+      local res = r:phase("pull", phases.pull, inst, r, {roster = r.roster, load_cmd = r.load_cmd, local_dir = r.local_dir})
+      r:say("run", "run %s succeeded: verified results in %s", r.id, res.local_dir)
+    end)
+    r:finish(ok and "succeeded" or "failed")
+    if not ok then error(err, 0) end
+  end)
+end
 
 function M.main(args)
   local opts, pos = cli.options(args, {interval = "value", stall = "value", max_wait = "value",
@@ -39,12 +64,7 @@ function M.main(args)
   local phases = require "gpurent.phases"
   local w = r:phase("watch", phases.watch, inst, r, o)
   if w.state == "finished" and opts.finish then
-    local ok, err = pcall(function()
-      r:phase("close", phases.close, inst, r, {roster = r.roster})
-      local res = r:phase("pull", phases.pull, inst, r, {roster = r.roster, load_cmd = r.load_cmd, local_dir = r.local_dir})
-      r:say("run", "run %s succeeded: verified results in %s", r.id, res.local_dir)
-    end)
-    r:finish(ok and "succeeded" or "failed")
+    local ok, err = pcall(finish, inst, r)
     if not ok then inst:close(); error(err, 0) end
   elseif w.state ~= "finished" and w.state ~= "timeout" then
     r:finish("failed")

@@ -4,7 +4,9 @@
 -- source, no scratch/caches/temp files), then renamed atomically to
 -- export/<run-id> - a rename on one filesystem (the audit checked it). On any
 -- failure the partial capsule moves to quarantine/<run-id>--<attempt> with a
--- REASON file. A sealed export is never overwritten.
+-- REASON file. A sealed export is never overwritten. It runs under the run's
+-- finish lock (gpurent.run_lock): a second finisher's close would rebuild the
+-- partial capsule under this one's hashing.
 --
 --   close(inst, r, opts) -> {export =, files = {{path, bytes, sha256}}, already = bool}
 --   opts.roster: capsule paths, e.g. {"run.json", "train.csv", "best.pth",
@@ -12,6 +14,7 @@
 --                active/<run-id>/, everything else from active/<run-id>/out/
 local storage = require "gpurent.storage"
 local errors = require "gpurent.errors"
+local run_lock = require "gpurent.run_lock"
 
 local close = {}
 local q = storage.q
@@ -79,7 +82,7 @@ mv -T "$P" "$Q/$ID--$n" && cat > "$Q/$ID--$n/REASON" && echo "quarantined $Q/$ID
 
 local function fill(t, subs) return (t:gsub("@([%u_]+)@", function(k) return subs[k] end)) end
 
-function close.run(inst, r, o)
+local function seal(inst, r, o)
   o = o or {}
   local roster = close.check_roster(r, o.roster or close.DEFAULT_ROSTER)
   local P = r.paths
@@ -123,5 +126,7 @@ function close.run(inst, r, o)
   error(string.format("close: the capsule of %s failed validation; moved to %s:\n  %s", r.id, where,
     table.concat(bad, "\n  ")), 0)
 end
+
+function close.run(inst, r, o) return run_lock.hold(r, inst, seal, inst, r, o) end
 
 return setmetatable(close, {__call = function(_, ...) return close.run(...) end})

@@ -4,6 +4,8 @@
 -- directory listing, which is only used to refuse unexpected entries), pull the
 -- result root resumably, and verify it locally (exact file set, sizes, hashes,
 -- checkpoints load with the user's command) before PULL_VERIFIED.json is written.
+-- It runs under the run's finish lock (gpurent.run_lock): one puller at a time
+-- writes the result root, its manifest and the local copy.
 -- A count, a size heuristic or an old checkpoint is never evidence; zero files fail.
 --
 --   pull(inst, r, opts) -> {result_root =, local_dir =, manifest =, verified =}
@@ -18,6 +20,7 @@ local json = require "gpurent.json"
 local hash = require "gpurent.hash"
 local fs = require "gpurent.fs"
 local errors = require "gpurent.errors"
+local run_lock = require "gpurent.run_lock"
 
 local pull = {}
 local q = storage.q
@@ -111,7 +114,7 @@ function pull.remote_manifest_reader(inst, r, bundle)
   end, r.host .. ":" .. file .. " (over SSH)"
 end
 
-function pull.run(inst, r, o)
+local function pull_verified(inst, r, o)
   o = o or {}
   local cells = o.cells or {r.id}
   local bundle = o.bundle or r.id
@@ -176,5 +179,7 @@ function pull.run(inst, r, o)
     v.bytes, manifest.VERIFIED_FILE)
   return {result_root = root, local_dir = local_dir, manifest = m, verified = v, bundle = bundle}
 end
+
+function pull.run(inst, r, o) return run_lock.hold(r, inst, pull_verified, inst, r, o) end
 
 return setmetatable(pull, {__call = function(_, ...) return pull.run(...) end})

@@ -4,6 +4,7 @@
 -- gpurent command line, or the name typed on the terminal) and, where the profile
 -- calls power-off irreversible, without every file that dies being pulled. Over this
 -- phase's SSH session it first takes the inventory a later release will need.
+-- It runs under the run's finish lock (gpurent.run_lock), like close and pull.
 --
 --   teardown(inst, r, opts) -> {decision =, status =}
 --   opts: pulled_dir (where PULL_VERIFIED.json is), bundle (result root name; r.id),
@@ -11,10 +12,11 @@
 --         client; made from the environment's token when absent), dry_run
 local manifest = require "gpurent.manifest"
 local errors = require "gpurent.errors"
+local run_lock = require "gpurent.run_lock"
 
 local teardown = {}
 
-function teardown.run(inst, r, o)
+local function power_off(inst, r, o)
   o = o or {}
   local pulled = o.pulled_dir
   local ok, why = pcall(manifest.read_verified, pulled or "")
@@ -32,5 +34,7 @@ function teardown.run(inst, r, o)
     say = function(fmt, ...) r:say("teardown", fmt, ...) end}
   return {decision = res.decision, status = res.status}
 end
+
+function teardown.run(inst, r, o) return run_lock.hold(r, inst, power_off, inst, r, o) end
 
 return setmetatable(teardown, {__call = function(_, ...) return teardown.run(...) end})
