@@ -103,7 +103,7 @@ asan: deps
 	$(MAKE) BUILD=build/asan BIN=gpurent-asan TESTHOST=gpurent-asan-test OPT="-O1 -g" \
 	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" gpurent-asan \
 	  gpurent-asan-test build/asan/aesctr_test
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 GPURENT_SANITIZER=asan \
 	  GPURENT_CTEST_DIR=build/asan GPURENT_BIN=./gpurent-asan ./gpurent-asan-test run tests/run_specs.lua -- $(TEST_ARGS)
 
 # The C-heavy specs under memcheck (the spec runner process; its gpurent children run

@@ -35,6 +35,9 @@ do
   end
 end
 
+-- Set by `make asan`: RSS and core-file checks measure the sanitizer, not gpurent.
+T.sanitizer = os.getenv("GPURENT_SANITIZER")
+
 local function shell_quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end

@@ -79,7 +79,8 @@ describe("captured output", function()
     -- 64 MiB kept, plus read buffers and garbage not yet collected (about 16 MiB
     -- seen): generous. Before the cap it grew by 3.2 GB.
     local growth = tonumber(out:match("peak_growth_kib=(%d+)"))
-    assert.is_true(growth < (64 + 64) * 1024, "gpurent grew by " .. growth .. " KiB")
+    -- under a sanitizer the allocator keeps a quarantine of freed memory: RSS is its, not ours
+    if not T.sanitizer then assert.is_true(growth < (64 + 64) * 1024, "gpurent grew by " .. growth .. " KiB") end
   end)
 
   it("takes the cap per call, per instance, from the module and from GPURENT_MAX_OUTPUT", function()
@@ -147,7 +148,9 @@ describe("captured output", function()
     assert.matches("stdout=%[%] bytes=" .. want_size .. " stderr=%[on%-stderr\n%]", out)
     assert.equal(want_hash, (hash.sha256_file(dst)))
     local growth = tonumber(out:match("peak_growth_kib=(%d+)"))
-    assert.is_true(growth < 48 * 1024, "gpurent grew by " .. growth .. " KiB for a streamed 150 MiB")
+    if not T.sanitizer then
+      assert.is_true(growth < 48 * 1024, "gpurent grew by " .. growth .. " KiB for a streamed 150 MiB")
+    end
     os.remove(src)
     os.remove(dst)
   end)
