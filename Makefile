@@ -127,6 +127,8 @@ FUZZ_SECONDS ?= 30
 FUZZ_BIN      = build/fuzz/gpurent-fuzz
 $(FUZZ_BIN): $(filter-out runtime/main.c,$(SRCS)) fuzz/fuzz.c
 	mkdir -p build/fuzz
+	# the harness finds gpurent's library beside itself, as the gpurent binary does
+	ln -sfn ../../lua build/fuzz/lua; ln -sfn ../../profiles build/fuzz/profiles
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror \
 	  -DGPURENT_SHAREDIR='"$(SHAREDIR)"' \
 	  $(shell pkg-config --cflags $(PKGS) libcurl) -o $@ $^ $(LDLIBS)

@@ -33,6 +33,7 @@ local p = gpurent.recipe {
 }
 local phases = require "gpurent.phases"
 local run = require "gpurent.run"
+local run_lock = require "gpurent.run_lock"
 
 local r = run.new{host = p.host, project = p.project, recipe = "autodl_train", id = p.id,
   local_dir = p.local_dir, interval = p.interval, stall_seconds = p.stall, expected_seconds = p.expected_seconds,
@@ -55,17 +56,24 @@ local ok, err = pcall(function()
     error(string.format("run %s ended %s: %s", r.id, w.state,
       (w.verdict and (w.verdict.why or (w.verdict.triage and w.verdict.triage.cause))) or w.why or ""), 0)
   end
-  r:phase("close", phases.close, inst, r, {roster = p.expected})
-  result = r:phase("pull", phases.pull, inst, r, {roster = p.expected, load_cmd = p.load, local_dir = p.local_dir})
-  if p.teardown then
-    r:phase("teardown", phases.teardown, inst, r, {pulled_dir = result.local_dir, instance = p.instance})
-  else
-    r:say("teardown", "not requested: the meter is still ON for %s. When you are done: gpurent run %s " ..
-      "host=%s ... teardown=yes --approve %s (or power it off on the console)", p.host, "recipes/autodl_train.lua",
-      p.host, p.instance or p.host)
-  end
+  -- one finisher at a time: a `gpurent watch RUN --finish` elsewhere cannot slip in
+  -- between close, pull, teardown and the ledger's "succeeded"
+  result = run_lock.hold(r, inst, function()
+    r:phase("close", phases.close, inst, r, {roster = p.expected})
+    local pulled = r:phase("pull", phases.pull, inst, r, {roster = p.expected, load_cmd = p.load, local_dir = p.local_dir})
+    if p.teardown then
+      r:phase("teardown", phases.teardown, inst, r, {pulled_dir = pulled.local_dir, instance = p.instance})
+    else
+      r:say("teardown", "not requested: the meter is still ON for %s. When you are done: gpurent run %s " ..
+        "host=%s ... teardown=yes --approve %s (or power it off on the console)", p.host, "recipes/autodl_train.lua",
+        p.host, p.instance or p.host)
+    end
+    r:finish("succeeded")
+    return pulled
+  end)
 end)
-r:finish(ok and "succeeded" or "failed")
+-- a run another finisher holds is that finisher's to record
+if not ok and not run_lock.is_busy(err) then r:finish("failed") end
 if ok then
   r:say("run", "run %s succeeded: verified results in %s", r.id, result.local_dir)
   r:tell("run " .. r.id .. " succeeded: results verified in " .. result.local_dir, p.notify)
