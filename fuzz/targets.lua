@@ -28,11 +28,18 @@ function targets.yaml(data)
   yaml.load(data, "fuzz.yaml")
 end
 
+-- gpurent's own ssh_config reading is the keyword scanner (sshconfig.locate, with
+-- Include and Host/Match blocks) and the target parser; the effective configuration
+-- comes from `ssh -G`, which is OpenSSH's to fuzz, and which would run a fuzzed
+-- `Match exec` command: never call resolve here.
 function targets.sshconfig(data)
   local sshconfig = require "gpurent.sshconfig"
   with_file(data, function(path)
-    sshconfig.resolve("fuzzhost", {config = path})
-    sshconfig.resolve("user@autodl-proj-1:2222", {config = path})
+    for _, keyword in ipairs{"proxyjump", "identityfile", "include", "match", "host"} do
+      sshconfig.locate(keyword, {config = path})
+    end
+    sshconfig.parse_target("user@autodl-proj-1:2222")
+    sshconfig.glob_match("autodl-*-?", data:sub(1, 200))
   end)
 end
 

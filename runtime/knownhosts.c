@@ -1,10 +1,12 @@
 /* knownhosts.c: the byte work behind known_hosts checking: base64, OpenSSH's
- * hashed host names (|1|salt|HMAC-SHA1(salt, host)) and SHA256 fingerprints.
+ * hashed host names (|1|salt|HMAC-SHA1(salt, host)), their random salts (for
+ * HashKnownHosts yes) and SHA256 fingerprints.
  * Parsing the file and deciding what a mismatch means is lua/gpurent/knownhosts.lua. */
 #include "host.h"
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/rand.h>
 #include <string.h>
 
 /* b64decode(text) -> bytes | nil when text is not base64 */
@@ -46,6 +48,16 @@ static int kh_hmac_sha1(lua_State *L) {
     return 1;
 }
 
+/* random(n) -> n bytes from OpenSSL's CSPRNG (1..64): a hashed name's salt. */
+static int kh_random(lua_State *L) {
+    lua_Integer n = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, n >= 1 && n <= 64, 1, "1..64 bytes");
+    unsigned char buf[64];
+    if (RAND_bytes(buf, (int)n) != 1) return luaL_error(L, "known_hosts: RAND_bytes failed");
+    lua_pushlstring(L, (const char *)buf, (size_t)n);
+    return 1;
+}
+
 /* fingerprint(blob) -> "SHA256:<base64 without padding>", as ssh-keygen -l prints. */
 static int kh_fingerprint(lua_State *L) {
     size_t len;
@@ -65,7 +77,8 @@ static int kh_fingerprint(lua_State *L) {
 int gr_open_knownhosts(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"b64decode", kh_b64decode}, {"b64encode", kh_b64encode},
-        {"hmac_sha1", kh_hmac_sha1}, {"fingerprint", kh_fingerprint}, {NULL, NULL}
+        {"hmac_sha1", kh_hmac_sha1}, {"fingerprint", kh_fingerprint},
+        {"random", kh_random}, {NULL, NULL}
     };
     luaL_newlib(L, fns);
     return 1;

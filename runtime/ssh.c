@@ -12,6 +12,7 @@
  * knownhosts.c; ssh_config and policy in Lua. */
 #include "ssh_internal.h"
 #include "aesctr.h"
+#include "sshproxy.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -65,18 +66,22 @@ gr_session *gr_ssh_check(lua_State *L, int idx) {
 
 /* ---- TCP ----------------------------------------------------------------- */
 
-/* tcp_connect(host, port) -> fd: a non-blocking socket whose connect is in
- * progress; wait writable, then call connect_result(fd). Name resolution is
+/* tcp_connect(host, port [, family]) -> fd: a non-blocking socket whose connect is
+ * in progress; wait writable, then call connect_result(fd). family is ssh_config's
+ * AddressFamily: "any" (default), "inet" or "inet6". Name resolution is
  * synchronous (getaddrinfo); ssh_config targets are usually IPs or local names. */
 static int ssh_tcp_connect(lua_State *L) {
+    static const char *const families[] = {"any", "inet", "inet6", NULL};
+    static const int family_values[] = {AF_UNSPEC, AF_INET, AF_INET6};
     const char *host = luaL_checkstring(L, 1);
     lua_Integer port = luaL_checkinteger(L, 2);
+    int family = family_values[luaL_checkoption(L, 3, "any", families)];
     char sport[16];
     snprintf(sport, sizeof sport, "%d", (int)port);
     struct addrinfo hints, *res = NULL;
     memset(&hints, 0, sizeof hints);
     hints.ai_socktype = SOCK_STREAM;
-    hints.ai_family = AF_UNSPEC;
+    hints.ai_family = family;
     int g = getaddrinfo(host, sport, &hints, &res);
     if (g != 0) return luaL_error(L, "%s: cannot resolve host: %s", host, gai_strerror(g));
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -141,8 +146,8 @@ static int ssh_session(lua_State *L) {
 
 static const int method_types[] = {LIBSSH2_METHOD_HOSTKEY, LIBSSH2_METHOD_CRYPT_CS,
                                    LIBSSH2_METHOD_CRYPT_SC, LIBSSH2_METHOD_MAC_CS,
-                                   LIBSSH2_METHOD_MAC_SC};
-static const char *const method_names[] = {"hostkey", "cipher", "cipher_sc", "mac", "mac_sc", NULL};
+                                   LIBSSH2_METHOD_MAC_SC, LIBSSH2_METHOD_KEX};
+static const char *const method_names[] = {"hostkey", "cipher", "cipher_sc", "mac", "mac_sc", "kex", NULL};
 
 /* Keep only the algorithms this libssh2 supports: libssh2 1.10's method_pref
  * drops unknown names with an overlapping memcpy (undefined behaviour). */
@@ -276,17 +281,31 @@ static int sess_auth_password(lua_State *L) {
     return gr_ssh_auth_result(L, gs, rc, "password auth");
 }
 
-/* sess:auth_agent(user [, rsa_sha2]) -> true | false, dirs | nil, reason. Tries
- * every agent identity in turn; state survives between calls so EAGAIN resumes
- * the same key. With rsa_sha2, RSA identities sign rsa-sha2-256 (rsasha2.c). */
+/* Is this agent identity one the caller allows? only is a set {[blob] = true} or nil (all). */
+static int agent_id_allowed(lua_State *L, int only, struct libssh2_agent_publickey *id) {
+    if (lua_isnoneornil(L, only)) return 1;
+    lua_pushlstring(L, (const char *)id->blob, id->blob_len);
+    int ok = lua_rawget(L, only) != LUA_TNIL;
+    lua_pop(L, 1);
+    return ok;
+}
+
+/* sess:auth_agent(user [, rsa_sha2 [, socket [, only]]]) -> true | false, dirs | nil,
+ * reason. Tries every agent identity in turn; state survives between calls so EAGAIN
+ * resumes the same key. With rsa_sha2, RSA identities sign rsa-sha2-256 (rsasha2.c).
+ * socket: the agent's socket path (IdentityAgent), else $SSH_AUTH_SOCK. only: a set
+ * of public key blobs (IdentitiesOnly: the agent may sign only for configured keys). */
 static int sess_auth_agent(lua_State *L) {
     gr_session *gs = gr_ssh_check(L, 1);
     const char *user = luaL_checkstring(L, 2);
     int rsa_sha2 = lua_toboolean(L, 3);
+    const char *sock = luaL_optstring(L, 4, NULL);
+    if (!lua_isnoneornil(L, 5)) luaL_checktype(L, 5, LUA_TTABLE);
     if (!gs->agent) {
-        if (!getenv("SSH_AUTH_SOCK")) { lua_pushnil(L); lua_pushstring(L, "no SSH_AUTH_SOCK"); return 2; }
+        if (!sock && !getenv("SSH_AUTH_SOCK")) { lua_pushnil(L); lua_pushstring(L, "no SSH_AUTH_SOCK"); return 2; }
         gs->agent = libssh2_agent_init(gs->s);
         if (!gs->agent) return gr_ssh_fail(L, gs, "agent init", LIBSSH2_ERROR_ALLOC);
+        if (sock) libssh2_agent_set_identity_path(gs->agent, sock);
         if (libssh2_agent_connect(gs->agent) != 0 || libssh2_agent_list_identities(gs->agent) != 0) {
             lua_pushnil(L); lua_pushstring(L, "cannot talk to ssh-agent"); return 2;
         }
@@ -299,6 +318,7 @@ static int sess_auth_agent(lua_State *L) {
             int g = libssh2_agent_get_identity(gs->agent, &next, gs->agent_id);
             if (g != 0) { lua_pushnil(L); lua_pushstring(L, "no agent key accepted"); return 2; }
             gs->agent_id = next;
+            if (!agent_id_allowed(L, 5, next)) continue;
             gs->agent_started = 1;
         }
         struct libssh2_agent_publickey *id = gs->agent_id;
@@ -578,13 +598,15 @@ static int ch_gc(lua_State *L) {
 
 /* ---- TTY prompt ---------------------------------------------------------- */
 
-/* askpass(prompt) -> line read from /dev/tty with echo off; nil without a TTY. */
+/* askpass(prompt [, echo]) -> line read from /dev/tty, echo off unless echo (a
+ * yes/no answer); nil without a TTY. */
 static int ssh_askpass(lua_State *L) {
     const char *prompt = luaL_checkstring(L, 1);
+    int echo = lua_toboolean(L, 2);
     int fd = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
     if (fd < 0) { lua_pushnil(L); return 1; }
     struct termios old, quiet;
-    int have = tcgetattr(fd, &old) == 0;
+    int have = !echo && tcgetattr(fd, &old) == 0;
     if (have) { quiet = old; quiet.c_lflag &= ~(tcflag_t)ECHO; tcsetattr(fd, TCSAFLUSH, &quiet); }
     if (write(fd, prompt, strlen(prompt)) < 0) { /* prompt is best effort */ }
     luaL_Buffer b;
@@ -594,7 +616,7 @@ static int ssh_askpass(lua_State *L) {
     while ((n = read(fd, &ch, 1)) == 1 && ch != '\n' && ch != '\r') luaL_addchar(&b, ch);
     int e = errno;
     if (have) tcsetattr(fd, TCSAFLUSH, &old);
-    if (write(fd, "\n", 1) < 0) { /* best effort */ }
+    if (!echo && write(fd, "\n", 1) < 0) { /* best effort */ }
     close(fd);
     if (n < 0 && e == EINTR) gr_raise_if_interrupted(L);
     luaL_pushresult(&b);
@@ -629,7 +651,7 @@ int gr_open_ssh(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"tcp_connect", ssh_tcp_connect}, {"connect_result", ssh_connect_result},
         {"close_fd", ssh_close_fd}, {"session", ssh_session}, {"askpass", ssh_askpass},
-        {"chmod", ssh_chmod}, {"aesctr", ssh_aesctr}, {NULL, NULL}
+        {"chmod", ssh_chmod}, {"aesctr", ssh_aesctr}, {"proxy_spawn", gr_sshproxy_spawn}, {NULL, NULL}
     };
     luaL_newmetatable(L, GR_SESSION_MT);
     luaL_newlib(L, sess_methods);
@@ -646,6 +668,7 @@ int gr_open_ssh(lua_State *L) {
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
     gr_sftp_register(L);
+    gr_sshproxy_register(L);
     luaL_newlib(L, fns);
     return 1;
 }

@@ -8,7 +8,8 @@
 --     {status="ok", file=, line=} | {status="changed", file=, line=, keytype=, blob=}
 --     | {status="revoked", file=, line=} | {status="unknown", types={...}}
 --   knownhosts.types(files, host, port) -> list of key types recorded for the host
---   knownhosts.add(file, host, port, keytype, blob)
+--   knownhosts.add(file, host, port, keytype, blob [, {hash = true}])
+--     hash: write the name as OpenSSH's HashKnownHosts does, |1|salt|HMAC-SHA1(salt, name)
 local kh = require("gpurent.core").knownhosts
 local sshconfig = require "gpurent.sshconfig"
 
@@ -94,15 +95,24 @@ function knownhosts.lookup(files, host, port, keytype, blob)
   return {status = "unknown", types = knownhosts.types(files, host, port)}
 end
 
+-- The name field of a new entry: plain, or hashed with a fresh 20-byte salt (as ssh).
+local function entry_name(host, port, hash)
+  local name = knownhosts.name(host, port)
+  if not hash then return name end
+  local salt = kh.random(20)
+  return "|1|" .. kh.b64encode(salt) .. "|" .. kh.b64encode(kh.hmac_sha1(salt, name))
+end
+knownhosts.entry_name = entry_name
+
 -- Append an entry (creating the file and its directory).
-function knownhosts.add(file, host, port, keytype, blob)
+function knownhosts.add(file, host, port, keytype, blob, opts)
   local dir = file:match("^(.*)/[^/]*$")
   if dir and dir ~= "" then
     require("gpurent.fs").mkdirs(dir)
   end
   local f, err = io.open(file, "a")
   if not f then error("cannot record host key in " .. file .. ": " .. tostring(err), 0) end
-  f:write(knownhosts.name(host, port), " ", keytype, " ", kh.b64encode(blob), "\n")
+  f:write(entry_name(host, port, opts and opts.hash), " ", keytype, " ", kh.b64encode(blob), "\n")
   f:close()
 end
 

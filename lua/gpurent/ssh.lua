@@ -5,7 +5,13 @@
 -- concurrent inside gpurent.parallel.
 --
 --   ssh.connect(cfg, opts) -> conn      cfg from sshconfig.resolve; opts:
---       accept_new_host, connect_timeout, password (secret), passphrase (secret)
+--       accept_new_host, connect_timeout, password (secret), passphrase (secret),
+--       accept_flag (the caller's command-line flag for accept_new_host, named in
+--       the refusal of an unknown host key; without it the hint is an ssh command)
+--   The transport is TCP, or the stdio of ProxyCommand, or of ProxyJump as OpenSSH
+--   defines it (ProxyCommand `ssh -W '[%h]:%p' JUMP`, with -J for the rest of a chain
+--   and -F for gpurent's config file): the jump hosts' keys are checked by that ssh
+--   with the same config and known_hosts files; the target's key by gpurent here.
 --   ssh.run(conn, deadline, op, step, ...) -> the step's results; raises on deadline
 --   ssh.wait(conn, dirs, deadline) -> ready bits (0 on deadline); sends keepalives
 --   ssh.error(kind, conn, msg, fields) -> raises a gpurent.ssh error object
@@ -108,49 +114,114 @@ local function all_known_files(cfg)
   return files
 end
 
+-- The name and port known_hosts entries are looked up and written under: HostKeyAlias
+-- replaces host and port (as in OpenSSH), else [hostname]:port.
+local function key_host(cfg)
+  if cfg.hostkeyalias then return cfg.hostkeyalias, 22 end
+  return cfg.hostname, cfg.port
+end
+
 local function refuse(conn, msg)
   conn.sess:close("host key refused")
   errors.refuse(msg, 0)
+end
+
+local function tty_ask(prompt, echo)
+  if not core.sys.isatty(0) and not core.sys.isatty(2) then return nil end
+  return cssh.askpass(prompt, echo)
+end
+
+-- Record a new key (hashed under HashKnownHosts yes) in the first UserKnownHostsFile.
+local function record_key(conn, ktype, blob, fp)
+  local cfg = conn.cfg
+  local file = cfg.knownhostsfiles[1]
+  if not file then refuse(conn, conn.label .. ": host key unknown and UserKnownHostsFile is none") end
+  local host, port = key_host(cfg)
+  knownhosts.add(file, host, port, ktype, blob, {hash = cfg.hashknownhosts})
+  conn.hostkey.added = file
+  if core.sys.isatty(2) then
+    io.stderr:write(string.format("Warning: Permanently added '%s' (%s %s) to the list of known hosts (%s).\n",
+      knownhosts.name(host, port), ktype, fp, file))
+  end
+end
+
+-- StrictHostKeyChecking ask on a terminal: ssh's question, answered yes, no or the
+-- fingerprint. nil when there is no terminal to ask on (or BatchMode yes).
+local function ask_new_key(conn, name, ktype, fp, other)
+  if conn.cfg.batchmode or (not core.sys.isatty(0) and not core.sys.isatty(2)) then return nil end
+  local prompt = string.format("The authenticity of host '%s' can't be established.\n%s key fingerprint is %s.%s\n" ..
+    "Are you sure you want to continue connecting (yes/no/[fingerprint])? ",
+    name, (ktype:match("^ssh%-(%w+)$") or ktype:match("^(%w+)") or ktype):upper(), fp, other)
+  for _ = 1, 10 do
+    local a = cssh.askpass(prompt, true)
+    if a == nil then return nil end
+    a = a:gsub("^%s+", ""):gsub("%s+$", "")
+    if a:lower() == "yes" or a == fp then return true end
+    if a:lower() == "no" then return false end
+    prompt = "Please type 'yes', 'no' or the fingerprint: "
+  end
+  return false
+end
+
+-- How to record an unknown key, as a command that works from where we are.
+local function accept_hint(conn, opts, policy)
+  local cfg = conn.cfg
+  local ssh_cmd = string.format("ssh%s -o StrictHostKeyChecking=accept-new %s true",
+    cfg.config and (" -F " .. cfg.config) or "", cfg.target)
+  if policy == "yes" then
+    return "StrictHostKeyChecking is yes for this host: add the key to " .. (cfg.knownhostsfiles[1] or "known_hosts") ..
+      " yourself, or run `" .. ssh_cmd .. "` (OpenSSH writes the same file)" ..
+      (opts.accept_flag and (", or rerun with " .. opts.accept_flag) or "") .. "."
+  end
+  if opts.accept_flag then
+    return "then rerun with " .. opts.accept_flag .. " (or answer the question on a terminal, or set\n" ..
+      "StrictHostKeyChecking accept-new for this host in ssh_config)."
+  end
+  return "then run gpurent on a terminal (it asks), or record it with `" .. ssh_cmd .. "`\n" ..
+    "(OpenSSH writes the same known_hosts file), or give gpurent.connect the accept_new_host option."
 end
 
 local function check_hostkey(conn, opts)
   local cfg = conn.cfg
   local blob, ktype = conn.sess:hostkey()
   local fp = knownhosts.fingerprint(blob)
-  local name = knownhosts.name(cfg.hostname, cfg.port)
-  local r = knownhosts.lookup(all_known_files(cfg), cfg.hostname, cfg.port, ktype, blob)
+  local host, port = key_host(cfg)
+  local name = knownhosts.name(host, port)
+  local r = knownhosts.lookup(all_known_files(cfg), host, port, ktype, blob)
   conn.hostkey = {type = ktype, fingerprint = fp}
   if r.status == "ok" then return end
   if r.status == "revoked" then
     refuse(conn, string.format("%s: the host key for %s (%s %s) is REVOKED in %s:%d; refusing to connect",
       conn.label, name, ktype, fp, r.file, r.line))
   end
+  local policy = cfg.stricthostkeychecking
   if r.status == "changed" then
     refuse(conn, string.format(
       "%s: REMOTE HOST KEY CHANGED for %s: refusing to connect.\n" ..
       "  known:   %s %s  (%s:%d)\n  offered: %s %s\n" ..
       "Someone could be intercepting the connection, or the host was reinstalled. If you know why the key\n" ..
-      "changed, remove the old entry (%s line %d, or: ssh-keygen -R '%s' -f %s) and connect again.",
+      "changed, remove the old entry (%s line %d, or: ssh-keygen -R '%s' -f %s) and connect again.%s",
       conn.label, name, r.keytype, knownhosts.fingerprint(r.blob), r.file, r.line, ktype, fp,
-      r.file, r.line, name, r.file))
+      r.file, r.line, name, r.file,
+      (policy == "no" or policy == "off") and "\n(StrictHostKeyChecking " .. policy ..
+        " does not make gpurent accept a changed key.)" or ""))
   end
-  local policy = cfg.stricthostkeychecking
+  -- --accept-new-host is the command line's -o StrictHostKeyChecking=accept-new: it wins
   if opts.accept_new_host or policy == "accept-new" or policy == "no" or policy == "off" then
-    local file = cfg.knownhostsfiles[1]
-    if not file then refuse(conn, conn.label .. ": host key unknown and UserKnownHostsFile is none") end
-    knownhosts.add(file, cfg.hostname, cfg.port, ktype, blob)
-    conn.hostkey.added = file
-    if core.sys.isatty(2) then
-      io.stderr:write(string.format("gpurent: recorded new host key for %s (%s %s) in %s\n", name, ktype, fp, file))
-    end
-    return
+    return record_key(conn, ktype, blob, fp)
   end
   local other = #r.types > 0 and (" (keys of other types are known: " .. table.concat(r.types, ", ") .. ")") or ""
+  if policy ~= "yes" then
+    local answer = ask_new_key(conn, name, ktype, fp, other ~= "" and ("\nKeys of other types are known for it: " ..
+      table.concat(r.types, ", ") .. ".") or "\nThis key is not known by any other names.")
+    if answer then return record_key(conn, ktype, blob, fp) end
+    if answer == false then refuse(conn, conn.label .. ": host key for " .. name .. " not accepted; refusing to connect") end
+  end
   refuse(conn, string.format(
-    "%s: host key for %s is not known%s: refusing to connect.\n  offered: %s %s\n" ..
-    "Check the fingerprint with the provider, then rerun with --accept-new-host (or set\n" ..
-    "StrictHostKeyChecking accept-new for this host in ~/.ssh/config).",
-    conn.label, name, other, ktype, fp))
+    "%s: host key for %s is not known%s: refusing to connect (StrictHostKeyChecking %s%s).\n  offered: %s %s\n" ..
+    "Check the fingerprint with the provider, %s",
+    conn.label, name, other, policy, policy == "yes" and "" or ", and no terminal to ask on", ktype, fp,
+    accept_hint(conn, opts, policy)))
 end
 
 -- Does this private key file need a passphrase? PEM says ENCRYPTED; the OpenSSH
@@ -199,11 +270,107 @@ end
 
 local read_key = require("gpurent.fs").read_if_exists
 
-local function tty_ask(prompt)
-  if not core.sys.isatty(0) and not core.sys.isatty(2) then return nil end
-  return cssh.askpass(prompt)
+-- The configured identities' public key blobs: the agent keys IdentitiesOnly allows.
+local function configured_blobs(cfg)
+  local set = {}
+  local function add(pubfile)
+    local text = read_key(pubfile)
+    local b64 = text and text:match("^%S+%s+(%S+)")
+    local blob = b64 and core.knownhosts.b64decode(b64)
+    if blob then set[blob] = true end
+  end
+  for _, p in ipairs(cfg.identityfiles) do add(p .. ".pub"); add(p .. "-cert.pub") end
+  for _, c in ipairs(cfg.certificatefiles or {}) do add(c) end
+  return set
 end
 
+local function agent_auth(conn, deadline, tried)
+  local cfg, sess = conn.cfg, conn.sess
+  if cfg.identityagent == "none" then
+    tried[#tried + 1] = "ssh-agent not used (IdentityAgent none)"
+    return false
+  end
+  local only = cfg.identitiesonly and configured_blobs(cfg) or nil
+  local ok, why = ssh.run(conn, deadline, "agent auth", sess.auth_agent, sess, cfg.user, takes_rsa_sha2(sess),
+    cfg.identityagent, only)
+  if ok then return true end
+  tried[#tried + 1] = "ssh-agent" .. (cfg.identityagent and (" at " .. cfg.identityagent) or "") ..
+    (only and ", configured keys only (IdentitiesOnly)" or "") .. " (" .. tostring(why) .. ")"
+  return false
+end
+
+-- One key file: true on success, else the reason.
+local function key_auth(conn, deadline, path, text, pass)
+  local sess, user = conn.sess, conn.cfg.user
+  local reasons = {}
+  -- OpenSSH would present path-cert.pub first; libssh2 1.10 cannot sign with a certificate
+  -- (it looks the certificate type up as a key type), so say it was not presented
+  if read_key(path .. "-cert.pub") then
+    reasons[#reasons + 1] = "certificate " .. path .. "-cert.pub not presented: libssh2 1.10 cannot sign with certificates"
+  end
+  local rsa, sha2_why = key_is_rsa(path, text), nil
+  if rsa and takes_rsa_sha2(sess) then
+    -- libssh2 1.10 itself signs RSA with SHA-1: sign rsa-sha2-256 here (runtime/rsasha2.c)
+    local ok, why = ssh.run(conn, deadline, "rsa-sha2-256 auth", sess.auth_rsa_sha2_file, sess, user, path, pass)
+    if ok then return true end
+    sha2_why = "rsa-sha2-256: " .. tostring(why)
+  end
+  if rsa and refuses_sha1_rsa(sess) then   -- (such a server takes rsa-sha2: sha2_why is set)
+    reasons[#reasons + 1] = sha2_why .. "; ssh-rsa not tried: the server, " .. sess:banner() .. ", refuses SHA-1 signatures"
+  else
+    local pub = io.open(path .. ".pub", "r")
+    if pub then pub:close(); pub = path .. ".pub" end
+    local ok, why = ssh.run(conn, deadline, "public key auth", sess.auth_pubkey, sess, user, path, pass, pub)
+    if ok then return true end
+    reasons[#reasons + 1] = (sha2_why and (sha2_why .. "; ssh-rsa: ") or "") .. tostring(why) .. (rsa and RSA_HINT or "")
+  end
+  return table.concat(reasons, "; ")
+end
+
+local function files_auth(conn, opts, deadline, tried, ask)
+  local cfg = conn.cfg
+  for _, path in ipairs(cfg.identityfiles) do
+    local text = read_key(path)
+    if not text then
+      if cfg.identityfiles_explicit then tried[#tried + 1] = "key " .. path .. " (missing)" end
+    else
+      local pass, entry
+      if key_is_encrypted(text) then
+        pass = opts.passphrase and secret.reveal(opts.passphrase) or ask("Enter passphrase for key '" .. path .. "': ")
+      end
+      if key_is_encrypted(text) and not pass then
+        entry = cfg.batchmode and "encrypted; BatchMode yes: not asking for its passphrase"
+          or "encrypted; no TTY to ask for its passphrase"
+      else
+        entry = key_auth(conn, deadline, path, text, pass)
+        if entry == true then return true end
+      end
+      tried[#tried + 1] = "key " .. path .. " (" .. entry .. ")"
+    end
+  end
+  return false
+end
+
+local function password_auth(conn, opts, deadline, tried, ask)
+  local cfg, sess, user = conn.cfg, conn.sess, conn.cfg.user
+  if opts.password ~= nil and not secret.is(opts.password) then
+    sess:close("auth")
+    ssh.error("auth", conn, "a password must be given as gpurent.secret(...), never as a plain string")
+  end
+  local pw = opts.password and secret.reveal(opts.password) or ask(user .. "@" .. cfg.hostname .. "'s password: ")
+  if pw then
+    local ok, why = ssh.run(conn, deadline, "password auth", sess.auth_password, sess, user, pw)
+    if ok then return true end
+    tried[#tried + 1] = "password (" .. tostring(why) .. ")"
+  else
+    tried[#tried + 1] = cfg.batchmode and "password (BatchMode yes: not asking)"
+      or "password (no TTY to ask and no password secret given)"
+  end
+  return false
+end
+
+-- OpenSSH's order: public keys (agent, then files) if PubkeyAuthentication, then the
+-- password if PasswordAuthentication. BatchMode yes: never prompt.
 local function authenticate(conn, opts, deadline)
   local cfg, sess, user = conn.cfg, conn.sess, conn.cfg.user
   local list = ssh.run(conn, deadline, "auth methods", sess.userauth_list, sess, user)
@@ -211,83 +378,150 @@ local function authenticate(conn, opts, deadline)
   local has = {}
   for m in list:gmatch("[^,]+") do has[m] = true end
   local tried = {}
-  if has.publickey and not cfg.identitiesonly then
-    local ok, why = ssh.run(conn, deadline, "agent auth", sess.auth_agent, sess, user, takes_rsa_sha2(sess))
-    if ok then return "agent" end
-    tried[#tried + 1] = "ssh-agent (" .. tostring(why) .. ")"
+  local ask = cfg.batchmode and function() return nil end or tty_ask
+  if has.publickey and cfg.pubkeyauthentication then
+    if agent_auth(conn, deadline, tried) then return "agent" end
+    if files_auth(conn, opts, deadline, tried, ask) then return "publickey" end
+  elseif has.publickey then
+    tried[#tried + 1] = "public keys not tried (PubkeyAuthentication no)"
   end
-  if has.publickey then
-    for _, path in ipairs(cfg.identityfiles) do
-      local text = read_key(path)
-      if not text then
-        if cfg.identityfiles_explicit then tried[#tried + 1] = "key " .. path .. " (missing)" end
-      else
-        local pass
-        if key_is_encrypted(text) then
-          pass = opts.passphrase and secret.reveal(opts.passphrase)
-                 or tty_ask("Enter passphrase for key '" .. path .. "': ")
-        end
-        local rsa, entry = key_is_rsa(path, text), nil
-        if key_is_encrypted(text) and not pass then
-          entry = "encrypted; no TTY to ask for its passphrase"
-        else
-          local sha2_why
-          if rsa and takes_rsa_sha2(sess) then
-            -- libssh2 1.10 itself signs RSA with SHA-1: sign rsa-sha2-256 here (runtime/rsasha2.c)
-            local ok, why = ssh.run(conn, deadline, "rsa-sha2-256 auth", sess.auth_rsa_sha2_file, sess, user, path, pass)
-            if ok then return "publickey" end
-            sha2_why = "rsa-sha2-256: " .. tostring(why)
-          end
-          if rsa and refuses_sha1_rsa(sess) then   -- (such a server takes rsa-sha2: sha2_why is set)
-            entry = sha2_why .. "; ssh-rsa not tried: the server, " .. sess:banner() .. ", refuses SHA-1 signatures"
-          else
-            local pub = io.open(path .. ".pub", "r")
-            if pub then pub:close(); pub = path .. ".pub" end
-            local ok, why = ssh.run(conn, deadline, "public key auth", sess.auth_pubkey, sess, user, path, pass, pub)
-            if ok then return "publickey" end
-            entry = (sha2_why and (sha2_why .. "; ssh-rsa: ") or "") .. tostring(why) .. (rsa and RSA_HINT or "")
-          end
-        end
-        tried[#tried + 1] = "key " .. path .. " (" .. entry .. ")"
-      end
-    end
-  end
-  if has.password then
-    if opts.password ~= nil and not secret.is(opts.password) then
-      sess:close("auth")
-      ssh.error("auth", conn, "a password must be given as gpurent.secret(...), never as a plain string")
-    end
-    local pw = opts.password and secret.reveal(opts.password)
-               or tty_ask(user .. "@" .. cfg.hostname .. "'s password: ")
-    if pw then
-      local ok, why = ssh.run(conn, deadline, "password auth", sess.auth_password, sess, user, pw)
-      if ok then return "password" end
-      tried[#tried + 1] = "password (" .. tostring(why) .. ")"
-    else
-      tried[#tried + 1] = "password (no TTY to ask and no password secret given)"
-    end
+  if has.password and cfg.passwordauthentication then
+    if password_auth(conn, opts, deadline, tried, ask) then return "password" end
+  elseif has.password then
+    tried[#tried + 1] = "password not tried (PasswordAuthentication no)"
   end
   sess:close("auth failed")
   ssh.error("auth", conn, string.format("authentication failed for user %s (server offers: %s); tried: %s",
     user, list, #tried > 0 and table.concat(tried, "; ") or "nothing usable"))
 end
 
--- Open a TCP connection within the deadline; returns the fd.
-local function tcp(conn, deadline)
+-- ---- transport: TCP, or a proxy command's stdio --------------------------------
+
+local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+-- One ProxyJump hop "[ssh://][user@]host[:port]" -> user, host, port.
+local function parse_hop(hop)
+  local h = hop:gsub("^ssh://", "")
+  local user, rest = h:match("^(.*)@([^@]*)$")
+  if not user then rest = h end
+  local host, port = rest:match("^%[(.+)%]:(%d+)$")
+  if not host then host, port = rest:match("^([^:]+):(%d+)$") end
+  return user, host or rest:match("^%[(.+)%]$") or rest, port
+end
+
+-- ProxyJump a,b,c as OpenSSH runs it: ssh [-l U] [-p P] -J a,b [-F FILE] -W '[%h]:%p' c
+local function jump_command(cfg)
+  local hops = {}
+  for hop in cfg.proxyjump:gmatch("[^,]+") do hops[#hops + 1] = hop end
+  local user, host, port = parse_hop(table.remove(hops))
+  local a = {"ssh"}
+  if user then a[#a + 1] = "-l " .. q(user) end
+  if port then a[#a + 1] = "-p " .. port end
+  if #hops > 0 then a[#a + 1] = "-J " .. q(table.concat(hops, ",")) end
+  if cfg.gfile then a[#a + 1] = "-F " .. q(cfg.gfile) end
+  a[#a + 1] = "-W " .. q("[" .. cfg.hostname .. "]:" .. cfg.port)
+  a[#a + 1] = "-- " .. q(host)
+  return table.concat(a, " ")
+end
+
+-- ProxyCommand with its tokens (%h %p %r %n %%), as OpenSSH expands them.
+local function proxy_command(cfg)
+  return (cfg.proxycommand:gsub("%%(.)", function(c)
+    if c == "%" then return "%" elseif c == "h" then return cfg.hostname
+    elseif c == "p" then return tostring(cfg.port) elseif c == "r" then return cfg.user
+    elseif c == "n" then return cfg.alias end
+    error(string.format("%s: ProxyCommand %s: gpurent does not expand the token %%%s", cfg.alias, cfg.proxycommand, c), 0)
+  end))
+end
+
+-- Start the proxy (ProxyCommand, else ProxyJump); returns its socket fd.
+local function proxy(conn)
   local cfg = conn.cfg
-  local fd = cssh.tcp_connect(cfg.hostname, cfg.port)
+  local cmd = cfg.proxycommand and proxy_command(cfg) or jump_command(cfg)
+  conn.via = cfg.proxycommand and ("ProxyCommand " .. cfg.proxycommand) or ("ProxyJump " .. cfg.proxyjump)
+  local ok, fd, p = pcall(cssh.proxy_spawn, cmd, conn.label)
+  if not ok then ssh.error("connection", conn, "via " .. conn.via .. ": " .. tostring(fd)) end
+  conn.proxy, conn.fd = p, fd
+  return fd
+end
+
+-- The proxy's own account of a failure: its exit status and what it printed.
+local function proxy_failure(conn, err)
+  local p = conn.proxy
+  local status
+  for _ = 1, 25 do   -- it usually has just exited: give it up to half a second
+    status = p:status()
+    if status then break end
+    sched.sleep(0.02)
+  end
+  local text = p:stderr():gsub("%s+$", "")
+  local inner = (ssh.is_error(err) and err.msg or tostring(err)):gsub("^[^:]*%.lua:%d+: ", "")
+  if inner:sub(1, #conn.label + 2) == conn.label .. ": " then inner = inner:sub(#conn.label + 3) end
+  return string.format("via %s: the proxy %s%s (then %s)", conn.via, status or "is still running",
+    text ~= "" and (": " .. text:gsub("\n", " / ")) or "", inner)
+end
+
+-- Open one TCP connection within the deadline; returns the fd.
+local function tcp_once(conn, deadline)
+  local cfg = conn.cfg
+  local ok, fd = pcall(cssh.tcp_connect, cfg.hostname, cfg.port, cfg.addressfamily)
+  if not ok then ssh.error("connection", conn, tostring(fd)) end
   conn.fd = fd
   local r = sched.wait(fd, 2, deadline)
   if r == 0 then
     cssh.close_fd(fd)
     ssh.error("timeout", conn, string.format("connect timed out after %gs", conn.connect_timeout), {op = "connect"})
   end
-  local ok, why = cssh.connect_result(fd)
-  if not ok then
+  local ok2, why = cssh.connect_result(fd)
+  if not ok2 then
     cssh.close_fd(fd)
     ssh.error("connection", conn, "connect: " .. why)
   end
   return fd
+end
+
+-- ConnectionAttempts: one try per second, as OpenSSH.
+local function tcp(conn, deadline)
+  local last
+  for attempt = 1, math.max(1, math.min(conn.cfg.connectionattempts or 1, 100)) do
+    if attempt > 1 then sched.sleep(1) end
+    local ok, fd = pcall(tcp_once, conn, deadline)
+    if ok then return fd end
+    last = fd
+    if ssh.is_error(last, "timeout") then break end
+  end
+  error(last, 0)
+end
+
+-- Algorithm preferences: the user's lists when ssh_config changed them (as ssh -G
+-- expanded them), else gpurent's own (a subset of OpenSSH's defaults).
+local function set_prefs(conn)
+  local cfg, sess = conn.cfg, conn.sess
+  local function pref(kind, list, keyword)
+    local ok, err = pcall(sess.method_pref, sess, kind, list)
+    if not ok then
+      error(string.format("%s: %s %s: %s", conn.label, keyword, list,
+        tostring(err):match("no supported.*") or tostring(err)), 0)
+    end
+  end
+  local host, port = key_host(cfg)
+  pref("hostkey", cfg.hostkeyalgorithms or hostkey_prefs(knownhosts.types(all_known_files(cfg), host, port)),
+    "HostKeyAlgorithms")
+  pref("cipher", cfg.ciphers or CIPHERS, "Ciphers")
+  pref("mac", cfg.macs or MACS, "MACs")
+  if cfg.kexalgorithms then pref("kex", cfg.kexalgorithms, "KexAlgorithms") end
+end
+
+local function handshake(conn, opts, deadline)
+  local ok, err = pcall(function()
+    set_prefs(conn)
+    ssh.run(conn, deadline, "SSH handshake", conn.sess.handshake, conn.sess)
+  end)
+  if ok then return end
+  conn.sess:close("handshake failed")
+  if conn.proxy then ssh.error("connection", conn, proxy_failure(conn, err)) end
+  if ssh.is_error(err) then error(err, 0) end
+  ssh.error("connection", nil, tostring(err))
 end
 
 function ssh.connect(cfg, opts)
@@ -297,22 +531,18 @@ function ssh.connect(cfg, opts)
   local conn = {cfg = cfg, label = label, missed = 0, alive_max = cfg.serveralivecountmax or 3}
   conn.connect_timeout = opts.connect_timeout or cfg.connecttimeout or 30
   local deadline = now() + conn.connect_timeout
-  local fd = tcp(conn, deadline)
-  conn.sess = cssh.session(fd, label)
   local ok, err = pcall(function()
-    local known = knownhosts.types(all_known_files(cfg), cfg.hostname, cfg.port)
-    conn.sess:method_pref("hostkey", hostkey_prefs(known))
-    conn.sess:method_pref("cipher", cfg.ciphers or CIPHERS)
-    conn.sess:method_pref("mac", cfg.macs or MACS)
-    ssh.run(conn, deadline, "SSH handshake", conn.sess.handshake, conn.sess)
+    local fd = (cfg.proxycommand or cfg.proxyjump) and proxy(conn) or tcp(conn, deadline)
+    conn.sess = cssh.session(fd, label)
+    handshake(conn, opts, deadline)
+    check_hostkey(conn, opts)
+    conn.auth = authenticate(conn, opts, deadline)
   end)
   if not ok then
-    conn.sess:close("handshake failed")
-    if ssh.is_error(err) then error(err, 0) end
-    ssh.error("connection", nil, tostring(err))
+    if conn.sess then conn.sess:close("connect failed") end
+    if conn.proxy then conn.proxy:close() end
+    error(err, 0)
   end
-  check_hostkey(conn, opts)
-  conn.auth = authenticate(conn, opts, deadline)
   if (cfg.serveraliveinterval or 0) > 0 then
     conn.keepalive = cfg.serveraliveinterval
     conn.sess:keepalive_config(cfg.serveraliveinterval)
@@ -322,6 +552,7 @@ end
 
 function ssh.close(conn)
   if conn and conn.sess then conn.sess:close("gpurent done") end
+  if conn and conn.proxy then conn.proxy:close() end
 end
 
 return ssh

@@ -11,6 +11,7 @@ local gotchas = require "gpurent.gotchas"
 local M = {summary = "probe a host for the platform's gotchas (AD1-AD9, universal ones)"}
 M.usage = [[usage: gpurent check HOST [--profile NAME] [--json] [--fix] [--only ID,...]
                      [--peer HOST,...] [--code REMOTE_DIR] [--local DIR] [--ssh-config FILE]
+                     [--accept-new-host]
 Runs every gotcha probe of HOST's profile concurrently and prints id, status, evidence
 and fix. Statuses: ok, warn, fail, n/a (the probe could not look; the reason is given).
   --profile NAME   profile name or YAML path (default: autodl for *.seetacloud.com and
@@ -20,6 +21,9 @@ and fix. Statuses: ok, warn, fail, n/a (the probe could not look; the reason is 
   --peer HOSTS     other instances for the cross-instance probes (AD3)
   --code DIR       the project's code dir on HOST (U-CODE-DRIFT, U-CRLF, AD9)
   --local DIR      the local git work tree to compare against (default .)
+  --ssh-config FILE  read this ssh_config instead of ~/.ssh/config (like ssh -F)
+  --accept-new-host  record an unknown host key (HOST's and the peers'), as
+                   StrictHostKeyChecking accept-new; a changed key is still refused
 Exit: 0 nothing failed, 1 a probe failed, 2 usage error.
 First contact with a host prints the profile's conveniences and danger clocks once
 (remembered in $GPURENT_STATE_DIR, else $XDG_STATE_HOME/gpurent).]]
@@ -63,7 +67,8 @@ end
 
 local function connect(host, p, opts)
   if p.connect.transport == "local" then return setmetatable({label = "local", profile = p}, Local) end
-  local inst = gpurent.connect(host, {config = opts.ssh_config})
+  local inst = gpurent.connect(host, {config = opts.ssh_config, accept_new_host = opts.accept_new_host,
+    accept_flag = "--accept-new-host"})
   inst.profile = p
   return inst
 end
@@ -117,7 +122,7 @@ end
 
 function M.main(args)
   local opts, rest = cli.options(args, {profile = "value", json = "flag", fix = "flag", only = "value",
-    peer = "value", code = "value", ["local"] = "value", ssh_config = "value"}, M.usage)
+    peer = "value", code = "value", ["local"] = "value", ssh_config = "value", accept_new_host = "flag"}, M.usage)
   if opts.help then io.write(M.usage, "\n"); return 0 end
   if #rest ~= 1 then gpurent.usage_error("check needs exactly one HOST\n" .. M.usage, 0) end
   local host = rest[1]
@@ -139,7 +144,7 @@ function M.main(args)
     io.write(json.encode_stable({host = host, profile = p.platform, worst = worst,
       first_contact = notice ~= nil, notice = notice or json.null, results = json.array(results)}), "\n")
   else
-    local color = gpurent.isatty(1)
+    local color = require("gpurent.pretty").use_color(1)
     if notice then print_notice(host, p, notice, color) end
     print_table(results, color)
   end

@@ -2,7 +2,7 @@
 --   gpurent host add NAME 'ssh -p 12345 root@connect.westDC2.seetacloud.com'
 --   gpurent host add NAME --uuid pro-xxxx          (host and port from the API snapshot)
 --   gpurent host set-port NAME PORT                (a re-created instance's new port)
---   gpurent host list
+--   gpurent host list [--json]
 -- Blocks go to a file of gpurent's own (~/.ssh/gpurent_config) that ~/.ssh/config
 -- Includes. `add` then makes first contact: records the host key (shown), optionally
 -- installs your public key with the console password typed on the terminal (like
@@ -17,14 +17,14 @@ M.usage = [[usage:
                    [--install-key PUB] [--known-hosts FILE] [--no-contact]
   gpurent host add NAME --uuid INSTANCE_UUID [...]   (needs the AutoDL API token)
   gpurent host set-port NAME PORT
-  gpurent host list
+  gpurent host list [--json]
 The connection string is the one the AutoDL console shows, pasted as one argument.
 --install-key PUB appends that public key to the box's authorized_keys on first contact;
 when no key is accepted yet, the console password is asked on the terminal (never argv).
 Exit codes: 0 ok, 1 first contact failed, 2 usage.]]
 
 local SPEC = {identity = "value", install_key = "value", known_hosts = "value", uuid = "value",
-              no_contact = "flag", profile = "value"}
+              no_contact = "flag", profile = "value", json = "flag"}
 
 local function contact(name, opts)
   local run = require "gpurent.run"
@@ -48,17 +48,24 @@ end
 
 function M.main(args)
   local opts, pos = cli.options(args, SPEC, M.usage)
-  if opts.help or #pos == 0 then io.write(M.usage, "\n"); return opts.help and 0 or 2 end
+  if opts.help then io.write(M.usage, "\n"); return 0 end
+  if #pos == 0 then errors.usage(M.usage, 0) end
   local verb, name = pos[1], pos[2]
   if verb == "list" then
     local hosts = setup.read_hosts()
-    local names = {}
+    local names, rows = {}, {}
     for n in pairs(hosts) do names[#names + 1] = n end
     table.sort(names)
     for _, n in ipairs(names) do
       local h = hosts[n]
-      io.write(string.format("%-20s %s@%s:%d\n", n, h.user or "root", h.host, h.port))
+      rows[#rows + 1] = {name = n, user = h.user or "root", host = h.host, port = h.port}
     end
+    if opts.json then
+      local json = require "gpurent.json"
+      io.write(json.encode_stable({hosts_file = setup.hosts_file(), hosts = json.array(rows)}), "\n")
+      return 0
+    end
+    for _, h in ipairs(rows) do io.write(string.format("%-20s %s@%s:%d\n", h.name, h.user, h.host, h.port)) end
     return 0
   end
   if not name then errors.usage(M.usage, 0) end
@@ -76,7 +83,10 @@ function M.main(args)
     if not client:has_token() then errors.usage("--uuid needs the AutoDL token (AUTODL_TOKEN or AUTODL_TOKEN_FILE)", 0) end
     local snap = client:snapshot(opts.uuid)
     if not snap.ssh.host or not snap.ssh.port then error("the API snapshot of " .. opts.uuid .. " has no ssh host/port", 0) end
-    h = {host = snap.ssh.host, port = tonumber(snap.ssh.port), user = "root"}
+    -- an integer: JSON numbers decode as floats, and ssh refuses "Port 38961.0"
+    local port = math.tointeger(tonumber(snap.ssh.port))
+    if not port then error("the API snapshot of " .. opts.uuid .. " has a bad ssh port: " .. tostring(snap.ssh.port), 0) end
+    h = {host = snap.ssh.host, port = port, user = "root"}
     io.write(string.format("API snapshot of %s: %s\n", opts.uuid, tostring(snap.ssh_command or (h.host .. ":" .. h.port))))
   else
     if not pos[3] then errors.usage("gpurent host add NAME 'ssh -p PORT user@host' (or --uuid UUID)", 0) end
