@@ -48,7 +48,7 @@ define install-debs
 	fi
 endef
 
-.PHONY: all deps bench-deps fuzz-deps test asan valgrind bench demo install clean fuzz check-exports
+.PHONY: all deps bench-deps fuzz-deps test asan valgrind bench demo install uninstall clidoc clean fuzz check-exports
 all: deps $(BIN)
 
 deps:
@@ -152,10 +152,35 @@ bench: all bench-deps
 demo: all
 	./$(BIN) run recipes/demo.lua
 
+# The man page and the bash/zsh completions are generated from the command table in
+# lua/gpurent/cli.lua (lua/gpurent/clidoc.lua); `make clidoc` rewrites the committed copies.
+MANPAGE    = docs/gpurent.1
+BASH_COMPL = contrib/completion/gpurent.bash
+ZSH_COMPL  = contrib/completion/_gpurent
+MANDIR     = $(PREFIX)/share/man/man1
+BASHDIR    = $(PREFIX)/share/bash-completion/completions
+ZSHDIR     = $(PREFIX)/share/zsh/site-functions
+clidoc: $(BIN)
+	mkdir -p contrib/completion
+	./$(BIN) -e 'require("gpurent.clidoc").write("$(MANPAGE)", "$(BASH_COMPL)", "$(ZSH_COMPL)")'
+	@echo "clidoc: wrote $(MANPAGE) $(BASH_COMPL) $(ZSH_COMPL)"
+
 install: $(BIN)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SHAREDIR)
 	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/gpurent
 	for d in lua profiles recipes; do [ ! -d $$d ] || cp -R $$d $(DESTDIR)$(SHAREDIR)/; done
+	install -d $(DESTDIR)$(MANDIR) $(DESTDIR)$(BASHDIR) $(DESTDIR)$(ZSHDIR)
+	install -m 0644 $(MANPAGE) $(DESTDIR)$(MANDIR)/gpurent.1
+	install -m 0644 $(BASH_COMPL) $(DESTDIR)$(BASHDIR)/gpurent
+	install -m 0644 $(ZSH_COMPL) $(DESTDIR)$(ZSHDIR)/_gpurent
+
+# Removes exactly what install wrote: the binary, share/gpurent, the man page and the
+# completions. Shared directories (bin/, share/man/man1, ...) stay, even when empty:
+# other packages may own them.
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/gpurent $(DESTDIR)$(MANDIR)/gpurent.1 \
+	  $(DESTDIR)$(BASHDIR)/gpurent $(DESTDIR)$(ZSHDIR)/_gpurent
+	rm -rf $(DESTDIR)$(SHAREDIR)
 
 clean:
 	rm -rf build $(BIN) gpurent-asan $(TESTHOST) gpurent-asan-test

@@ -64,9 +64,9 @@ local ok, err = pcall(function()
     if p.teardown then
       r:phase("teardown", phases.teardown, inst, r, {pulled_dir = pulled.local_dir, instance = p.instance})
     else
-      r:say("teardown", "not requested: the meter is still ON for %s. When you are done: gpurent run %s " ..
-        "host=%s ... teardown=yes --approve %s (or power it off on the console)", p.host, "recipes/autodl_train.lua",
-        p.host, p.instance or p.host)
+      r:say("teardown", "not requested: the meter is still ON for %s. When you are done, power it off " ..
+        "(AutoDL's reversible 关机, disks kept): gpurent billing power-off %s --ssh %s --approve %s " ..
+        "(or on the console)", p.host, p.instance or p.host, p.host, p.instance or p.host)
     end
     r:finish("succeeded")
     return pulled

@@ -13,41 +13,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <yaml.h>
 
-static const char usage_text[] =
-    "usage: gpurent [--verbose] COMMAND [ARGS]\n"
-    "\n"
-    "commands:\n"
-    "  run FILE.lua [key=value ...] [-- args ...]   run a recipe\n"
-    "  -e CODE                                      run a Lua chunk\n"
-    "  check HOST | status | history | cost | lib | billing | repl HOST | watch RUN | trust [DIR]\n"
-    "                                               see `gpurent COMMAND --help`\n"
-    "  version                                      versions of gpurent and its libraries\n"
-    "  help [RECIPE]                                this text, or a recipe's parameters\n"
-    "\n"
-    "options:\n"
-    "  -v, --verbose   print a traceback with errors\n"
-    "  --approve NAME  approve destructive actions (release, power-off) on instance\n"
-    "                  NAME for this command; repeatable, also accepted after the\n"
-    "                  command's own arguments (not after --)\n"
-    "  -h, --help      this text\n"
-    "\n"
-    "exit codes:\n"
-    "  0    ok\n"
-    "  1    recipe or runtime error\n"
-    "  2    usage error\n"
-    "  3    refused by a safety gate (teardown gate, free-space gate, host key)\n"
-    "  130  interrupted (SIGINT)\n"
-    "\n"
-    "module search path: the recipe's directory, the project's lua/ (nearest\n"
-    "gpurent.lock, else the working directory; used once you `gpurent trust` it),\n"
-    "gpurent's own library, then each directory of GPURENT_PATH (colon-separated).\n"
-    "gpurent.* modules load only from gpurent's own library. Show the path:\n"
-    "gpurent -e 'print(gpurent.path())'. See docs/SECURITY.md.\n";
+/* The full help (`gpurent help`, -h, --help) comes from the command table in
+ * lua/gpurent/cli.lua, the same table the man page and the shell completions are
+ * generated from; C keeps only the one-line reminder printed on a usage error. */
+static const char short_usage[] =
+    "usage: gpurent [--verbose] COMMAND [ARGS]   (gpurent help lists the commands)\n";
 
 static int usage_error(const char *msg) {
-    fprintf(stderr, "gpurent: %s\n(see gpurent help)\n", msg);
+    fprintf(stderr, "gpurent: %s (see gpurent help)\n", msg);
     return GR_EXIT_USAGE;
 }
 
@@ -93,17 +69,21 @@ static int cmd_eval(const char *code, int verbose) {
     if (!L) return GR_EXIT_ERROR;
     int rc = load_prelude(L);
     if (rc) return finish(L, rc);
+    static const char guard[] = "return require('gpurent.errors').guard(...)";
+    if (luaL_loadbuffer(L, guard, sizeof guard - 1, "=gpurent") != LUA_OK) return finish(L, GR_EXIT_ERROR);
     if (luaL_loadbufferx(L, code, strlen(code), "=(command line)", "t") != LUA_OK) {
         fprintf(stderr, "gpurent: %s\n", lua_tostring(L, -1));
         return finish(L, GR_EXIT_ERROR);
     }
-    return finish(L, gr_host_call(L, 0));
+    return finish(L, gr_host_call(L, 1));
 }
 
 /* Push a chunk that calls require(module).main(...) so that loading the module is
- * protected by the same error handling as the call itself. */
+ * protected by the same error handling as the call itself; errors.guard trims the
+ * positions inside gpurent's own library from what the person reads (not with -v). */
 static void push_lua_main(lua_State *L, const char *module) {
-    static const char chunk[] = "local m = ...; return require(m).main(select(2, ...))";
+    static const char chunk[] =
+        "local m = ...; return require('gpurent.errors').guard(function(...) return require(m).main(...) end, select(2, ...))";
     if (luaL_loadbuffer(L, chunk, sizeof chunk - 1, "=gpurent") != LUA_OK) lua_error(L);
     lua_pushstring(L, module);
 }
@@ -116,27 +96,43 @@ static void dirname_of(const char *path, char *out, size_t n) {
 }
 
 static const char run_usage[] =
-    "usage: gpurent run FILE.lua [key=value ...] [-- args ...]\n"
-    "Runs a recipe. key=value pairs reach it as the table `params` (also its first\n"
-    "argument); words after -- reach it as `arg[1..n]`. `gpurent help FILE.lua` lists\n"
-    "the parameters a recipe declares.\n";
+    "usage: gpurent run RECIPE [key=value ...] [-- args ...]   (gpurent help run)\n";
 
-/* Hands the recipe to lua/gpurent/recipe.lua, which validates declared parameters
- * before running it. */
+static int cmd_lua(int argc, char **argv, int verbose);
+
+/* `gpurent help TOPIC`: the help text lives with the command table in Lua. */
+static int cmd_help(const char *topic, int verbose) {
+    char *argv[] = {"help", (char *)topic, NULL};
+    return cmd_lua(topic ? 2 : 1, argv, verbose);
+}
+
+/* A recipe's directory is searched for its modules; a recipe given by name (no such
+ * file here: lua/gpurent/recipe.lua finds it) has no directory of its own yet, and the
+ * working directory must not stand in for one. */
+static int recipe_dir_of(const char *file, char *dir, size_t n) {
+    struct stat st;
+    if (stat(file, &st) != 0) return 0;
+    dirname_of(file, dir, n);
+    return 1;
+}
+
+/* Hands the recipe to lua/gpurent/recipe.lua, which finds it (a file, or a name),
+ * validates declared parameters before running it. */
 static int cmd_run(int argc, char **argv, int verbose) {
     static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {0, 0, 0, 0}};
     int c;
     optind = 1;
+    opterr = 0;
     while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
-        if (c == 'h') { fputs(run_usage, stdout); return GR_EXIT_OK; }
+        if (c == 'h') return cmd_help("run", verbose);
+        fprintf(stderr, "gpurent: run: unknown option %s\n", argv[optind - 1]);
         fputs(run_usage, stderr);
         return GR_EXIT_USAGE;
     }
     if (optind >= argc) { fputs(run_usage, stderr); return GR_EXIT_USAGE; }
     const char *file = argv[optind++];
     char dir[4096];
-    dirname_of(file, dir, sizeof dir);
-    lua_State *L = new_host(dir, verbose);
+    lua_State *L = new_host(recipe_dir_of(file, dir, sizeof dir) ? dir : NULL, verbose);
     if (!L) return GR_EXIT_ERROR;
     int rc = load_prelude(L);
     if (rc) return finish(L, rc);
@@ -201,6 +197,25 @@ static int refuse_nested_approval(void) {
     return 1;
 }
 
+/* `gpurent version [--help]`: the versions, or its help; anything else is a usage error. */
+static int cmd_version_words(int argc, char **argv, int verbose) {
+    if (argc == 1) return cmd_version();
+    if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0))
+        return cmd_help("version", verbose);
+    fprintf(stderr, "gpurent: version takes no arguments, got '%s'\nusage: gpurent version\n", argv[1]);
+    return GR_EXIT_USAGE;
+}
+
+/* An unknown global option, named once, on one line (getopt's own message is off). */
+static int unknown_option(int argc, char **argv) {
+    const char *word = optind - 1 < argc ? argv[optind - 1] : "?";
+    char msg[256];
+    if (optopt && optopt != '?') snprintf(msg, sizeof msg, "unknown option -%c", optopt);
+    else snprintf(msg, sizeof msg, "unknown option %s", word);
+    if (optopt == 'e') snprintf(msg, sizeof msg, "-e needs a Lua chunk: gpurent -e 'print(1)'");
+    return usage_error(msg);
+}
+
 int main(int argc, char **argv) {
     static const struct option opts[] = {
         {"verbose", no_argument, NULL, 'v'},
@@ -209,30 +224,32 @@ int main(int argc, char **argv) {
         {"approve", required_argument, NULL, 'a'},
         {0, 0, 0, 0}
     };
-    int verbose = 0, c;
+    int verbose = 0, help = 0, version = 0, c;
     const char *eval = NULL;
-    while ((c = getopt_long(argc, argv, "+vhe:", opts, NULL)) != -1) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "+vhVe:", opts, NULL)) != -1) {
         switch (c) {
         case 'v': verbose = 1; break;
-        case 'h': fputs(usage_text, stdout); return GR_EXIT_OK;
-        case 'V': return cmd_version();
+        case 'h': help = 1; break;
+        case 'V': version = 1; break;
         case 'e': eval = optarg; break;
         case 'a':
             if (gr_approval_grant(optarg) != 0) return usage_error("--approve needs an instance name");
             break;
-        default: return usage_error("unknown option");
+        default: return unknown_option(argc, argv);
         }
     }
+    if (version) return cmd_version();
+    if (help) return cmd_help(NULL, verbose);
     if (optind < argc) {
         argc = take_approvals(argc, argv, optind + 1);
         if (argc < 0) return usage_error("--approve needs an instance name");
     }
     if (refuse_nested_approval()) return GR_EXIT_REFUSED;
     if (eval) return cmd_eval(eval, verbose);
-    if (optind >= argc) { fputs(usage_text, stderr); return GR_EXIT_USAGE; }
+    if (optind >= argc) { fputs(short_usage, stderr); return GR_EXIT_USAGE; }
     const char *cmd = argv[optind];
-    if (strcmp(cmd, "version") == 0) return cmd_version();
-    if (strcmp(cmd, "help") == 0 && optind + 1 >= argc) { fputs(usage_text, stdout); return 0; }
+    if (strcmp(cmd, "version") == 0) return cmd_version_words(argc - optind, argv + optind, verbose);
     if (strcmp(cmd, "run") == 0) return cmd_run(argc - optind, argv + optind, verbose);
     return cmd_lua(argc - optind, argv + optind, verbose);
 }

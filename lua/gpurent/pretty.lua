@@ -1,7 +1,19 @@
 -- gpurent.pretty: readable rendering of Lua values for the REPL: tables sorted and
 -- indented, with depth and size limits so a huge result never floods the terminal;
--- cycles shown as <cycle>; secrets stay ***.
+-- cycles shown as <cycle>; secrets stay ***. pretty.use_color(fd) is the one
+-- decision whether output may carry colour (every command that colours asks it).
 local pretty = {}
+
+-- pretty.use_color([fd=1]) -> boolean: colour only on a terminal, and never when the
+-- person opted out: NO_COLOR set to anything non-empty (no-color.org), or TERM unset
+-- or "dumb" (a terminal that cannot show escape sequences).
+function pretty.use_color(fd)
+  local no_color = os.getenv("NO_COLOR")
+  if no_color and no_color ~= "" then return false end
+  local term = os.getenv("TERM")
+  if not term or term == "" or term == "dumb" then return false end
+  return require("gpurent.core").sys.isatty(fd or 1) == true
+end
 
 local function key_order(a, b)
   local ta, tb = type(a), type(b)

@@ -123,11 +123,80 @@ function recipe.split_args(argv)
   return raw, positional
 end
 
--- `gpurent run NAME/recipe.lua` where no such local file exists and NAME is a library
--- in the lock: the recipe inside the library (lua/gpurent/lib.lua).
+-- ---- finding a recipe by name ------------------------------------------------------
+-- `gpurent run RECIPE`: a path that exists is that file. Otherwise RECIPE is a name
+-- ("autodl_train", "autodl_train.lua" or "recipes/autodl_train.lua"), looked up in
+--   1. the project's recipes/ (the project dir: nearest gpurent.lock, else the working
+--      directory), only once the person trusted it (gpurent trust): a directory they
+--      merely cloned must not swap in its own autodl_train;
+--   2. gpurent's installed recipes/ (share dir);
+--   3. "LIB/path" in team library LIB (gpurent lib; lua/gpurent/lib.lua).
+
+local function exists(path) return require("lfs").attributes(path, "mode") == "file" end
+
+-- "recipes/autodl_train.lua" -> "autodl_train"; nil for a name that cannot be a
+-- recipe name (absolute, dot-dot, empty).
+local function base_name(name)
+  if name:sub(1, 1) == "/" or name:find("..", 1, true) then return nil end
+  local base = name:gsub("^%./", ""):gsub("^recipes/", ""):gsub("%.lua$", "")
+  return base ~= "" and base or nil
+end
+
+local function same_dir(a, b)
+  local trust = require "gpurent.trust"
+  local ra, rb = trust.realdir(a), trust.realdir(b)
+  return ra ~= nil and ra == rb
+end
+
+-- The project's recipes/ NAME.lua: its path when usable; an untrusted one is a
+-- refusal that says how to trust it or to run the file by path (never skipped
+-- silently, never run).
+local function project_recipe(base)
+  local dir = gpurent.project_dir()
+  local file = dir .. "/recipes/" .. base .. ".lua"
+  if not exists(file) or same_dir(dir, gpurent.share_dir()) then return nil end
+  local ok, why = require("gpurent.trust").project_file_trusted(file, dir)
+  if ok then return file end
+  errors.refuse(string.format("recipe %s: the project's %s %s, so gpurent does not run it by name. " ..
+    "Read it, then `gpurent trust %s`; or run the file by its path: gpurent run %s", base, file, why, dir, file), 0)
+end
+
+local function library_recipe(name)
+  local lname, rest = name:match("^([^/]+)/(.+)$")
+  if not lname then return nil end
+  if not rest:match("%.lua$") then rest = rest .. ".lua" end
+  return require("gpurent.lib").resolve_recipe(lname .. "/" .. rest)
+end
+
+-- recipe.find(name) -> path, source ("file" | "project" | "installed" | "library"),
+-- or nil when nothing is found (a refusal for an untrusted project recipe).
+function recipe.find(name)
+  if exists(name) then return name, "file" end
+  local base = base_name(name)
+  if not base then return nil end
+  local p = project_recipe(base)
+  if p then return p, "project" end
+  local installed = gpurent.share_dir() .. "/recipes/" .. base .. ".lua"
+  if exists(installed) then return installed, "installed" end
+  local l = library_recipe(name)
+  if l then return l, "library" end
+  return nil
+end
+
+local function not_found(name)
+  if not base_name(name) or name:match("^%./") then -- a path, not a name: say what the file system said
+    local _, err = io.open(name, "rb")
+    errors.usage("cannot open recipe " .. tostring(err), 0)
+  end
+  errors.usage(string.format("no recipe %q: not a file here, nor a name in the project's recipes/, " ..
+    "gpurent's recipes (%s/recipes) or a team library (LIB/NAME). `gpurent recipes` lists them",
+    name, gpurent.share_dir()), 0)
+end
+
 local function resolve(file)
-  if require("lfs").attributes(file, "mode") then return file end -- a local file: no library lookup
-  return require("gpurent.lib").resolve_recipe(file) or file
+  local path = recipe.find(file)
+  if not path then not_found(file) end
+  return path
 end
 
 local function load_recipe(file, env)
@@ -149,7 +218,7 @@ function recipe.main(file, argv)
   -- library modules resolve through the lazy searcher init.lua installs
   local resolved = resolve(file)
   if resolved ~= file then
-    -- the host put the unresolved NAME/ on the path; the library's recipe dir is meant
+    -- found by name: the host put no recipe directory on the path; the found one's is meant
     local dir = resolved:match("^(.*)/[^/]*$")
     package.path = dir .. "/?.lua;" .. dir .. "/?/init.lua;" .. package.path
     file = resolved

@@ -9,6 +9,7 @@ local cli = require "gpurent.cli"
 local errors = require "gpurent.errors"
 local gate = require "gpurent.gate"
 local json = require "gpurent.json"
+local money_json = require "gpurent.money"
 local stop = require "gpurent.billing.stop"
 
 local M = {summary = "AutoDL meter, balance, danger clocks; power-on/off and release (gated)"}
@@ -24,7 +25,8 @@ M.usage = [[usage:
                           [--threshold PCT] [--mode tmux|nohup] [--profile NAME]
   gpurent billing autostop TARGET --status [--json] | --off
 
-INSTANCE is the AutoDL instance uuid or name. The token comes from $AUTODL_TOKEN, or a
+INSTANCE is the AutoDL instance uuid or name. status --json gives money (balance,
+price_per_hour, accrued, ...) as decimal strings in thousandths of a yuan, e.g. "0.088". The token comes from $AUTODL_TOKEN, or a
 file (mode 600; a file others can read is refused): $AUTODL_TOKEN_FILE, or autodl.token_file in
 ~/.config/gpurent/config.yaml.
 
@@ -100,8 +102,10 @@ local function status(c, ref, opts)
         auto_release_days = facts.auto_release_days}))}
   end
   if opts.json then
-    io.write(json.encode_stable({balance = bal.assets, accumulate = bal.accumulate, voucher_balance = bal.voucher_balance,
-      burn_per_hour = burn, instances = json.array(rows)}))
+    for _, r in ipairs(rows) do money_json.fields(r, {"price_per_hour", "accrued"}) end
+    io.write(json.encode_stable(money_json.fields({balance = bal.assets, accumulate = bal.accumulate,
+      voucher_balance = bal.voucher_balance, burn_per_hour = burn, instances = json.array(rows)},
+      {"balance", "accumulate", "voucher_balance", "burn_per_hour"})))
     return 0
   end
   io.write(string.format("balance %s yuan (spent to date %s, vouchers %s); burning %s yuan/h\n",
@@ -188,7 +192,8 @@ function M.main(args)
   local rest, lists = repeated_options(args)
   local opts, pos = cli.options(rest, SPEC, M.usage)
   opts.pulled, opts.discard = lists.pulled, lists.discard
-  if opts.help or #pos == 0 then io.write(M.usage, "\n"); return opts.help and 0 or 2 end
+  if opts.help then io.write(M.usage, "\n"); return 0 end
+  if #pos == 0 then errors.usage("billing needs a verb (status, power-on, power-off, release, ...)\n" .. M.usage, 0) end
   local verb, ref = pos[1], pos[2]
   if (#opts.pulled > 0 or #opts.discard > 0) and verb ~= "release" and verb ~= "power-off" then
     errors.usage("--pulled and --discard belong to release (and power-off), not to " .. tostring(verb), 0)

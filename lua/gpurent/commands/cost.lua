@@ -3,12 +3,15 @@
 local cli = require "gpurent.cli"
 local json = require "gpurent.json"
 local ledger = require "gpurent.ledger"
+local money = require "gpurent.money"
 
 local M = {summary = "accrued cost per run and per instance (from the ledger)"}
 M.usage = [[usage: gpurent cost [--since DATE] [--json]
 DATE is local time: YYYY-MM-DD, or YYYY-MM-DD HH:MM[:SS] (a T may replace the space).
 Cost is metered time (billing events that turned the meter on and off) times the
-price per hour in force; a run's cost is its instance's metered time during the run.]]
+price per hour in force; a run's cost is its instance's metered time during the run.
+--json: money (cost, totals) is a decimal string in thousandths of the currency unit,
+e.g. "0.088" (exact: no binary-float digits).]]
 
 -- Local date/time text -> Unix seconds, or nil.
 function M.parse_date(s)
@@ -48,6 +51,9 @@ function M.main(args)
   local report = L:cost{since = since}
   if opts.json then
     report.ledger = path
+    for _, i in ipairs(report.instances) do money.fields(i, {"cost", "price_per_hour"}) end
+    for _, r in ipairs(report.runs) do money.fields(r, {"cost", "price_per_hour"}) end
+    for cur, v in pairs(report.totals) do report.totals[cur] = money.decimal(v) end
     report.instances, report.runs = json.array(report.instances), json.array(report.runs)
     io.write(json.encode_stable(report))
     return 0

@@ -4,6 +4,7 @@
 local cli = require "gpurent.cli"
 local json = require "gpurent.json"
 local ledger = require "gpurent.ledger"
+local money = require "gpurent.money"
 
 local M = {summary = "runs recorded in the ledger, or one run's events"}
 M.usage = [[usage: gpurent history [--run ID] [--limit N] [--json]
@@ -45,6 +46,7 @@ local function one_run(L, id, as_json)
   if as_json then
     run.params = run.params_json and json.decode(run.params_json, "params") or nil
     run.params_json = nil
+    for _, e in ipairs(events) do money.fields(e, {"price_per_hour"}) end
     io.write(json.encode_stable({run = run, events = json.array(events)}))
     return 0
   end

@@ -4,11 +4,14 @@
 local cli = require "gpurent.cli"
 local json = require "gpurent.json"
 local ledger = require "gpurent.ledger"
+local money = require "gpurent.money"
 
 local M = {summary = "instances, meters, accrued cost, danger clocks, current run (from the ledger)"}
 M.usage = [[usage: gpurent status [--json]
 Shows each instance the ledger knows: profile, power state, meter, accrued cost,
 danger clocks (e.g. release after 15 days powered off), current run and phase.
+--json: the same as JSON; money (accrued_cost, price_per_hour) is a decimal string in
+thousandths of the currency unit, e.g. "0.088" (exact: no binary-float digits).
 The ledger is $GPURENT_STATE_DIR/ledger.sqlite, else $XDG_STATE_HOME/gpurent/ledger.sqlite.]]
 
 local function clocks_text(clocks)
@@ -31,6 +34,7 @@ local function as_json(path, rows)
     r.danger_clocks = json.array(r.danger_clocks)
     r.run = r.run or json.null
     r.phase = r.phase or json.null
+    money.fields(r, {"accrued_cost", "price_per_hour"})
   end
   return json.encode_stable({ledger = path, instances = json.array(rows)})
 end

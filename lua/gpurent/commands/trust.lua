@@ -5,8 +5,8 @@ local cli = require "gpurent.cli"
 local trust = require "gpurent.trust"
 
 local M = {summary = "trust a project directory's profiles/, lua/, recipes/ and gpurent.lock"}
-M.usage = [[usage: gpurent trust [DIR]            trust DIR (default: the project dir) as it is now
-       gpurent trust --list             the directories you trusted
+M.usage = [[usage: gpurent trust [DIR] [--json]     trust DIR (default: the project dir) as it is now
+       gpurent trust --list [--json]    the directories you trusted
        gpurent trust --revoke [DIR]     forget DIR
 gpurent uses the profiles/*.yaml, lua/**/*.lua, recipes/**/*.lua and gpurent.lock of the
 project dir (nearest ancestor holding gpurent.lock, else the working directory) only
@@ -14,7 +14,7 @@ after you trust it. `trust` records each file's SHA-256 in
 $XDG_CONFIG_HOME/gpurent/trusted.json (else ~/.config/gpurent); a file that is new or
 changed later is refused until you run `gpurent trust DIR` again. Read the files first:
 trusting a directory lets its code run with your privileges (it still cannot approve
-a release or power-off).]]
+a release or power-off). --json prints what the table shows as one JSON object.]]
 
 local function show_trusted(real, entry)
   local names = {}
@@ -26,8 +26,13 @@ local function show_trusted(real, entry)
   io.write("recorded in ", trust.file_path(), "; a file added or changed later asks again\n")
 end
 
-local function list()
+local function list(as_json)
   local rows = trust.list()
+  if as_json then
+    local json = require "gpurent.json"
+    io.write(json.encode_stable({trust_file = trust.file_path(), dirs = json.array(rows)}))
+    return 0
+  end
   if #rows == 0 then io.write("no trusted directories (", trust.file_path(), ")\n"); return 0 end
   for _, r in ipairs(rows) do
     io.write(r.dir, "  ", r.files, " file", r.files == 1 and "" or "s", "  ", r.at or "?",
@@ -43,14 +48,20 @@ local function revoke(dir)
 end
 
 function M.main(args)
-  local opts, rest = cli.options(args, {list = "flag", revoke = "flag"}, M.usage)
+  local opts, rest = cli.options(args, {list = "flag", revoke = "flag", json = "flag"}, M.usage)
   if opts.help then io.write(M.usage, "\n"); return 0 end
   if #rest > 1 then gpurent.usage_error("trust takes at most one DIR\n" .. M.usage, 0) end
   if opts.list and (opts.revoke or #rest > 0) then gpurent.usage_error("--list takes no DIR and no --revoke", 0) end
-  if opts.list then return list() end
+  if opts.list then return list(opts.json) end
+  if opts.json and opts.revoke then gpurent.usage_error("--json is for trust DIR and trust --list", 0) end
   local dir = rest[1] or gpurent.project_dir()
   if opts.revoke then return revoke(dir) end
   local entry, real = trust.record(dir)
+  if opts.json then
+    io.write(require("gpurent.json").encode_stable({dir = real, files = entry.files, at = entry.at,
+      trust_file = trust.file_path()}))
+    return 0
+  end
   show_trusted(real, entry)
   return 0
 end

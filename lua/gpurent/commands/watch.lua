@@ -6,7 +6,7 @@ local cli = require "gpurent.cli"
 local errors = require "gpurent.errors"
 
 local M = {summary = "re-attach to a run and watch it until it finishes, dies or stalls"}
-M.usage = [[usage: gpurent watch RUN [--interval S] [--stall S] [--max-wait S] [--max-relaunches N] [--once] [--finish]
+M.usage = [[usage: gpurent watch RUN [--interval S] [--stall S] [--max-wait S] [--max-relaunches N] [--once] [--finish] [--json]
 RUN is a run id from the ledger (gpurent history). One probe per tick, one round trip each:
 session/process alive, the wrapper's markers, last log line, newest artifact, df -h/-i,
 cgroup memory + oom_kill, GPU. A probabilistic failure is relaunched (the identical command
@@ -16,6 +16,8 @@ resumes from its checkpoint) up to --max-relaunches; anything else stops with it
 (close) and pull + verify it (pull), with the roster, load command and local dir recorded
 for the run in the ledger. One gpurent at a time finishes a run: while another holds
 the run's finish lock, --finish stops naming its host and PID (exit 3).
+--json: the progress lines go to stderr and stdout gets one JSON object at the end:
+{"run", "host", "state", "exit_code"} (with --once also "why" and "status", the line).
 Exit codes: 0 finished, 1 dead or unreachable, 2 usage, 3 another gpurent is finishing
 the run, 4 stalled, 5 timeout (still running).]]
 
@@ -44,12 +46,20 @@ local function finish(inst, r)
   end)
 end
 
+local function as_json(r, state, code, extra)
+  local json = require "gpurent.json"
+  local doc = {run = r.id, host = r.host, state = state, exit_code = code}
+  for k, v in pairs(extra or {}) do doc[k] = v end
+  io.write(json.encode_stable(doc))
+end
+
 function M.main(args)
   local opts, pos = cli.options(args, {interval = "value", stall = "value", max_wait = "value",
-    max_relaunches = "value", once = "flag", finish = "flag"}, M.usage)
+    max_relaunches = "value", once = "flag", finish = "flag", json = "flag"}, M.usage)
   if opts.help then io.write(M.usage, "\n"); return 0 end
   if #pos ~= 1 then errors.usage(M.usage, 0) end
-  local r = require("gpurent.run").load(pos[1])
+  -- with --json, stdout carries only the JSON document: the progress lines go to stderr
+  local r = require("gpurent.run").load(pos[1], {out = opts.json and io.stderr or nil})
   local o = {interval = tonumber(opts.interval), stall_seconds = tonumber(opts.stall),
     max_wait = tonumber(opts.max_wait), max_relaunches = tonumber(opts.max_relaunches)}
   r:say("watch", "re-attaching to %s on %s (ledger status %s)", r.id, r.host, tostring(r.status))
@@ -58,8 +68,11 @@ function M.main(args)
     local monitor = require "gpurent.monitor"
     local f = monitor.probe(inst, r)
     local v = monitor.classify(f, {stall_seconds = o.stall_seconds or r.stall_seconds, expected_seconds = r.expected_seconds})
-    r:say("watch", "%s", monitor.status_line(f, v))
-    return ({running = 0, finished = 0, stalled = 4})[v.state] or 1
+    local line = monitor.status_line(f, v)
+    r:say("watch", "%s", line)
+    local code = ({running = 0, finished = 0, stalled = 4})[v.state] or 1
+    if opts.json then as_json(r, v.state, code, {why = v.why, status = line}) end
+    return code
   end
   local phases = require "gpurent.phases"
   local w = r:phase("watch", phases.watch, inst, r, o)
@@ -70,6 +83,7 @@ function M.main(args)
     r:finish("failed")
   end
   inst:close()
+  if opts.json then as_json(r, w.state, EXIT[w.state] or 1) end
   return EXIT[w.state] or 1
 end
 
