@@ -182,6 +182,8 @@ function Run:connect(o)
   local ok, inst = pcall(require("gpurent.instance").connect, self.host, {config = cfg ~= "" and cfg or nil,
     connect_timeout = o.connect_timeout})
   if not ok then
+    -- a refusal (an unknown or changed host key) stays a refusal: exit 3, its own words
+    if errors.is_refusal(inst) or (type(inst) == "table" and inst.exit == 3) then error(inst, 0) end
     error(string.format("cannot reach %s: %s\n  (a new AutoDL instance? gpurent host add %s 'ssh -p PORT root@connect.REGION.seetacloud.com';" ..
       " a re-created one? gpurent host set-port %s PORT)", self.host, tostring(inst), self.host, self.host), 0)
   end

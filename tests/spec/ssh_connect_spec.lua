@@ -111,6 +111,19 @@ describe("gpurent.connect", function()
     inst:close()
   end)
 
+  it("a recipe's run:connect keeps an unknown host key a refusal (exit 3), not a 'cannot reach'", function()
+    local kh = fx.dir .. "/kh_empty_run"
+    local cfg = fx.dir .. "/unknown_run_config"
+    write(cfg, read(fx.config):gsub(fx.known_hosts:gsub("%p", "%%%0"), kh))
+    local script = fx.dir .. "/connect_run.lua"
+    write(script, 'local r = require("gpurent.run").new{host = "h3", project = "p", recipe = "t", record = false}\n' ..
+      'r:connect{config = ' .. string.format("%q", cfg) .. '}\n')
+    local code, _, err = T.run("run " .. T.q(script), {env = "GPURENT_STATE_DIR=" .. T.q(fx.dir .. "/state")})
+    assert.are.equal(3, code, err)
+    assert.matches("not known", err)
+    assert.is_nil(err:find("cannot reach", 1, true))
+  end)
+
   it("StrictHostKeyChecking accept-new in ssh_config records a new host", function()
     local kh = fx.dir .. "/kh_acceptnew"
     local cfg = fx.dir .. "/acceptnew_config"
