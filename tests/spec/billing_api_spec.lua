@@ -115,7 +115,7 @@ describe("AutoDL API client", function()
     code, stdout = T.run("billing status box1 --json", {env = srv:env()})
     local j = require("gpurent.json").decode(stdout)
     assert.are.equal(1, #j.instances)
-    assert.are.equal(2.5, j.instances[1].price_per_hour)
+    assert.are.equal("2.500", j.instances[1].price_per_hour)   -- money: an exact decimal string
   end)
 
   it("a wrong token is a clear error with code, HTTP status and request_id", function()
