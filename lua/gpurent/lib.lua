@@ -1,15 +1,23 @@
--- gpurent.lib: team-shared recipe libraries. A library is a git repository cloned
--- into $GPURENT_DATA_DIR/libs/<name> (else $XDG_DATA_HOME/gpurent, else
--- ~/.local/share/gpurent) and pinned to a commit in a lock file: the project's
--- gpurent.lock when there is one (nearest ancestor of the working directory; create
--- an empty one to start a project lock), else $XDG_CONFIG_HOME/gpurent/gpurent.lock.
+-- gpurent.lib: team-shared recipe libraries. A library is a git repository pinned to
+-- a commit in a lock file: the project's gpurent.lock when there is one (nearest
+-- ancestor of the working directory; create an empty one to start a project lock),
+-- else $XDG_CONFIG_HOME/gpurent/gpurent.lock. A checkout is per pinned commit:
+-- $GPURENT_DATA_DIR/libs/<name>@<commit> (else $XDG_DATA_HOME/gpurent, else
+-- ~/.local/share/gpurent), never moved once made, so two projects may use one name
+-- for different sources or commits, and `lib update` in one never changes the code
+-- another runs. <name>@<commit>.locks lists the locks that pinned it (checked against
+-- the locks themselves), so `lib remove` deletes a checkout no other lock still pins.
 -- `gpurent lib sync` makes a machine match the lock, so teammates run the same code.
+-- A name is letters, digits, '_' and '-', starting with a letter or '_'
+-- (`require "team-lib.mod"` maps to <checkout>/mod.lua).
 --
 -- Layout of a library (its repository root):
 --   *.lua, dir/*.lua        modules:  require "NAME.mod"  -> <root>/mod.lua (or mod/init.lua)
 --   any/recipe.lua          recipes:  gpurent run NAME/any/recipe.lua
---   profiles/*.yaml         profile overlays; two libraries shipping the same overlay
---                           name is an error naming both (lib.overlays)
+--   profiles/*.yaml         profiles and overlays, found by name (`--profile NAME`): after
+--                           the person's config dir, before gpurent's own (lib.profile_dirs,
+--                           gpurent.profile); two libraries shipping the same name is an
+--                           error naming both (lib.overlays)
 --
 -- Trust: libraries are code. `lib add` prints the source and the commit it is about
 -- to trust; the lock pins that commit and `lib update` shows old and new. Library code
@@ -48,9 +56,12 @@ end
 
 function lib.libs_dir() return lib.data_dir() .. "/libs" end
 
+-- A library name: a directory name and the first part of `require "NAME.mod"`, so no
+-- '.' or '/'; no leading '-' (it would read as an option).
 function lib.valid_name(name)
-  return type(name) == "string" and name:match("^[%a_][%w_]*$") ~= nil
+  return type(name) == "string" and name:match("^[%a_][%w_%-]*$") ~= nil
 end
+lib.NAME_RULE = "letters, digits, '_' and '-', starting with a letter or '_'"
 
 -- The lock in effect: the project's gpurent.lock if there is one, else the user's.
 function lib.lock_path()
@@ -58,6 +69,10 @@ function lib.lock_path()
   if fs.exists(project) then return project, "project" end
   return lib.config_dir() .. "/gpurent.lock", "user"
 end
+
+-- The checkout of library NAME at a pinned commit (one per commit, shared by every
+-- lock that pins it; its content is that commit's).
+function lib.checkout_dir(name, commit) return lib.libs_dir() .. "/" .. name .. "@" .. commit end
 
 -- {libraries = {name = {source =, ref =, commit =}}}; a missing or empty file is empty.
 function lib.read_lock(path)
@@ -144,11 +159,39 @@ end
 
 local function head(dir) return trim(git(dir, "rev-parse", "HEAD")) end
 
-function lib.is_dirty(dir)
-  return trim(git(dir, "status", "--porcelain")) ~= ""
+-- What `git status --porcelain` lists in a checkout: {"M util.lua", "?? new.lua", ...}.
+function lib.changed_files(dir)
+  local out = {}
+  for line in git(dir, "status", "--porcelain", "--untracked-files=all"):gmatch("[^\n]+") do
+    out[#out + 1] = trim(line)
+  end
+  return out
 end
 
-local function origin_url(dir) return trim(git_ok(dir, "remote", "get-url", "origin") or "") end
+function lib.is_dirty(dir) return #lib.changed_files(dir) > 0 end
+
+-- "library NAME has local changes in DIR (M util.lua, ?? new.lua); ..." naming up to 10 files.
+local function dirty_message(name, dir, what)
+  local files = lib.changed_files(dir)
+  local shown = table.concat(files, ", ", 1, math.min(#files, 10))
+  if #files > 10 then shown = shown .. string.format(", and %d more", #files - 10) end
+  return string.format("library %s has local changes in %s (%s); %s", name, dir, shown, what)
+end
+
+local function refuse_dirty(name, dir)
+  if lib.is_dirty(dir) then error(dirty_message(name, dir, "commit or discard them first"), 0) end
+end
+
+-- The branch a clone follows when no --ref is given: its HEAD's branch, or (in a
+-- detached checkout) the remote's default branch.
+local function default_ref(dir)
+  local b = git_ok(dir, "symbolic-ref", "--quiet", "--short", "HEAD")
+  if b and trim(b) ~= "" then return trim(b) end
+  b = git_ok(dir, "symbolic-ref", "--quiet", "--short", "refs/remotes/origin/HEAD")
+  if b and trim(b) ~= "" then return (trim(b):gsub("^origin/", "")) end
+  error("cannot tell which branch of " .. dir .. " to follow: name one with --ref", 0)
+end
+
 
 -- A source is a URL (scheme:// or user@host:path) or a local path, made absolute so
 -- the lock works from any directory.
@@ -161,15 +204,17 @@ local function normalize_source(source)
 end
 
 local function rmtree(path)
-  if not path:find(lib.libs_dir(), 1, true) then error("refusing to remove " .. path .. " (outside " .. lib.libs_dir() .. ")", 0) end
+  local libs = lib.libs_dir() .. "/"
+  if path:sub(1, #libs) ~= libs or path:find("/../", 1, true) then error("refusing to remove " .. path .. " (outside " .. lib.libs_dir() .. ")", 0) end
   local ok = os.execute("rm -rf -- " .. q(path))
   if not ok then error("cannot remove " .. path, 0) end
 end
 
--- Clone source into a temporary directory beside the final one; returns it.
-local function clone_tmp(name, source)
-  fs.mkdirs(lib.libs_dir())
-  local tmp = string.format("%s/.%s.tmp-%d", lib.libs_dir(), name, require("gpurent.core").sys.getpid())
+-- Clone source into a temporary directory beside the final one (dest); returns it.
+local function clone_tmp(dest, source)
+  local parent, name = dest:match("^(.*)/([^/]+)$")
+  fs.mkdirs(parent)
+  local tmp = string.format("%s/.%s.tmp-%d", parent, name, require("gpurent.core").sys.getpid())
   if fs.exists(tmp) then rmtree(tmp) end
   local ok, err = pcall(git, nil, "clone", "--quiet", "--no-checkout", "--", source, tmp)
   if not ok then
@@ -193,9 +238,46 @@ function lib.installed(lock)
   lock = lock or lib.read_lock()
   local out = {}
   for name, e in pairs(lock.libraries) do
-    out[name] = {name = name, dir = lib.libs_dir() .. "/" .. name, source = e.source, ref = e.ref, commit = e.commit}
+    out[name] = {name = name, dir = lib.checkout_dir(name, e.commit), source = e.source, ref = e.ref, commit = e.commit}
   end
   return out
+end
+
+-- ---- which locks use a checkout ------------------------------------------------------
+
+local function users_file(name, commit) return lib.checkout_dir(name, commit) .. ".locks" end
+
+local function read_users(name, commit)
+  local out = {}
+  for line in (fs.read_if_exists(users_file(name, commit)) or ""):gmatch("[^\n]+") do out[#out + 1] = line end
+  return out
+end
+
+local function write_users(name, commit, list)
+  fs.mkdirs(lib.libs_dir())
+  fs.atomic_write(users_file(name, commit), #list > 0 and (table.concat(list, "\n") .. "\n") or "")
+end
+
+local function add_user(name, commit, lockpath)
+  local list = read_users(name, commit)
+  for _, p in ipairs(list) do if p == lockpath then return end end
+  list[#list + 1] = lockpath
+  write_users(name, commit, list)
+end
+
+-- Drop lockpath from the checkout's users; returns the other locks that still pin
+-- name at commit (each re-read: a lock since moved on or deleted is no user).
+local function drop_user(name, commit, lockpath)
+  local still = {}
+  for _, p in ipairs(read_users(name, commit)) do
+    if p ~= lockpath then
+      local ok, l = pcall(lib.read_lock, p)
+      local e = ok and fs.exists(p) and l.libraries[name]
+      if e and e.commit == commit then still[#still + 1] = p end
+    end
+  end
+  write_users(name, commit, still)
+  return still
 end
 
 -- Profile overlays by file name; two libraries shipping one is an error naming both.
@@ -225,6 +307,43 @@ function lib.overlays(dirs, labels)
   return seen
 end
 
+-- The profiles/ directories of the libraries in the lock in effect, for
+-- gpurent.profile's search: {{dir =, name =, lockpath =, scope =, missing =}, ...} by
+-- name. missing: pinned, but not checked out on this machine (gpurent lib sync).
+function lib.profile_dirs()
+  -- no home directory: no config dir and no data dir, so no lock or checkout to read
+  if not env("HOME") and not (env("XDG_CONFIG_HOME") and (env("GPURENT_DATA_DIR") or env("XDG_DATA_HOME"))) then
+    return {}
+  end
+  local lockpath, scope = lib.lock_path()
+  local out = {}
+  for name, e in pairs(lib.installed(lib.read_lock(lockpath))) do
+    local missing = not fs.is_dir(e.dir)
+    if missing or fs.is_dir(e.dir .. "/profiles") then
+      out[#out + 1] = {dir = e.dir .. "/profiles", name = name, lockpath = lockpath, scope = scope, missing = missing}
+    end
+  end
+  table.sort(out, function(a, b) return a.name < b.name end)
+  return out
+end
+
+-- Lines naming the profiles a checkout provides, and which of gpurent's own it shadows.
+local function profiles_text(dir)
+  local lines, pdir = {}, dir .. "/profiles"
+  if not fs.is_dir(pdir) then return "" end
+  local share = rawget(_G, "gpurent") and gpurent.share_dir and gpurent.share_dir()
+  for f in fs.dir(pdir) do
+    local key = f:match("^(.+)%.ya?ml$")
+    if key then
+      local own = share and fs.exists(share .. "/profiles/" .. key .. ".yaml")
+      lines[#lines + 1] = "  profile " .. key .. (own and (" (shadows gpurent's own " .. key ..
+        ": --profile " .. key .. " loads this one, under this lock)") or " (--profile " .. key .. ")")
+    end
+  end
+  table.sort(lines)
+  return #lines > 0 and (table.concat(lines, "\n") .. "\n") or ""
+end
+
 local function dirs_with(installed, name, dir)
   local d = {}
   for n, e in pairs(installed) do d[n] = e.dir end
@@ -235,7 +354,7 @@ end
 -- gpurent run NAME/path.lua: the file inside library NAME, when no such local file exists.
 function lib.resolve_recipe(file)
   if fs.exists(file) then return nil end
-  local name, rest = file:match("^([%a_][%w_]*)/(.+)$")
+  local name, rest = file:match("^([%a_][%w_%-]*)/(.+)$")
   if not name then return nil end
   local lockpath, scope = lib.lock_path()
   local e = lib.installed(lib.read_lock(lockpath))[name]
@@ -281,7 +400,7 @@ local function say(out, ...) out:write(...) end
 
 local function check_name_free(name, src, lock, lockpath)
   if not lib.valid_name(name) then
-    gpurent.usage_error("library name " .. string.format("%q", name) .. " must be a Lua identifier (letters, digits, _)", 0)
+    gpurent.usage_error("library name " .. string.format("%q", name) .. ": use " .. lib.NAME_RULE, 0)
   end
   local e = lock.libraries[name]
   if e then
@@ -296,40 +415,40 @@ local function check_name_free(name, src, lock, lockpath)
   if path then error("library clash: the name " .. name .. " is already a module on the search path (" .. path .. ")", 0) end
 end
 
+-- A checkout of commit made from tmp (a clone), unless one exists: then tmp goes.
+-- Returns the checkout's directory.
+local function settle(name, commit, tmp)
+  local dest = lib.checkout_dir(name, commit)
+  if fs.exists(dest) then
+    rmtree(tmp)
+    refuse_dirty(name, dest)
+    return dest
+  end
+  install(tmp, dest)
+  return dest
+end
+
 function lib.add(name, source, ref, out)
   out = out or io.stdout
   local lockpath, scope = lib.lock_path()
   local lock = lib.read_lock(lockpath)
   local src = normalize_source(source)
   check_name_free(name, src, lock, lockpath)
-  local dest = lib.libs_dir() .. "/" .. name
-  local tmp
-  if fs.exists(dest) then
-    -- another project's lock may already have it checked out: reuse only the same source
-    if origin_url(dest) ~= src then
-      error(string.format("library clash: %s is already checked out from %s (in %s), not %s", name,
-        origin_url(dest), dest, src), 0)
-    end
-    if lib.is_dirty(dest) then error("library " .. name .. " has local changes in " .. dest .. "; commit or discard them first", 0) end
-    git(dest, "fetch", "--quiet", "--tags", "--force", "origin")
-  else
-    tmp = clone_tmp(name, src)
-  end
-  local work = tmp or dest
-  local ok2, e2 = pcall(function()
-    ref = ref or trim(git(work, "symbolic-ref", "--short", "HEAD"))
-    local commit = resolve(work, ref)
-    checkout(work, commit)
-    lib.overlays(dirs_with(lib.installed(lock), name, work), {[name] = "new, from " .. src})
-    return commit
+  local tmp = clone_tmp(lib.libs_dir() .. "/" .. name, src)
+  local ok, commit = pcall(function()
+    ref = ref or default_ref(tmp)
+    local c = resolve(tmp, ref)
+    checkout(tmp, c)
+    lib.overlays(dirs_with(lib.installed(lock), name, tmp), {[name] = "new, from " .. src})
+    return c
   end)
-  if not ok2 then if tmp then rmtree(tmp) end; error(e2, 0) end
-  local commit = e2
+  if not ok then rmtree(tmp); error(commit, 0) end
   say(out, "trusting library ", name, ": code from ", src, "\n  ref    ", ref, "\n  commit ", commit, "\n",
-    "  it runs with your privileges like any recipe (it cannot approve teardown)\n")
-  if tmp then install(tmp, dest) end
+    "  it runs with your privileges like any recipe (it cannot approve teardown)\n", profiles_text(tmp))
+  local dest = settle(name, commit, tmp)
   lock.libraries[name] = {source = src, ref = ref, commit = commit}
   lib.write_lock(lockpath, lock)
+  add_user(name, commit, lockpath)
   say(out, "added ", name, " (", dest, "), pinned in ", lockpath, " (", scope, " lock)\n")
   return commit
 end
@@ -340,46 +459,98 @@ local function entry(lock, name, lockpath)
   return e
 end
 
+-- Stop using the checkout of name at commit from lockpath; delete it when no other
+-- lock pins it. Returns the locks that still do.
+local function release_checkout(name, commit, lockpath)
+  local still = drop_user(name, commit, lockpath)
+  local dir = lib.checkout_dir(name, commit)
+  if #still == 0 then
+    if fs.exists(dir) then rmtree(dir) end
+    os.remove(users_file(name, commit))
+  end
+  return still
+end
+
+-- The new commit's checkout, made from the old one (a local clone shares its objects,
+-- including what the fetch brought), its origin still the library's source.
+local function checkout_from(name, old_dir, source, commit)
+  if fs.exists(lib.checkout_dir(name, commit)) then return lib.checkout_dir(name, commit), nil end
+  local tmp = clone_tmp(lib.libs_dir() .. "/" .. name, old_dir)
+  local ok, err = pcall(function()
+    git(tmp, "remote", "set-url", "origin", source)
+    checkout(tmp, commit)
+  end)
+  if not ok then rmtree(tmp); error(err, 0) end
+  return tmp, tmp
+end
+
 function lib.update(name, out)
   out = out or io.stdout
   local lockpath = lib.lock_path()
   local lock = lib.read_lock(lockpath)
   local e = entry(lock, name, lockpath)
-  local dir = lib.libs_dir() .. "/" .. name
-  if not fs.is_dir(dir) then error("library " .. name .. " is not on this machine; run gpurent lib sync first", 0) end
-  if lib.is_dirty(dir) then error("library " .. name .. " has local changes in " .. dir .. "; commit or discard them first", 0) end
-  git(dir, "fetch", "--quiet", "--tags", "--force", "origin")
   local old = e.commit
+  local dir = lib.checkout_dir(name, old)
+  if not fs.is_dir(dir) then error("library " .. name .. " is not on this machine; run gpurent lib sync first", 0) end
+  refuse_dirty(name, dir)
+  git(dir, "fetch", "--quiet", "--tags", "--force", "origin")
   local new = resolve(dir, e.ref or "HEAD")
-  checkout(dir, new)
-  local ok, err = pcall(lib.overlays, dirs_with(lib.installed(lock), name, dir))
-  if not ok then checkout(dir, old); error(err, 0) end
   if new == old then
     say(out, name, ": already at ", old, " (", e.ref or "HEAD", ")\n")
     return old, new
   end
+  local work, tmp = checkout_from(name, dir, e.source, new)
+  local ok, err = pcall(lib.overlays, dirs_with(lib.installed(lock), name, work))
+  if not ok then if tmp then rmtree(tmp) end; error(err, 0) end
+  if tmp then settle(name, new, tmp) end
   e.commit = new
   lib.write_lock(lockpath, lock)
+  add_user(name, new, lockpath)
   say(out, "updated ", name, " (", e.ref or "HEAD", ")\n  old ", old, "\n  new ", new, "\n")
   local log = git_ok(dir, "log", "--format=  %h %s", "--max-count=20", old .. ".." .. new)
   if log and log ~= "" then say(out, "commits:\n", log) end
+  release_checkout(name, old, lockpath)
   say(out, "pinned in ", lockpath, "\n")
   return old, new
 end
 
-function lib.remove(name, out)
-  out = out or io.stdout
+-- Drop the pin, and the checkout unless another lock pins the same commit. A checkout
+-- with local changes is work the person may still want: refused (naming the files)
+-- unless opts.force.
+function lib.remove(name, out, opts)
+  out, opts = out or io.stdout, opts or {}
   local lockpath = lib.lock_path()
   local lock = lib.read_lock(lockpath)
   local e = entry(lock, name, lockpath)
+  local dir = lib.checkout_dir(name, e.commit)
+  local dirty = fs.is_dir(dir) and lib.is_dirty(dir)
+  if dirty and not opts.force then
+    error(dirty_message(name, dir, "commit or copy them elsewhere, or discard them with gpurent lib remove " ..
+      name .. " --force"), 0)
+  end
   lock.libraries[name] = nil
   lib.write_lock(lockpath, lock)
-  local dir = lib.libs_dir() .. "/" .. name
-  if fs.exists(dir) then rmtree(dir) end
-  say(out, "removed ", name, " (", e.source, " at ", e.commit, ") from ", lockpath, "\n")
+  local still = release_checkout(name, e.commit, lockpath)
+  say(out, "removed ", name, " (", e.source, " at ", e.commit, ") from ", lockpath,
+    (dirty and #still == 0) and ", discarding its local changes (--force)" or "", "\n")
+  if #still > 0 then say(out, "  checkout ", dir, " kept: also pinned by ", table.concat(still, ", "), "\n") end
 end
 
--- Make this machine match the lock: clone what is missing, move checkouts to the pins.
+-- A checkout of the pinned commit, cloned from the source.
+local function sync_clone(name, e)
+  local tmp = clone_tmp(lib.libs_dir() .. "/" .. name, e.source)
+  local ok, err = pcall(function()
+    if not git_ok(tmp, "cat-file", "-e", e.commit .. "^{commit}") then
+      error("library " .. name .. ": commit " .. e.commit .. " is not in " .. e.source, 0)
+    end
+    checkout(tmp, e.commit)
+  end)
+  if not ok then rmtree(tmp); error(err, 0) end
+  settle(name, e.commit, tmp)
+end
+
+-- Make this machine match the lock: clone what is missing; a checkout whose HEAD
+-- was moved by hand goes back to its commit.
 function lib.sync(out)
   out = out or io.stdout
   local lockpath = lib.lock_path()
@@ -390,38 +561,21 @@ function lib.sync(out)
   if #names == 0 then say(out, "no libraries in ", lockpath, "\n") end
   for _, name in ipairs(names) do
     local e = lock.libraries[name]
-    local dir = lib.libs_dir() .. "/" .. name
+    local dir = lib.checkout_dir(name, e.commit)
     if not fs.exists(dir) then
-      local tmp = clone_tmp(name, e.source)
-      local ok, err = pcall(function()
-        if not git_ok(tmp, "cat-file", "-e", e.commit .. "^{commit}") then
-          error("library " .. name .. ": commit " .. e.commit .. " is not in " .. e.source, 0)
-        end
-        checkout(tmp, e.commit)
-      end)
-      if not ok then rmtree(tmp); error(err, 0) end
-      install(tmp, dir)
+      sync_clone(name, e)
       say(out, name, ": cloned ", e.source, " at ", e.commit, "\n")
     else
-      if origin_url(dir) ~= e.source then
-        error(string.format("library clash: %s in %s comes from %s, but %s pins %s", name, dir, origin_url(dir),
-          lockpath, e.source), 0)
-      end
       local at = head(dir)
       if at == e.commit then
         say(out, name, ": at ", e.commit, "\n")
       else
-        if lib.is_dirty(dir) then error("library " .. name .. " has local changes in " .. dir .. "; commit or discard them first", 0) end
-        if not git_ok(dir, "cat-file", "-e", e.commit .. "^{commit}") then
-          git(dir, "fetch", "--quiet", "--tags", "--force", "origin")
-        end
-        if not git_ok(dir, "cat-file", "-e", e.commit .. "^{commit}") then
-          error("library " .. name .. ": commit " .. e.commit .. " is not in " .. e.source, 0)
-        end
+        refuse_dirty(name, dir)
         checkout(dir, e.commit)
         say(out, name, ": moved ", at, " -> ", e.commit, "\n")
       end
     end
+    add_user(name, e.commit, lockpath)
   end
   lib.overlays(dirs_with(lib.installed(lock)))
 end

@@ -141,7 +141,27 @@ local function project_profiles()
   return dir .. "/profiles", dir
 end
 
--- profile.search_entries() -> {{dir =, kind =, project = dir?}, ...} in search order.
+-- The team libraries pinned in the lock in effect that ship profiles/ (gpurent.lib),
+-- as search entries. A lock that cannot be read is an entry that raises when a
+-- lookup reaches it: a name found earlier does not depend on the lock.
+local function library_entries(entries)
+  local ok, dirs = pcall(function() return require("gpurent.lib").profile_dirs() end)
+  if not ok then
+    entries[#entries + 1] = {dir = "(team libraries)", kind = "library", broken = dirs}
+    return
+  end
+  for _, d in ipairs(dirs) do
+    entries[#entries + 1] = {dir = d.dir, kind = "library", library = d.name, lockpath = d.lockpath,
+      scope = d.scope, missing = d.missing}
+  end
+end
+
+-- profile.search_entries() -> {{dir =, kind =, project = dir?}, ...} in search order:
+-- GPURENT_PROFILE_PATH, the (trusted) project's profiles/, the person's config dir,
+-- the team libraries of the lock in effect (by name), gpurent's own. Libraries come
+-- after the person's own choices and before gpurent's defaults, so a team's
+-- `autodl-team` (extends: autodl) is found by name and the person can still
+-- override it in their config dir.
 function profile.search_entries()
   local entries = {}
   local env = os.getenv("GPURENT_PROFILE_PATH")
@@ -152,6 +172,7 @@ function profile.search_entries()
   if pdir then entries[#entries + 1] = {dir = pdir, kind = "project", project = project} end
   local cdir = config_profiles()
   if cdir then entries[#entries + 1] = {dir = cdir, kind = "config"} end
+  library_entries(entries)
   local idir = installed_profiles()
   if idir then entries[#entries + 1] = {dir = idir, kind = "installed"} end
   return entries
@@ -181,6 +202,19 @@ local function entries_for(search)
   return entries
 end
 
+-- A profile found in a library: the lock that pins the library must be one the person
+-- trusted (gpurent.lib.vouch_lock), and no second library may ship the same name.
+local function profile_from_library(name, path, e, entries, i)
+  for j = i + 1, #entries do
+    local other = entries[j]
+    if other.kind == "library" and not other.broken and fs.exists(other.dir .. "/" .. name .. ".yaml") then
+      error(string.format("library clash: profile %s is shipped by both library %s (%s) and library %s (%s)",
+        name, e.library, path, other.library, other.dir .. "/" .. name .. ".yaml"), 0)
+    end
+  end
+  require("gpurent.lib").vouch_lock(e.lockpath, e.scope)
+end
+
 -- profile.find(name [, search]) -> path, kind. A name with a '/' or '.yaml' is a path.
 -- A profile found in an untrusted (or changed) project dir is refused, never skipped:
 -- falling through to another file of the same name would hide the attack.
@@ -191,16 +225,22 @@ function profile.find(name, search, skip)
     return name, kind_of_dir(name:match("^(.*)/[^/]*$") or ".")
   end
   if not name:match("^[%w_.%-]+$") then error("profile name " .. string.format("%q", name) .. ": use letters, digits, '.', '_', '-'", 0) end
-  local tried = {}
-  for _, e in ipairs(entries_for(search)) do
+  local tried, hints, entries = {}, {}, entries_for(search)
+  for i, e in ipairs(entries) do
+    if e.broken then error("profile " .. name .. ": cannot read the team libraries' lock: " .. tostring(e.broken), 0) end
     local p = e.dir .. "/" .. name .. ".yaml"
     if p ~= skip and fs.exists(p) then
       if e.kind == "project" then require("gpurent.trust").vouch(p, e.project, "use profile") end
+      if e.kind == "library" then profile_from_library(name, p, e, entries, i) end
       return p, e.kind
     end
     tried[#tried + 1] = p
+    if e.missing then
+      hints[#hints + 1] = "library " .. e.library .. " is pinned but not on this machine: gpurent lib sync"
+    end
   end
-  error("profile " .. name .. " not found (looked in " .. table.concat(tried, ", ") .. ")", 0)
+  error("profile " .. name .. " not found (looked in " .. table.concat(tried, ", ") .. ")" ..
+    (#hints > 0 and ("; " .. table.concat(hints, "; ")) or ""), 0)
 end
 
 -- Keys that decide where the provider token goes and how it is read. runtime/

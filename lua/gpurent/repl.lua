@@ -3,24 +3,16 @@
 -- `inst` and short helpers; `!cmd` runs a shell command on the instance, streaming;
 -- `:cmd` are the REPL's own commands. Incomplete statements continue on the next
 -- line (as in lua -i), `=expr` and bare expressions print their values, errors
--- keep the loop alive, Ctrl-C interrupts what runs and Ctrl-D leaves.
+-- keep the loop alive, Ctrl-C interrupts what runs and Ctrl-D leaves; `help`,
+-- `exit` and `quit` do what they say. The helpers are gpurent.repl.helpers; what
+-- the session knows of its box (profile, provider instance, meter) is
+-- gpurent.repl.box; Tab completion of paths in strings is gpurent.repl.paths.
 local core = require "gpurent.core"
 local pretty = require "gpurent.pretty"
 local term = core.term
 
 local repl = {}
 
-local HELP = [[
-  expr, =expr        evaluate and print (tables pretty-printed)
-  statements         run Lua; an incomplete statement continues on the next line
-  !cmd               run cmd on the instance, streaming; Ctrl-C interrupts it
-  sh "cmd"           run cmd, print its output, return its result table
-  t = secret.ask("label")   type a value without echo; t prints as ***
-  df()  check()  gotchas()  meter()  put(local, remote)  get(remote, local)
-  power_off("name")  release("name", {discard = {"GLOB"}, pulled = {"DIR"}})
-                     through the teardown gate: you type the name to approve
-  :help :check :df :reconnect :quit     Ctrl-D leaves, Ctrl-C cancels
-]]
 
 -- Optional modules: the REPL works with whatever the runtime has.
 local function try_require(name)
@@ -84,8 +76,15 @@ local function fields_of(v)
   return out
 end
 
--- repl.complete(env, word) -> sorted candidates for globals, a.b fields and a:m methods.
-function repl.complete(env, word)
+-- repl.complete(env, word [, line, start, inst]) -> sorted candidates: a path when
+-- the cursor is inside a string literal or a !cmd line (local or remote, see
+-- gpurent.repl.paths), else globals, a.b fields and a:m methods.
+function repl.complete(env, word, line, start, inst)
+  if line and start then
+    local paths = require "gpurent.repl.paths"
+    local ctx = paths.context(line, start, word)
+    if ctx then return paths.complete(ctx, word, inst) end
+  end
   local path, sep, partial = word:match("^(.*)([%.:])([%w_]*)$")
   local names
   if not path then
@@ -122,20 +121,24 @@ function repl.compile(buffer, env)
   return nil, err, err:sub(-5) == "<eof>"
 end
 
-local function print_results(n, ...)
+-- Values a helper already printed (in `shown`) are not printed again.
+local function print_results(shown, n, ...)
   local parts = {}
-  for i = 1, n do parts[i] = pretty.format((select(i, ...))) end
-  if n > 0 then io.write(table.concat(parts, "\t"), "\n") end
+  for i = 1, n do
+    local v = select(i, ...)
+    if not (shown and shown[v]) then parts[#parts + 1] = pretty.format(v) end
+  end
+  if #parts > 0 then io.write(table.concat(parts, "\t"), "\n") end
 end
 
--- Run fn; print its values or its error. Returns ok, err.
-function repl.execute(fn)
+-- Run fn; print its values (but those in `shown`) or its error. Returns ok, err.
+function repl.execute(fn, shown)
   local res = table.pack(xpcall(fn, function(e)
     if type(e) == "table" and getmetatable(e) and getmetatable(e).__tostring then return tostring(e) end
     return type(e) == "string" and e or ("(error object) " .. pretty.format(e))
   end))
   if res[1] then
-    print_results(res.n - 1, table.unpack(res, 2, res.n))
+    print_results(shown, res.n - 1, table.unpack(res, 2, res.n))
     return true
   end
   local msg = tostring(res[2])
@@ -149,17 +152,43 @@ local Session = {}
 Session.__index = Session
 
 function repl.new(opts)
-  local self = setmetatable({host = opts.host, profile = opts.profile, opts = opts}, Session)
+  local self = setmetatable({host = opts.host, opts = opts, shown = setmetatable({}, {__mode = "k"})}, Session)
   self.env = setmetatable({}, {__index = _G})
-  self:bind_helpers()
+  self.box = require("gpurent.repl.box").new(opts.host)
+  require("gpurent.repl.helpers").bind(self)
   return self
+end
+
+-- The profile the helpers use: --profile (loaded before connecting, so a bad name
+-- fails at once), else resolved for the host (gpurent.repl.box). A resolved profile
+-- that does not load is said, and generic-ssh is used instead.
+function Session:resolve_profile()
+  local profile = require "gpurent.profile"
+  if self.opts.profile then
+    self.profile = self.profile or profile.load(self.opts.profile)
+    self.profile_why = "--profile " .. self.opts.profile
+    return
+  end
+  local name, why = self.box:profile_name()
+  local ok, p = pcall(profile.load, name)
+  if not ok then
+    io.stderr:write("gpurent: profile ", name, " (from ", why, ") does not load: ", tostring(p),
+      "; using generic-ssh (give --profile NAME)\n")
+    name, why, p = "generic-ssh", "fallback", profile.load("generic-ssh")
+  end
+  self.profile, self.profile_why = p, why
 end
 
 function Session:connect()
   if not self.host then return end
+  if self.opts.profile then self:resolve_profile() end
   local connect = gpurent.connect or (try_require("gpurent.instance") or {}).connect
   if not connect then error("this gpurent has no SSH support (gpurent.connect missing)", 0) end
-  self.inst = connect(self.host, {profile = self.profile, accept_new_host = self.opts.accept_new_host})
+  self.inst = connect(self.host, {accept_new_host = self.opts.accept_new_host})
+  self.box:attach(self.inst)
+  if not self.profile then self:resolve_profile() end
+  self.inst.profile = self.profile
+  self.box:set_profile(self.profile)
   self.env.inst = self.inst
   self.lost = nil
 end
@@ -221,98 +250,45 @@ function Session:shell(cmd)
   error(r, 0)
 end
 
-function Session:bind_helpers()
-  local env, session = self.env, self
-  env.secret = try_require("gpurent.secret")  -- secret.ask("label"), secret("value")
-  local function need_inst()
-    if not session.inst then error("no instance: start the REPL with `gpurent repl HOST`", 2) end
-    return session.inst
-  end
-  -- Ctrl-C TERMs the command's remote process group (inst:sh's default) and the
-  -- error says so; opts as inst:sh's (to=FILE for more than the capture cap)
-  env.sh = function(cmd, o)
-    local r = need_inst():sh(cmd, o)
-    if r.stdout ~= "" then io.write(r.stdout) end
-    if r.stderr ~= "" then io.stderr:write(r.stderr) end
-    return r
-  end
-  env.put = function(l, r, o) return need_inst():put(l, r, o) end
-  env.get = function(r, l, o) return need_inst():get(r, l, o) end
-  env.df = function()
-    local storage = try_require("gpurent.storage")
-    if storage and storage.tiers then return storage.tiers(need_inst()) end
-    return env.sh("df -h; df -i")
-  end
-  env.check = function(ids)
-    local gotchas = try_require("gpurent.gotchas")
-    if not gotchas then error("the gotcha catalog is not installed", 2) end
-    return gotchas.run(need_inst(), {only = ids})
-  end
-  env.gotchas = function()
-    local gotchas = try_require("gpurent.gotchas")
-    if not gotchas then error("the gotcha catalog is not installed", 2) end
-    return gotchas.list and gotchas.list() or gotchas
-  end
-  -- the one guarded stop (gpurent.billing.stop), as `gpurent billing` and teardown use
-  -- it: the gate asks the person on the terminal, and C refuses what they did not approve
-  local function stop(verb, ref, o)
-    o = o or {}
-    ref = ref or session.host
-    if type(ref) ~= "string" then error(verb .. ': name the instance, e.g. ' .. verb .. '("a1")', 3) end
-    return require("gpurent.billing.stop").run{verb = verb, ref = ref, inst = session.inst, target = session.host,
-      pulled = o.pulled, discard = o.discard}
-  end
-  env.power_off = function(ref, o) return stop("power_off", ref, o) end
-  env.release = function(ref, o) return stop("release", ref, o) end
-  env.meter = function()
-    local billing = try_require("gpurent.billing")
-    if not billing or not billing.status then error("billing is not available", 2) end
-    return billing.status(session.inst or session.host)
-  end
-end
-
--- The meter as the ledger knows it (billing calls record power state and price
--- there): "¥1.23 meter on". Read at most every 30 s; no ledger, no text.
-function Session:meter_text()
-  local now = core.sys.now()
-  if self.meter_cache and now - self.meter_cache.at < 30 then return self.meter_cache.text end
-  local text
-  local ledger = try_require("gpurent.ledger")
-  if ledger and ledger.exists(ledger.default_path()) then
-    local ok, rows = pcall(function()
-      local L = ledger.open()
-      local st = L:status()
-      L:close()
-      return st
-    end)
-    for _, row in ipairs(ok and rows or {}) do
-      if row.name == self.host or row.provider_id == self.host then
-        local cost = row.accrued_cost and ledger.money_text(row.accrued_cost, row.currency) or "?"
-        text = string.format("%s meter %s", cost, row.meter or "unknown")
-      end
-    end
-  end
-  self.meter_cache = {at = now, text = text}
-  return text
-end
-
 function Session:prompt()
-  local meter = self.host and self:meter_text()
+  local meter = self.host and self.box:meter_text()
   return string.format("%s%s> ", self.host or "local", meter and (" [" .. meter .. "]") or "")
 end
+
+local META_HELPERS = {check = "check", df = "df", gotchas = "gotchas", meter = "meter"}
 
 function Session:meta(cmd)
   local word = cmd:match("^:(%S*)")
   if word == "quit" or word == "q" or word == "exit" then return "quit" end
-  if word == "help" then io.write(HELP); return end
+  if word == "help" then self.env.help(); return end
   if word == "reconnect" then
     local ok, err = pcall(self.reconnect, self)
     if not ok then io.stderr:write("gpurent: ", tostring(err), "\n") end
     return
   end
-  local helper = ({check = "check", df = "df"})[word]
-  if helper then repl.execute(function() return self.env[helper]() end); return end
+  local helper = META_HELPERS[word]
+  if helper then
+    if not self:ensure_connected() then return end
+    self:evaluate(function() return self.env[helper]() end)
+    return
+  end
   io.stderr:write("unknown command :", word, " (try :help)\n")
+end
+
+-- Run fn as a REPL evaluation: results printed once, failures noted.
+function Session:evaluate(fn)
+  for v in pairs(self.shown) do self.shown[v] = nil end
+  local ok, msg = repl.execute(fn, self.shown)
+  if not ok then self:note_failure(msg) end
+  if self.leaving then return "quit" end
+end
+
+-- `help`, `exit`, `quit` typed bare (not reassigned by the person): call them.
+function Session:bare_builtin(buffer)
+  local word = buffer:match("^%s*(%a+)%s*$")
+  local f = word and self.builtins[word]
+  if f and rawget(self.env, word) == f then return f end
+  return nil
 end
 
 function Session:remember(text)
@@ -332,18 +308,19 @@ function Session:dispatch(buffer)
     return
   end
   if buffer:sub(1, 1) == ":" then return self:meta(buffer) end
+  local builtin = self:bare_builtin(buffer)
+  if builtin then return self:evaluate(builtin) end
   local fn, err = repl.compile(buffer, self.env)
   if not fn then io.stderr:write(err, "\n"); return end
   if not self:ensure_connected() then return end
-  local ok, msg = repl.execute(fn)
-  if not ok then self:note_failure(msg) end
+  return self:evaluate(fn)
 end
 
 function Session:loop()
   local history = state_dir() .. "/repl_history"
   os.execute("mkdir -p '" .. state_dir():gsub("'", "'\\''") .. "'")
   term.load_history(history)
-  term.set_completer(function(text) return repl.complete(self.env, text) end)
+  term.set_completer(function(text, line, start) return repl.complete(self.env, text, line, start, self.inst) end)
   local buffer = ""
   while true do
     local line = term.readline(buffer == "" and self:prompt() or ">> ")
@@ -373,7 +350,8 @@ function repl.run(opts)
   local session = repl.new(opts)
   if opts.host then
     session:connect()
-    io.write("connected to ", opts.host, " (:help for help, Ctrl-D to leave)\n")
+    io.write("connected to ", opts.host, " (profile ", session.profile.platform, ": ", session.profile_why,
+      "; :help for help, Ctrl-D to leave)\n")
   else
     io.write("gpurent ", gpurent.version, " local REPL (:help for help, Ctrl-D to leave)\n")
   end

@@ -15,7 +15,7 @@ describe("gpurent repl HOST", function()
     state = T.tmpdir()
     term = tty.start(T.q(T.bin) .. " repl " .. fx.aliases[1],
       {env = "GPURENT_STATE_DIR=" .. T.q(state) .. " GPURENT_SSH_CONFIG=" .. T.q(fx.config)})
-    term:wait_for(fx.aliases[1] .. ">", 10, true)
+    term:wait_for(fx.aliases[1] .. " [meter manual]>", 10, true)  -- generic-ssh: billed by hand
   end)
   after_each(function()
     term:close()

@@ -8,7 +8,7 @@ describe("gpurent repl (local)", function()
   local term, state
   before_each(function()
     state = T.tmpdir()
-    term = tty.start(T.q(T.bin) .. " repl", {env = "GPURENT_STATE_DIR=" .. T.q(state)})
+    term = tty.start(T.q(T.bin) .. " repl --local", {env = "GPURENT_STATE_DIR=" .. T.q(state)})
     term:wait_for("local>", 5, true)
   end)
   after_each(function()
@@ -58,6 +58,44 @@ describe("gpurent repl (local)", function()
     term:type("string.up")
     term:keys("Tab")
     term:wait_for("string.upper", 5, true)
+  end)
+
+  it("help prints the helpers; exit and quit leave, bare or called", function()
+    term:line("help")
+    term:wait_for("gotchas()          the gotchas the profile checks", 5, true)
+    assert.is_nil(term:screen():find("\nnil\n", 1, true), term:screen())
+    -- a name the person reassigned is theirs again
+    term:line("help = 41 + 1")
+    term:line("help")
+    term:wait_for("\n42\n", 5, true)
+    for _, word in ipairs({"exit", "quit()"}) do
+      term:line(word)
+      local deadline = os.time() + 5
+      while term:alive() and os.time() <= deadline do os.execute("sleep 0.05") end
+      assert.is_false(term:alive(), word .. " did not leave the REPL")
+      if word == "exit" then
+        term = tty.start(T.q(T.bin) .. " repl --local", {env = "GPURENT_STATE_DIR=" .. T.q(state)})
+        term:wait_for("local>", 5, true)
+      end
+    end
+  end)
+
+  it("completes local paths inside strings with Tab", function()
+    local dir = T.tmpdir()
+    os.execute("mkdir " .. T.q(dir .. "/results-dir") .. " && touch " .. T.q(dir .. "/notes-file.txt"))
+    term:type('f = io.open("' .. dir .. '/res')
+    term:keys("Tab")
+    term:wait_for(dir .. "/results-dir/", 5, true)
+    term:keys("C-u")
+    term:type('put("' .. dir .. '/note')
+    term:keys("Tab")
+    term:wait_for('put("' .. dir .. '/notes-file.txt', 5, true)
+    -- names still complete outside strings
+    term:keys("C-u")
+    term:type("string.up")
+    term:keys("Tab")
+    term:wait_for("string.upper", 5, true)
+    T.rmtree(dir)
   end)
 
   it("keeps lines that create or use a secret out of the history file", function()

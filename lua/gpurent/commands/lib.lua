@@ -8,12 +8,15 @@ local M = {summary = "team-shared recipe libraries (git, pinned in gpurent.lock)
 M.usage = [[usage: gpurent lib add NAME SOURCE [--ref REF]   clone SOURCE (git URL or local path), pin its commit
        gpurent lib list [--json]                 name, source, ref, commit, dirty?
        gpurent lib update NAME                   move the pin to REF's newest commit
-       gpurent lib remove NAME                   drop the pin and the checkout
+       gpurent lib remove NAME [--force]         drop the pin and the checkout (--force: even
+                                                 with local changes, which are discarded)
        gpurent lib sync                          make this machine match the lock
 The lock is the project's gpurent.lock (nearest ancestor of the working directory;
 `touch gpurent.lock` to start one), else $XDG_CONFIG_HOME/gpurent/gpurent.lock.
-Checkouts live in $GPURENT_DATA_DIR/libs (else $XDG_DATA_HOME/gpurent/libs).
-A library NAME provides `require "NAME.module"` and `gpurent run NAME/recipe.lua`.
+Checkouts live in $GPURENT_DATA_DIR/libs (else $XDG_DATA_HOME/gpurent/libs), one
+set per lock, so projects never share one. NAME: letters, digits, '_' and '-'.
+A library NAME provides `require "NAME.module"`, `gpurent run NAME/recipe.lua` and
+its profiles/*.yaml by name (`--profile NAME`, after your config dir's).
 Libraries are code: `add` prints the source and commit it trusts.]]
 
 local function need(rest, n, what)
@@ -37,11 +40,13 @@ local function list(opts)
 end
 
 function M.main(args)
-  local opts, rest = cli.options(args, {ref = "value", json = "flag"}, M.usage)
+  local opts, rest = cli.options(args, {ref = "value", json = "flag", force = "flag"}, M.usage)
   if opts.help then io.write(M.usage, "\n"); return 0 end
   if #rest == 0 then gpurent.usage_error("lib needs a command\n" .. M.usage, 0) end
   local verb = table.remove(rest, 1)
   if opts.ref and verb ~= "add" then gpurent.usage_error("--ref is for lib add", 0) end
+  if opts.force and verb ~= "remove" then gpurent.usage_error("--force is for lib remove", 0) end
+  if opts.json and verb ~= "list" then gpurent.usage_error("--json is for lib list", 0) end
   if verb == "add" then
     need(rest, 2, "lib add takes NAME and SOURCE")
     lib.add(rest[1], rest[2], opts.ref)
@@ -53,7 +58,7 @@ function M.main(args)
     lib.update(rest[1])
   elseif verb == "remove" then
     need(rest, 1, "lib remove takes NAME")
-    lib.remove(rest[1])
+    lib.remove(rest[1], io.stdout, {force = opts.force})
   elseif verb == "sync" then
     need(rest, 0, "lib sync takes no arguments")
     lib.sync()

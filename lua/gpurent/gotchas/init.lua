@@ -7,6 +7,8 @@
 --
 --   gotchas.all() -> {entry, ...}            gotchas.get(id) -> entry | nil
 --   gotchas.for_profile(p) -> {entry, ...}   (universal + the profile's `gotchas:` list)
+--   gotchas.list(p) -> {{id, title, severity, symptom, fix, universal, autofix}, ...}
+--     the same entries as plain data (no probe functions): what the REPL's gotchas() shows
 --   gotchas.run(inst, {profile=, only={id,...}, fix=, peers=, code_dir=, local_dir=})
 --     -> {{id, title, severity, status, evidence, fix, fixed}, ...} in catalog order
 --   gotchas.run_one(entry, inst, ctx) -> result
@@ -53,6 +55,16 @@ function gotchas.for_profile(p)
     if want[e.id] or universal then list[#list + 1] = e end
   end
   return list
+end
+
+-- The entries a profile checks, as data a person reads (the REPL's gotchas()).
+function gotchas.list(p)
+  local out = {}
+  for _, e in ipairs(gotchas.for_profile(p)) do
+    out[#out + 1] = {id = e.id, title = e.title, severity = e.severity, symptom = e.symptom, fix = e.fix,
+                     universal = e.universal and true or false, autofix = e.autofix ~= nil}
+  end
+  return out
 end
 
 -- Results constructors for probes.
