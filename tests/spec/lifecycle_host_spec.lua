@@ -68,6 +68,11 @@ describe("gpurent host", function()
     assert.are.equal(0, code, out .. err)
     assert.truthy(out:find("added viaapi -> root@" .. ip .. ":" .. port, 1, true), out)
     assert.truthy(#tb:api_calls("snapshot") >= 1)
+    -- one name per box: the alias finds the instance in billing, as its API name does
+    assert.truthy(out:find("viaapi is linked to instance " .. tb.uuids.h1, 1, true), out)
+    code, out, err = g("billing status viaapi --json")
+    assert.are.equal(0, code, out .. err)
+    assert.are.equal(tb.uuids.h1, require("gpurent.json").decode(out).instances[1].uuid)
   end)
 
   it("refuses a string that is not an ssh command", function()

@@ -206,11 +206,32 @@ function Client:instances()
   return out
 end
 
+-- One name per box: `gpurent host add ALIAS --uuid UUID` links an ssh alias to its
+-- instance in the ledger, so the alias finds the instance too.
+local function linked_uuid(alias)
+  local ok, uuid = pcall(function()
+    local ledger = require "gpurent.ledger"
+    if not ledger.exists() then return nil end
+    local L = ledger.open()
+    local row = L.db:query("SELECT provider_id FROM instances WHERE name = ? AND provider_id IS NOT NULL", alias)[1]
+    L:close()
+    return row and row.provider_id
+  end)
+  return ok and uuid or nil
+end
+
 function Client:find(ref)
-  for _, it in ipairs(self:instances()) do
+  local all = self:instances()
+  for _, it in ipairs(all) do
     if it.uuid == ref or it.name == ref then return it end
   end
-  error("AutoDL: no instance " .. tostring(ref) .. " in this account (by uuid or name)", 0)
+  local uuid = linked_uuid(ref)
+  for _, it in ipairs(uuid and all or {}) do
+    if it.uuid == uuid then it.alias = ref; return it end
+  end
+  error("AutoDL: no instance " .. tostring(ref) .. " in this account (by uuid or name"
+    .. (uuid and (", nor its linked uuid " .. uuid) or "; link an ssh alias with gpurent host add ALIAS --uuid UUID")
+    .. ")", 0)
 end
 
 function Client:status(uuid) return self:call("instance_status", {instance_uuid = uuid}) end

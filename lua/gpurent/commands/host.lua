@@ -46,6 +46,16 @@ local function contact(name, opts)
   inst:close()
 end
 
+-- One name per box: the ledger links the alias to the provider's instance, so billing,
+-- status, run and repl accept either name (billing.autodl Client:find reads the link).
+local function link_uuid(name, uuid)
+  local L = require("gpurent.ledger").open()
+  local ok, err = pcall(L.upsert_instance, L, {name = name, profile = "autodl", provider_id = uuid})
+  L:close()
+  if not ok then error(err, 0) end
+  io.write(string.format("%s is linked to instance %s: billing and status accept either name\n", name, uuid))
+end
+
 function M.main(args)
   local opts, pos = cli.options(args, SPEC, M.usage)
   if opts.help then io.write(M.usage, "\n"); return 0 end
@@ -96,6 +106,7 @@ function M.main(args)
   local file, replaced, included = setup.write_host(name, h)
   io.write(string.format("%s %s -> %s@%s:%d in %s%s\n", replaced and "updated" or "added", name, h.user, h.host, h.port,
     file, included and " (Include added to ~/.ssh/config)" or ""))
+  if opts.uuid then link_uuid(name, opts.uuid) end
   if opts.no_contact then return 0 end
   local ok, err = pcall(contact, name, opts)
   if not ok then
