@@ -341,6 +341,22 @@ describe("ledger", function()
       assert.matches("^b2%s+generic%-ssh%s+unknown%s+unknown%s+0%.00%s+%-%s+%-%s+%-$", b2)
     end)
 
+    it("status shows a box once when an ssh alias is linked to its instance (host add --uuid)", function()
+      local L = open()
+      L:upsert_instance{name = "autodl-p-1", profile = "autodl", provider_id = "uuid-1", at = now - 100}
+      L:close()
+      local code, out, err = T.run("status", {env = env})
+      assert.are.equal(0, code, err)
+      local lines = {}
+      for line in out:gmatch("[^\n]+") do lines[#lines + 1] = line end
+      assert.are.equal(3, #lines, out)               -- header, the linked box, b2
+      assert.matches("^a1 %(autodl%-p%-1%)%s+autodl%s+running%s+on%s+3%.6%d CNY", lines[2])
+      code, out = T.run("status --json", {env = env})
+      assert.are.equal(0, code)
+      local s = require("gpurent.json").decode(out)
+      assert.are.same({"a1", "autodl-p-1"}, s.instances[1].names)
+    end)
+
     it("status --json gives the same facts to a program", function()
       local code, out = T.run("status --json", {env = env})
       assert.are.equal(0, code)

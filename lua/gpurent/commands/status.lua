@@ -29,6 +29,39 @@ local function phase_text(p, now)
   return p.name .. " (running " .. ledger.duration_text(now - p.started_at) .. ")"
 end
 
+-- One name per box: rows the ledger links to one provider instance (an ssh alias from
+-- `host add --uuid` and the API's own name) are one instance: costs add up, the newest
+-- known power state and meter win, the run is whichever row has one. names = every name.
+local function merge_linked(rows)
+  local by_id, out = {}, {}
+  for _, r in ipairs(rows) do
+    local first = r.provider_id and by_id[r.provider_id]
+    if not first then
+      if r.provider_id then by_id[r.provider_id] = r end
+      r.names = {r.name}
+      out[#out + 1] = r
+    else
+      first.names[#first.names + 1] = r.name
+      first.accrued_cost = (first.accrued_cost or 0) + (r.accrued_cost or 0)
+      for _, c in ipairs(r.danger_clocks) do first.danger_clocks[#first.danger_clocks + 1] = c end
+      local function known(v) return v ~= "unknown" and v or nil end
+      if (r.updated_at or 0) > (first.updated_at or 0) then
+        first.power_state = known(r.power_state) or first.power_state
+        first.meter = known(r.meter) or first.meter
+        first.price_per_hour = r.price_per_hour or first.price_per_hour
+        first.currency, first.updated_at = r.currency or first.currency, r.updated_at
+      end
+      if not first.run and r.run then first.run, first.phase = r.run, r.phase end
+    end
+  end
+  return out
+end
+
+local function display_name(r)
+  if #r.names < 2 then return r.name end
+  return r.names[1] .. " (" .. table.concat(r.names, ", ", 2) .. ")"
+end
+
 local function as_json(path, rows)
   for _, r in ipairs(rows) do
     r.danger_clocks = json.array(r.danger_clocks)
@@ -51,12 +84,12 @@ function M.main(args)
   end
   local L <close> = ledger.open(path)
   local now = os.time()
-  local rows = L:status(now)
+  local rows = merge_linked(L:status(now))
   if opts.json then io.write(as_json(path, rows)); return 0 end
   if #rows == 0 then io.write("no instances in the ledger (", path, ")\n"); return 0 end
   local t = {{"INSTANCE", "PROFILE", "POWER", "METER", "ACCRUED", "DANGER CLOCKS", "RUN", "PHASE"}}
   for _, r in ipairs(rows) do
-    t[#t + 1] = {r.name, r.profile, r.power_state, r.meter, ledger.money_text(r.accrued_cost, r.currency),
+    t[#t + 1] = {display_name(r), r.profile, r.power_state, r.meter, ledger.money_text(r.accrued_cost, r.currency),
       clocks_text(r.danger_clocks), r.run and r.run.id or "-", phase_text(r.phase, now)}
   end
   io.write(ledger.table_text(t))
