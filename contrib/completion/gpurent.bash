@@ -36,7 +36,7 @@ _gpurent() {
     cost) opts="--help --json --since"; verbs=""; kind="" ;;
     billing) opts="--approve --backoff --discard --dry-run --durable-dir --help --idle --interval --json --mode --no-wait --off --profile --pulled --remote-manifest --retries --ssh --status --stop-stalled --threshold --ttl --warn"; verbs="autostop budget inventory power-off power-on release status"; kind="" ;;
     verify) opts="--build --help --json --load-cmd --require --run-id"; verbs=""; kind="dir" ;;
-    lib) opts="--help --json --ref"; verbs="add list remove sync update"; kind="" ;;
+    lib) opts="--force --help --json --profile --ref"; verbs="add list remove sync update"; kind="" ;;
     trust) opts="--help --json --list --revoke"; verbs=""; kind="dir" ;;
     version) opts="--help --version"; verbs=""; kind="" ;;
     help) opts="--help"; verbs=""; kind="topic" ;;
