@@ -18,7 +18,8 @@
 --
 --   detach.wrapper(r, o) -> text            o: command, env {K=V}, hook, cred_file,
 --                                              sync {names}, scratch {names}, durable_dir, durable_tier
---   detach.install(inst, r, text) -> path, version   (reuses an identical version)
+--   detach.install(inst, r, text_for_version) -> path, version, created
+--       text_for_version(version) -> the wrapper's text (reuses an identical version)
 --   detach.start(inst, r, {script=, mode="auto"|"tmux"|"nohup"}) -> {mode=, attempt=}
 --       refuses (exit 3) when this run's session or wrapper process is alive
 --   detach.stop(inst, r) -> text            the exact tmux session and the exact process group

@@ -32,7 +32,7 @@
 --   L:status(now?) -> {instances...}; L:runs(limit?); L:run_history(run_id)
 --   L:cost{since?, now?} -> {instances = {...}, runs = {...}, totals = {currency = amount}}
 -- Formatting shared by the status/history/cost commands: ledger.time_text(at),
--- ledger.duration_text(seconds), ledger.money_text(amount, currency), ledger.table_text(rows, columns).
+-- ledger.duration_text(seconds), ledger.money_text(amount, currency), ledger.table_text(rows).
 local sqlite = require("gpurent.core").sqlite
 local fs = require "gpurent.fs"
 local json = require "gpurent.json"

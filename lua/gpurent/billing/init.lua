@@ -7,7 +7,7 @@
 --       -> {{name=, deadline=, seconds_left=, text=}...}
 --   billing.budget_state(spent, budget) -> "none" | "ok" | "warn" | "exceeded", text
 --   billing.budgets() / billing.set_budget(instance, yuan, warn_fraction)
---   billing.check_billable(instance, spent, action) -- refuses (exit 3) over budget
+--   billing.check_billable(instance, spent, action [, budget]) -- refuses (exit 3) over budget
 --   billing.parse_gpu_util(text) -> {percent...} | nil, why  (nvidia-smi csv, noheader, nounits)
 --   billing.idle_patrol{read_util=, job_alive=, idle_seconds=, notify=, now=} -> patrol
 --       patrol:tick() -> state {idle=, idle_for=, notified=, why=}

@@ -7,9 +7,9 @@
 -- It runs under the run's finish lock (gpurent.run_lock), like close and pull.
 --
 --   teardown(inst, r, opts) -> {decision =, status =}
---   opts: pulled_dir (where PULL_VERIFIED.json is), bundle (result root name; r.id),
---         instance (the API's name or uuid; r.host), client (gpurent.billing.autodl
---         client; made from the environment's token when absent), dry_run
+--   opts: pulled_dir (where PULL_VERIFIED.json is), instance (the API's name or uuid,
+--         or an alias linked by host add --uuid; r.host), client (gpurent.billing.autodl
+--         client; made when absent: the token stays in C), dry_run, wait, deadline
 local manifest = require "gpurent.manifest"
 local errors = require "gpurent.errors"
 local run_lock = require "gpurent.run_lock"
