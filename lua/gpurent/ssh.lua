@@ -22,6 +22,7 @@ local sched = require "gpurent.sched"
 local errors = require "gpurent.errors"
 local knownhosts = require "gpurent.knownhosts"
 local secret = require "gpurent.secret"
+local sshconfig = require "gpurent.sshconfig"
 
 local cssh, now = core.ssh, core.sys.now
 local ssh = {}
@@ -303,11 +304,6 @@ end
 local function key_auth(conn, deadline, path, text, pass)
   local sess, user = conn.sess, conn.cfg.user
   local reasons = {}
-  -- OpenSSH would present path-cert.pub first; libssh2 1.10 cannot sign with a certificate
-  -- (it looks the certificate type up as a key type), so say it was not presented
-  if read_key(path .. "-cert.pub") then
-    reasons[#reasons + 1] = "certificate " .. path .. "-cert.pub not presented: libssh2 1.10 cannot sign with certificates"
-  end
   local rsa, sha2_why = key_is_rsa(path, text), nil
   if rsa and takes_rsa_sha2(sess) then
     -- libssh2 1.10 itself signs RSA with SHA-1: sign rsa-sha2-256 here (runtime/rsasha2.c)
@@ -327,25 +323,108 @@ local function key_auth(conn, deadline, path, text, pass)
   return table.concat(reasons, "; ")
 end
 
+-- ---- certificates ---------------------------------------------------------------
+-- OpenSSH's order: every CertificateFile first, each signed with the IdentityFile key it
+-- certifies (same public key, or the file KEY-cert.pub of KEY); with no CertificateFile,
+-- KEY-cert.pub right after KEY. libssh2 1.10 signs ECDSA certificates itself (the
+-- certificate as the public key file); the other types are refused (sshconfig.cert_refusal).
+
+local function pub_blob(pubfile)
+  local text = read_key(pubfile)
+  local b64 = text and text:match("^%S+%s+(%S+)")
+  return b64 and core.knownhosts.b64decode(b64)
+end
+
+-- Does this certificate certify the key of this plain public key blob? A certificate
+-- blob is: string type, string nonce, then the key's fields as the plain blob has them.
+local function certifies(certblob, keyblob)
+  local ok, res = pcall(function()
+    local _, p = string.unpack(">s4", certblob)
+    _, p = string.unpack(">s4", certblob, p)
+    local _, q = string.unpack(">s4", keyblob)
+    local fields = keyblob:sub(q)
+    return #fields > 0 and certblob:sub(p, p + #fields - 1) == fields
+  end)
+  return ok and res
+end
+
+-- The principals an ECDSA certificate names (after nonce, curve, Q, serial, type, key id).
+local function cert_principals(certblob)
+  local ok, names = pcall(function()
+    local p = select(5, string.unpack(">s4s4s4s4", certblob))        -- after type, nonce, curve, Q
+    local _, _, _, packed = string.unpack(">I8I4s4s4", certblob, p)
+    local out, i = {}, 1
+    while i <= #packed do out[#out + 1], i = string.unpack(">s4", packed, i) end
+    return out
+  end)
+  return ok and names or nil
+end
+
+-- One certificate signed by key: true, or the reason.
+local function cert_auth(conn, deadline, cert, key, pass)
+  local why = sshconfig.cert_refusal(sshconfig.cert_type(cert))
+  if why then return "not presented: " .. why end
+  local sess = conn.sess
+  local ok, err = ssh.run(conn, deadline, "certificate auth", sess.auth_pubkey, sess, conn.cfg.user, key, pass, cert)
+  if ok then return true end
+  local names = cert_principals(pub_blob(cert) or "")
+  return "signed by " .. key .. ": " .. tostring(err) .. (names and ("; the server refused it for user " ..
+    conn.cfg.user .. ", the certificate names principals: " .. (#names > 0 and table.concat(names, ", ") or "(any)") ..
+    " (ssh-keygen -L -f " .. cert .. " shows its principals and validity)") or "")
+end
+
 local function files_auth(conn, opts, deadline, tried, ask)
   local cfg = conn.cfg
+  local unlocked = {}            -- path -> {ok, pass or reason}: one passphrase prompt per key
+  local function unlock(path, text)
+    if not unlocked[path] then
+      if not key_is_encrypted(text) then
+        unlocked[path] = {true}
+      else
+        local pass = opts.passphrase and secret.reveal(opts.passphrase) or ask("Enter passphrase for key '" .. path .. "': ")
+        unlocked[path] = pass and {true, pass} or {false, cfg.batchmode
+          and "encrypted; BatchMode yes: not asking for its passphrase" or "encrypted; no TTY to ask for its passphrase"}
+      end
+    end
+    return unlocked[path][1], unlocked[path][2]
+  end
+  local certs = cfg.certificatefiles or {}
+  for _, cert in ipairs(certs) do
+    local certblob = pub_blob(cert)
+    if certblob then               -- a missing certificate file is skipped, as ssh does
+      local key, entry
+      for _, p in ipairs(cfg.identityfiles) do
+        local kb = pub_blob(p .. ".pub")
+        if read_key(p) and (cert == p .. "-cert.pub" or (kb and certifies(certblob, kb))) then key = p; break end
+      end
+      if not key then
+        entry = "not presented: no IdentityFile private key for it (gpurent does not sign certificates with ssh-agent)"
+      else
+        local ok, pass = unlock(key, read_key(key))
+        if ok then entry = cert_auth(conn, deadline, cert, key, pass) else entry = "key " .. key .. " " .. pass end
+        if entry == true then return true end
+      end
+      tried[#tried + 1] = "certificate " .. cert .. " (" .. entry .. ")"
+    end
+  end
   for _, path in ipairs(cfg.identityfiles) do
     local text = read_key(path)
     if not text then
       if cfg.identityfiles_explicit then tried[#tried + 1] = "key " .. path .. " (missing)" end
     else
-      local pass, entry
-      if key_is_encrypted(text) then
-        pass = opts.passphrase and secret.reveal(opts.passphrase) or ask("Enter passphrase for key '" .. path .. "': ")
-      end
-      if key_is_encrypted(text) and not pass then
-        entry = cfg.batchmode and "encrypted; BatchMode yes: not asking for its passphrase"
-          or "encrypted; no TTY to ask for its passphrase"
-      else
+      local ok, pass = unlock(path, text)
+      local entry = pass
+      if ok then
         entry = key_auth(conn, deadline, path, text, pass)
         if entry == true then return true end
       end
       tried[#tried + 1] = "key " .. path .. " (" .. entry .. ")"
+      local cert = path .. "-cert.pub"
+      if ok and #certs == 0 and read_key(cert) then
+        entry = cert_auth(conn, deadline, cert, path, pass)
+        if entry == true then return true end
+        tried[#tried + 1] = "certificate " .. cert .. " (" .. entry .. ")"
+      end
     end
   end
   return false

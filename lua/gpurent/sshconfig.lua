@@ -8,7 +8,7 @@
 -- target: an alias, host, user@host, host:port, user@host:port or ssh://user@host:port.
 -- cfg: {alias, target, hostname, port, user, identityfiles={...}, identityfiles_explicit,
 --       identitiesonly, identityagent (nil: $SSH_AUTH_SOCK; "none"; or a socket path),
---       certificatefiles={} (CertificateFile is refused), serveraliveinterval, serveralivecountmax, connecttimeout,
+--       certificatefiles={...} (ECDSA certificates only: see cert_refusal), serveraliveinterval, serveralivecountmax, connecttimeout,
 --       connectionattempts, addressfamily, knownhostsfiles={...}, globalknownhostsfiles,
 --       stricthostkeychecking, hashknownhosts, hostkeyalias, batchmode,
 --       pubkeyauthentication, passwordauthentication, proxyjump, proxycommand,
@@ -93,14 +93,13 @@ class(HONOURED, [[host hostname user port identityfile identitiesonly identityag
   proxyjump proxycommand connecttimeout connectionattempts serveraliveinterval serveralivecountmax
   ciphers macs kexalgorithms hostkeyalgorithms pubkeyauthentication passwordauthentication
   batchmode addressfamily canonicalizehostname canonicaldomains canonicalizefallbacklocal
-  canonicalizemaxdots canonicalizepermittedcnames]])
+  canonicalizemaxdots canonicalizepermittedcnames certificatefile]])
 -- Where or how to connect, and gpurent cannot do it: an error unless at the default.
 class(REFUSED, [[bindaddress bindinterface checkhostip knownhostscommand revokedhostkeys
   nohostauthenticationforlocalhost verifyhostkeydns pkcs11provider securitykeyprovider
-  proxyusefdpass pubkeyacceptedalgorithms requiredrsasize certificatefile]])
+  proxyusefdpass pubkeyacceptedalgorithms requiredrsasize]])
 -- Why, where the general reason is not enough.
-local REASONS = {certificatefile = "libssh2 1.10 cannot sign with an OpenSSH certificate; use ssh itself, " ..
-  "or a key the server authorizes directly"}
+local REASONS = {}
 -- Session features gpurent never uses (it runs its own commands and transfers), logging,
 -- display, and auth methods it never tries (gssapi, hostbased, keyboard-interactive: a
 -- server that takes only those fails with the methods it offers in the message).
@@ -345,6 +344,33 @@ local function same(a, b)
   return a == b
 end
 
+-- OpenSSH user certificates (CertificateFile, and KEY-cert.pub next to an IdentityFile).
+-- libssh2 1.10 builds the publickey request itself: the algorithm name is the first
+-- string of the public key blob, and it labels the signature with that same name,
+-- shortening only the ECDSA certificate names to the plain key type. So ECDSA
+-- certificates work; the others are refused with the reason sshd gives.
+local CERT_WHY = {
+  ["ssh-ed25519-cert-v01@openssh.com"] = "an ed25519 certificate: libssh2 1.10 labels the signature " ..
+    "ssh-ed25519-cert-v01@openssh.com where OpenSSH requires ssh-ed25519 (sshd: \"key type does not match\")",
+  ["ssh-rsa-cert-v01@openssh.com"] = "an RSA certificate: libssh2 1.10 can offer it only as " ..
+    "ssh-rsa-cert-v01@openssh.com, which OpenSSH 8.8 and later refuse, and cannot ask for " ..
+    "rsa-sha2-256-cert-v01@openssh.com (renaming the certificate's type breaks its CA signature)",
+}
+function sshconfig.cert_refusal(ctype)
+  if ctype and ctype:match("^ecdsa%-sha2%-nistp%d+%-cert%-v01@openssh%.com$") then return nil end
+  return CERT_WHY[ctype] or ("a " .. tostring(ctype) .. " certificate, which libssh2 1.10 cannot sign with")
+end
+sshconfig.CERT_SUPPORTED = "ECDSA (ecdsa-sha2-nistp256/384/521) certificates"
+
+-- The key type of a certificate file ("ssh-ed25519-cert-v01@openssh.com ..."), nil when unreadable.
+function sshconfig.cert_type(path)
+  local f = io.open(path, "r")
+  if not f then return nil end
+  local line = f:read("l")
+  f:close()
+  return line and line:match("^(%S+)")
+end
+
 -- Refuse every keyword this gpurent cannot honour that is not at its default.
 local function refuse_unsupported(g, opts, target)
   local base, bad = defaults(), {}
@@ -434,8 +460,21 @@ function sshconfig.resolve(target, opts)
   cfg.identityfiles_explicit = not same(g.identityfile, defaults().identityfile)
   cfg.identityfiles = ids
   cfg.certificatefiles = {}
+  local badcerts = {}
   for _, p in ipairs(g.certificatefile or {}) do
-    cfg.certificatefiles[#cfg.certificatefiles + 1] = rehome(expand_tokens(p, cfg, "CertificateFile"))
+    local path = rehome(expand_tokens(p, cfg, "CertificateFile"))
+    cfg.certificatefiles[#cfg.certificatefiles + 1] = path
+    -- a missing file is skipped, as ssh does; one gpurent cannot sign with is refused
+    local ctype = sshconfig.cert_type(path)
+    local why = ctype and sshconfig.cert_refusal(ctype)
+    if why then badcerts[#badcerts + 1] = "  certificatefile " .. path .. ": " .. why end
+  end
+  if #badcerts > 0 then
+    local where = sshconfig.locate("certificatefile", opts)
+    error(string.format("ssh_config for %s sets a CertificateFile gpurent cannot use (%s);\n%s\n" ..
+      "gpurent signs only with %s; remove it for this host, or use ssh itself", target,
+      #where > 0 and table.concat(where, ", ", 1, math.min(#where, 3)) or "in " .. table.concat(cfg.files, " or "),
+      table.concat(badcerts, "\n"), sshconfig.CERT_SUPPORTED), 0)
   end
   if g.identityagent and g.identityagent ~= "SSH_AUTH_SOCK" then
     cfg.identityagent = g.identityagent == "none" and "none"
