@@ -28,13 +28,7 @@ local sched = require "gpurent.sched"
 local lock = {}
 local now = core.sys.now
 
-local function read_line(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read_line = require("gpurent.fs").read_if_exists
 
 -- Field 22 of /proc/PID/stat (start time in clock ticks since boot), and
 -- whether the process is a zombie; nil when there is no such process.

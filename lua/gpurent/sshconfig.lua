@@ -291,11 +291,7 @@ function sshconfig.parse_target(target)
 end
 
 local function read_first_line(path)
-  local f = io.open(path, "r")
-  if not f then return nil end
-  local s = f:read("l")
-  f:close()
-  return s
+  return (require("gpurent.fs").read_if_exists(path) or ""):match("^[^\n]+")
 end
 
 -- %-tokens and ${ENV} of IdentityFile / CertificateFile / IdentityAgent (ssh_config(5) TOKENS).
