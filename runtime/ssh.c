@@ -596,6 +596,74 @@ static int ch_gc(lua_State *L) {
     return 0;
 }
 
+/* ---- direct-tcpip channels (tunnels) ------------------------------------------
+ * A direct-tcpip channel is a gr_channel like an exec one: ch:read, ch:write,
+ * ch:send_eof, ch:close, ch:free work on it unchanged. The local listener
+ * (listen, accept, sock_read, ...) is in net.c. */
+
+int gr_net_register(lua_State *L);   /* runtime/net.c */
+
+/* sess:direct_tcpip(host, port [, from_host, from_port]) -> channel, or false, dirs.
+ * libssh2 keeps one channel-open state per session: the retry after false must
+ * be this same call, with no other channel opened in between (the Lua side
+ * serialises opens). A refusal by the server (nothing listens at host:port,
+ * forwarding disabled) raises without marking the session dead. */
+static int sess_direct_tcpip(lua_State *L) {
+    gr_session *gs = gr_ssh_check(L, 1);
+    const char *host = luaL_checkstring(L, 2);
+    lua_Integer port = luaL_checkinteger(L, 3);
+    const char *shost = luaL_optstring(L, 4, "127.0.0.1");
+    lua_Integer sport = luaL_optinteger(L, 5, 0);
+    if (port < 1 || port > 65535) return luaL_argerror(L, 3, "port out of range");
+    LIBSSH2_CHANNEL *ch = libssh2_channel_direct_tcpip_ex(gs->s, host, (int)port, shost, (int)sport);
+    if (!ch) {
+        int rc = libssh2_session_last_errno(gs->s);
+        if (rc == LIBSSH2_ERROR_EAGAIN) return gr_ssh_again(L, gs);
+        char op[300];
+        snprintf(op, sizeof op, "direct-tcpip to %s:%d", host, (int)port);
+        return gr_ssh_fail(L, gs, op, rc);
+    }
+    gr_channel *c = lua_newuserdatauv(L, sizeof *c, 1);
+    c->ch = ch;
+    c->gs = gs;
+    luaL_setmetatable(L, CHANNEL_MT);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+    return 1;
+}
+
+/* sess:sending() -> true while libssh2 holds a partly sent packet. Until the call
+ * that queued it is repeated and completes, no other call may send on the
+ * session: libssh2 would flush that packet in place of the new one. */
+static int sess_sending(lua_State *L) {
+    gr_session *gs = gr_ssh_check(L, 1);
+    lua_pushboolean(L, (libssh2_session_block_directions(gs->s) & LIBSSH2_SESSION_BLOCK_OUTBOUND) != 0);
+    return 1;
+}
+
+/* ch:eof() -> true once the remote end sent EOF (buffered data may remain). */
+static int ch_eof(lua_State *L) {
+    gr_channel *c = check_channel(L);
+    lua_pushboolean(L, libssh2_channel_eof(c->ch) == 1);
+    return 1;
+}
+
+/* Called by gr_open_ssh with core.ssh's table on top: adds the tunnel methods to
+ * the session and channel metatables and net.c's functions to the table. */
+static void forward_register(lua_State *L) {
+    static const luaL_Reg sess_fwd[] = {{"direct_tcpip", sess_direct_tcpip}, {"sending", sess_sending}, {NULL, NULL}};
+    static const luaL_Reg ch_fwd[] = {{"eof", ch_eof}, {NULL, NULL}};
+    luaL_getmetatable(L, GR_SESSION_MT);
+    lua_getfield(L, -1, "__index");
+    luaL_setfuncs(L, sess_fwd, 0);
+    lua_pop(L, 2);
+    luaL_getmetatable(L, CHANNEL_MT);
+    lua_getfield(L, -1, "__index");
+    luaL_setfuncs(L, ch_fwd, 0);
+    lua_pop(L, 2);
+    gr_net_register(L);
+}
+
 /* ---- TTY prompt ---------------------------------------------------------- */
 
 /* askpass(prompt [, echo]) -> line read from /dev/tty, echo off unless echo (a
@@ -670,5 +738,6 @@ int gr_open_ssh(lua_State *L) {
     gr_sftp_register(L);
     gr_sshproxy_register(L);
     luaL_newlib(L, fns);
+    forward_register(L);   /* direct-tcpip + the local listener (tunnels) */
     return 1;
 }

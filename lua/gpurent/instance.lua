@@ -21,6 +21,9 @@
 --     kind="output" error; also connect{max_output=}, instance.max_output,
 --     GPURENT_MAX_OUTPUT)
 --   inst:put(local, remote [, opts]) / inst:get(remote, local [, opts]): see gpurent.transfer
+--   inst:forward(remote_port [, opts]) -> tunnel: local port forwarding to the box's
+--     127.0.0.1:remote_port over its own session; opts local_port (default the same
+--     port; 0 any free), remote_host; see gpurent.tunnel (fwd.url, fwd:serve(), fwd:close())
 --   inst:close()
 --
 -- A lost connection is reopened by the next call (bounded backoff); the call that
@@ -107,6 +110,11 @@ end
 function Instance:close()
   if self.conn then ssh.close(self.conn) end
   self.conn = nil
+end
+
+-- inst:forward(remote_port [, opts]) -> tunnel (gpurent.tunnel.open)
+function Instance:forward(remote_port, opts)
+  return require("gpurent.tunnel").open(self, remote_port, opts)
 end
 
 -- ---- exec ------------------------------------------------------------------
