@@ -149,6 +149,10 @@ desc("gotcha probes on the testbed", function()
     assert.are.equal("/root/autodl-tmp/runs/exp1/tb\n", sh("tight", "readlink /root/tf-logs/tb"))
     sh("clean", "mkdir -p /root/tf-logs/run1 && : > /root/tf-logs/run1/events.out.tfevents.1.box")
     flagged(probe("clean", "AD7"), "ok", "no event files outside")
+    -- no pinned TensorBoard runs on these boxes (tunnel_testbed_spec runs one): only a note
+    if not require("sshd").accepts("127.0.0.1", 6007) then
+      assert.matches("note: nothing answers on 127%.0%.0%.1:6007/data/runs", probe("clean", "AD7").evidence)
+    end
   end)
 
   -- AD8 ---------------------------------------------------------------------

@@ -253,18 +253,50 @@ local AD7 = {
   title = "TensorBoard event files outside the pinned logdir",
   symptom = "the events file is non-empty but the AutoPanel TB tile shows zero runs; /data/runs returns []",
   fix = "SummaryWriter(log_dir=\"/root/tf-logs/<run>\") or `ln -sfn <your-tb> /root/tf-logs/<run>` " ..
-        "(reload=5 picks it up); verify with curl -s http://127.0.0.1:6007/data/runs, not ss",
+        "(reload=5 picks it up); verify with curl -s http://127.0.0.1:6007/data/runs, not ss; a dangling " ..
+        "link shows nothing (point it at the existing dir); runs deleted or renamed stay listed (stale) " ..
+        "until the pinned TensorBoard restarts",
 }
+-- The pinned TensorBoard's own answer (seed: `curl -s http://127.0.0.1:6007/data/runs`).
+local function ad7_curl(port)
+  return "tbbody=$(curl -s --noproxy '*' --max-time 5 http://127.0.0.1:" .. port .. "/data/runs 2>/dev/null)\n" ..
+    "tbrc=$?\ncommand -v curl >/dev/null 2>&1 || tbrc=127\necho \"tbrc $tbrc\"\n" ..
+    "[ \"$tbrc\" -eq 0 ] && printf 'tbbody %s\\n' \"$(printf '%s' \"$tbbody\" | tr '\\n' ' ')\"\n"
+end
+local function ad7_answer(kv)
+  local rc = tonumber(kv.tbrc)
+  if rc == nil then return nil, "its answer was not read" end
+  if rc == 127 then return nil, "curl is not installed on the box" end
+  if rc ~= 0 then return nil, "nothing answers on 127.0.0.1:%d/data/runs (curl exit " .. rc .. ")" end
+  local okj, runs = pcall(require("gpurent.json").decode, kv.tbbody or "", "/data/runs")
+  if not okj or type(runs) ~= "table" then return nil, "127.0.0.1:%d/data/runs answered no JSON list" end
+  local set = {}
+  for _, r in ipairs(runs) do if type(r) == "string" then set[#set + 1] = r end end
+  return set
+end
+local function ad7_listed(runs, name)
+  for _, r in ipairs(runs) do
+    if r == name or (name ~= "." and r:sub(1, #name + 1) == name .. "/") then return true end
+  end
+  return false
+end
 local function ad7_scan(ctx)
   local tb = ctx.profile.network.tensorboard
+  local port = math.tointeger(tb.port) or 6007
   local r = ctx.sh("logdir=" .. q(tb.logdir) .. "\n" .. [=[
 for l in "$logdir"/* "$logdir"/.[!.]*; do [ -L "$l" ] && echo "link $(readlink -f "$l")"; done
 find "$HOME" -maxdepth 8 \( -path "$HOME/miniconda3" -o -path "$HOME/.cache" -o -path "$logdir" \) -prune \
   -o -type f -name 'events.out.tfevents.*' -print 2>/dev/null | head -n 500 | sed 's/^/ev /'
 find "$logdir" -maxdepth 8 -type f -name 'events.out.tfevents.*' 2>/dev/null | head -n 1 | sed 's/^/in /'
-echo done
-]=], {timeout = 120})
-  local _, multi = G.kv(r.stdout)
+for e in "$logdir"/* "$logdir"/.[!.]*; do
+  n=${e##*/}
+  if [ -L "$e" ] && [ ! -e "$e" ]; then printf 'dangling %s\t%s\n' "$n" "$(readlink "$e")"; continue; fi
+  [ -d "$e" ] || continue
+  find -L "$e" -maxdepth 8 -type f -name 'events.out.tfevents.*' 2>/dev/null | head -n 1 | grep -q . && echo "run $n"
+done
+find "$logdir" -maxdepth 1 -type f -name 'events.out.tfevents.*' 2>/dev/null | head -n 1 | grep -q . && echo "run ."
+]=] .. ad7_curl(port) .. "echo done\n", {timeout = 120})
+  local kv, multi = G.kv(r.stdout)
   if not multi.done then return nil, "probe output unreadable (exit " .. tostring(r.code) .. ")" end
   local outside = {}
   for _, f in ipairs(multi.ev or {}) do
@@ -274,20 +306,76 @@ echo done
     end
     if not linked then outside[#outside + 1] = f end
   end
-  return {outside = outside, inside = #(multi["in"] or {}) + #(multi.link or {}), logdir = tb.logdir}
+  local dangling = {}
+  for _, d in ipairs(multi.dangling or {}) do
+    local n, target = d:match("^(.-)\t(.*)$")
+    dangling[#dangling + 1] = {name = n or d, target = target or "?"}
+  end
+  local runs, why = ad7_answer(kv)
+  return {outside = outside, inside = #(multi["in"] or {}) + #(multi.link or {}), logdir = tb.logdir,
+          port = port, disk_runs = multi.run or {}, dangling = dangling, runs = runs,
+          tb_note = why and why:format(port)}
+end
+-- Runs on disk that the pinned TensorBoard does not list. A run created since its
+-- last reload is not listed yet: anything missing is asked for again one reload later.
+local function ad7_missing(ctx, s)
+  local missing = {}
+  for _, n in ipairs(s.disk_runs) do
+    if not ad7_listed(s.runs, n) then missing[#missing + 1] = n end
+  end
+  if #missing > 0 then
+    local reload = tonumber(ctx.profile.network.tensorboard.reload_s) or 5
+    local r = ctx.sh("sleep " .. string.format("%.1f", math.min(reload, 30) + 0.5) .. "\n" .. ad7_curl(s.port),
+      {timeout = 60})
+    local again = ad7_answer(G.kv(r.stdout))
+    if again then
+      local still = {}
+      for _, n in ipairs(missing) do if not ad7_listed(again, n) then still[#still + 1] = n end end
+      missing = still
+    end
+  end
+  for _, d in ipairs(s.dangling) do
+    missing[#missing + 1] = d.name .. " (dangling symlink -> " .. d.target .. ")"
+  end
+  return missing
 end
 function AD7.probe(inst, ctx)
   local tb = ctx.profile.network.tensorboard
   if not tb or not tb.pinned then return na("the profile pins no TensorBoard logdir") end
   local s, why = ad7_scan(ctx)
   if not s then return na(why) end
+  local problems = {}
   if #s.outside > 0 then
     local shown = {}
     for i = 1, math.min(3, #s.outside) do shown[i] = s.outside[i] end
-    return warn(#s.outside .. " event file(s) outside " .. tb.logdir .. ", invisible in the TB tile: " ..
-      table.concat(shown, ", ") .. (#s.outside > 3 and ", ..." or ""))
+    problems[#problems + 1] = #s.outside .. " event file(s) outside " .. tb.logdir .. ", invisible in the TB tile: " ..
+      table.concat(shown, ", ") .. (#s.outside > 3 and ", ..." or "")
   end
-  return ok("no event files outside " .. tb.logdir .. " (" .. s.inside .. " run(s) visible there)")
+  local listed
+  if s.runs then
+    local missing = ad7_missing(ctx, s)
+    if #missing > 0 then
+      local shown = {}
+      for i = 1, math.min(5, #missing) do shown[i] = missing[i] end
+      problems[#problems + 1] = #missing .. " run(s) in " .. tb.logdir .. " missing from the pinned TensorBoard's " ..
+        "/data/runs on 127.0.0.1:" .. s.port .. " (it lists " .. #s.runs .. "): " .. table.concat(shown, ", ") ..
+        (#missing > 5 and ", ..." or "") .. "; log to " .. tb.logdir .. "/<run> or `ln -sfn <existing dir> " ..
+        tb.logdir .. "/<run>`; a run still missing after a reload needs the pinned TensorBoard restarted"
+    end
+    listed = "the pinned TensorBoard on 127.0.0.1:" .. s.port .. " lists " .. #s.runs .. " run(s)"
+    local on_disk, stale = {}, {}
+    for _, n in ipairs(s.disk_runs) do on_disk[n] = true end
+    for _, r in ipairs(s.runs) do
+      if not on_disk[r] and not on_disk[r:match("^[^/]+")] then stale[#stale + 1] = r end
+    end
+    if #stale > 0 then
+      listed = listed .. ", " .. #stale .. " of them gone from " .. tb.logdir .. " (stale until it restarts): " ..
+        table.concat(stale, ", ", 1, math.min(5, #stale)) .. (#stale > 5 and ", ..." or "")
+    end
+  end
+  local note = listed or ("note: " .. s.tb_note .. ", so the tile's answer was not checked")
+  if #problems > 0 then return warn(table.concat(problems, "; ") .. (listed and "" or ("; " .. note))) end
+  return ok("no event files outside " .. tb.logdir .. " (" .. s.inside .. " run(s) visible there); " .. note)
 end
 function AD7.autofix(inst, ctx)
   local s = ad7_scan(ctx)
