@@ -618,6 +618,139 @@ static int xfer_gc(lua_State *L) {
     return 0;
 }
 
+/* ---- raw SFTP channels ----------------------------------------------------
+ * libssh2 1.10 keeps the state of open, stat, rename, mkdir, fsetstat, fsync,
+ * readdir... in the LIBSSH2_SFTP object, one request of each kind at a time: a
+ * second open issued while the first waits for its answer is taken for the
+ * first's resumption and gets the first's handle. So trees are moved over
+ * channels of their own, running the sftp subsystem, on which Lua
+ * (gpurent.transfer) speaks SFTP v3 itself with hundreds of requests in flight.
+ * The channel's receive window is large so downloads are bounded by the link,
+ * not by libssh2's default 2 MiB. */
+#define RAW_MT "gpurent.sftp.raw"
+#define RAW_WINDOW (16u << 20)
+typedef struct { LIBSSH2_CHANNEL *ch; gr_session *gs; } gr_raw;
+
+static gr_raw *check_raw(lua_State *L) {
+    gr_raw *r = luaL_checkudata(L, 1, RAW_MT);
+    if (!r->ch || !r->gs->s) luaL_error(L, "%s: SFTP channel is closed", r->gs->host);
+    return r;
+}
+
+/* sess:sftp_raw() -> raw | false, dirs: a session channel (not yet started). */
+static int sess_sftp_raw(lua_State *L) {
+    gr_session *gs = gr_ssh_check(L, 1);
+    LIBSSH2_CHANNEL *ch = libssh2_channel_open_ex(gs->s, "session", 7, RAW_WINDOW,
+                                                  LIBSSH2_CHANNEL_PACKET_DEFAULT, NULL, 0);
+    if (!ch) {
+        int rc = libssh2_session_last_errno(gs->s);
+        if (rc == LIBSSH2_ERROR_EAGAIN) return gr_ssh_again(L, gs);
+        return gr_ssh_fail(L, gs, "open SFTP channel", rc);
+    }
+    gr_raw *r = lua_newuserdatauv(L, sizeof *r, 1);
+    r->ch = ch;
+    r->gs = gs;
+    luaL_setmetatable(L, RAW_MT);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+    return 1;
+}
+
+/* raw:start() -> true | false, dirs: request the sftp subsystem. */
+static int raw_start(lua_State *L) {
+    gr_raw *r = check_raw(L);
+    int rc = libssh2_channel_process_startup(r->ch, "subsystem", 9, "sftp", 4);
+    if (rc == LIBSSH2_ERROR_EAGAIN) return gr_ssh_again(L, r->gs);
+    if (rc != 0) return gr_ssh_fail(L, r->gs, "start sftp subsystem", rc);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* Did the last libssh2 call leave a packet partly sent? Then the next call that
+ * sends on the session must be that same call again: libssh2 1.10 flushes the
+ * pending packet in place of any other caller's and reports the other's as sent
+ * (a lost request or window adjust: a stalled channel). */
+static int outbound_pending(gr_raw *r, int again) {
+    return again && (libssh2_session_block_directions(r->gs->s) & LIBSSH2_SESSION_BLOCK_OUTBOUND) != 0;
+}
+
+/* raw:write(data [, from]) -> bytes of data[from..] taken, pending (true: a
+ * packet is partly sent: call again with the same data and position before
+ * anything else sends), or false, dirs (dirs has 2: the same holds). */
+static int raw_write(lua_State *L) {
+    gr_raw *r = check_raw(L);
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    lua_Integer from = luaL_optinteger(L, 3, 1);
+    if (from < 1 || (size_t)from > len + 1) return luaL_argerror(L, 3, "out of range");
+    size_t done = 0, want = len - (size_t)from + 1;
+    int again = 0;
+    while (done < want) {
+        ssize_t n = libssh2_channel_write(r->ch, data + from - 1 + done, want - done);
+        if (n == LIBSSH2_ERROR_EAGAIN) { again = 1; break; }
+        if (n < 0) return gr_ssh_fail(L, r->gs, "SFTP channel write", (int)n);
+        if (n == 0) break;
+        done += (size_t)n;
+    }
+    if (done == 0 && want > 0) return gr_ssh_again(L, r->gs);
+    lua_pushinteger(L, (lua_Integer)done);
+    lua_pushboolean(L, outbound_pending(r, again));
+    return 2;
+}
+
+/* raw:read([max]) -> data, eof, pending (data may be "" at the end; pending as
+ * for write: reading sends window adjusts) | false, dirs. */
+static int raw_read(lua_State *L) {
+    gr_raw *r = check_raw(L);
+    size_t max = (size_t)luaL_optinteger(L, 2, 4 << 20), got = 0;
+    int again = 0;
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    while (got < max) {
+        size_t want = max - got < 65536 ? max - got : 65536;
+        char *p = luaL_prepbuffsize(&b, want);
+        ssize_t n = libssh2_channel_read(r->ch, p, want);
+        if (n == LIBSSH2_ERROR_EAGAIN) { again = 1; break; }
+        if (n < 0) return gr_ssh_fail(L, r->gs, "SFTP channel read", (int)n);
+        if (n == 0) break;
+        luaL_addsize(&b, (size_t)n);
+        got += (size_t)n;
+    }
+    int eof = got == 0 && libssh2_channel_eof(r->ch);
+    if (got == 0 && !eof) return gr_ssh_again(L, r->gs);
+    luaL_pushresult(&b);
+    lua_pushboolean(L, eof);
+    lua_pushboolean(L, outbound_pending(r, again));
+    return 3;
+}
+
+/* raw:buffered() -> true when libssh2 holds data for this channel already read
+ * off the socket (a read of another channel drains the socket for all of them:
+ * polling the socket then would wait for data that has arrived). */
+static int raw_buffered(lua_State *L) {
+    gr_raw *r = check_raw(L);
+    lua_pushboolean(L, libssh2_poll_channel_read(r->ch, 0) > 0 || libssh2_channel_eof(r->ch) == 1);
+    return 1;
+}
+
+/* raw:close() -> true | false, dirs (a step: freeing sends CHANNEL_CLOSE). */
+static int raw_close(lua_State *L) {
+    gr_raw *r = luaL_checkudata(L, 1, RAW_MT);
+    if (!r->ch || !r->gs->s || r->gs->dead) { r->ch = NULL; lua_pushboolean(L, 1); return 1; }
+    int rc = libssh2_channel_free(r->ch);
+    if (rc == LIBSSH2_ERROR_EAGAIN) return gr_ssh_again(L, r->gs);
+    r->ch = NULL;
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int raw_gc(lua_State *L) {
+    gr_raw *r = luaL_checkudata(L, 1, RAW_MT);
+    if (r->ch && r->gs->s && !r->gs->dead) libssh2_channel_free(r->ch);
+    r->ch = NULL;
+    return 0;
+}
+
 static void new_mt(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc) {
     luaL_newmetatable(L, name);
     lua_newtable(L);
@@ -645,4 +778,14 @@ void gr_sftp_register(lua_State *L) {
     new_mt(L, SFTP_MT, sftp_methods, sftp_gc);
     new_mt(L, HANDLE_MT, handle_methods, handle_gc);
     new_mt(L, XFER_MT, xfer_methods, xfer_gc);
+    static const luaL_Reg raw_methods[] = {
+        {"start", raw_start}, {"write", raw_write}, {"read", raw_read}, {"buffered", raw_buffered},
+        {"close", raw_close}, {NULL, NULL}
+    };
+    new_mt(L, RAW_MT, raw_methods, raw_gc);
+    /* sess:sftp_raw(), added to the session's methods */
+    luaL_getmetatable(L, GR_SESSION_MT);
+    lua_getfield(L, -1, "__index");
+    if (lua_istable(L, -1)) { lua_pushcfunction(L, sess_sftp_raw); lua_setfield(L, -2, "sftp_raw"); }
+    lua_pop(L, 2);
 }

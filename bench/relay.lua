@@ -1,0 +1,48 @@
+-- bench/relay.lua: bench/relay.py (an emulated long link) in front of a loopback
+-- sshd fixture (tests/helpers/sshd.lua), for benches and tests:
+--   local link = relay.start(fx, rtt_ms)   -- link.port, link.config (ssh_config: h1 via the relay)
+--   fx:connect-like: gpurent.connect("h1", {config = link.config}); link:stop()
+-- The relay's known_hosts line is the fixture's key under the relay's port.
+local relay = {}
+local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local function read(p) local f = io.open(p); if not f then return nil end local s = f:read("a"); f:close(); return s end
+
+function relay.start(fx, rtt_ms)
+  local dir = fx.dir .. "/relay" .. tostring(rtt_ms)
+  os.execute("mkdir -p " .. q(dir))
+  local portfile = dir .. "/port"
+  os.remove(portfile)
+  local addr = read(fx.config):match("HostName%s+(%S+)") or "127.0.0.1"
+  local p = io.popen(string.format("python3 %s --rtt-ms %s --target %s:%d > %s 2> %s & echo $!",
+    q(here .. "/relay.py"), tostring(rtt_ms), addr, fx.port, q(portfile), q(dir .. "/err")))
+  local pid = tonumber(p:read("l"))
+  p:close()
+  local port
+  for _ = 1, 200 do   -- bounded: 10 s
+    port = tonumber((read(portfile) or ""):match("^(%d+)\n"))
+    if port then break end
+    gpurent.sleep(0.05)
+  end
+  if not port then
+    os.execute("kill " .. pid .. " 2>/dev/null")
+    error("relay did not start: " .. tostring(read(dir .. "/err")), 2)
+  end
+  local config = dir .. "/ssh_config"
+  local text = read(fx.config):gsub("Port%s+%d+", "Port " .. port)
+  local f = io.open(config, "w"); f:write(text, "\nHost *\n  BatchMode yes\n  LogLevel ERROR\n"); f:close()
+  local kh = read(fx.known_hosts)
+  local extra = {}
+  for line in kh:gmatch("[^\n]+") do
+    local l = line:gsub("^%[([^%]]+)%]:" .. fx.port .. " ", "[%1]:" .. port .. " ")
+    if l ~= line then extra[#extra + 1] = l end
+  end
+  f = io.open(fx.known_hosts, "a"); f:write(table.concat(extra, "\n"), "\n"); f:close()
+  local link = {pid = pid, port = port, config = config}
+  function link:stop()
+    if self.pid then os.execute("kill " .. self.pid .. " 2>/dev/null"); self.pid = nil end
+  end
+  return link
+end
+
+return relay

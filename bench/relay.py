@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""bench/relay.py: a long link emulated in user space (the kernel here has no netem).
+
+    python3 bench/relay.py --rtt-ms 50 --target 127.0.0.1:2222 [--listen 127.0.0.1:0]
+
+Listens on --listen (port 0: any free port), prints "PORT\\n" on stdout once it
+accepts, and relays every connection to --target, delaying each direction by
+RTT/2. Buffering is unbounded: bytes read are queued with their delivery time
+and the reader never waits for the writer, so what is in flight is bounded only
+by the tools' own windows (SSH channel windows, TCP windows of the two loopback
+legs are never the limit). Loopback only; runs until killed (SIGTERM/SIGINT).
+Used by bench/tree_bench.sh and usable by tests (tests/spec/transfer_tree_spec.lua).
+"""
+import argparse
+import asyncio
+import signal
+import socket
+import sys
+
+CHUNK = 256 * 1024
+
+
+def hostport(s):
+    host, _, port = s.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+async def pipe(reader, writer, delay):
+    loop = asyncio.get_running_loop()
+    queue = asyncio.Queue()  # unbounded: (deliver_at, bytes); b"" marks EOF
+
+    async def pump_in():
+        try:
+            while True:
+                data = await reader.read(CHUNK)
+                queue.put_nowait((loop.time() + delay, data))
+                if not data:
+                    return
+        except (ConnectionError, OSError):
+            queue.put_nowait((loop.time() + delay, b""))
+
+    async def pump_out():
+        try:
+            while True:
+                at, data = await queue.get()
+                wait = at - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if not data:
+                    if writer.can_write_eof():
+                        writer.write_eof()
+                    await writer.drain()
+                    return
+                writer.write(data)
+                # drain only paces this writer; the reader above never waits for it
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+
+    await asyncio.gather(pump_in(), pump_out())
+
+
+async def handle(creader, cwriter, target, delay):
+    try:
+        sreader, swriter = await asyncio.open_connection(*target)
+    except OSError:
+        cwriter.close()
+        return
+    for w in (cwriter, swriter):
+        sock = w.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        await asyncio.gather(pipe(creader, swriter, delay), pipe(sreader, cwriter, delay))
+    finally:
+        for w in (cwriter, swriter):
+            try:
+                w.close()
+            except OSError:
+                pass
+
+
+async def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rtt-ms", type=float, required=True)
+    ap.add_argument("--target", required=True, help="HOST:PORT (loopback)")
+    ap.add_argument("--listen", default="127.0.0.1:0")
+    a = ap.parse_args()
+    target, listen = hostport(a.target), hostport(a.listen)
+    for h in (target[0], listen[0]):
+        if not h.startswith("127.") and h not in ("localhost", "::1"):
+            sys.exit("relay: loopback only, not " + h)
+    delay = a.rtt_ms / 2000.0
+    server = await asyncio.start_server(lambda r, w: handle(r, w, target, delay), *listen)
+    port = server.sockets[0].getsockname()[1]
+    print(port, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with server:
+        await stop.wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
