@@ -134,7 +134,9 @@ static int fs_lock_file(lua_State *L) {
         }
         if (!still_at_path(fd, path)) { close(fd); continue; }
         if (write_owner(fd, owner, olen) != 0) {
+            /* we hold it, so it is ours to remove: a full disk leaves no lock file behind */
             int e = errno;
+            unlink(path);
             close(fd);
             errno = e;
             return gr_errno_error(L, "lock: cannot write", path);

@@ -1346,7 +1346,7 @@ function transfer._get_tree(inst, src, dst, opts)
       local total = 0
       for _, f in ipairs(files) do total = total + f.size end
       local prog = tree_progress(opts, "get", src, total, #files)
-      local fns = {}
+      local fns, held = {}, {}
       for i, f in ipairs(files) do
         fns[i] = function(c)
           local r = done[f.dst]
@@ -1354,7 +1354,9 @@ function transfer._get_tree(inst, src, dst, opts)
             local lpath = f.dst .. ".part.lock"
             local h, why, holder = lock.acquire_local(lpath, {wait = opts.lock_wait})
             if not h then locked_error(inst, "get", f.dst, why, holder, "rm -- " .. q(lpath)) end
+            held[lpath] = h
             local ok1, r1 = pcall(get_one, eng, c, f, opts)
+            held[lpath] = nil
             pcall(h.release, h)
             if not ok1 then error(r1, 0) end
             r = r1
@@ -1366,7 +1368,13 @@ function transfer._get_tree(inst, src, dst, opts)
           return r
         end
       end
-      res.files = eng:run(fns, TREE_JOBS, function() prog(eng) end, opts.verify and {hashes_job(eng, whole)} or nil)
+      -- a failing file stops the engine mid-flight: the other files' locks are released
+      -- here, so no .part.lock is left beside the destination
+      local okr, files_or_err = pcall(eng.run, eng, fns, TREE_JOBS, function() prog(eng) end,
+        opts.verify and {hashes_job(eng, whole)} or nil)
+      for _, h in pairs(held) do pcall(h.release, h) end
+      if not okr then error(files_or_err, 0) end
+      res.files = files_or_err
       res.in_flight = eng.peak
       prog(eng, true)
       trace("get: files moved")
