@@ -753,35 +753,42 @@ local function remote_hashes(conn, items)
   return out
 end
 
+-- An exec channel's non-blocking call inside a job -> its results, or false, dirs when
+-- it would block. A call that leaves a packet partly sent holds the session
+-- (eng.holder = "exec") until it is repeated to completion.
+local function exec_try(eng, fn, ...)
+  while eng.holder and eng.holder ~= "exec" do coroutine.yield(POLL) end
+  for _ = 1, math.huge do
+    local r, a, b, c = fn(...)
+    if r ~= false then
+      if eng.holder == "exec" then eng.holder = nil end
+      return r, a, b, c
+    end
+    if (a & 2) == 0 then
+      if eng.holder == "exec" then eng.holder = nil end
+      return false, a
+    end
+    eng.holder = "exec"
+    coroutine.yield(POLL)
+  end
+end
+
+-- exec_try until the call completes (yielding to the other jobs meanwhile).
+local function exec_step(eng, fn, ...)
+  for _ = 1, math.huge do
+    local r, a, b, c = exec_try(eng, fn, ...)
+    if r ~= false then eng.polled = true; return r, a, b, c end
+    coroutine.yield(POLL)
+  end
+end
+
 -- In a job: run cmd on the box over an exec channel of its own, stepped between
 -- the SFTP channels' turns -> stdout, stderr, exit code. A call that leaves a
 -- packet partly sent holds the session (eng.holder = "exec") until repeated.
 local function exec_in_job(eng, cmd, stdin)
   local conn = eng.conn
-  -- one non-blocking call -> its results; false, dirs when it would block
-  local function try(fn, ...)
-    while eng.holder and eng.holder ~= "exec" do coroutine.yield(POLL) end
-    for _ = 1, math.huge do
-      local r, a, b, c = fn(...)
-      if r ~= false then
-        if eng.holder == "exec" then eng.holder = nil end
-        return r, a, b, c
-      end
-      if (a & 2) == 0 then
-        if eng.holder == "exec" then eng.holder = nil end
-        return false, a
-      end
-      eng.holder = "exec"
-      coroutine.yield(POLL)
-    end
-  end
-  local function step(fn, ...)
-    for _ = 1, math.huge do
-      local r, a, b, c = try(fn, ...)
-      if r ~= false then eng.polled = true; return r, a, b, c end
-      coroutine.yield(POLL)
-    end
-  end
+  local function try(fn, ...) return exec_try(eng, fn, ...) end
+  local function step(fn, ...) return exec_step(eng, fn, ...) end
   local ch = step(conn.sess.channel_open, conn.sess)
   step(ch.exec, ch, cmd)
   local pos, outs, errs, eof_sent = 1, {}, {}, false
@@ -845,29 +852,8 @@ local function verify_job(eng)
   return function()
     local conn = eng.conn
     local ok, err = pcall(function()
-      local function try(fn, ...)
-        while eng.holder and eng.holder ~= "exec" do coroutine.yield(POLL) end
-        for _ = 1, math.huge do
-          local r, a, b, c = fn(...)
-          if r ~= false then
-            if eng.holder == "exec" then eng.holder = nil end
-            return r, a, b, c
-          end
-          if (a & 2) == 0 then
-            if eng.holder == "exec" then eng.holder = nil end
-            return false, a
-          end
-          eng.holder = "exec"
-          coroutine.yield(POLL)
-        end
-      end
-      local function step(fn, ...)
-        for _ = 1, math.huge do
-          local r, a, b, c = try(fn, ...)
-          if r ~= false then eng.polled = true; return r, a, b, c end
-          coroutine.yield(POLL)
-        end
-      end
+      local function try(fn, ...) return exec_try(eng, fn, ...) end
+      local function step(fn, ...) return exec_step(eng, fn, ...) end
       local ch = step(conn.sess.channel_open, conn.sess)
       step(ch.exec, ch, "xargs -0 -n 64 sha256sum --")
       local chunk, pos, outs, eof_sent, sent = nil, 1, {}, false, 0
