@@ -14,9 +14,14 @@ local function bash_complete(line)
     COMP_WORDS=(%s); COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
     [[ %q == *" " ]] && { COMP_WORDS+=(""); COMP_CWORD=$((COMP_CWORD + 1)); }
     _gpurent; printf '%%s\n' "${COMPREPLY[@]}"]=], T.q(T.root .. "/" .. BASH), line, line)
-  local p = io.popen("PATH=" .. T.q(T.bin:match("^(.*)/")) .. ":$PATH bash -c " .. T.q(script) .. " 2>&1")
+  -- the completion runs `gpurent recipes --names`: a `gpurent` on PATH that is the binary
+  -- under test, whatever its file is called (gpurent-asan under make asan)
+  local bindir = T.tmpdir()
+  os.execute("ln -s " .. T.q(T.bin) .. " " .. T.q(bindir .. "/gpurent"))
+  local p = io.popen("PATH=" .. T.q(bindir) .. ":$PATH bash -c " .. T.q(script) .. " 2>&1")
   local out = p:read("a")
   p:close()
+  T.rmtree(bindir)
   local set = {}
   for w in out:gmatch("[^\n]+") do set[w] = true end
   return set, out
