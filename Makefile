@@ -153,7 +153,7 @@ demo: all
 	./$(BIN) run recipes/demo.lua
 
 # The man page and the bash/zsh completions are generated from the command table in
-# lua/gpurent/cli.lua (lua/gpurent/clidoc.lua); `make clidoc` rewrites the committed copies.
+# lua/gpurent/cli/init.lua (lua/gpurent/cli/clidoc.lua); `make clidoc` rewrites the committed copies.
 MANPAGE    = docs/gpurent.1
 BASH_COMPL = contrib/completion/gpurent.bash
 ZSH_COMPL  = contrib/completion/_gpurent
@@ -162,7 +162,7 @@ BASHDIR    = $(PREFIX)/share/bash-completion/completions
 ZSHDIR     = $(PREFIX)/share/zsh/site-functions
 clidoc: $(BIN)
 	mkdir -p contrib/completion
-	./$(BIN) -e 'require("gpurent.clidoc").write("$(MANPAGE)", "$(BASH_COMPL)", "$(ZSH_COMPL)")'
+	./$(BIN) -e 'require("gpurent.cli.clidoc").write("$(MANPAGE)", "$(BASH_COMPL)", "$(ZSH_COMPL)")'
 	@echo "clidoc: wrote $(MANPAGE) $(BASH_COMPL) $(ZSH_COMPL)"
 
 install: $(BIN)

@@ -17,7 +17,7 @@ head -c $((512 * 1024 * 1024)) /dev/urandom > "$file"
 size_mib=512
 
 cat > "$work/sha.lua" <<'LUA'
-local hex = require("gpurent.hash").sha256_file(arg[1]); print(hex)
+local hex = require("gpurent.util.hash").sha256_file(arg[1]); print(hex)
 LUA
 want=$(sha256sum "$file" | cut -d' ' -f1)
 got=$($BIN run "$work/sha.lua" -- "$file")

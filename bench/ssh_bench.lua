@@ -4,7 +4,7 @@
 local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
 package.path = here .. "/../tests/helpers/?.lua;" .. package.path
 local sshd = require "sshd"
-local hash = require "gpurent.hash"
+local hash = require "gpurent.util.hash"
 local now = gpurent.now
 local BIN = arg[1] or "./gpurent"
 

@@ -23,7 +23,7 @@ local function with_file(data, fn)
 end
 
 function targets.yaml(data)
-  local yaml = require "gpurent.yaml"
+  local yaml = require "gpurent.util.yaml"
   yaml.load(data, "fuzz.yaml", {positions = true, multi = true})
   yaml.load(data, "fuzz.yaml")
 end
@@ -33,7 +33,7 @@ end
 -- comes from `ssh -G`, which is OpenSSH's to fuzz, and which would run a fuzzed
 -- `Match exec` command: never call resolve here.
 function targets.sshconfig(data)
-  local sshconfig = require "gpurent.sshconfig"
+  local sshconfig = require "gpurent.transport.sshconfig"
   with_file(data, function(path)
     for _, keyword in ipairs{"proxyjump", "identityfile", "include", "match", "host"} do
       sshconfig.locate(keyword, {config = path})
@@ -44,7 +44,7 @@ function targets.sshconfig(data)
 end
 
 function targets.knownhosts(data)
-  local knownhosts = require "gpurent.knownhosts"
+  local knownhosts = require "gpurent.transport.knownhosts"
   with_file(data, function(path)
     knownhosts.lookup({path}, "connect.westb.seetacloud.com", 12345, "ssh-ed25519", "blob")
     knownhosts.lookup({path}, "127.0.0.1", 22, "ecdsa-sha2-nistp256", "blob")
@@ -52,8 +52,8 @@ function targets.knownhosts(data)
 end
 
 function targets.manifest(data)
-  local manifest = require "gpurent.manifest"
-  local json = require "gpurent.json"
+  local manifest = require "gpurent.lifecycle.manifest"
+  local json = require "gpurent.util.json"
   local ok, m = pcall(json.decode, data, "PULL_MANIFEST.json")
   if ok then manifest.validate(m, "PULL_MANIFEST.json") end
   manifest.parse_roster(data)
@@ -69,7 +69,7 @@ local SPEC = {params = {
 }}
 
 function targets.params(data)
-  local recipe = require "gpurent.recipe"
+  local recipe = require "gpurent.lifecycle.recipe"
   local words = {}
   for w in data:gmatch("%S+") do words[#words + 1] = w end
   local raw = recipe.split_args(words)

@@ -10,8 +10,8 @@ local p = gpurent.recipe {
     {name = "gotchas", type = "boolean", default = true, help = "run the gotcha probes"},
   },
 }
-local phases = require "gpurent.phases"
-local r = require("gpurent.run").new{host = p.host, project = p.project, recipe = "audit"}
+local phases = require "gpurent.lifecycle.phases"
+local r = require("gpurent.lifecycle.run").new{host = p.host, project = p.project, recipe = "audit"}
 local ok, err = pcall(function()
   local inst = r:connect()
   r:phase("setup", phases.setup, inst, r, {})

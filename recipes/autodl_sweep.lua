@@ -26,11 +26,11 @@ local p = gpurent.recipe {
     {name = "mode", default = "auto", allowed = {"auto", "tmux", "nohup"}},
   },
 }
-local phases = require "gpurent.phases"
-local run = require "gpurent.run"
-local storage = require "gpurent.storage"
-local fs = require "gpurent.fs"
-local run_lock = require "gpurent.run_lock"
+local phases = require "gpurent.lifecycle.phases"
+local run = require "gpurent.lifecycle.run"
+local storage = require "gpurent.lifecycle.storage"
+local fs = require "gpurent.util.fs"
+local run_lock = require "gpurent.lifecycle.run_lock"
 
 local cells = run.parse_queue(fs.read_file(p.queue))
 local todo = {}
@@ -76,7 +76,7 @@ local function run_cell(inst, host, c)
     local why = tostring(type(err) == "table" and (err.msg or err.reason) or err):match("[^\n]*")
     failed[#failed + 1] = {cell = c, id = r.id, why = why}
     r:say("cell", "cell %d FAILED: %s", c.index, why)
-    if require("gpurent.errors").is_refusal(err) and why:find("free gate", 1, true) then abort = why end
+    if require("gpurent.util.errors").is_refusal(err) and why:find("free gate", 1, true) then abort = why end
   end
 end
 

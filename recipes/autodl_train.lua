@@ -1,7 +1,7 @@
 -- autodl_train.lua: one training job on an AutoDL instance, the whole arc:
 -- setup -> audit -> connect -> prepare -> launch -> watch -> close -> pull
 -- -> teardown (only with teardown=yes AND the person's approval: --approve NAME).
--- Each step is a phase in lua/gpurent/phases/; replace one by assigning your own
+-- Each step is a phase in lua/gpurent/lifecycle/phases/; replace one by assigning your own
 -- function to phases.NAME before the arc below runs.
 local p = gpurent.recipe {
   description = "Train one job on AutoDL end to end: audit, launch detached, watch, seal, pull, verify",
@@ -31,9 +31,9 @@ local p = gpurent.recipe {
     {name = "id", help = "run id (default: a fresh one)"},
   },
 }
-local phases = require "gpurent.phases"
-local run = require "gpurent.run"
-local run_lock = require "gpurent.run_lock"
+local phases = require "gpurent.lifecycle.phases"
+local run = require "gpurent.lifecycle.run"
+local run_lock = require "gpurent.lifecycle.run_lock"
 
 local r = run.new{host = p.host, project = p.project, recipe = "autodl_train", id = p.id,
   local_dir = p.local_dir, interval = p.interval, stall_seconds = p.stall, expected_seconds = p.expected_seconds,

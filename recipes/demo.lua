@@ -12,7 +12,7 @@ local p = gpurent.recipe {
   },
 }
 local core = require "gpurent.core"
-local q = require("gpurent.shell").quote
+local q = require("gpurent.util.shell").quote
 local function sh(cmd)
   local f = assert(io.popen(cmd .. " 2>&1"))
   local out = f:read("a")
@@ -56,7 +56,7 @@ local ok, _, code = os.execute(child_env .. " " .. q(self_exe) .. " " .. train_a
 local calls, stops = 0, 0
 local jf = io.open(dir .. "/journal.jsonl")
 for line in (jf and jf:lines() or function() return nil end) do
-  local e = require("gpurent.json").decode(line)
+  local e = require("gpurent.util.json").decode(line)
   if e.admin == false then
     calls = calls + 1
     if e.path:find("power_off", 1, true) or e.path:find("release", 1, true) then stops = stops + 1 end

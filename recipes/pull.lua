@@ -13,8 +13,8 @@ local p = gpurent.recipe {
     {name = "local_dir", default = "runs", help = "where pulled results go"},
   },
 }
-local run = require "gpurent.run"
-local ledger = require "gpurent.ledger"
+local run = require "gpurent.lifecycle.run"
+local ledger = require "gpurent.state.ledger"
 local r
 local L = ledger.open()
 local known = L:run(p.run)
@@ -25,7 +25,7 @@ r.paths = run.paths(r.profile, r.project, r.id)
 local res
 local ok, err = pcall(function()
   local inst = r:connect()
-  res = r:phase("pull", require("gpurent.phases").pull, inst, r,
+  res = r:phase("pull", require("gpurent.lifecycle.phases").pull, inst, r,
     {roster = p.expected, cells = p.cells, load_cmd = p.load, local_dir = p.local_dir})
 end)
 if not ok then

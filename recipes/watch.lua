@@ -8,8 +8,8 @@ local p = gpurent.recipe {
     {name = "max_wait", type = "number", help = "bounded wait in seconds"},
   },
 }
-local r = require("gpurent.run").load(p.run)
+local r = require("gpurent.lifecycle.run").load(p.run)
 local inst = r:connect()
-local w = r:phase("watch", require("gpurent.phases").watch, inst, r,
+local w = r:phase("watch", require("gpurent.lifecycle.phases").watch, inst, r,
   {interval = p.interval, stall_seconds = p.stall, max_wait = p.max_wait})
 if w.state ~= "finished" then error("run " .. r.id .. " ended " .. w.state, 0) end

@@ -227,7 +227,7 @@ static const char *path_setup =
     "local own_path, project_lua = own .. '/?.lua;' .. own .. '/?/init.lua', host.project_lua .. '/'\n"
     "package.searchers[2] = function(name)\n"
     "  local file = searchpath(name, package.path)\n"
-    "  if file and file:sub(1, #project_lua) == project_lua then require('gpurent.trust').vouch_module(file) end\n"
+    "  if file and file:sub(1, #project_lua) == project_lua then require('gpurent.config.trust').vouch_module(file) end\n"
     "  return lua_searcher(name)\n"
     "end\n"
     "table.insert(package.searchers, 2, function(name)\n"

@@ -1,6 +1,6 @@
 /* http.c: one HTTP request over libcurl (dlopen()ed, see curlload.h). Owns the
  * transfer only: method, URL, headers, body, timeouts, status code, response headers
- * and body. JSON, envelopes and retries are policy (lua/gpurent/http.lua,
+ * and body. JSON, envelopes and retries are policy (lua/gpurent/util/http.lua,
  * billing/autodl.lua); the provider token and the approval check are provider.c's.
  *
  * A request is a handle driven in steps (curl multi), so the Lua side can let other

@@ -1,7 +1,7 @@
 /* knownhosts.c: the byte work behind known_hosts checking: base64, OpenSSH's
  * hashed host names (|1|salt|HMAC-SHA1(salt, host)), their random salts (for
  * HashKnownHosts yes) and SHA256 fingerprints.
- * Parsing the file and deciding what a mismatch means is lua/gpurent/knownhosts.lua. */
+ * Parsing the file and deciding what a mismatch means is lua/gpurent/transport/knownhosts.lua. */
 #include "host.h"
 
 #include <openssl/evp.h>

@@ -1,6 +1,6 @@
 /* main.c: the command line. Parses global options and the built-in commands (run,
  * -e, version, help) with getopt_long; every other command is handed to the Lua CLI
- * (lua/gpurent/cli.lua), so commands can be written as policy in Lua. */
+ * (lua/gpurent/cli/init.lua), so commands can be written as policy in Lua. */
 #include "host.h"
 #include "curlload.h"
 #include "approval.h"
@@ -17,7 +17,7 @@
 #include <yaml.h>
 
 /* The full help (`gpurent help`, -h, --help) comes from the command table in
- * lua/gpurent/cli.lua, the same table the man page and the shell completions are
+ * lua/gpurent/cli/init.lua, the same table the man page and the shell completions are
  * generated from; C keeps only the one-line reminder printed on a usage error. */
 static const char short_usage[] =
     "usage: gpurent [--verbose] COMMAND [ARGS]   (gpurent help lists the commands)\n";
@@ -69,7 +69,7 @@ static int cmd_eval(const char *code, int verbose) {
     if (!L) return GR_EXIT_ERROR;
     int rc = load_prelude(L);
     if (rc) return finish(L, rc);
-    static const char guard[] = "return require('gpurent.errors').guard(...)";
+    static const char guard[] = "return require('gpurent.util.errors').guard(...)";
     if (luaL_loadbuffer(L, guard, sizeof guard - 1, "=gpurent") != LUA_OK) return finish(L, GR_EXIT_ERROR);
     if (luaL_loadbufferx(L, code, strlen(code), "=(command line)", "t") != LUA_OK) {
         fprintf(stderr, "gpurent: %s\n", lua_tostring(L, -1));
@@ -83,7 +83,7 @@ static int cmd_eval(const char *code, int verbose) {
  * positions inside gpurent's own library from what the person reads (not with -v). */
 static void push_lua_main(lua_State *L, const char *module) {
     static const char chunk[] =
-        "local m = ...; return require('gpurent.errors').guard(function(...) return require(m).main(...) end, select(2, ...))";
+        "local m = ...; return require('gpurent.util.errors').guard(function(...) return require(m).main(...) end, select(2, ...))";
     if (luaL_loadbuffer(L, chunk, sizeof chunk - 1, "=gpurent") != LUA_OK) lua_error(L);
     lua_pushstring(L, module);
 }
@@ -107,7 +107,7 @@ static int cmd_help(const char *topic, int verbose) {
 }
 
 /* A recipe's directory is searched for its modules; a recipe given by name (no such
- * file here: lua/gpurent/recipe.lua finds it) has no directory of its own yet, and the
+ * file here: lua/gpurent/lifecycle/recipe.lua finds it) has no directory of its own yet, and the
  * working directory must not stand in for one. */
 static int recipe_dir_of(const char *file, char *dir, size_t n) {
     struct stat st;
@@ -116,7 +116,7 @@ static int recipe_dir_of(const char *file, char *dir, size_t n) {
     return 1;
 }
 
-/* Hands the recipe to lua/gpurent/recipe.lua, which finds it (a file, or a name),
+/* Hands the recipe to lua/gpurent/lifecycle/recipe.lua, which finds it (a file, or a name),
  * validates declared parameters before running it. */
 static int cmd_run(int argc, char **argv, int verbose) {
     static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {0, 0, 0, 0}};
@@ -136,7 +136,7 @@ static int cmd_run(int argc, char **argv, int verbose) {
     if (!L) return GR_EXIT_ERROR;
     int rc = load_prelude(L);
     if (rc) return finish(L, rc);
-    push_lua_main(L, "gpurent.recipe");
+    push_lua_main(L, "gpurent.lifecycle.recipe");
     lua_pushstring(L, file);
     lua_newtable(L);
     for (int i = optind, n = 1; i < argc; i++) {

@@ -2,7 +2,7 @@
  * TCP socket bound to a loopback address only, accept, and non-blocking
  * read/write/shutdown on the accepted sockets. Every call returns at once;
  * false means "would block": the Lua side waits on the fd through the scheduler
- * (lua/gpurent/tunnel.lua) and calls again. Exposed as fields of core.ssh
+ * (lua/gpurent/transport/tunnel.lua) and calls again. Exposed as fields of core.ssh
  * (registered by ssh.c's gr_open_ssh), next to tcp_connect and close_fd. */
 #include "host.h"
 

@@ -168,7 +168,7 @@ static void note_host(const char *url) {
  * not through package.loaded): the audit trail of a refusal a recipe may have caught. */
 static void ledger_line(lua_State *L, const char *profile, const char *verb, const char *instance, const char *reason) {
     char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/lua/gpurent/ledger.lua", gr_host_share_dir());
+    snprintf(path, sizeof path, "%s/lua/gpurent/state/ledger.lua", gr_host_share_dir());
     static const char chunk[] =
         "local load_ledger, instance, verb, reason, profile = ...\n"
         "local L = load_ledger().open()\n"

@@ -9,7 +9,7 @@
  * signs the request with SHA-256 itself: with the private key file through
  * OpenSSL (PEM, PKCS#8, or the unencrypted OpenSSH format parsed here), or by
  * asking ssh-agent with the SSH_AGENT_RSA_SHA2_256 flag. The policy (when to use
- * this, what to tell the user) is in lua/gpurent/ssh.lua. */
+ * this, what to tell the user) is in lua/gpurent/transport/ssh.lua. */
 #include "ssh_internal.h"
 
 #include <errno.h>

@@ -1,6 +1,6 @@
 /* sched.c: the one blocking call of the coroutine scheduler: poll() over the fds
  * the waiting coroutines named, with a timeout from the nearest deadline. Policy
- * (which coroutine waits on what, timers, fairness) lives in lua/gpurent/sched.lua.
+ * (which coroutine waits on what, timers, fairness) lives in lua/gpurent/transport/sched.lua.
  *
  * Direction bits shared with ssh.c: 1 = readable, 2 = writable. Results add
  * 4 = error/hangup so the waiting step runs and discovers the error itself. */

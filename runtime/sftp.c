@@ -10,7 +10,7 @@
  * XFER_BUF - XFER_WINDOW bytes); sftp_read keeps 4x the buffer size of READ
  * requests in flight. The SHA-256, and the local writes of a download, run on a
  * worker thread (hashpipe.c) while the pump stays on the network. Policy (.part
- * names, resume, verification, progress) is in lua/gpurent/transfer.lua. */
+ * names, resume, verification, progress) is in lua/gpurent/transport/transfer.lua. */
 #include "hashpipe.h"
 #include "ssh_internal.h"
 

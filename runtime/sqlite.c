@@ -3,7 +3,7 @@
  * exec, prepared statements (bind/step/reset/finalize), a query(sql, ...) -> rows
  * helper, and transaction(fn, mode). Every SQLite return code is checked; errors are
  * Lua errors naming the operation, the database path and the SQL. Schema and policy
- * (WAL, migrations) live in lua/gpurent/ledger.lua.
+ * (WAL, migrations) live in lua/gpurent/state/ledger.lua.
  *
  *   db = sqlite.open(path [, {busy_timeout = ms, readonly = bool, create = bool}])
  *   db:exec(sql)                      several statements, no results

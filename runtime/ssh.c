@@ -2,7 +2,7 @@
  *
  * Every "step" either finishes (returns its results, never false) or returns
  * false, dirs when libssh2 would block: dirs is 1 (wait readable), 2 (writable)
- * or 3. lua/gpurent/ssh.lua then waits on the session's fd through the
+ * or 3. lua/gpurent/transport/ssh.lua then waits on the session's fd through the
  * scheduler and calls the step again. Errors raise "<host>: <op>: <libssh2 msg>";
  * socket-level failures also mark the session dead so the Lua side can tell a
  * lost connection (reconnect) from a refused operation (report).

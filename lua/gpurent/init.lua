@@ -2,7 +2,7 @@
 -- runtime's own facts (version, search path) and the error kinds that map to exit
 -- codes; the primitives live in their own modules (gpurent.yaml, gpurent.hash, ...).
 local core = require "gpurent.core"
-local errors = require "gpurent.errors"
+local errors = require "gpurent.util.errors"
 
 local gpurent = {
   version = core.host.version,
@@ -31,15 +31,15 @@ gpurent.sleep = core.sys.sleep
 gpurent.isatty = core.sys.isatty
 
 -- SSH primitives (issue 3): loaded on first use
-gpurent.secret = require "gpurent.secret"
-function gpurent.connect(target, opts) return require("gpurent.instance").connect(target, opts) end
-function gpurent.parallel(items, fn, opts) return require("gpurent.sched").parallel(items, fn, opts) end
+gpurent.secret = require "gpurent.util.secret"
+function gpurent.connect(target, opts) return require("gpurent.transport.instance").connect(target, opts) end
+function gpurent.parallel(items, fn, opts) return require("gpurent.transport.sched").parallel(items, fn, opts) end
 
 -- Team libraries (gpurent lib add): a module found nowhere else may live in one.
 -- The searcher loads gpurent.lib only on such a miss, keeping start-up small.
 table.insert(package.searchers, function(modname)
   if modname:sub(1, 8) == "gpurent." then return nil end
-  return require("gpurent.lib").search_module(modname)
+  return require("gpurent.config.lib").search_module(modname)
 end)
 gpurent.lib_searcher_installed = true
 

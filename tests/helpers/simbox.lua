@@ -9,8 +9,8 @@
 --   box:exec("a1", "cmd")  -> code, output     box:info("a1") -> table
 --   box:gpu_state("a1", "gpu 0 temp=92\n")     box:env() -> "GPURENT_SIM_DIR=... GPURENT_SSH_CONFIG=..."
 --   box:down()                               -- every instance, the API, the sim dir
-local json = require "gpurent.json"
-local profile = require "gpurent.profile"
+local json = require "gpurent.util.json"
+local profile = require "gpurent.config.profile"
 
 local simbox = {}
 local Box = {}

@@ -59,7 +59,7 @@ function TB:up(name, opts)
   return out
 end
 
-local read = require("gpurent.fs").read_if_exists
+local read = require("gpurent.util.fs").read_if_exists
 testbed.read = read
 
 -- The environment every gpurent child gets: this testbed's sim, ledger, HOME, API.

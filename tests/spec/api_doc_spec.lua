@@ -36,13 +36,13 @@ describe("docs/API.md examples", function()
   it("has examples for the recipe-facing modules", function()
     assert.truthy(#all >= 34, "only " .. #all .. " examples")
     local text = T.read(T.root .. "/docs/API.md")
-    for _, m in ipairs({"gpurent.instance", "gpurent.transfer", "gpurent.yaml", "gpurent.json", "gpurent.hash",
-                        "gpurent.fs", "gpurent.secret", "gpurent.profile", "gpurent.storage", "gpurent.manifest",
-                        "gpurent.phases", "gpurent.recipe", "gpurent.sched", "gpurent.ledger",
-                        "gpurent.monitor", "gpurent.detach", "gpurent.billing", "gpurent.billing.autodl",
-                        "gpurent.billing.stop", "gpurent.gate", "gpurent.inventory", "gpurent.coverage",
-                        "gpurent.gotchas", "gpurent.lib", "gpurent.trust", "gpurent.lock", "gpurent.run_lock",
-                        "gpurent.shell", "gpurent.http", "gpurent.pretty", "gpurent.errors"}) do
+    for _, m in ipairs({"gpurent.transport.instance", "gpurent.transport.transfer", "gpurent.util.yaml", "gpurent.util.json", "gpurent.util.hash",
+                        "gpurent.util.fs", "gpurent.util.secret", "gpurent.config.profile", "gpurent.lifecycle.storage", "gpurent.lifecycle.manifest",
+                        "gpurent.lifecycle.phases", "gpurent.recipe", "gpurent.transport.sched", "gpurent.state.ledger",
+                        "gpurent.lifecycle.monitor", "gpurent.lifecycle.detach", "gpurent.billing", "gpurent.billing.autodl",
+                        "gpurent.billing.stop", "gpurent.lifecycle.gate", "gpurent.billing.inventory", "gpurent.billing.coverage",
+                        "gpurent.gotchas", "gpurent.config.lib", "gpurent.config.trust", "gpurent.transport.lock", "gpurent.lifecycle.run_lock",
+                        "gpurent.util.shell", "gpurent.util.http", "gpurent.util.pretty", "gpurent.util.errors"}) do
       assert.truthy(text:find(m, 1, true), "docs/API.md does not cover " .. m)
     end
   end)

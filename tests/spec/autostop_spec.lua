@@ -5,8 +5,8 @@
 -- Six instances are armed at once in setup so their windows run concurrently; each
 -- `it` then checks one instance: stops only when it should, never on doubt.
 local autostop = require "gpurent.billing.autostop"
-local profile = require "gpurent.profile"
-local json = require "gpurent.json"
+local profile = require "gpurent.config.profile"
+local json = require "gpurent.util.json"
 local simbox = require "simbox"
 
 describe("autostop (pure)", function()
@@ -66,8 +66,8 @@ describe("autostop watchdog on testbed instances", function()
     pending("testbed unavailable: " .. tostring(why))
     return
   end
-  local run = require "gpurent.run"
-  local detach = require "gpurent.detach"
+  local run = require "gpurent.lifecycle.run"
+  local detach = require "gpurent.lifecycle.detach"
   local core = require "gpurent.core"
   local box, env, armed, jobs, ssh_pid = nil, nil, {}, {}, nil
   local outputs, finished = {}, {}

@@ -5,8 +5,8 @@
 local api = require "autodl_api"
 local autodl = require "gpurent.billing.autodl"
 local billing = require "gpurent.billing"
-local http = require "gpurent.http"
-local sched = require "gpurent.sched"
+local http = require "gpurent.util.http"
+local sched = require "gpurent.transport.sched"
 
 describe("AutoDL API client", function()
   local srv, c, out
@@ -113,7 +113,7 @@ describe("AutoDL API client", function()
     assert.matches("auto%-release in 1[45]d %d+h %(15 days after power%-off%)", stdout)
     assert.matches("balance 5.00 yuan lasts 2h 0m at 2.50 yuan/h", stdout, 1, true)
     code, stdout = T.run("billing status box1 --json", {env = srv:env()})
-    local j = require("gpurent.json").decode(stdout)
+    local j = require("gpurent.util.json").decode(stdout)
     assert.are.equal(1, #j.instances)
     assert.are.equal("2.500", j.instances[1].price_per_hour)   -- money: an exact decimal string
   end)

@@ -13,7 +13,7 @@ describe("budgets", function()
     srv:register{uuid = "pro-b1", name = "bud1", price = 2}
     srv:admin("/__sim/set-state", {instance_uuid = "pro-b1", status = "shutdown"})
     -- the ledger saw one hour metered at 2 yuan/h
-    local L = require("gpurent.ledger").open(srv.state .. "/ledger.sqlite")
+    local L = require("gpurent.state.ledger").open(srv.state .. "/ledger.sqlite")
     local t = os.time()
     L:upsert_instance{name = "bud1", profile = "autodl", provider_id = "pro-b1"}
     L:record_billing{instance = "bud1", action = "power_on", outcome = "ok", meter = "on", price_per_hour = 2, at = t - 7200}
@@ -110,7 +110,7 @@ describe("idle detection", function()
     assert.is_nil(p.tick().notified)              -- once, not every tick
     assert.are.equal(1, #notes)
     assert.matches("idle1: idle for 0h 10m", notes.terminal, 1, true)
-    local L = require("gpurent.ledger").open(srv.state .. "/ledger.sqlite")
+    local L = require("gpurent.state.ledger").open(srv.state .. "/ledger.sqlite")
     local rows = L.db:query("SELECT kind, message FROM notifications")
     L:close()
     assert.are.equal(1, #rows)

@@ -2,7 +2,7 @@
 -- (tests/sim/autodl-sim: a real sshd in its own namespaces, the API driving its
 -- power). power-off needs approval, is polled until settled, and is recorded;
 -- power-on is polled until running. Needs root (the testbed does).
-local json = require "gpurent.json"
+local json = require "gpurent.util.json"
 
 local SIM = T.root .. "/tests/sim/autodl-sim"
 
@@ -78,7 +78,7 @@ describe("billing power verbs on a testbed instance", function()
     local info = json.decode(sim("info pw1"))
     assert.is_false(info.running)
     -- recorded: meter off
-    local L = require("gpurent.ledger").open(dir .. "/state/ledger.sqlite")
+    local L = require("gpurent.state.ledger").open(dir .. "/state/ledger.sqlite")
     local ev = L.db:query("SELECT action, outcome, meter, power_state FROM billing_events ORDER BY id")
     L:close()
     assert.are.same({action = "power_off", outcome = "ok", meter = "off", power_state = "shutdown"}, ev[#ev])
@@ -93,7 +93,7 @@ describe("billing power verbs on a testbed instance", function()
 
   it("powers off from inside the box without a token (the in-instance verb)", function()
     local autodl = require "gpurent.billing.autodl"
-    local inst = require("gpurent.instance").connect("pw1", {config = dir .. "/ssh_config"})
+    local inst = require("gpurent.transport.instance").connect("pw1", {config = dir .. "/ssh_config"})
     assert.is_true(autodl.in_instance_power_off(inst))
     pcall(inst.close, inst)
     local t = require "gpurent_test"

@@ -1,7 +1,7 @@
 -- check_spec: `gpurent check` as a user runs it, against simulated AutoDL instances:
 -- the table and JSON outputs, exit 1 on a failing probe and 0 otherwise, --only,
 -- --fix, --peer, usage errors, and the first-contact notice shown once per host.
-local json = require "gpurent.json"
+local json = require "gpurent.util.json"
 local simbox = require "simbox"
 
 describe("gpurent check (no host needed)", function()

@@ -4,7 +4,7 @@
 -- outside the source tree (installed, trusted project, library), `gpurent recipes`,
 -- hints that work as printed, repl without HOST, NO_COLOR / TERM=dumb, errors
 -- without gpurent's internal file:line, money as exact decimals in JSON.
-local json = require "gpurent.json"
+local json = require "gpurent.util.json"
 local lfs = require "lfs"
 
 local function command_names()
@@ -202,12 +202,12 @@ end)
 describe("what a person reads", function()
   it("shows `gpurent: message` without gpurent's internal file:line; --verbose keeps it with the traceback", function()
     -- a runtime error inside gpurent's own module (pretty.lua) given a bad argument
-    local code, _, err = T.run("-e " .. T.q('require("gpurent.pretty").format({}, 5)'))
+    local code, _, err = T.run("-e " .. T.q('require("gpurent.util.pretty").format({}, 5)'))
     assert.are.equal(1, code)
     assert.matches("^gpurent: attempt to index a number value", err)
     assert.not_matches("pretty%.lua", err)
     assert.not_matches("%.lua:%d+:", err)
-    local code2, _, err2 = T.run("--verbose -e " .. T.q('require("gpurent.pretty").format({}, 5)'))
+    local code2, _, err2 = T.run("--verbose -e " .. T.q('require("gpurent.util.pretty").format({}, 5)'))
     assert.are.equal(1, code2)
     assert.matches("pretty%.lua:%d+: attempt to index", err2)
     assert.matches("stack traceback", err2)
@@ -231,7 +231,7 @@ describe("what a person reads", function()
   end
 
   it("decides colour by NO_COLOR and TERM=dumb as well as by the terminal", function()
-    local probe = "-e " .. T.q('print(require("gpurent.pretty").use_color(1))')
+    local probe = "-e " .. T.q('print(require("gpurent.util.pretty").use_color(1))')
     assert.matches("true", with_tty(probe, "TERM=xterm"))
     assert.matches("false", with_tty(probe, "TERM=xterm NO_COLOR=1"))
     assert.matches("false", with_tty(probe, "TERM=dumb"))
@@ -293,7 +293,7 @@ end)
 
 describe("money in JSON", function()
   it("is a decimal string in thousandths, never binary-float digits", function()
-    local money = require "gpurent.money"
+    local money = require "gpurent.util.money"
     assert.are.equal("0.088", money.decimal(0.087999999999999995))
     assert.are.equal("1.500", money.decimal(1.5))
     assert.are.equal("-0.010", money.decimal(-0.01))
@@ -307,7 +307,7 @@ describe("money in JSON", function()
     local env = "GPURENT_STATE_DIR=" .. T.q(state)
     -- a meter that ran 0.088 yuan's worth: 3.52 yuan/h for 90 s
     local setup = [[
-      local L = require("gpurent.ledger").open()
+      local L = require("gpurent.state.ledger").open()
       L:upsert_instance{name = "box1", profile = "autodl", provider_id = "pro-1", price_per_hour = 3.52}
       local t = os.time()
       L:record_billing{instance = "box1", action = "power_on", outcome = "ok", meter = "on", price_per_hour = 3.52, at = t - 190}

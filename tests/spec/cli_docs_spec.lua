@@ -1,5 +1,5 @@
 -- cli_docs_spec: the man page and the bash/zsh completions are generated from the
--- same command table as `gpurent help` (lua/gpurent/cli.lua via gpurent.clidoc):
+-- same command table as `gpurent help` (lua/gpurent/cli/init.lua via gpurent.clidoc):
 -- the committed copies are what the generator writes now, every command of the
 -- table appears in each, bash really completes commands, verbs and options, and
 -- `make install` / `make uninstall` put them in place and take everything away.
@@ -30,7 +30,7 @@ end
 describe("man page and completions", function()
   it("are committed as the generator writes them from the command table (make clidoc)", function()
     local dir = T.tmpdir()
-    local code, _, err = T.run("-e " .. T.q(string.format('require("gpurent.clidoc").write(%q, %q, %q)',
+    local code, _, err = T.run("-e " .. T.q(string.format('require("gpurent.cli.clidoc").write(%q, %q, %q)',
       dir .. "/m", dir .. "/b", dir .. "/z")))
     assert.are.equal(0, code, err)
     local fresh = {T.read(dir .. "/m"), T.read(dir .. "/b"), T.read(dir .. "/z")}
@@ -76,7 +76,7 @@ describe("man page and completions", function()
     local prefix = T.tmpdir()
     assert.is_true(os.execute("make -s install PREFIX=" .. T.q(prefix .. "/p") .. " >/dev/null 2>&1"))
     for _, f in ipairs({"bin/gpurent", "share/man/man1/gpurent.1", "share/bash-completion/completions/gpurent",
-                        "share/zsh/site-functions/_gpurent", "share/gpurent/lua/gpurent/cli.lua"}) do
+                        "share/zsh/site-functions/_gpurent", "share/gpurent/lua/gpurent/cli/init.lua"}) do
       assert.truthy(require("lfs").attributes(prefix .. "/p/" .. f), f .. " not installed")
     end
     assert.is_true(os.execute("make -s uninstall PREFIX=" .. T.q(prefix .. "/p") .. " >/dev/null 2>&1"))

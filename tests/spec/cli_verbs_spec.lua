@@ -132,7 +132,7 @@ describe("gpurent exec, ssh and logs", function()
     -- watch --json: stdout is one JSON document, the progress lines go to stderr
     code, out, err = tb:gpurent("watch " .. id .. " --once --json")
     assert.are.equal(0, code, err)
-    local doc = require("gpurent.json").decode(out, "watch --json")
+    local doc = require("gpurent.util.json").decode(out, "watch --json")
     assert.are.equal(id, doc.run)
     assert.are.equal("finished", doc.state)
     assert.are.equal(0, doc.exit_code)

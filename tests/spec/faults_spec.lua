@@ -33,7 +33,7 @@ end
 
 local function fault_recipe(dir)
   local text = T.read(T.root .. "/recipes/autodl_train.lua")
-  local anchor = 'local phases = require "gpurent.phases"\n'
+  local anchor = 'local phases = require "gpurent.lifecycle.phases"\n'
   local a, b = text:find(anchor, 1, true)
   assert(a, "recipes/autodl_train.lua no longer loads gpurent.phases where expected")
   local path = dir .. "/fault_train.lua"
@@ -92,7 +92,7 @@ describe("faults on the simulated AutoDL", function()
     local m = cjson.decode((tb:exec("f1", "cat " .. root .. "/PULL_MANIFEST.json")))
     local want = {}
     for _, f in ipairs(m.files) do want[f.path] = f end
-    local hash = require "gpurent.hash"
+    local hash = require "gpurent.util.hash"
     for _, p in ipairs(find_files(small, ".")) do
       local rel = p:sub(#small + #id + 3)
       if not p:match("%.part$") and rel ~= "PULL_MANIFEST.json" then
@@ -167,7 +167,7 @@ describe("faults on the simulated AutoDL", function()
         assert.are.equal("1\n" .. meta .. "/a1\n", o)
         assert.is_nil((out .. err):find("relaunched", 1, true))
         assert.truthy(testbed.read(pulled .. "/" .. id .. "/PULL_VERIFIED.json"), out .. err)
-        local L = require("gpurent.ledger").open(tb.state .. "/ledger.sqlite")
+        local L = require("gpurent.state.ledger").open(tb.state .. "/ledger.sqlite")
         local status = L:run(id).status
         L:close()
         assert.are.equal("succeeded", status)
@@ -253,8 +253,8 @@ describe("faults in input files", function()
   -- found by `make fuzz` (fuzz/regressions/knownhosts/timeout-many-stars): a host glob of
   -- ~100 '*' made the Lua-pattern matcher backtrack for minutes inside every connect
   it("a known_hosts or ssh_config glob of 100 '*' is matched in well under a second", function()
-    local sshconfig = require "gpurent.sshconfig"
-    local knownhosts = require "gpurent.knownhosts"
+    local sshconfig = require "gpurent.transport.sshconfig"
+    local knownhosts = require "gpurent.transport.knownhosts"
     local dir = T.tmpdir()
     local kh = dir .. "/known_hosts"
     T.write(kh, T.read(T.root .. "/fuzz/regressions/knownhosts/timeout-many-stars") .. "\n")

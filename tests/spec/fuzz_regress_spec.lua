@@ -31,7 +31,7 @@ describe("fuzzed parsers", function()
   end
 
   it("recognises a runtime error inside a parser as a bug, and a quoted input as not", function()
-    assert.is_true(targets.is_bug("lua/gpurent/sshconfig.lua:88: attempt to index a nil value (local 'v')"))
+    assert.is_true(targets.is_bug("lua/gpurent/transport/sshconfig.lua:88: attempt to index a nil value (local 'v')"))
     assert.is_false(targets.is_bug("roster: bad name \"attempt to index\""))
     assert.is_false(targets.is_bug("fuzz.yaml:1:3: mapping values are not allowed in this context"))
   end)

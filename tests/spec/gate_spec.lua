@@ -11,9 +11,9 @@
 -- (--durable-dir): a local read, as the output says. The SSH reader
 -- (--remote-manifest TARGET:PATH) is the production path.
 local testbed = require "testbed"
-local manifest = require "gpurent.manifest"
-local json = require "gpurent.json"
-local fs = require "gpurent.fs"
+local manifest = require "gpurent.lifecycle.manifest"
+local json = require "gpurent.util.json"
+local fs = require "gpurent.util.fs"
 
 local function mkresult(root, name)
   fs.mkdirs(root .. "/" .. name)
@@ -62,7 +62,7 @@ describe("teardown gate", function()
   local function releases() return #srv:journal("/instance/pro/release") end
 
   local function gate_rows()
-    local L = require("gpurent.ledger").open(tb.state .. "/ledger.sqlite")
+    local L = require("gpurent.state.ledger").open(tb.state .. "/ledger.sqlite")
     local rows = L.db:query([[SELECT g.action, g.decision, g.reason, g.approved_by, i.name FROM gate_decisions g
       LEFT JOIN instances i ON i.id = g.instance_id ORDER BY g.id]])
     L:close()
@@ -132,7 +132,7 @@ describe("teardown gate", function()
     local text = json.encode_stable(m)
     T.write(empty .. "/PULL_MANIFEST.json", text)
     T.write(empty .. "/PULL_VERIFIED.json", json.encode_stable{schema = manifest.VERIFIED_SCHEMA, run_id = "run-gate",
-      manifest_sha256 = require("gpurent.hash").sha256(text), verified_at_utc = "x", files = 0, bytes = 0})
+      manifest_sha256 = require("gpurent.util.hash").sha256(text), verified_at_utc = "x", files = 0, bytes = 0})
     local code, _, err = run(string.format("billing release %s --pulled %s --durable-dir %s --approve %s",
       name, T.q(empty), T.q(empty), name))
     assert.are.equal(3, code)
@@ -181,7 +181,7 @@ print("granted({name}): " .. tostring(core.approval.granted({name})))
 print("ask with stdin: " .. tostring((core.approval.ask(name, "sneaky"))))
 print("after io.read: " .. tostring(io.read("l")) .. " " .. tostring(core.approval.granted(name)))
 -- 3. the gate with forged options
-local gate = require "gpurent.gate"
+local gate = require "gpurent.lifecycle.gate"
 local ok, e = pcall(gate.check, {action = "release", instance = name, pulled_dir = pulled,
   read_remote_manifest = gate.local_reader(durable), approved = true, approved_by = "flag",
   approval = name, interactive = true})
@@ -193,7 +193,7 @@ local tampered = pcall(function()
   mt.__index.granted = require("lfs").mkdir     -- mkdir(name) -> true
 end)
 print("tampered granted: " .. (tampered and tostring(core.approval.granted(name)) or "cannot tamper"))
-package.loaded["gpurent.gate"] = nil
+package.loaded["gpurent.lifecycle.gate"] = nil
 package.loaded["gpurent.commands.billing"] = nil
 -- 5. the real command, with the tampered view: C must still refuse to send
 return require("gpurent.commands.billing").main{"release", name, "--pulled", pulled, "--durable-dir", durable}

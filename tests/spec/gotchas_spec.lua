@@ -4,7 +4,7 @@
 -- Instances: clean + peerA share region rA; peerB is in rB; tight is small, capped
 -- and without /etc/network_turbo; nogpu has no GPU.
 local gotchas = require "gpurent.gotchas"
-local profile = require "gpurent.profile"
+local profile = require "gpurent.config.profile"
 local simbox = require "simbox"
 
 describe("the catalog", function()
@@ -180,7 +180,7 @@ desc("gotcha probes on the testbed", function()
     sh("tight", "mkdir -p /root/autodl-tmp/checkpoints/exp1 && echo weights > /root/autodl-tmp/checkpoints/exp1/best.pth")
     flagged(probe("tight", "AD-DANGER"), "warn", "auto%-releases after 15 days.*exp1/best%.pth %(no durable copy%)")
     sh("clean", "mkdir -p /root/autodl-tmp/checkpoints/exp1 && echo weights > /root/autodl-tmp/checkpoints/exp1/best.pth")
-    require("gpurent.storage").checked_sync(I.clean, "/root/autodl-tmp/checkpoints/exp1/best.pth", "fs",
+    require("gpurent.lifecycle.storage").checked_sync(I.clean, "/root/autodl-tmp/checkpoints/exp1/best.pth", "fs",
       {dir = "/root/autodl-fs/final_ckpts/exp1", quiet = true})
     flagged(probe("clean", "AD-DANGER"), "ok", "all 1 checkpoint%(s%) have a durable copy")
   end)

@@ -1,8 +1,8 @@
 -- hash_json_fs_spec: SHA-256 (file and streaming), JSON (lenient decode with named
 -- errors, stable encode), and atomic file writes that never leave a torn file.
-local hash = require "gpurent.hash"
-local json = require "gpurent.json"
-local fs = require "gpurent.fs"
+local hash = require "gpurent.util.hash"
+local json = require "gpurent.util.json"
+local fs = require "gpurent.util.fs"
 
 local EMPTY = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 local ABC = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"

@@ -9,15 +9,15 @@ describe("make install", function()
     -- run from / with a copy of nothing else: the source tree is not on any path
     local code, out = T.run("-e " .. T.q([[
       print(gpurent.share_dir())
-      print(package.searchpath("gpurent.yaml", package.path))
-      print(require("gpurent.yaml").load("a: 1", "x").a)]]),
+      print(package.searchpath("gpurent.util.yaml", package.path))
+      print(require("gpurent.util.yaml").load("a: 1", "x").a)]]),
       {bin = prefix .. "/bin/gpurent", cwd = "/"})
     T.rmtree(prefix)
     assert.are.equal(0, code)
     local lines = {}
     for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
     assert.are.equal(prefix .. "/share/gpurent", lines[1])
-    assert.are.equal(prefix .. "/share/gpurent/lua/gpurent/yaml.lua", lines[2])
+    assert.are.equal(prefix .. "/share/gpurent/lua/gpurent/util/yaml.lua", lines[2])
     assert.are.equal("1", lines[3])
   end)
 end)

@@ -6,7 +6,7 @@
 -- status`, `history` and `cost` report a run recorded through the ledger API.
 -- (The run is recorded through the API, not by a lifecycle on the testbed: the
 -- lifecycle and billing code that will write these rows land in later issues.)
-local ledger = require "gpurent.ledger"
+local ledger = require "gpurent.state.ledger"
 local sqlite = require("gpurent.core").sqlite
 
 local function pids_file_wait(path, pred, seconds)
@@ -97,14 +97,14 @@ describe("ledger", function()
   local function open() return ledger.open(dir .. "/state/ledger.sqlite") end
 
   it("lives in GPURENT_STATE_DIR, else XDG_STATE_HOME/gpurent, else ~/.local/state/gpurent", function()
-    local code, out = T.run("-e " .. T.q("print(require('gpurent.ledger').default_path())"),
+    local code, out = T.run("-e " .. T.q("print(require('gpurent.state.ledger').default_path())"),
       {env = "GPURENT_STATE_DIR=/x/s XDG_STATE_HOME=/x/xdg HOME=/x/h"})
     assert.are.equal(0, code)
     assert.are.equal("/x/s/ledger.sqlite\n", out)
-    code, out = T.run("-e " .. T.q("print(require('gpurent.ledger').default_path())"),
+    code, out = T.run("-e " .. T.q("print(require('gpurent.state.ledger').default_path())"),
       {env = "GPURENT_STATE_DIR= XDG_STATE_HOME=/x/xdg HOME=/x/h"})
     assert.are.equal("/x/xdg/gpurent/ledger.sqlite\n", out)
-    code, out = T.run("-e " .. T.q("print(require('gpurent.ledger').default_path())"),
+    code, out = T.run("-e " .. T.q("print(require('gpurent.state.ledger').default_path())"),
       {env = "GPURENT_STATE_DIR= XDG_STATE_HOME= HOME=/x/h"})
     assert.are.equal("/x/h/.local/state/gpurent/ledger.sqlite\n", out)
   end)
@@ -185,7 +185,7 @@ describe("ledger", function()
     L:upsert_instance{name = "a1", profile = "autodl", at = 0}
     L:close()
     local script = T.write(dir .. "/writer.lua", [[
-      local ledger = require "gpurent.ledger"
+      local ledger = require "gpurent.state.ledger"
       local L = ledger.open()
       -- start together: report ready, wait (bounded) for the go file
       assert(io.open(params.dir .. "/ready-" .. params.tag, "w")):close()
@@ -236,7 +236,7 @@ describe("ledger", function()
 
   -- A child that commits some work, then dies by SIGKILL while a transaction is open.
   local KILLED = [[
-    local ledger = require "gpurent.ledger"
+    local ledger = require "gpurent.state.ledger"
     local L = ledger.open()
     L:upsert_instance{name = "a1", profile = "autodl"}
     if params.mode == "open" then
@@ -353,14 +353,14 @@ describe("ledger", function()
       assert.matches("^a1 %(autodl%-p%-1%)%s+autodl%s+running%s+on%s+3%.6%d CNY", lines[2])
       code, out = T.run("status --json", {env = env})
       assert.are.equal(0, code)
-      local s = require("gpurent.json").decode(out)
+      local s = require("gpurent.util.json").decode(out)
       assert.are.same({"a1", "autodl-p-1"}, s.instances[1].names)
     end)
 
     it("status --json gives the same facts to a program", function()
       local code, out = T.run("status --json", {env = env})
       assert.are.equal(0, code)
-      local s = require("gpurent.json").decode(out)
+      local s = require("gpurent.util.json").decode(out)
       assert.are.equal(dir .. "/state/ledger.sqlite", s.ledger)
       local a1 = s.instances[1]
       assert.are.equal("a1", a1.name)
@@ -369,7 +369,7 @@ describe("ledger", function()
       assert.are.equal("release_after_stop", a1.danger_clocks[1].name)
       assert.matches("^%d+%.%d%d%d$", a1.accrued_cost)          -- money: an exact decimal string
       assert.is_true(tonumber(a1.accrued_cost) >= 3.6 and tonumber(a1.accrued_cost) < 3.7)
-      assert.are.equal(require("gpurent.json").null, s.instances[2].run)
+      assert.are.equal(require("gpurent.util.json").null, s.instances[2].run)
     end)
 
     it("history lists runs newest first, and --run shows one run's events in order", function()
@@ -401,7 +401,7 @@ describe("ledger", function()
       local since = os.date("!%Y-%m-%d %H:%M:%S", now - 1800)
       code, out = T.run("cost --json --since " .. T.q(since), {env = env})
       assert.are.equal(0, code)
-      local c = require("gpurent.json").decode(out)
+      local c = require("gpurent.util.json").decode(out)
       assert.are.equal(1, #c.runs) -- old-run ended before --since
       assert.are.equal(run_id, c.runs[1].id)
       local cost = tonumber(c.instances[1].cost)

@@ -21,12 +21,12 @@ describe("gpurent lib", function()
     opts = opts or {}
     return T.run(args, {env = opts.env or env, cwd = opts.cwd or proj})
   end
-  local function lock() return require("gpurent.json").decode(T.read(proj .. "/gpurent.lock")) end
+  local function lock() return require("gpurent.util.json").decode(T.read(proj .. "/gpurent.lock")) end
   -- Where the lock in effect (in cwd) keeps library NAME's checkout: `lib list --json`.
   local function checkout(name, opts)
     local code, out, err = gp("lib list --json", opts)
     assert(code == 0, err)
-    for _, r in ipairs(require("gpurent.json").decode(out).libraries) do
+    for _, r in ipairs(require("gpurent.util.json").decode(out).libraries) do
       if r.name == name then return r.dir end
     end
     error("no library " .. name .. " in lib list:\n" .. out)
@@ -151,7 +151,7 @@ print("train for " .. p.who .. " with util " .. require("teamlib.util").version)
     local code, out, err = gp("lib add teamlib " .. T.q(repo) .. " --ref v1")
     assert.are.equal(0, code, err)
     assert.matches("(user lock)", out, 1, true)
-    local user = require("gpurent.json").decode(T.read(dir .. "/config/gpurent/gpurent.lock"))
+    local user = require("gpurent.util.json").decode(T.read(dir .. "/config/gpurent/gpurent.lock"))
     assert.are.same({source = repo, ref = "v1", commit = c1}, user.libraries.teamlib)
     code, out = gp("run teamlib/train.lua who=x")
     assert.are.equal("train for x with util v1\n", out)
@@ -205,13 +205,13 @@ print("train for " .. p.who .. " with util " .. require("teamlib.util").version)
     local code, added, err = gp("lib add teamlib " .. T.q(repo))
     assert.are.equal(0, code, err)
     local out
-    local show = "-e " .. T.q('local p = require("gpurent.profile"); local path, kind = p.find("autodl-team"); ' ..
+    local show = "-e " .. T.q('local p = require("gpurent.config.profile"); local path, kind = p.find("autodl-team"); ' ..
       'print(kind, p.load("autodl-team").description, p.load("autodl-team").platform)')
     code, out, err = gp(show)
     assert.are.equal(0, code, err)
     assert.matches("^library\tthe team's AutoDL\tautodl\n", out)
     -- an overlay named like gpurent's own profile extends it (the search skips itself)
-    code, out, err = gp("-e " .. T.q('print(require("gpurent.profile").load("autodl").facts.inode_cap)'))
+    code, out, err = gp("-e " .. T.q('print(require("gpurent.config.profile").load("autodl").facts.inode_cap)'))
     assert.are.equal(0, code, err)
     assert.are.equal("150000\n", out)
     -- lib add said which profiles it brings, and which of gpurent's own one shadows
@@ -237,7 +237,7 @@ print("train for " .. p.who .. " with util " .. require("teamlib.util").version)
     commit("team profile")
     assert.are.equal(0, (gp("lib add teamlib " .. T.q(repo))))
     T.rmtree(checkout("teamlib"))
-    local code, _, err = gp("-e " .. T.q('require("gpurent.profile").load("autodl-team")'))
+    local code, _, err = gp("-e " .. T.q('require("gpurent.config.profile").load("autodl-team")'))
     assert.are_not.equal(0, code)
     assert.matches("library teamlib is pinned but not on this machine: gpurent lib sync", err, 1, true)
   end)
@@ -331,7 +331,7 @@ print("train for " .. p.who .. " with util " .. require("teamlib.util").version)
     assert.are.equal(0, code, err)
     assert.matches("kept: also pinned by " .. projC .. "/gpurent.lock", out, 1, true)
     assert.are.equal("v2\n", select(2, gp("run v.lua", {cwd = projC})))
-    assert.are.equal(c2, require("gpurent.json").decode(T.read(projC .. "/gpurent.lock")).libraries.teamlib.commit)
+    assert.are.equal(c2, require("gpurent.util.json").decode(T.read(projC .. "/gpurent.lock")).libraries.teamlib.commit)
   end)
 
   -- What can be asserted before the teardown gate exists: library code is loaded as a

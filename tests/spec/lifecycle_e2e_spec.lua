@@ -5,8 +5,8 @@
 -- without approval; exactly one power_off after PULL_VERIFIED with --approve).
 local testbed = require "testbed"
 local cjson = require "cjson"
-local hash = require "gpurent.hash"
-local json = require "gpurent.json"
+local hash = require "gpurent.util.hash"
+local json = require "gpurent.util.json"
 
 local ok_tb, why = testbed.available()
 
@@ -59,7 +59,7 @@ describe("lifecycle end to end", function()
     local remote = tb:exec("a1", "cat /root/autodl-fs/tiny/results/" .. happy_id .. "/PULL_MANIFEST.json")
     assert.are.equal(mtext, remote)
     -- field for field what manifest.build writes for the same tree, so either tool verifies it
-    local rebuilt = require("gpurent.manifest").build(dir, {happy_id}, {run_id = happy_id, write = false,
+    local rebuilt = require("gpurent.lifecycle.manifest").build(dir, {happy_id}, {run_id = happy_id, write = false,
       created_at_utc = m.created_at_utc})
     assert.are.equal(mtext, json.encode_stable(rebuilt))
     -- `gpurent verify DIR` agrees
@@ -70,7 +70,7 @@ describe("lifecycle end to end", function()
     assert.are.equal(0, #tb:api_calls("power_off"))
     assert.are.equal(0, #tb:api_calls("release"))
     -- the ledger: the run succeeded with every phase ok
-    local L = require("gpurent.ledger").open(tb.state .. "/ledger.sqlite")
+    local L = require("gpurent.state.ledger").open(tb.state .. "/ledger.sqlite")
     local row = L:run(happy_id)
     local phases = {}
     for _, e in ipairs(L:run_history(happy_id)) do if e.kind == "phase" then phases[#phases + 1] = e.name .. "=" .. e.outcome end end

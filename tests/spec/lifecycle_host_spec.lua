@@ -72,7 +72,7 @@ describe("gpurent host", function()
     assert.truthy(out:find("viaapi is linked to instance " .. tb.uuids.h1, 1, true), out)
     code, out, err = g("billing status viaapi --json")
     assert.are.equal(0, code, out .. err)
-    assert.are.equal(tb.uuids.h1, require("gpurent.json").decode(out).instances[1].uuid)
+    assert.are.equal(tb.uuids.h1, require("gpurent.util.json").decode(out).instances[1].uuid)
   end)
 
   it("refuses a string that is not an ssh command", function()

@@ -72,7 +72,7 @@ describe("lifecycle sweep", function()
     assert.truthy(log:find("training finished", 1, true), log)
     assert.truthy(log:find("durable sync FAILED", 1, true), log)
     assert.truthy(log:find("df -i /root/autodl-fs", 1, true), log)
-    local L = require("gpurent.ledger").open(tb.state .. "/ledger.sqlite")
+    local L = require("gpurent.state.ledger").open(tb.state .. "/ledger.sqlite")
     local status = L:run(id).status
     L:close()
     assert.are.equal("failed", status)

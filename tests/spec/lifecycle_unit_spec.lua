@@ -3,12 +3,12 @@
 -- buffering), the log triage table and its fixed remedies, the vanished-process
 -- causes, queue parsing, the console connection string, the wrapper's completion
 -- chain, the capsule roster rules and the train-command placeholders.
-local monitor = require "gpurent.monitor"
-local run = require "gpurent.run"
-local detach = require "gpurent.detach"
-local setup = require "gpurent.phases.setup"
-local close = require "gpurent.phases.close"
-local launch = require "gpurent.phases.launch"
+local monitor = require "gpurent.lifecycle.monitor"
+local run = require "gpurent.lifecycle.run"
+local detach = require "gpurent.lifecycle.detach"
+local setup = require "gpurent.lifecycle.phases.setup"
+local close = require "gpurent.lifecycle.phases.close"
+local launch = require "gpurent.lifecycle.phases.launch"
 
 local function facts(t)
   local f = {attempt = 1, now = 1000, started = 900, boot_now = 5, boot0 = 5, oom0 = 0, mem = {oom_kill = 0},

@@ -55,7 +55,7 @@ describe("lifecycle watch", function()
     local o, rc = tb:exec("w1", "tmux has-session -t '=gr-" .. id .. "' && ! test -e " .. active(id) .. "/.gpurent/a1/DONE")
     assert.are.equal(0, rc, o)
     -- the ledger says the run failed, and the watch phase ended "stalled"
-    local L = require("gpurent.ledger").open(tb.state .. "/ledger.sqlite")
+    local L = require("gpurent.state.ledger").open(tb.state .. "/ledger.sqlite")
     local detail
     for _, e in ipairs(L:run_history(id)) do if e.kind == "phase" and e.name == "watch" then detail = e.detail end end
     L:close()
@@ -75,7 +75,7 @@ describe("lifecycle watch", function()
     -- --finish: sealed and pulled with the roster and load command recorded in the ledger
     assert.truthy(out:find("[close] sealed", 1, true), out)
     assert.truthy(testbed.read(pulled .. "/" .. id .. "/PULL_VERIFIED.json"))
-    local L = require("gpurent.ledger").open(tb.state .. "/ledger.sqlite")
+    local L = require("gpurent.state.ledger").open(tb.state .. "/ledger.sqlite")
     local status = L:run(id).status
     L:close()
     assert.are.equal("succeeded", status)

@@ -1,9 +1,9 @@
 -- manifest_spec.lua: PULL_MANIFEST.json builder and PULL_VERIFIED.json verifier,
 -- rule by rule from ../shared/design/MANIFEST.md, on real files.
-local manifest = require "gpurent.manifest"
-local hash = require "gpurent.hash"
-local json = require "gpurent.json"
-local fs = require "gpurent.fs"
+local manifest = require "gpurent.lifecycle.manifest"
+local hash = require "gpurent.util.hash"
+local json = require "gpurent.util.json"
+local fs = require "gpurent.util.fs"
 
 local function mkresult(root, name, extra)
   fs.mkdirs(root .. "/" .. name .. "/test/t1")

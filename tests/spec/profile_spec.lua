@@ -1,7 +1,7 @@
 -- profile_spec: the shipped profiles load and read plainly in Lua; the schema turns
 -- unknown keys, missing keys and wrong types into errors naming file:line:col and
 -- the key path; team overlays deep-merge and can delete keys.
-local profile = require "gpurent.profile"
+local profile = require "gpurent.config.profile"
 
 local function load_err(name, opts)
   local ok, err = pcall(profile.load, name, opts)
@@ -221,7 +221,7 @@ describe("aliases in profiles", function()
 
   -- profile.load(path) in a child gpurent, killed after `limit` seconds.
   local function load_in_child(path, limit)
-    local code = "local ok, e = pcall(require('gpurent.profile').load, " .. string.format("%q", path) ..
+    local code = "local ok, e = pcall(require('gpurent.config.profile').load, " .. string.format("%q", path) ..
       "); io.stderr:write(ok and 'LOADED' or tostring(e)); os.exit(ok and 0 or 1)"
     return T.run("-e " .. T.q(code), {env = "timeout -s KILL " .. limit})
   end

@@ -6,8 +6,8 @@
 -- box is covered by a verified pull (same size and SHA-256), reproducible by the
 -- profile (the HF cache) or discarded by the person (--discard GLOB, echoed first).
 local testbed = require "testbed"
-local manifest = require "gpurent.manifest"
-local fs = require "gpurent.fs"
+local manifest = require "gpurent.lifecycle.manifest"
+local fs = require "gpurent.util.fs"
 
 local ok_tb, why = testbed.available()
 
@@ -70,7 +70,7 @@ describe("release inventory", function()
   local function releases() return #tb:api_calls("/instance/pro/release") end
 
   local function last_gate(name)
-    local L = require("gpurent.ledger").open(tb.state .. "/ledger.sqlite")
+    local L = require("gpurent.state.ledger").open(tb.state .. "/ledger.sqlite")
     local rows = L.db:query([[SELECT g.action, g.decision, g.reason FROM gate_decisions g
       JOIN instances i ON i.id = g.instance_id WHERE i.name = ? ORDER BY g.id]], name)
     L:close()

@@ -24,7 +24,7 @@ describe("gpurent repl HOST", function()
 
   it("shows the accrued cost and the meter from the ledger in the prompt", function()
     term:close()
-    local ledger = require "gpurent.ledger"
+    local ledger = require "gpurent.state.ledger"
     local L = ledger.open(state .. "/ledger.sqlite")
     L:upsert_instance{name = fx.aliases[1], profile = "autodl", price_per_hour = 2.5, currency = "CNY"}
     L:record_billing{instance = fx.aliases[1], action = "power_on", outcome = "ok", meter = "on",

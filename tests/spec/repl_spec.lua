@@ -99,7 +99,7 @@ describe("gpurent repl (local)", function()
   end)
 
   it("keeps lines that create or use a secret out of the history file", function()
-    term:line("token = gpurent.secret and gpurent.secret('hunter2') or require('gpurent.secret').new('hunter2')")
+    term:line("token = gpurent.secret and gpurent.secret('hunter2') or require('gpurent.util.secret').new('hunter2')")
     term:line("tok2 = token")
     term:line("print(token)")
     term:wait_for("***", 5, true)

@@ -80,7 +80,7 @@ describe("gpurent repl on a testbed box", function()
   it("the prompt says 'meter ?' where it cannot know, never a false 0.00", function()
     -- the ledger knows the box (a run connected to it) but has no billing record,
     -- and no token reaches the API
-    local ledger = require "gpurent.ledger"
+    local ledger = require "gpurent.state.ledger"
     finally(function() os.remove(tb.state .. "/ledger.sqlite") end)
     local L = ledger.open(tb.state .. "/ledger.sqlite")
     L:upsert_instance{name = "rb1", profile = "autodl"}

@@ -65,14 +65,14 @@ describe("finishing a run", function()
     local q, rc = tb:exec("f1", "ls /root/autodl-tmp/tiny/quarantine/ 2>/dev/null | grep -F -- " .. T.q(id))
     assert.are_not.equal(0, rc, "quarantined: " .. q)
     assert.truthy(testbed.read(pulled .. "/" .. id .. "/PULL_VERIFIED.json"))
-    local L = require("gpurent.ledger").open(tb.state .. "/ledger.sqlite")
+    local L = require("gpurent.state.ledger").open(tb.state .. "/ledger.sqlite")
     local status = L:run(id).status
     L:close()
     assert.are.equal("succeeded", status)
   end)
 
   local function ledger_status(id)
-    local L = require("gpurent.ledger").open(tb.state .. "/ledger.sqlite")
+    local L = require("gpurent.state.ledger").open(tb.state .. "/ledger.sqlite")
     local status = L:run(id).status
     L:close()
     return status

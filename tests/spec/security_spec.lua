@@ -54,11 +54,11 @@ describe("security: ssh", function()
     for _, f in ipairs(files_under(T.root .. "/lua")) do
       local text = T.read(f):lower()
       -- sshconfig.lua names the keyword only to class it as never honoured (checked below)
-      if (text:find("forwardagent", 1, true) and not f:find("/lua/gpurent/sshconfig%.lua$"))
+      if (text:find("forwardagent", 1, true) and not f:find("/lua/gpurent/transport/sshconfig%.lua$"))
         or text:find("auth-agent", 1, true) then hits[#hits + 1] = f end
     end
     assert.are.same({}, hits)
-    assert.are.equal("irrelevant", require("gpurent.sshconfig").KEYWORDS.forwardagent)
+    assert.are.equal("irrelevant", require("gpurent.transport.sshconfig").KEYWORDS.forwardagent)
   end)
 
   it("does not forward a local agent (SSH_AUTH_SOCK stays unset remotely) even with ForwardAgent yes", function()
@@ -124,8 +124,8 @@ io.write(inst:sh("echo AUTH=$SSH_AUTH_SOCK").stdout)
   end)
 
   it("the connect phase writes the credential file mode 600, even over a stale world-readable .tmp", function()
-    local connect = require "gpurent.phases.connect"
-    local secret = require "gpurent.secret"
+    local connect = require "gpurent.lifecycle.phases.connect"
+    local secret = require "gpurent.util.secret"
     local inst = fx:connect(1)
     local cred = fx.home .. "/cred.env"
     -- a .tmp left behind (an interrupted push under another umask) must not donate its mode
@@ -258,7 +258,7 @@ try("debug.setmetatable", function() debug.setmetatable(core.approval, {__index 
 try("debug.setupvalue", function() debug.setupvalue(core.approval.granted, 1, true) end)
 try("debug.getregistry", function() debug.getregistry()["gpurent.approved"] = true end)
 try("gate", function()
-  require("gpurent.gate").check{action = "power_off", instance = "box9", names = {"box9"}, interactive = false,
+  require("gpurent.lifecycle.gate").check{action = "power_off", instance = "box9", names = {"box9"}, interactive = false,
     out = io.stdout}
 end)
 -- the C side: the client's verbs are refused without the person's approval, whatever Lua passes
@@ -354,7 +354,7 @@ describe("security: the provider boundary", function()
     assert.are.equal(3, code, out .. err)
     assert.matches("AutoDL power_off of a1 (pro-a1): refused: the person has not approved it", err, 1, true)
     assert.are.equal(0, journal_verbs())
-    local L = require("gpurent.ledger").open(dir .. "/state/ledger.sqlite")
+    local L = require("gpurent.state.ledger").open(dir .. "/state/ledger.sqlite")
     local rows = L.db:query("SELECT gate, action, decision FROM gate_decisions WHERE gate = 'provider'")
     L:close()
     assert.are.same({gate = "provider", action = "power_off", decision = "refuse"}, rows[#rows])
@@ -391,7 +391,7 @@ describe("security: the provider boundary", function()
     os.execute("mkdir -p " .. T.q(pdir))
     T.write(pdir .. "/team.yaml", "extends: autodl\nbilling:\n  api:\n    endpoints:\n" ..
       "      create: {method: POST, path: /api/v1/dev/instance/pro/create, billable: true, gated: true}\n")
-    code, out, err = T.run("-e " .. T.q('require("gpurent.profile").load("team"); '
+    code, out, err = T.run("-e " .. T.q('require("gpurent.config.profile").load("team"); '
       .. 'print(table.concat(require("gpurent.core").provider.gated("autodl"), ","))'),
       {env = env .. " GPURENT_PROFILE_PATH=" .. T.q(pdir)})
     assert.are.equal(0, code, out .. err)

@@ -42,7 +42,7 @@ local function is_root()
   return out:match("^0%s*$") ~= nil
 end
 
-local read_file = require("gpurent.fs").read_if_exists
+local read_file = require("gpurent.util.fs").read_if_exists
 
 local function write_file(path, text)
   local f = assert(io.open(path, "w"))

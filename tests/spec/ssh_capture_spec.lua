@@ -4,8 +4,8 @@
 -- cap and the ways out, the cap is set per call, per instance, per module and by
 -- GPURENT_MAX_OUTPUT, and to=FILE streams stdout to a local file byte for byte.
 local sshd = require "sshd"
-local hash = require "gpurent.hash"
-local instance = require "gpurent.instance"
+local hash = require "gpurent.util.hash"
+local instance = require "gpurent.transport.instance"
 local core = require "gpurent.core"
 
 local MiB = 1024 * 1024

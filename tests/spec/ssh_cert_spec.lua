@@ -3,7 +3,7 @@
 -- libssh2 1.10 signs ECDSA certificates; ed25519 and RSA ones are refused, naming
 -- CertificateFile, the file and why (sshconfig.cert_refusal).
 local sshd = require "sshd"
-local sshconfig = require "gpurent.sshconfig"
+local sshconfig = require "gpurent.transport.sshconfig"
 
 local function write(p, s) local f = assert(io.open(p, "w")); f:write(s); f:close(); return p end
 local function esc(s) return (s:gsub("%p", "%%%0")) end

@@ -7,7 +7,7 @@
 -- effective configuration compared with `ssh -G` for a corpus of configs.
 local sshd = require "sshd"
 local tty = require "tty"
-local sshconfig = require "gpurent.sshconfig"
+local sshconfig = require "gpurent.transport.sshconfig"
 
 local function read(p) local f = assert(io.open(p)); local s = f:read("a"); f:close(); return s end
 local function write(p, s) local f = assert(io.open(p, "w")); f:write(s); f:close(); return p end
@@ -407,7 +407,7 @@ describe("the effective configuration is ssh -G's", function()
     write(dir .. "/hosts", "127.0.0.1 localhost\n127.0.0.60 box.corp.test box.corp.test.\n")
     local cfg = write(dir .. "/canon", "CanonicalizeHostname yes\nCanonicalDomains corp.test\n" ..
       "Host box.corp.test\n  User canon\n  Port 2201\n")
-    local chunk = string.format([[local c = require("gpurent.sshconfig").resolve("box", {config = %q})
+    local chunk = string.format([[local c = require("gpurent.transport.sshconfig").resolve("box", {config = %q})
 io.write(c.hostname, " ", c.user, " ", c.port)]], cfg)
     local function ns(cmd)
       local p = io.popen("unshare -m --propagation private sh -c " .. T.q("mount --bind " .. T.q(dir .. "/hosts") ..

@@ -1,7 +1,7 @@
 -- ssh_connect_spec: gpurent.connect against a real OpenSSH sshd on loopback:
 -- ssh_config aliases, OpenSSH host key rules, auth methods and their errors.
 local sshd = require "sshd"
-local sshconfig = require "gpurent.sshconfig"
+local sshconfig = require "gpurent.transport.sshconfig"
 
 local function read(p) local f = assert(io.open(p)); local s = f:read("a"); f:close(); return s end
 local function write(p, s) local f = assert(io.open(p, "w")); f:write(s); f:close() end
@@ -116,7 +116,7 @@ describe("gpurent.connect", function()
     local cfg = fx.dir .. "/unknown_run_config"
     write(cfg, read(fx.config):gsub(fx.known_hosts:gsub("%p", "%%%0"), kh))
     local script = fx.dir .. "/connect_run.lua"
-    write(script, 'local r = require("gpurent.run").new{host = "h3", project = "p", recipe = "t", record = false}\n' ..
+    write(script, 'local r = require("gpurent.lifecycle.run").new{host = "h3", project = "p", recipe = "t", record = false}\n' ..
       'r:connect{config = ' .. string.format("%q", cfg) .. '}\n')
     local code, _, err = T.run("run " .. T.q(script), {env = "GPURENT_STATE_DIR=" .. T.q(fx.dir .. "/state")})
     assert.are.equal(3, code, err)

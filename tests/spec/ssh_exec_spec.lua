@@ -2,7 +2,7 @@
 -- 100 MB of output, stdin, secrets (absent from remote ps, output, errors, JSON),
 -- and reconnecting after a killed connection.
 local sshd = require "sshd"
-local json = require "gpurent.json"
+local json = require "gpurent.util.json"
 
 describe("inst:sh", function()
   local fx, inst
@@ -146,7 +146,7 @@ describe("inst:sh", function()
     assert.equal("***\n", e.stdout)
     -- and it really is the value remotely
     local h = inst:sh("printf %s \"$API_TOKEN\" | sha256sum", {env = {API_TOKEN = s}})
-    assert.equal(require("gpurent.hash").sha256(value), h.stdout:match("^(%x+)"))
+    assert.equal(require("gpurent.util.hash").sha256(value), h.stdout:match("^(%x+)"))
     -- stdin secret
     local c = inst:sh("wc -c", {stdin = s})
     assert.equal(tostring(#value), c.stdout:match("%d+"))

@@ -83,7 +83,7 @@ describe("the remote kill with a chatty login shell", function()
   end)
 
   it("the marker is cut out however the stream is split; only a possible marker start waits", function()
-    local grabber = require("gpurent.instance")._pid_grabber
+    local grabber = require("gpurent.transport.instance")._pid_grabber
     local stream = "rc\1noise\n" .. "rc-no-newline" .. "\1gpurent-pid-abc 4242\n" .. "err \1gpurent-pid-abc 7\n"
     local want = "rc\1noise\nrc-no-newline" .. "err \1gpurent-pid-abc 7\n"   -- only the first marker is ours
     for size = 1, #stream do

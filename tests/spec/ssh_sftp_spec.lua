@@ -2,7 +2,7 @@
 -- mode and mtime, SHA-256 verify, directories, resume after the serving sshd
 -- process is killed mid-transfer, a full remote tmpfs, progress as JSON lines.
 local sshd = require "sshd"
-local hash = require "gpurent.hash"
+local hash = require "gpurent.util.hash"
 local lfs = require "lfs"
 
 local function mkfile(path, mib)
@@ -75,7 +75,7 @@ describe("inst:put / inst:get", function()
       if role == "xfer" then return transfer() end
       for _ = 1, 2000 do
         if (lfs.attributes(part, "size") or 0) > 6 * 1048576 then return fx:kill_connections() end
-        require("gpurent.sched").sleep(0.005)
+        require("gpurent.transport.sched").sleep(0.005)
       end
       error("the transfer never got going")
     end)
@@ -160,7 +160,7 @@ describe("inst:put / inst:get", function()
     local code, _, err = T.run("run " .. T.q(recipe), {env = "GPURENT_PROGRESS=json"})
     assert.equal(0, code, err)
     local last
-    for line in err:gmatch("[^\n]+") do last = require("gpurent.json").decode(line) end
+    for line in err:gmatch("[^\n]+") do last = require("gpurent.util.json").decode(line) end
     assert.equal("transfer", last.event)
     assert.equal(4 * 1048576, last.bytes)
     assert.is_true(last.done)

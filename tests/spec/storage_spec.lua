@@ -2,8 +2,8 @@
 -- real tmpfs byte/inode caps, real cgroup v1): readings match the caps the instance
 -- was booted with, hogs follow the HF-cache symlink, free_gate refuses with exit 3,
 -- checked_sync proves its copy and fails loudly on the inode cap.
-local storage = require "gpurent.storage"
-local profile = require "gpurent.profile"
+local storage = require "gpurent.lifecycle.storage"
+local profile = require "gpurent.config.profile"
 local simbox = require "simbox"
 
 describe("storage budgets (pure)", function()
@@ -98,9 +98,9 @@ desc("storage on the testbed", function()
   it("free_gate refusal is the process exit code 3 of a recipe", function()
     local dir = T.tmpdir()
     local script = T.write(dir .. "/gate.lua", [[
-local storage = require "gpurent.storage"
+local storage = require "gpurent.lifecycle.storage"
 local inst = gpurent.connect("st1")
-inst.profile = require("gpurent.profile").load("autodl")
+inst.profile = require("gpurent.config.profile").load("autodl")
 storage.free_gate(inst, "data", {min_bytes = "100G"})
 print("NOT REACHED")
 ]])

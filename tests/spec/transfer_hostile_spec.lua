@@ -5,7 +5,7 @@
 -- invalid UTF-8 (round trip, resume, verify), symlinks inside a tree (pointing in
 -- and out of it), FIFOs and sockets in a tree, and a FIFO as the source itself.
 local sshd = require "sshd"
-local hash = require "gpurent.hash"
+local hash = require "gpurent.util.hash"
 local lfs = require "lfs"
 local core = require "gpurent.core"
 

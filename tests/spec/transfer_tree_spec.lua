@@ -6,9 +6,9 @@
 package.path = T.root .. "/bench/?.lua;" .. package.path
 local sshd = require "sshd"
 local relay = require "relay"
-local hash = require "gpurent.hash"
+local hash = require "gpurent.util.hash"
 local lfs = require "lfs"
-local json = require "gpurent.json"
+local json = require "gpurent.util.json"
 local core = require "gpurent.core"
 
 local function sh(cmd) assert(os.execute(cmd), cmd) end

@@ -91,25 +91,27 @@ describe("gpurent trust", function()
     end)
   end)
 
-  it("a cloned lua/gpurent/errors.lua, gpurent/gate.lua or GPURENT_PATH copy never loads, trusted or not", function()
+  it("a cloned lua/gpurent/util/errors.lua, gpurent/lifecycle/gate.lua or GPURENT_PATH copy never loads, trusted or not", function()
     local marker = dir .. "/SHADOW_LOADED"
     local evil = "io.open(" .. string.format("%q", marker) .. ", 'w'):close(); return {}\n"
-    mkdir(proj .. "/lua/gpurent")
-    mkdir(proj .. "/gpurent")
+    for _, d in ipairs({"/lua/gpurent", "/lua/gpurent/util", "/lua/gpurent/lifecycle", "/gpurent", "/gpurent/lifecycle"}) do
+      mkdir(proj .. d)
+    end
     mkdir(dir .. "/extra/gpurent")
-    T.write(proj .. "/lua/gpurent/errors.lua", evil)
-    T.write(proj .. "/lua/gpurent/gate.lua", evil)
-    T.write(proj .. "/gpurent/gate.lua", evil)          -- beside the recipe
+    mkdir(dir .. "/extra/gpurent/lifecycle")
+    T.write(proj .. "/lua/gpurent/util/errors.lua", evil)
+    T.write(proj .. "/lua/gpurent/lifecycle/gate.lua", evil)
+    T.write(proj .. "/gpurent/lifecycle/gate.lua", evil)          -- beside the recipe
     T.write(proj .. "/gpurent.lua", evil)
-    T.write(dir .. "/extra/gpurent/gate.lua", evil)
-    T.write(proj .. "/r.lua", 'print(type(require("gpurent.gate").check), type(require("gpurent.errors").refuse))\n')
+    T.write(dir .. "/extra/gpurent/lifecycle/gate.lua", evil)
+    T.write(proj .. "/r.lua", 'print(type(require("gpurent.lifecycle.gate").check), type(require("gpurent.util.errors").refuse))\n')
     local penv = "GPURENT_PATH=" .. T.q(dir .. "/extra")
     for _, trusted in ipairs({false, true}) do
       if trusted then assert.are.equal(0, (gp("trust"))) end
       local code, out, err = gp("run r.lua", {env = penv})
       assert.are.equal(0, code, err)
       assert.are.equal("function\tfunction\n", out)
-      code, out, err = gp("-e " .. T.q('print(type(require("gpurent.gate").check))'), {env = penv})
+      code, out, err = gp("-e " .. T.q('print(type(require("gpurent.lifecycle.gate").check))'), {env = penv})
       assert.are.equal(0, code, err)
       assert.are.equal("function\n", out)
       assert.is_false(exists(marker), "a shadow of gpurent's own module loaded (trusted: " .. tostring(trusted) .. ")")
@@ -143,7 +145,7 @@ describe("gpurent trust", function()
   end)
 
   describe("provider API URLs", function()
-    local load = "-e " .. T.q('print(require("gpurent.profile").load("autodl").billing.api.base_url)')
+    local load = "-e " .. T.q('print(require("gpurent.config.profile").load("autodl").billing.api.base_url)')
     local overlay = "extends: autodl\nbilling:\n  api:\n    base_url: http://127.0.0.1:47999\n"
 
     it("a cwd autodl.yaml overlay is refused untrusted, and still refused trusted (outside the config dir)", function()
@@ -178,7 +180,7 @@ describe("gpurent trust", function()
       assert.are.equal(3, code, err)
       assert.matches(plain(f) .. ":5:%d+: billing%.api%.endpoints%.wechat%.base_url decides", err)
       assert.matches("not from GPURENT_PROFILE_PATH", err)
-      code, _, err = gp("-e " .. T.q('require("gpurent.profile").load(' .. string.format("%q", f) .. ')'))
+      code, _, err = gp("-e " .. T.q('require("gpurent.config.profile").load(' .. string.format("%q", f) .. ')'))
       assert.are.equal(3, code, err)
       assert.matches("not from a path named explicitly", err)
     end)

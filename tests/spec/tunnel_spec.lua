@@ -7,7 +7,7 @@
 -- CLI prints the URL and exits 130 on Ctrl-C; usage errors exit 2.
 local sshd = require "sshd"
 local core = require "gpurent.core"
-local sched = require "gpurent.sched"
+local sched = require "gpurent.transport.sched"
 
 local cssh, now, sleep = core.ssh, core.sys.now, core.sys.sleep
 local q = T.q

@@ -11,9 +11,9 @@
 --     note when nothing answers on the port.
 local simbox = require "simbox"
 local gotchas = require "gpurent.gotchas"
-local json = require "gpurent.json"
+local json = require "gpurent.util.json"
 local core = require "gpurent.core"
-local sched = require "gpurent.sched"
+local sched = require "gpurent.transport.sched"
 
 local cssh, now, sleep = core.ssh, core.sys.now, core.sys.sleep
 local q = T.q

@@ -1,6 +1,6 @@
 -- yaml_spec: the YAML loader profiles and configs go through: core types, anchors,
 -- UTF-8, and errors that name file:line:col.
-local yaml = require "gpurent.yaml"
+local yaml = require "gpurent.util.yaml"
 
 describe("yaml.load", function()
   it("resolves the core schema types", function()

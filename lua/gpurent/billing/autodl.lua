@@ -21,9 +21,9 @@
 --
 -- Errors are objects {kind=, code=, msg=, request_id=, status=, method=, url=}
 -- printing as one line; the token stays in C and appears in none of them.
-local http = require "gpurent.http"
-local json = require "gpurent.json"
-local fs = require "gpurent.fs"
+local http = require "gpurent.util.http"
+local json = require "gpurent.util.json"
+local fs = require "gpurent.util.fs"
 local core = require "gpurent.core"
 
 local autodl = {}
@@ -76,16 +76,16 @@ end
 -- billing.api of profiles/autodl.yaml, or nil when it cannot be read.
 function autodl.profile_api()
   local ok, prof = pcall(function()
-    local okp, profile = pcall(require, "gpurent.profile")
+    local okp, profile = pcall(require, "gpurent.config.profile")
     if okp and type(profile) == "table" and profile.load then
       local p = profile.load("autodl")
       return p and (p.data or p)
     end
-    return require("gpurent.yaml").load_file(core.host.share_dir .. "/profiles/autodl.yaml")
+    return require("gpurent.util.yaml").load_file(core.host.share_dir .. "/profiles/autodl.yaml")
   end)
   -- a refusal (an untrusted profile, a provider key outside the config dir) is never
   -- swallowed into the defaults: the person wrote something, so they hear why it is refused
-  if not ok and require("gpurent.errors").is_refusal(prof) then error(prof, 0) end
+  if not ok and require("gpurent.util.errors").is_refusal(prof) then error(prof, 0) end
   if ok and type(prof) == "table" and type(prof.billing) == "table" then return prof.billing.api, prof.billing end
   return nil
 end
@@ -113,7 +113,7 @@ function autodl.client(opts)
   local api = merge(autodl.DEFAULTS, autodl.profile_api() or {})
   return setmetatable({
     api = api, token = core.provider.token(PROVIDER), timeout = opts.timeout or 20, dry_run = opts.dry_run,
-    out = opts.out or io.stdout, sleep = opts.sleep or require("gpurent.sched").sleep,
+    out = opts.out or io.stdout, sleep = opts.sleep or require("gpurent.transport.sched").sleep,
     now = opts.now or core.sys.now, per_yuan = api.per_yuan or 1000, state_dir = opts.state_dir,
   }, Client)
 end
@@ -210,7 +210,7 @@ end
 -- instance in the ledger, so the alias finds the instance too.
 local function linked_uuid(alias)
   local ok, uuid = pcall(function()
-    local ledger = require "gpurent.ledger"
+    local ledger = require "gpurent.state.ledger"
     if not ledger.exists() then return nil end
     local L = ledger.open()
     local row = L.db:query("SELECT provider_id FROM instances WHERE name = ? AND provider_id IS NOT NULL", alias)[1]
@@ -303,7 +303,7 @@ end
 -- ---- WeChat ---------------------------------------------------------------------
 
 local function wechat_log_path(self)
-  local dir = self.state_dir or require("gpurent.ledger").state_dir()
+  local dir = self.state_dir or require("gpurent.state.ledger").state_dir()
   fs.mkdirs(dir)
   return dir .. "/wechat-sent.json"
 end

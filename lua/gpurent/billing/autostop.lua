@@ -36,10 +36,10 @@
 --   autostop.off(inst, {instance=, profile=}) -> {pid=, session=, removed=, text=}
 --   autostop.status(inst, {instance=, profile=}) -> {armed=, alive=, pid=, config=, readings=, ...}
 --   autostop.command(ref, opts) -> exit code     (`gpurent billing autostop`)
-local errors = require "gpurent.errors"
-local hash = require "gpurent.hash"
-local profile_mod = require "gpurent.profile"
-local json = require "gpurent.json"
+local errors = require "gpurent.util.errors"
+local hash = require "gpurent.util.hash"
+local profile_mod = require "gpurent.config.profile"
+local json = require "gpurent.util.json"
 
 local autostop = {}
 
@@ -49,7 +49,7 @@ autostop.STATE = "${HOME:-/root}/.gpurent/autostop"
 autostop.DEFAULT_INTERVAL = 60
 autostop.DEFAULT_STALL = 1800
 
-local q = require("gpurent.shell").quote
+local q = require("gpurent.util.shell").quote
 
 -- ---- durations and layout ------------------------------------------------------------
 
@@ -74,7 +74,7 @@ end
 
 -- Everything the watchdog needs to know about the platform, from the profile.
 function autostop.layout(p, instance)
-  local run = require "gpurent.run"
+  local run = require "gpurent.lifecycle.run"
   local ms = p.billing and p.billing.meter_stop
   local verb = type(ms) == "table" and ms.in_instance_verb
   if not verb or verb == "" then
@@ -419,7 +419,7 @@ function autostop.command(ref, opts)
   if not ref then errors.usage("gpurent billing autostop needs INSTANCE (an ssh_config alias or user@host:port)", 0) end
   local arming = not opts.off and not opts.status
   local o = arming and arm_options(ref, opts) or {instance = ref, profile = opts.profile}
-  local inst = require("gpurent.instance").connect(ref)
+  local inst = require("gpurent.transport.instance").connect(ref)
   local ok, rc = pcall(function()
     if opts.off then
       local r = autostop.off(inst, o)

@@ -12,9 +12,9 @@
 --   billing.idle_patrol{read_util=, job_alive=, idle_seconds=, notify=, now=} -> patrol
 --       patrol:tick() -> state {idle=, idle_for=, notified=, why=}
 --   billing.notify{instance=, kind=, message=, client=, out=, ledger_path=}  terminal + ledger + WeChat
-local errors = require "gpurent.errors"
-local fs = require "gpurent.fs"
-local json = require "gpurent.json"
+local errors = require "gpurent.util.errors"
+local fs = require "gpurent.util.fs"
+local json = require "gpurent.util.json"
 
 local billing = {}
 
@@ -75,7 +75,7 @@ function billing.spent(item, now)
   now = now or os.time()
   local current = billing.accrued(item, now) or 0
   local ok, cost = pcall(function()
-    local ledger = require "gpurent.ledger"
+    local ledger = require "gpurent.state.ledger"
     if not ledger.exists() then return 0 end
     local L = ledger.open()
     local total = 0
@@ -127,7 +127,7 @@ end
 -- ---- budgets -------------------------------------------------------------------------
 
 local function budgets_path()
-  return require("gpurent.ledger").state_dir() .. "/budgets.json"
+  return require("gpurent.state.ledger").state_dir() .. "/budgets.json"
 end
 
 function billing.budgets()
@@ -231,7 +231,7 @@ function billing.notify(n)
   local out = n.out or io.stderr
   out:write(string.format("gpurent: %s: %s\n", n.instance, n.message))
   local ok, err = pcall(function()
-    local ledger = require "gpurent.ledger"
+    local ledger = require "gpurent.state.ledger"
     local L = ledger.open(n.ledger_path)
     L:upsert_instance{name = n.instance, profile = n.profile or "autodl"}
     L:notify{kind = n.kind or "idle", message = n.message, instance = n.instance}

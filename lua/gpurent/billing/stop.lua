@@ -13,10 +13,10 @@
 --            too), profile =, profile_name =, run_id =, dry_run =, wait =, deadline =,
 --            interactive =, say = fn(fmt, ...), out = file} -> {decision =, status =, item =}
 --   stop.take_inventory(client, target, ref, o) -> inv, path
-local coverage = require "gpurent.coverage"
-local errors = require "gpurent.errors"
-local gate = require "gpurent.gate"
-local inventory = require "gpurent.inventory"
+local coverage = require "gpurent.billing.coverage"
+local errors = require "gpurent.util.errors"
+local gate = require "gpurent.lifecycle.gate"
+local inventory = require "gpurent.billing.inventory"
 
 local stop = {}
 
@@ -26,7 +26,7 @@ end
 
 local function load_profile(o)
   if o.profile then return o.profile end
-  return require("gpurent.profile").load(o.profile_name or "autodl")
+  return require("gpurent.config.profile").load(o.profile_name or "autodl")
 end
 
 local function irreversible_power_off(p)
@@ -38,7 +38,7 @@ end
 -- The ledger's billing row; a ledger failure is said, never fatal after the verb was sent.
 local function record(o, it, t)
   local ok, err = pcall(function()
-    local L = require("gpurent.ledger").open()
+    local L = require("gpurent.state.ledger").open()
     L:upsert_instance{name = it.name, profile = o.profile_name or "autodl", provider_id = it.uuid}
     L:record_billing{instance = it.name, action = t.action, outcome = t.outcome, meter = t.meter,
       power_state = t.power_state, request_id = t.request_id, run_id = o.run_id}
@@ -52,7 +52,7 @@ function stop.take_inventory(client, target, ref, o)
   o = o or {}
   local it = client:find(ref)
   local inst, opened = o.inst, false
-  if not inst then inst, opened = require("gpurent.instance").connect(target), true end
+  if not inst then inst, opened = require("gpurent.transport.instance").connect(target), true end
   local ok, inv = pcall(inventory.take, inst, {profile = load_profile(o), item = it, target = target or ref,
     profile_name = o.profile_name})
   if opened then pcall(inst.close, inst) end

@@ -6,10 +6,10 @@
 local autodl = require "gpurent.billing.autodl"
 local billing = require "gpurent.billing"
 local cli = require "gpurent.cli"
-local errors = require "gpurent.errors"
-local gate = require "gpurent.gate"
-local json = require "gpurent.json"
-local money_json = require "gpurent.money"
+local errors = require "gpurent.util.errors"
+local gate = require "gpurent.lifecycle.gate"
+local json = require "gpurent.util.json"
+local money_json = require "gpurent.util.money"
 local stop = require "gpurent.billing.stop"
 
 local M = {summary = "AutoDL meter, balance, danger clocks; power-on/off and release (gated)"}
@@ -62,7 +62,7 @@ local SPEC = {json = "flag", dry_run = "flag", no_wait = "flag", retries = "valu
 
 local function ledger_billing(t)
   local ok, err = pcall(function()
-    local L = require("gpurent.ledger").open()
+    local L = require("gpurent.state.ledger").open()
     L:upsert_instance{name = t.instance, profile = "autodl", provider_id = t.uuid}
     L:record_billing{instance = t.instance, action = t.action, outcome = t.outcome, meter = t.meter,
                      power_state = t.power_state, price_per_hour = t.price, request_id = t.request_id,
@@ -126,7 +126,7 @@ local function manifest_reader(opts)
     if not target or target == "" then errors.usage("--remote-manifest wants TARGET:/absolute/result/root", 0) end
     local file = path:gsub("/+$", "") .. "/PULL_MANIFEST.json"
     return function()
-      local inst = require("gpurent.instance").connect(target)
+      local inst = require("gpurent.transport.instance").connect(target)
       local r = inst:sh("cat -- '" .. file:gsub("'", "'\\''") .. "'", {timeout = 60})
       inst:close()
       if r.code ~= 0 then error("cat " .. file .. " on " .. target .. " exited " .. tostring(r.code) .. ": " .. (r.stderr or ""), 0) end

@@ -3,9 +3,9 @@
 -- contact with a host whose profile has a "surface to the user" block prints its
 -- conveniences and danger clocks once; hosts are remembered in the state dir.
 local cli = require "gpurent.cli"
-local json = require "gpurent.json"
-local fs = require "gpurent.fs"
-local profile_mod = require "gpurent.profile"
+local json = require "gpurent.util.json"
+local fs = require "gpurent.util.fs"
+local profile_mod = require "gpurent.config.profile"
 local gotchas = require "gpurent.gotchas"
 
 local M = {summary = "probe a host for the platform's gotchas (AD1-AD9, universal ones)"}
@@ -144,7 +144,7 @@ function M.main(args)
     io.write(json.encode_stable({host = host, profile = p.platform, worst = worst,
       first_contact = notice ~= nil, notice = notice or json.null, results = json.array(results)}), "\n")
   else
-    local color = require("gpurent.pretty").use_color(1)
+    local color = require("gpurent.util.pretty").use_color(1)
     if notice then print_notice(host, p, notice, color) end
     print_table(results, color)
   end

@@ -1,9 +1,9 @@
 -- gpurent cost: what the metered time recorded in the ledger cost, per instance and
 -- per run (the instance's metered time inside the run's window), since a date.
 local cli = require "gpurent.cli"
-local json = require "gpurent.json"
-local ledger = require "gpurent.ledger"
-local money = require "gpurent.money"
+local json = require "gpurent.util.json"
+local ledger = require "gpurent.state.ledger"
+local money = require "gpurent.util.money"
 
 local M = {summary = "accrued cost per run and per instance (from the ledger)"}
 M.usage = [[usage: gpurent cost [--since DATE] [--json]

@@ -4,7 +4,7 @@
 -- exit code is the remote command's. Ctrl-C (and --timeout) TERM the command's
 -- remote process group, since closing a channel does not stop a remote command.
 local cli = require "gpurent.cli"
-local errors = require "gpurent.errors"
+local errors = require "gpurent.util.errors"
 
 local M = {}
 M.usage = [[usage: gpurent exec HOST [--timeout S] [--no-stdin] [--accept-new-host] -- COMMAND [ARGS ...]
@@ -71,7 +71,7 @@ local function stdout_sink()
 end
 
 local function run(host, command, timeout, opts)
-  local inst = require("gpurent.instance").connect(host, {accept_new_host = opts.accept_new_host})
+  local inst = require("gpurent.transport.instance").connect(host, {accept_new_host = opts.accept_new_host})
   local sink = stdout_sink()
   local r = inst:sh(command, {stdin = input(opts), timeout = timeout, capture = false, to = sink,
     on_line = function(line, stream)

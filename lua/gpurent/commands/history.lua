@@ -2,9 +2,9 @@
 -- run's phases, transfers, manifests, billing calls, gate decisions and notifications
 -- in time order.
 local cli = require "gpurent.cli"
-local json = require "gpurent.json"
-local ledger = require "gpurent.ledger"
-local money = require "gpurent.money"
+local json = require "gpurent.util.json"
+local ledger = require "gpurent.state.ledger"
+local money = require "gpurent.util.money"
 
 local M = {summary = "runs recorded in the ledger, or one run's events"}
 M.usage = [[usage: gpurent history [--run ID] [--limit N] [--json]

@@ -8,8 +8,8 @@
 -- installs your public key with the console password typed on the terminal (like
 -- ssh-copy-id), and shows the first-contact notice.
 local cli = require "gpurent.cli"
-local errors = require "gpurent.errors"
-local setup = require "gpurent.phases.setup"
+local errors = require "gpurent.util.errors"
+local setup = require "gpurent.lifecycle.phases.setup"
 
 local M = {summary = "add or update the ssh alias of a rented instance"}
 M.usage = [[usage:
@@ -27,15 +27,15 @@ local SPEC = {identity = "value", install_key = "value", known_hosts = "value", 
               no_contact = "flag", profile = "value", json = "flag"}
 
 local function contact(name, opts)
-  local run = require "gpurent.run"
-  local inst = require("gpurent.instance").connect(name, {accept_new_host = true})
+  local run = require "gpurent.lifecycle.run"
+  local inst = require("gpurent.transport.instance").connect(name, {accept_new_host = true})
   if inst.conn and inst.conn.hostkey then
     local hk = inst.conn.hostkey
     io.write(string.format("host key of %s: %s %s%s\n", name, hk.type, hk.fingerprint,
       hk.added and (" (recorded in " .. hk.added .. ")") or " (already known)"))
   end
   if opts.install_key then
-    local fs = require "gpurent.fs"
+    local fs = require "gpurent.util.fs"
     local how = setup.install_key(inst, fs.read_file(opts.install_key))
     io.write(string.format("public key %s: %s in ~/.ssh/authorized_keys on %s (later connections are key-based)\n",
       opts.install_key, how, name))
@@ -49,7 +49,7 @@ end
 -- One name per box: the ledger links the alias to the provider's instance, so billing,
 -- status, run and repl accept either name (billing.autodl Client:find reads the link).
 local function link_uuid(name, uuid)
-  local L = require("gpurent.ledger").open()
+  local L = require("gpurent.state.ledger").open()
   local ok, err = pcall(L.upsert_instance, L, {name = name, profile = "autodl", provider_id = uuid})
   L:close()
   if not ok then error(err, 0) end
@@ -71,7 +71,7 @@ function M.main(args)
       rows[#rows + 1] = {name = n, user = h.user or "root", host = h.host, port = h.port}
     end
     if opts.json then
-      local json = require "gpurent.json"
+      local json = require "gpurent.util.json"
       io.write(json.encode_stable({hosts_file = setup.hosts_file(), hosts = json.array(rows)}), "\n")
       return 0
     end

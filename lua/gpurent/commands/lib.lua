@@ -1,8 +1,8 @@
 -- gpurent lib: add, list, update, remove and sync team-shared recipe libraries
--- (git repositories pinned in gpurent.lock). The mechanism is lua/gpurent/lib.lua.
+-- (git repositories pinned in gpurent.lock). The mechanism is lua/gpurent/config/lib.lua.
 local cli = require "gpurent.cli"
-local json = require "gpurent.json"
-local lib = require "gpurent.lib"
+local json = require "gpurent.util.json"
+local lib = require "gpurent.config.lib"
 
 local M = {summary = "team-shared recipe libraries (git, pinned in gpurent.lock)"}
 M.usage = [[usage: gpurent lib add NAME SOURCE [--ref REF]   clone SOURCE (git URL or local path), pin its commit
@@ -34,7 +34,7 @@ local function list(opts)
   for _, r in ipairs(rows) do
     t[#t + 1] = {r.name, r.source, r.ref or "-", r.commit:sub(1, 12), r.dirty, r.note or ""}
   end
-  io.write(require("gpurent.ledger").table_text(t))
+  io.write(require("gpurent.state.ledger").table_text(t))
   io.write("(", scope, " lock ", lockpath, ")\n")
   return 0
 end

@@ -1,9 +1,9 @@
 -- gpurent logs RUN [-f]: a run's log (the job's stdout and stderr, written by the
 -- wrapper to <active>/<run-id>/train.log on the box), read over SSH from the host the
 -- ledger recorded for the run. -f follows it like tail -F, until the run's current
--- attempt is marked DONE or FAILED by the wrapper (lua/gpurent/detach.lua), or Ctrl-C.
+-- attempt is marked DONE or FAILED by the wrapper (lua/gpurent/lifecycle/detach.lua), or Ctrl-C.
 local cli = require "gpurent.cli"
-local errors = require "gpurent.errors"
+local errors = require "gpurent.util.errors"
 
 local M = {}
 M.usage = [[usage: gpurent logs RUN [-f | --follow] [-n LINES | --lines LINES]
@@ -15,7 +15,7 @@ marked DONE or FAILED, printing which; Ctrl-C stops following (the remote tail g
 Exit codes: 0 ok (with -f: the attempt ended DONE), 1 the log is missing or the attempt
 FAILED, 2 usage, 255 the box cannot be reached.]]
 
-local q = require("gpurent.shell").quote
+local q = require("gpurent.util.shell").quote
 local POLL_SECONDS = 1
 
 -- -f and -n N are short options here (tail's), so they are taken out first.
@@ -85,11 +85,11 @@ end
 
 function M.main(args)
   local id, follow, lines = parse(args)
-  local r = require("gpurent.run").load(id)
+  local r = require("gpurent.lifecycle.run").load(id)
   -- the run's recorded ssh_config unless the environment names one (as Run:connect)
   local config = os.getenv("GPURENT_SSH_CONFIG")
   if not config or config == "" then config = r.ssh_config end
-  local ok, inst = pcall(require("gpurent.instance").connect, r.host, {config = config ~= "" and config or nil})
+  local ok, inst = pcall(require("gpurent.transport.instance").connect, r.host, {config = config ~= "" and config or nil})
   if not ok then
     if errors.is_error_object(inst) then error(inst, 0) end
     io.stderr:write("gpurent: logs ", id, ": ", errors.message(inst), "\n")

@@ -1,10 +1,10 @@
 -- gpurent put HOST SRC... DST and gpurent get HOST SRC... DST (commands/get.lua is
 -- this module with the other direction): files and directory trees over gpurent's
--- own connection, with the guarantees of gpurent.transfer (lua/gpurent/transfer.lua):
+-- own connection, with the guarantees of gpurent.transfer (lua/gpurent/transport/transfer.lua):
 -- .part + rename, the destination lock, resume, mode and mtime, every file's SHA-256
 -- verified on both ends (by default here), trees with many files in flight.
 local cli = require "gpurent.cli"
-local errors = require "gpurent.errors"
+local errors = require "gpurent.util.errors"
 
 local M = {}
 
@@ -59,14 +59,14 @@ local function parse(verb, args)
 end
 
 local function emit(t)
-  io.stdout:write(require("gpurent.json").encode(t), "\n")
+  io.stdout:write(require("gpurent.util.json").encode(t), "\n")
   io.stdout:flush()
 end
 
 local function run(verb, host, srcs, dst, o)
-  local transfer = require "gpurent.transfer"
+  local transfer = require "gpurent.transport.transfer"
   local lfs = require "lfs"
-  local inst = require("gpurent.instance").connect(host, {accept_new_host = o.accept_new_host})
+  local inst = require("gpurent.transport.instance").connect(host, {accept_new_host = o.accept_new_host})
   local t0 = gpurent.now()
   local files, bytes = 0, 0
   local ok, err = pcall(function()

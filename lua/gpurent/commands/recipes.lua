@@ -3,10 +3,10 @@
 -- recipe: gpurent.recipe.describe). The lookup order is gpurent.recipe.find's:
 -- the trusted project's recipes/, gpurent's installed recipes/, team libraries.
 local cli = require "gpurent.cli"
-local errors = require "gpurent.errors"
-local json = require "gpurent.json"
+local errors = require "gpurent.util.errors"
+local json = require "gpurent.util.json"
 local lfs = require "lfs"
-local recipe = require "gpurent.recipe"
+local recipe = require "gpurent.lifecycle.recipe"
 
 local M = {}
 M.usage = [[usage: gpurent recipes [--json | --names]
@@ -63,7 +63,7 @@ end
 
 local function project_rows(rows)
   local dir = gpurent.project_dir()
-  local trust = require "gpurent.trust"
+  local trust = require "gpurent.config.trust"
   local own = trust.realdir(gpurent.share_dir())
   if own and trust.realdir(dir) == own then return end -- the source tree: its recipes are the installed ones
   for _, name in ipairs(lua_files(dir .. "/recipes")) do
@@ -76,7 +76,7 @@ local function project_rows(rows)
 end
 
 local function library_rows(rows)
-  local lib = require "gpurent.lib"
+  local lib = require "gpurent.config.lib"
   local ok, lock = pcall(lib.read_lock)
   if not ok then
     rows[#rows + 1] = {name = "-", source = "library", path = "-", trusted = false,
@@ -127,7 +127,7 @@ function M.main(args)
   if #rows == 0 then io.write("no recipes found (", gpurent.share_dir(), "/recipes is empty)\n"); return 0 end
   local t = {{"NAME", "SOURCE", "DESCRIPTION"}}
   for _, r in ipairs(rows) do t[#t + 1] = {r.name, r.source, r.description} end
-  io.write(require("gpurent.ledger").table_text(t))
+  io.write(require("gpurent.state.ledger").table_text(t))
   io.write("run one: gpurent run NAME key=value ...; its parameters: gpurent help NAME\n")
   return 0
 end

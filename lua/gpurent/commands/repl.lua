@@ -1,11 +1,11 @@
 -- `gpurent repl HOST [--profile NAME] [--accept-new-host]` | `gpurent repl --local`:
--- an interactive Lua REPL bound to a live instance (see lua/gpurent/repl.lua).
+-- an interactive Lua REPL bound to a live instance (see lua/gpurent/repl/init.lua).
 -- Without HOST it is a usage error, not a quiet local REPL: as `ssh` without a host
 -- and `ansible-console` without an inventory, the command is about a machine, and a
 -- REPL that silently has no instance lets `sh "nvidia-smi"` and `!cmd` run on the
 -- laptop instead of the box. A local one is asked for by name: --local.
 local cli = require "gpurent.cli"
-local errors = require "gpurent.errors"
+local errors = require "gpurent.util.errors"
 
 local usage = [[
 usage: gpurent repl HOST [--profile NAME] [--accept-new-host]

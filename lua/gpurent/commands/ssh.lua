@@ -8,7 +8,7 @@
 -- known_hosts files and StrictHostKeyChecking. gpurent waits for ssh and exits with
 -- its exit code.
 local cli = require "gpurent.cli"
-local errors = require "gpurent.errors"
+local errors = require "gpurent.util.errors"
 
 local M = {}
 M.usage = [=[usage: gpurent ssh HOST [-- COMMAND [ARGS ...]]
@@ -21,7 +21,7 @@ command with its exit code, `gpurent exec HOST -- COMMAND` is the usual way.
 `gpurent ssh HOST --print` prints the ssh command line instead of running it.
 Exit codes: ssh's (the remote shell's exit code, 255 for an ssh error), 2 usage.]=]
 
-local q = require("gpurent.shell").quote
+local q = require("gpurent.util.shell").quote
 
 -- The ssh argv for target: an alias goes as is (ssh resolves it from the config);
 -- user@host:port becomes -p PORT user@host, which ssh does not parse itself.
@@ -29,7 +29,7 @@ local function ssh_words(target, command)
   local words = {"ssh"}
   local config = os.getenv("GPURENT_SSH_CONFIG")
   if config and config ~= "" then words[#words + 1] = "-F"; words[#words + 1] = config end
-  local user, host, port = require("gpurent.sshconfig").parse_target(target)
+  local user, host, port = require("gpurent.transport.sshconfig").parse_target(target)
   if port then words[#words + 1] = "-p"; words[#words + 1] = tostring(port) end
   words[#words + 1] = "--"
   words[#words + 1] = user and (user .. "@" .. host) or host

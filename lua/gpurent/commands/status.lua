@@ -2,9 +2,9 @@
 -- meter, accrued cost, danger clocks, and the current run and phase. Reads only; until
 -- the billing and lifecycle code record live state, it shows what the ledger holds.
 local cli = require "gpurent.cli"
-local json = require "gpurent.json"
-local ledger = require "gpurent.ledger"
-local money = require "gpurent.money"
+local json = require "gpurent.util.json"
+local ledger = require "gpurent.state.ledger"
+local money = require "gpurent.util.money"
 
 local M = {summary = "instances, meters, accrued cost, danger clocks, current run (from the ledger)"}
 M.usage = [[usage: gpurent status [--json]

@@ -1,8 +1,8 @@
 -- gpurent trust: the person vouches for a project directory they cloned or downloaded,
 -- so its profiles/, lua/, recipes/ and gpurent.lock may steer gpurent (issue 14).
--- The mechanism and the checks are lua/gpurent/trust.lua.
+-- The mechanism and the checks are lua/gpurent/config/trust.lua.
 local cli = require "gpurent.cli"
-local trust = require "gpurent.trust"
+local trust = require "gpurent.config.trust"
 
 local M = {summary = "trust a project directory's profiles/, lua/, recipes/ and gpurent.lock"}
 M.usage = [[usage: gpurent trust [DIR] [--json]     trust DIR (default: the project dir) as it is now
@@ -29,7 +29,7 @@ end
 local function list(as_json)
   local rows = trust.list()
   if as_json then
-    local json = require "gpurent.json"
+    local json = require "gpurent.util.json"
     io.write(json.encode_stable({trust_file = trust.file_path(), dirs = json.array(rows)}))
     return 0
   end
@@ -58,7 +58,7 @@ function M.main(args)
   if opts.revoke then return revoke(dir) end
   local entry, real = trust.record(dir)
   if opts.json then
-    io.write(require("gpurent.json").encode_stable({dir = real, files = entry.files, at = entry.at,
+    io.write(require("gpurent.util.json").encode_stable({dir = real, files = entry.files, at = entry.at,
       trust_file = trust.file_path()}))
     return 0
   end

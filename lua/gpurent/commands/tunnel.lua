@@ -1,10 +1,10 @@
 -- gpurent tunnel HOST [LOCAL:]REMOTE ...: local port forwarding (as ssh -L
 -- LOCAL:127.0.0.1:REMOTE) over direct-tcpip channels of gpurent's own connection
--- (lua/gpurent/tunnel.lua): the same ssh_config and host-key checks as every
+-- (lua/gpurent/transport/tunnel.lua): the same ssh_config and host-key checks as every
 -- command, many connections at once, and a dropped session reopened by the next
 -- connection. Runs until Ctrl-C, which closes everything and exits 130.
 local cli = require "gpurent.cli"
-local errors = require "gpurent.errors"
+local errors = require "gpurent.util.errors"
 
 local M = {}
 M.usage = [[usage: gpurent tunnel HOST [LOCAL:]REMOTE ... [--accept-new-host]
@@ -52,10 +52,10 @@ end
 
 function M.main(args)
   local host, ports, opts = parse(args)
-  local tunnel = require "gpurent.tunnel"
+  local tunnel = require "gpurent.transport.tunnel"
   local sys = require("gpurent.core").sys
   io.stdout:setvbuf("line")
-  local ok, inst = pcall(require("gpurent.instance").connect, host, {accept_new_host = opts.accept_new_host})
+  local ok, inst = pcall(require("gpurent.transport.instance").connect, host, {accept_new_host = opts.accept_new_host})
   if not ok then
     if errors.is_error_object(inst) or sys.interrupted() then error(inst, 0) end
     io.stderr:write("gpurent: tunnel ", host, ": ", errors.message(inst), "\n")

@@ -3,9 +3,9 @@
 -- only then write PULL_VERIFIED.json beside it. `--build ROSTER --run-id ID` writes a
 -- PULL_MANIFEST.json for DIR instead (the builder, for a durable tier you can reach).
 local cli = require "gpurent.cli"
-local errors = require "gpurent.errors"
-local fs = require "gpurent.fs"
-local manifest = require "gpurent.manifest"
+local errors = require "gpurent.util.errors"
+local fs = require "gpurent.util.fs"
+local manifest = require "gpurent.lifecycle.manifest"
 
 local M = {summary = "verify a pulled result directory and write PULL_VERIFIED.json"}
 M.usage = [[usage:
@@ -24,7 +24,7 @@ of the line (a failed check is an error on stderr, as without --json).
 Exit codes: 0 verified (or built), 1 a check failed, 2 usage.]]
 
 local function as_json(doc)
-  io.write(require("gpurent.json").encode_stable(doc))
+  io.write(require("gpurent.util.json").encode_stable(doc))
   return 0
 end
 

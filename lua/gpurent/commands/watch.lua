@@ -3,7 +3,7 @@
 -- settings come from the ledger; its state comes from the box (gpurent.monitor),
 -- so this watcher is as good as the one that started the job.
 local cli = require "gpurent.cli"
-local errors = require "gpurent.errors"
+local errors = require "gpurent.util.errors"
 
 local M = {summary = "re-attach to a run and watch it until it finishes, dies or stalls"}
 M.usage = [[usage: gpurent watch RUN [--interval S] [--stall S] [--max-wait S] [--max-relaunches N] [--once] [--finish] [--json]
@@ -28,8 +28,8 @@ local EXIT = {finished = 0, dead = 1, unreachable = 1, fast_finish = 1, stalled 
 -- the lock after this one finds the run finished instead of finishing it again.
 -- Another finisher holding the lock is a refusal that leaves the ledger alone.
 local function finish(inst, r)
-  local phases = require "gpurent.phases"
-  require("gpurent.run_lock").hold(r, inst, function()
+  local phases = require "gpurent.lifecycle.phases"
+  require("gpurent.lifecycle.run_lock").hold(r, inst, function()
     local row = r:ledger(function(L) return L:run(r.id) end)
     if row and row.status == "succeeded" then
       r:say("run", "run %s was already finished by another gpurent (ledger status succeeded): not sealed " ..
@@ -47,7 +47,7 @@ local function finish(inst, r)
 end
 
 local function as_json(r, state, code, extra)
-  local json = require "gpurent.json"
+  local json = require "gpurent.util.json"
   local doc = {run = r.id, host = r.host, state = state, exit_code = code}
   for k, v in pairs(extra or {}) do doc[k] = v end
   io.write(json.encode_stable(doc))
@@ -59,13 +59,13 @@ function M.main(args)
   if opts.help then io.write(M.usage, "\n"); return 0 end
   if #pos ~= 1 then errors.usage(M.usage, 0) end
   -- with --json, stdout carries only the JSON document: the progress lines go to stderr
-  local r = require("gpurent.run").load(pos[1], {out = opts.json and io.stderr or nil})
+  local r = require("gpurent.lifecycle.run").load(pos[1], {out = opts.json and io.stderr or nil})
   local o = {interval = tonumber(opts.interval), stall_seconds = tonumber(opts.stall),
     max_wait = tonumber(opts.max_wait), max_relaunches = tonumber(opts.max_relaunches)}
   r:say("watch", "re-attaching to %s on %s (ledger status %s)", r.id, r.host, tostring(r.status))
   local inst = r:connect()
   if opts.once then
-    local monitor = require "gpurent.monitor"
+    local monitor = require "gpurent.lifecycle.monitor"
     local f = monitor.probe(inst, r)
     local v = monitor.classify(f, {stall_seconds = o.stall_seconds or r.stall_seconds, expected_seconds = r.expected_seconds})
     local line = monitor.status_line(f, v)
@@ -74,7 +74,7 @@ function M.main(args)
     if opts.json then as_json(r, v.state, code, {why = v.why, status = line}) end
     return code
   end
-  local phases = require "gpurent.phases"
+  local phases = require "gpurent.lifecycle.phases"
   local w = r:phase("watch", phases.watch, inst, r, o)
   if w.state == "finished" and opts.finish then
     local ok, err = pcall(finish, inst, r)

@@ -3,8 +3,8 @@
 -- thresholds from the profile, runs one POSIX sh round trip (AD3: one per peer),
 -- and answers ok/warn/fail with evidence, or n/a saying why it could not look.
 local G = require "gpurent.gotchas"
-local storage = require "gpurent.storage"
-local P = require "gpurent.profile"
+local storage = require "gpurent.lifecycle.storage"
+local P = require "gpurent.config.profile"
 
 local q, ok, warn, fail, na = G.q, G.ok, G.warn, G.fail, G.na
 local human = storage.human
@@ -268,7 +268,7 @@ local function ad7_answer(kv)
   if rc == nil then return nil, "its answer was not read" end
   if rc == 127 then return nil, "curl is not installed on the box" end
   if rc ~= 0 then return nil, "nothing answers on 127.0.0.1:%d/data/runs (curl exit " .. rc .. ")" end
-  local okj, runs = pcall(require("gpurent.json").decode, kv.tbbody or "", "/data/runs")
+  local okj, runs = pcall(require("gpurent.util.json").decode, kv.tbbody or "", "/data/runs")
   if not okj or type(runs) ~= "table" then return nil, "127.0.0.1:%d/data/runs answered no JSON list" end
   local set = {}
   for _, r in ipairs(runs) do if type(r) == "string" then set[#set + 1] = r end end

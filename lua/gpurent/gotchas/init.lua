@@ -16,7 +16,7 @@
 -- A probe that raises, or returns anything but a verdict, is reported as n/a with the
 -- reason: the runner never turns "could not look" into ok. Probes run concurrently
 -- (gpurent.parallel); calls on one SSH session are serialised by the instance itself.
-local profile_mod = require "gpurent.profile"
+local profile_mod = require "gpurent.config.profile"
 
 local gotchas = {}
 
@@ -119,7 +119,7 @@ end
 local function parallel(items, fn)
   local g = rawget(_G, "gpurent")
   if g and g.parallel then return g.parallel(items, fn) end
-  local ok, sched = pcall(require, "gpurent.sched")
+  local ok, sched = pcall(require, "gpurent.transport.sched")
   if ok and sched.parallel then return sched.parallel(items, fn) end
   local results = {failed = 0}
   for i, it in ipairs(items) do
@@ -170,7 +170,7 @@ end
 
 -- Shared by probes and fixes -------------------------------------------------
 
-local q = require("gpurent.shell").quote
+local q = require("gpurent.util.shell").quote
 gotchas.q = q
 
 -- The conda/python prefix of the profile's interpreter (/root/miniconda3/bin/python

@@ -5,8 +5,8 @@
 -- without a key, code drift from the commit, and a script changed under a live run.
 -- Probes read the box with POSIX sh (no python needed) and say n/a when they cannot.
 local G = require "gpurent.gotchas"
-local storage = require "gpurent.storage"
-local hash = require "gpurent.hash"
+local storage = require "gpurent.lifecycle.storage"
+local hash = require "gpurent.util.hash"
 
 local q, ok, warn, fail, na = G.q, G.ok, G.warn, G.fail, G.na
 local human = storage.human

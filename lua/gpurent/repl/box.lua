@@ -48,7 +48,7 @@ end
 -- The ledger's row for HOST (by name, or a provider id equal to HOST); nil, why when
 -- there is no ledger, no row, or the ledger cannot be read.
 function Box:ledger_row()
-  local ledger = require "gpurent.ledger"
+  local ledger = require "gpurent.state.ledger"
   if not ledger.exists(ledger.default_path()) then return nil, "no ledger yet" end
   local ok, rows = pcall(function()
     local L = ledger.open()
@@ -143,8 +143,8 @@ end
 -- and the person's config dir are looked through: loading a project's profile would
 -- ask for trust the person did not come here to give.
 function Box:profile_by_pattern()
-  local profile = require "gpurent.profile"
-  local fs = require "gpurent.fs"
+  local profile = require "gpurent.config.profile"
+  local fs = require "gpurent.util.fs"
   for _, e in ipairs(profile.search_entries()) do
     if (e.kind == "installed" or e.kind == "config") and fs.is_dir(e.dir) then
       for f in fs.dir(e.dir) do
@@ -209,7 +209,7 @@ end
 local function text_of(m)
   if not m then return "meter ?" end
   if m.meter ~= "on" then return "meter " .. tostring(m.meter) end
-  local cost = m.accrued and require("gpurent.ledger").money_text(m.accrued, m.currency) or "?"
+  local cost = m.accrued and require("gpurent.state.ledger").money_text(m.accrued, m.currency) or "?"
   return string.format("%s meter on", cost)
 end
 

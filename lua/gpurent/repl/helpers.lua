@@ -5,7 +5,7 @@
 --
 --   sh "cmd"  put(l, r)  get(r, l)  df()  check([ids])  gotchas()  meter()
 --   power_off([name])  release([name], {discard =, pulled =})  help()  exit()  quit()
-local ledger_text = function(rows) return require("gpurent.ledger").table_text(rows) end
+local ledger_text = function(rows) return require("gpurent.state.ledger").table_text(rows) end
 
 local helpers = {}
 
@@ -38,14 +38,14 @@ end
 
 ---------------------------------------------------------------- df
 
-local function human(n) return n and require("gpurent.storage").human(n) or "?" end
+local function human(n) return n and require("gpurent.lifecycle.storage").human(n) or "?" end
 local function pct(x) return x and (tostring(x) .. "%") or "?" end
 
 local function df(session)
-  local storage = require "gpurent.storage"
+  local storage = require "gpurent.lifecycle.storage"
   local reading = storage.measure(need_inst(session), {profile = session.profile})
   local rows = {{"TIER", "PATH", "SIZE", "USED", "FREE", "USE%", "INODES", "IUSE%"}}
-  for _, t in ipairs(require("gpurent.profile").tier_list(session.profile)) do
+  for _, t in ipairs(require("gpurent.config.profile").tier_list(session.profile)) do
     local r = reading.tiers[t.name]
     if r and r.exists ~= false then
       rows[#rows + 1] = {t.name, r.path or t.path, human(r.bytes_total), human(r.bytes_used), human(r.bytes_free),
@@ -95,7 +95,7 @@ end
 
 ---------------------------------------------------------------- meter
 
-local function money(v, cur) return require("gpurent.ledger").money_text(v, cur) end
+local function money(v, cur) return require("gpurent.state.ledger").money_text(v, cur) end
 
 local function meter(session)
   need_inst(session)
@@ -134,7 +134,7 @@ end
 
 function helpers.bind(session)
   local env = session.env
-  env.secret = require("gpurent.secret")  -- secret.ask("label"), secret("value")
+  env.secret = require("gpurent.util.secret")  -- secret.ask("label"), secret("value")
   -- Ctrl-C TERMs the command's remote process group (inst:sh's default) and the
   -- error says so; opts as inst:sh's (to=FILE for more than the capture cap)
   env.sh = function(cmd, o)

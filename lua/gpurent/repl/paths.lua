@@ -92,7 +92,7 @@ local function sftp_dir(dir)
 end
 
 local function sftp_entries(inst, conn, dir, deadline)
-  local ssh = require "gpurent.ssh"
+  local ssh = require "gpurent.transport.ssh"
   local sftp = inst:_sftp(conn)
   local h = ssh.run(conn, deadline, "open directory " .. dir, sftp.open, sftp, dir, "d")
   local out, links = {}, 0

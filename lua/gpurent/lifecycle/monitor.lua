@@ -1,0 +1,298 @@
+-- gpurent.monitor: what a running job is doing, from live facts, in one round trip.
+--
+-- A probe gathers, in one SSH command: the run's tmux session and wrapper process
+-- (by exact name and exact PID), the wrapper's DONE/FAILED markers for the current
+-- attempt, the log's mtime and last line, the newest artifact's mtime, df -h and
+-- df -i of the live and durable tiers, cgroup memory and its oom_kill count, GPU
+-- utilisation, and - only when nothing is alive - the log's tail for triage.
+-- State is decided from those facts, never from a grep of a cumulative log:
+--   finished  no session, no process, and the wrapper's marker says exit 0
+--   dead      no session, no process, and no success marker (FAILED, or vanished)
+--   stalled   alive, but the newest log line and artifact are older than the window
+--   running   alive and moving (a frozen log with advancing artifacts is noted as
+--             buffered stdout)
+-- A dead job is triaged into a class with a fixed remedy:
+--   probabilistic -> relaunch the identical command (it resumes from its checkpoint)
+--   disk_full     -> prune the profile's scratch (keep best), else ask to expand
+--   everything else (code bug, CUDA OOM, cgroup OOM, durable sync) -> stop
+--
+--   monitor.probe_script(r) -> sh text          monitor.parse(r, stdout) -> facts
+--   monitor.probe(inst, r [, {timeout=}]) -> facts
+--   monitor.classify(facts, {stall_seconds=, expected_seconds=}) -> verdict
+--   monitor.triage(facts) -> {class=, cause=, remedy=, evidence=}
+--   monitor.status_line(facts, verdict) -> one line
+local storage = require "gpurent.lifecycle.storage"
+local profile_mod = require "gpurent.config.profile"
+
+local monitor = {}
+local q = storage.q
+
+monitor.REMEDY = {
+  probabilistic = "relaunch",
+  disk_full = "prune",
+  code = "stop", cuda_oom = "stop", oom = "stop", durable_sync = "stop", unknown = "stop",
+}
+
+local PROBE = [=[
+M=@META@; S=@SESSION@; LOG=@LOG@; OUT=@OUT@
+cur=$(cat "$M/current" 2>/dev/null || echo 0); D="$M/a$cur"
+echo "gr_attempt $cur"
+alive=0
+if command -v tmux >/dev/null 2>&1; then
+  if tmux has-session -t "=$S" 2>/dev/null; then echo "gr_session 1"; alive=1; else echo "gr_session 0"; fi
+else echo "gr_session none"; fi
+pid=$(cat "$D/pid" 2>/dev/null)
+if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$M/run-v"; then
+  echo "gr_proc 1 $pid"; alive=1
+else echo "gr_proc 0 ${pid:-none}"; fi
+[ -f "$D/DONE" ] && echo "gr_done $(cat "$D/DONE")"
+[ -f "$D/FAILED" ] && echo "gr_failed $(cat "$D/FAILED")"
+echo "gr_now $(date +%s)"
+echo "gr_started $(cat "$D/started" 2>/dev/null)"
+echo "gr_boot $(cut -d' ' -f22 /proc/1/stat 2>/dev/null) $(cat "$D/boot" 2>/dev/null)"
+echo "gr_oom0 $(cat "$D/oom0" 2>/dev/null)"
+if [ -f "$LOG" ]; then
+  echo "gr_logmtime $(stat -c %Y "$LOG")"
+  echo "gr_last $(tail -n 20 "$LOG" | grep -v '^\[gpurent\]' | tail -n 1 | cut -c1-200)"
+fi
+a=$(find "$OUT" -type f -printf '%T@ %P\n' 2>/dev/null | sort -n | tail -n 1)
+[ -n "$a" ] && echo "gr_artifact $a"
+if command -v nvidia-smi >/dev/null 2>&1; then
+  echo "gr_gpu $(nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits 2>&1 | head -n 4 | tr '\n' ' ')"
+fi
+if [ "$alive" = 0 ] && [ -f "$LOG" ]; then tail -n 40 "$LOG" | cut -c1-300 | sed 's/^/gr_tail /'; fi
+true
+]=]
+
+-- The tiers a probe measures: the live one and the durable one.
+local function tiers_of(r)
+  local names, seen = {}, {}
+  for _, t in ipairs({profile_mod.live_tier(r.profile), profile_mod.durable_tier(r.profile)}) do
+    if t and not seen[t.name] then seen[t.name] = true; names[#names + 1] = t.name end
+  end
+  return names
+end
+
+function monitor.probe_script(r)
+  local body = PROBE:gsub("@([%u_]+)@", {META = q(r.paths.meta), SESSION = q(r.session), LOG = q(r.paths.log),
+    OUT = q(r.paths.out)})
+  return storage.measure_script(r.profile, tiers_of(r)) .. "\n" .. body
+end
+
+local function num(s) return s and tonumber((s:match("^%s*(%S+)"))) end
+
+local function marker(text)
+  if not text then return nil end
+  return {exit = tonumber(text:match("exit=(%-?%d+)")), stage = text:match("stage=(%S+)"),
+          at = tonumber(text:match("at=(%d+)")), text = text}
+end
+
+function monitor.parse(r, stdout)
+  local m = storage.parse_measure(r.profile, tiers_of(r), stdout)
+  local f = {tiers = m.tiers, mem = m.mem, tail = {}}
+  for line in stdout:gmatch("[^\n]+") do
+    local k, v = line:match("^gr_(%w+) ?(.*)$")
+    if k == "tail" then f.tail[#f.tail + 1] = v
+    elseif k == "attempt" then f.attempt = tonumber(v) or 0
+    elseif k == "session" then f.session = (v == "none") and nil or (v == "1"); f.tmux = v ~= "none"
+    elseif k == "proc" then
+      local a, pid = v:match("^(%d) (%S+)")
+      f.proc, f.pid = a == "1", tonumber(pid)
+    elseif k == "done" then f.done = marker(v)
+    elseif k == "failed" then f.failed = marker(v)
+    elseif k == "now" then f.now = num(v)
+    elseif k == "started" then f.started = num(v)
+    elseif k == "boot" then
+      local now_b, then_b = v:match("^(%S*)%s*(%S*)$")
+      f.boot_now, f.boot0 = tonumber(now_b), tonumber(then_b)
+    elseif k == "oom0" then f.oom0 = num(v)
+    elseif k == "logmtime" then f.log_mtime = num(v)
+    elseif k == "last" then f.last_line = v
+    elseif k == "artifact" then
+      local t, p = v:match("^(%S+) (.*)$")
+      f.artifact_mtime, f.artifact = tonumber(t), p
+    elseif k == "gpu" then
+      f.gpu = v:match("^%s*(.-)%s*$")
+    end
+  end
+  f.alive = (f.session == true) or f.proc == true
+  return f
+end
+
+function monitor.probe(inst, r, o)
+  o = o or {}
+  -- a probe only reads: safe to re-run after a lost connection
+  local res = inst:sh(monitor.probe_script(r), {timeout = o.timeout or 20, idempotent = true})
+  if res.code ~= 0 then
+    error(string.format("probe of %s on %s exited %s: %s", r.id, r.host, tostring(res.code), res.stderr or ""), 0)
+  end
+  return monitor.parse(r, res.stdout)
+end
+
+-- ---- triage ------------------------------------------------------------------
+
+-- Log patterns, first match wins; each names a class (and so a remedy).
+monitor.TRIAGE = {
+  {class = "disk_full", cause = "disk full during save",
+   patterns = {"iostream error", "No space left on device", "Errno 28", "ENOSPC", "Disk quota exceeded"}},
+  {class = "cuda_oom", cause = "CUDA out of memory (the batch does not fit the GPU)",
+   patterns = {"CUDA out of memory", "OutOfMemoryError"}},
+  {class = "code", cause = "a bug in the code (same input, same error: never blind-retry)",
+   patterns = {"KeyError", "AttributeError", "NameError", "TypeError", "ImportError", "ModuleNotFoundError",
+               "SyntaxError", "IndexError", "ValueError", "RuntimeError", "AssertionError", "Traceback"}},
+}
+
+local function find_in(lines, pat)
+  for i = #lines, 1, -1 do
+    if lines[i]:find(pat, 1, true) then return lines[i] end
+  end
+end
+
+local function oom_grew(f)
+  local now = f.mem and f.mem.oom_kill
+  return now and f.oom0 and now > f.oom0, now
+end
+
+local function rebooted(f)
+  return f.boot_now and f.boot0 and f.boot_now ~= f.boot0
+end
+
+-- Why a wrapper vanished without writing a marker: each candidate with its evidence.
+function monitor.vanished_causes(f)
+  local c = {}
+  local grew, now = oom_grew(f)
+  c[#c + 1] = {cause = "reboot", likely = rebooted(f) and true or false,
+    evidence = rebooted(f) and "PID 1 started again since the launch (the box rebooted or was powered off)"
+      or "PID 1 is the one that was running at launch"}
+  c[#c + 1] = {cause = "cgroup OOM kill", likely = grew and true or false,
+    evidence = string.format("oom_kill %s at launch, %s now", tostring(f.oom0), tostring(now))}
+  c[#c + 1] = {cause = "SSH hang-up", likely = false,
+    evidence = "the job was detached (tmux/nohup + setsid): a hang-up does not reach it"}
+  c[#c + 1] = {cause = "manual kill", likely = not rebooted(f) and not grew,
+    evidence = "no marker: the wrapper itself was killed (its PID or group) before it could write one"}
+  return c
+end
+
+function monitor.triage(f)
+  local tail = f.tail or {}
+  local fm = f.failed
+  if fm and fm.stage == "durable-sync" then
+    return {class = "durable_sync", remedy = "stop", evidence = find_in(tail, "durable sync FAILED") or fm.text,
+      cause = "the command exited 0 but the checked copy to the durable tier failed (check df -i: AD4)"}
+  end
+  for _, t in ipairs(monitor.TRIAGE) do
+    if t.class ~= "code" then
+      for _, p in ipairs(t.patterns) do
+        local line = find_in(tail, p)
+        if line then return {class = t.class, cause = t.cause, remedy = monitor.REMEDY[t.class], evidence = line} end
+      end
+    end
+  end
+  local exit = fm and fm.exit
+  local grew, now = oom_grew(f)
+  if exit == 137 or find_in(tail, "Killed") and (tail[#tail] or ""):match("^%s*Killed") then
+    if grew then
+      return {class = "oom", remedy = "stop", cause = "cgroup OOM kill (exit 137)",
+        evidence = string.format("memory oom_kill %s -> %s", tostring(f.oom0), tostring(now))}
+    end
+    return {class = "probabilistic", remedy = "relaunch", cause = "killed by SIGKILL (exit 137) without a cgroup OOM: a manual or external kill",
+      evidence = string.format("exit %s; oom_kill unchanged (%s)", tostring(exit), tostring(now))}
+  end
+  for _, t in ipairs(monitor.TRIAGE) do
+    if t.class == "code" then
+      for _, p in ipairs(t.patterns) do
+        local line = find_in(tail, p)
+        if line then return {class = "code", cause = t.cause, remedy = "stop", evidence = line} end
+      end
+    end
+  end
+  if exit == 143 or exit == 129 or exit == 130 then
+    return {class = "probabilistic", remedy = "relaunch", evidence = "exit " .. exit,
+      cause = ({[143] = "terminated (SIGTERM)", [129] = "hang-up (SIGHUP)", [130] = "interrupted (SIGINT)"})[exit]}
+  end
+  if not fm then
+    local causes = monitor.vanished_causes(f)
+    local likely = {}
+    for _, c in ipairs(causes) do if c.likely then likely[#likely + 1] = c.cause end end
+    local cls = grew and "oom" or "probabilistic"
+    return {class = cls, remedy = monitor.REMEDY[cls], causes = causes,
+      cause = "the job vanished without a marker: " .. (#likely > 0 and table.concat(likely, " or ") or "unknown"),
+      evidence = "no tmux session, no wrapper process, no DONE/FAILED marker"}
+  end
+  return {class = "unknown", remedy = "stop", cause = "exit " .. tostring(exit) .. " with no recognised error in the log",
+    evidence = tail[#tail]}
+end
+
+-- ---- classification ------------------------------------------------------------
+
+function monitor.classify(f, o)
+  o = o or {}
+  local stall = o.stall_seconds or 600
+  local v = {facts = f}
+  if (f.attempt or 0) == 0 then v.state = "not_launched"; return v end
+  local now = f.now or os.time()
+  if f.alive then
+    local newest = math.max(f.log_mtime or 0, f.artifact_mtime or 0, f.started or 0)
+    v.quiet_for = math.floor(now - newest)
+    if v.quiet_for > stall then
+      v.state = "stalled"
+      v.why = string.format("alive but nothing written for %ds (log and newest artifact; window %ds)", v.quiet_for, stall)
+    else
+      v.state = "running"
+      if f.log_mtime and f.artifact_mtime and now - f.log_mtime > stall and now - f.artifact_mtime <= stall then
+        v.note = "log frozen while checkpoints advance: stdout is buffered (PYTHONUNBUFFERED=1 / python -u)"
+      end
+      if f.done or f.failed then v.note = "marker written, the wrapper is exiting" end
+    end
+    return v
+  end
+  if f.done and f.done.exit == 0 and not f.failed then
+    v.state = "finished"
+    v.elapsed = (f.done.at or now) - (f.started or now)
+    if o.expected_seconds and o.expected_seconds > 0 and v.elapsed < 0.5 * o.expected_seconds then
+      v.fast_finish = true
+      v.why = string.format("finished in %ds, under half the expected %ds: probable failure", v.elapsed, o.expected_seconds)
+    end
+    return v
+  end
+  v.state = "dead"
+  v.triage = monitor.triage(f)
+  v.why = v.triage.cause
+  return v
+end
+
+-- ---- the status line -------------------------------------------------------------
+
+local function ago(now, t) return t and (math.floor(math.max(0, now - t)) .. "s ago") or "never" end
+
+local function tier_text(t)
+  if not t then return "?" end
+  if t.exists == false then return t.path .. " missing" end
+  return string.format("%s %s%% bytes %s%% inodes", t.path, tostring(t.bytes_pct or "?"), tostring(t.inodes_pct or "?"))
+end
+
+function monitor.status_line(f, v)
+  local now = f.now or os.time()
+  local parts = {}
+  parts[#parts + 1] = string.format("attempt %d %s", f.attempt or 0, string.upper(v.state))
+  local alive = {}
+  if f.session ~= nil then alive[#alive + 1] = "tmux " .. (f.session and "up" or "gone") end
+  alive[#alive + 1] = "pid " .. tostring(f.pid or "-") .. (f.proc and " alive" or " gone")
+  parts[#parts + 1] = table.concat(alive, ", ")
+  if f.done then parts[#parts + 1] = "DONE exit " .. tostring(f.done.exit) end
+  if f.failed then parts[#parts + 1] = "FAILED exit " .. tostring(f.failed.exit) .. " at " .. tostring(f.failed.stage) end
+  parts[#parts + 1] = string.format("log %s %q", ago(now, f.log_mtime), f.last_line or "")
+  parts[#parts + 1] = string.format("newest artifact %s%s", ago(now, f.artifact_mtime),
+    f.artifact and (" (" .. f.artifact .. ")") or "")
+  local names = {}
+  for name in pairs(f.tiers or {}) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do parts[#parts + 1] = tier_text(f.tiers[name]) end
+  local m = f.mem or {}
+  parts[#parts + 1] = string.format("mem %s/%s oom_kill %s", storage.human(m.usage), storage.human(m.limit),
+    tostring(m.oom_kill or "?"))
+  parts[#parts + 1] = "gpu " .. (f.gpu and (f.gpu .. "%") or "n/a")
+  return table.concat(parts, " | ")
+end
+
+return monitor

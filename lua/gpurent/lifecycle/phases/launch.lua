@@ -1,0 +1,155 @@
+-- Phase 3, launch (LIFECYCLE.md): push the code resumably and verify it on the box,
+-- start the job detached (tmux session named after the run; nohup + setsid when
+-- tmux is absent) inside gpurent's wrapper (gpurent.detach: the on-box completion
+-- chain), probe briefly (alive, first log line, no Traceback) and hand control back.
+--
+--   launch(inst, r, opts) -> {mode, attempt, pid, script, version}
+--   opts: command (the train command; {python} {out} {code} {run_id} are filled in),
+--         mode ("auto" | "tmux" | "nohup"), probe_seconds (10), env {K=V}
+--   launch.relaunch(inst, r, opts) -> same: the identical wrapper again (it resumes
+--         from the latest checkpoint); refused while this run's job is alive
+--   launch.expand(r, command) -> the command with the placeholders filled in
+local detach = require "gpurent.lifecycle.detach"
+local monitor = require "gpurent.lifecycle.monitor"
+local profile_mod = require "gpurent.config.profile"
+local errors = require "gpurent.util.errors"
+local sched = require "gpurent.transport.sched"
+
+local launch = {}
+local q = detach.q
+
+function launch.expand(r, command)
+  local vars = {python = r.python or (r.profile.env and r.profile.env.python) or "python",
+                out = r.paths.out, code = r.paths.code, run_id = r.id, project = r.project}
+  return (command:gsub("{([%a_]+)}", function(k)
+    local v = vars[k]
+    if v == nil then return nil end
+    return (k == "run_id" or k == "project") and v or q(v)
+  end))
+end
+
+-- An idempotent step (a resumable put, a read-only check) that stalls is retried once
+-- on a fresh connection: a stalled SSH channel must not hang the launch for minutes.
+function launch.retrying(inst, r, what, fn)
+  return r:retrying(inst, "launch", what, fn)
+end
+
+-- Push every file of the prepared tree (resumable .part transfers, SHA-256 checked
+-- per file), then prove the whole tree on the box with one sha256sum listing.
+function launch.push_code(inst, r)
+  local files = r.code_files or require("gpurent.lifecycle.phases.prepare").tree(r.code_dir).files
+  local dirs, seen = {q(r.paths.code), q(r.paths.out), q(r.paths.meta)}, {}
+  for _, f in ipairs(files) do
+    local d = f.path:match("^(.*)/[^/]*$")
+    if d and not seen[d] then seen[d] = true; dirs[#dirs + 1] = q(r.paths.code .. "/" .. d) end
+  end
+  inst:sh("mkdir -p " .. table.concat(dirs, " "), {timeout = 60, check = true, idempotent = true})
+  local bytes = 0
+  for _, f in ipairs(files) do
+    launch.retrying(inst, r, "put " .. f.path, function()
+      return inst:put(r.code_dir .. "/" .. f.path, r.paths.code .. "/" .. f.path,
+        {verify = true, progress = false, stall_timeout = 30})
+    end)
+    bytes = bytes + f.bytes
+  end
+  local list = {}
+  for _, f in ipairs(files) do list[#list + 1] = q(f.path) end
+  local res = launch.retrying(inst, r, "the code check", function()
+    return inst:sh("cd " .. q(r.paths.code) .. " && sha256sum -- " .. table.concat(list, " "),
+      {timeout = 60, idempotent = true})
+  end)
+  local remote = {}
+  for hex, path in res.stdout:gmatch("(%x+)  ([^\n]+)") do remote[path] = hex end
+  local bad = {}
+  for _, f in ipairs(files) do
+    if remote[f.path] ~= f.sha256 then bad[#bad + 1] = f.path end
+  end
+  if #bad > 0 or res.code ~= 0 then
+    error(string.format("launch: the code on %s differs from the local tree after the push: %s", r.host,
+      #bad > 0 and table.concat(bad, ", ") or (res.stderr or "")), 0)
+  end
+  pcall(r.ledger, r, function(L)
+    L:record_transfer{run_id = r.id, instance = r.host, direction = "put", local_path = r.code_dir,
+      remote_path = r.paths.code, bytes = bytes, sha256 = r.run_json and r.run_json.code.tree_sha256, outcome = "ok"}
+  end)
+  return #files, bytes
+end
+
+-- After a start: alive, a first line from the program, no Traceback - or it died.
+function launch.probe(inst, r, o)
+  local deadline = require("gpurent.core").sys.now() + (o.probe_seconds or 10)
+  local f, v
+  for _ = 1, 200 do
+    f = launch.retrying(inst, r, "the launch probe", function() return monitor.probe(inst, r, {timeout = 15}) end)
+    v = monitor.classify(f, {stall_seconds = 1e9})
+    if v.state == "finished" then
+      r:say("launch", "probe: already finished (exit 0): %s", f.last_line or "")
+      return v
+    end
+    if v.state == "dead" then
+      error(string.format("launch: the job died right after the start: %s\n  evidence: %s\n  remedy: %s",
+        v.triage.cause, tostring(v.triage.evidence), v.triage.remedy), 0)
+    end
+    if f.alive and f.last_line and f.last_line ~= "" then
+      if f.last_line:find("Traceback", 1, true) then
+        error("launch: Traceback in the first log lines: " .. f.last_line, 0)
+      end
+      r:say("launch", "probe: alive (pid %s%s), first log line: %s", tostring(f.pid),
+        f.session and (", tmux session " .. r.session) or "", f.last_line)
+      return v
+    end
+    if require("gpurent.core").sys.now() > deadline then break end
+    sched.sleep(0.2)
+  end
+  r:say("launch", "probe: alive=%s but no log line yet after %ss (watch will tell)", tostring(f and f.alive), tostring(o.probe_seconds or 10))
+  return v
+end
+
+local function wrapper_opts(r, o)
+  local p = r.profile
+  local durable = profile_mod.durable_tier(p)
+  return {
+    command = launch.expand(r, o.command), env = r.env, hook = r.hook, cred_file = r.cred_file,
+    sync = p.checkpoints.sync or {}, scratch = p.checkpoints.scratch or {},
+    durable_dir = r.paths.durable_ckpt, durable_tier = durable and durable.path,
+  }
+end
+
+function launch.run(inst, r, o)
+  o = o or {}
+  if not o.command or o.command == "" then errors.usage("launch: no train command", 0) end
+  local n, bytes = launch.push_code(inst, r)
+  r:say("launch", "pushed %d files (%d bytes) to %s; every SHA-256 re-read on the box and matching", n, bytes, r.paths.code)
+  if r.run_json_path then
+    inst:put(r.run_json_path, r.paths.active .. "/run.json", {verify = true, progress = false})
+  end
+  local wo = wrapper_opts(r, o)
+  for k, v in pairs(o.env or {}) do wo.env = wo.env or {}; wo.env[k] = v end
+  local script, version, new = detach.install(inst, r, function(v)
+    wo.version = v
+    return detach.wrapper(r, wo)
+  end)
+  r:say("launch", "wrapper %s (v%d, %s; never rewritten under a live job)", script, version, new and "new" or "unchanged")
+  r:say("launch", "command: %s", wo.command)
+  local st = detach.start(inst, r, {script = script, mode = o.mode})
+  st.script, st.version = script, version
+  r:say("launch", "started attempt %d under %s%s; outputs and checkpoints in %s; log %s", st.attempt, st.mode,
+    st.mode == "tmux" and (" (session " .. r.session .. ")") or " (tmux absent: nohup + setsid fallback)",
+    r.paths.out, r.paths.log)
+  launch.probe(inst, r, o)
+  return st
+end
+
+-- Relaunch the identical command: probe first (detach.start refuses while alive).
+function launch.relaunch(inst, r, o)
+  o = o or {}
+  local cur = detach.current(inst, r)
+  if not cur.script then error("relaunch: no earlier attempt of " .. r.id .. " on " .. r.host, 0) end
+  local st = detach.start(inst, r, {script = cur.script, mode = o.mode or cur.mode})
+  st.script = cur.script
+  r:say("launch", "relaunched the identical command as attempt %d under %s (%s): it resumes from the latest checkpoint",
+    st.attempt, st.mode, cur.script)
+  return st
+end
+
+return setmetatable(launch, {__call = function(_, ...) return launch.run(...) end})

@@ -1,0 +1,40 @@
+-- Phase 5c, teardown: the Iron Law's order (no meter-stop before PULL_VERIFIED.json
+-- exists), then the one guarded power-off of gpurent.billing.stop: the gate refuses
+-- (exit 3, nothing sent) without the person's approval (`--approve INSTANCE` on the
+-- gpurent command line, or the name typed on the terminal) and, where the profile
+-- calls power-off irreversible, without every file that dies being pulled. Over this
+-- phase's SSH session it first takes the inventory a later release will need.
+-- It runs under the run's finish lock (gpurent.run_lock), like close and pull.
+--
+--   teardown(inst, r, opts) -> {decision =, status =}
+--   opts: pulled_dir (where PULL_VERIFIED.json is), instance (the API's name or uuid,
+--         or an alias linked by host add --uuid; r.host), client (gpurent.billing.autodl
+--         client; made when absent: the token stays in C), dry_run, wait, deadline
+local manifest = require "gpurent.lifecycle.manifest"
+local errors = require "gpurent.util.errors"
+local run_lock = require "gpurent.lifecycle.run_lock"
+
+local teardown = {}
+
+local function power_off(inst, r, o)
+  o = o or {}
+  local pulled = o.pulled_dir
+  local ok, why = pcall(manifest.read_verified, pulled or "")
+  if not pulled or not ok then
+    errors.refuse("teardown: no meter-stop before a verified pull: " .. tostring(pulled and why or "no pulled_dir given"), 0)
+  end
+  local client = o.client or require("gpurent.billing.autodl").client{dry_run = o.dry_run}
+  if not client:has_token() then
+    errors.refuse("teardown: no AutoDL developer token (AUTODL_TOKEN / AUTODL_TOKEN_FILE): power it off on the console", 0)
+  end
+  local res = require("gpurent.billing.stop").run{verb = "power_off", client = client, ref = o.instance or r.host,
+    inst = inst, target = r.host, pulled = {pulled}, profile = r.profile, profile_name = r.profile_name,
+    run_id = r.id, interactive = require("gpurent.core").sys.isatty(0), dry_run = o.dry_run,
+    wait = o.wait, deadline = o.deadline,
+    say = function(fmt, ...) r:say("teardown", fmt, ...) end}
+  return {decision = res.decision, status = res.status}
+end
+
+function teardown.run(inst, r, o) return run_lock.hold(r, inst, power_off, inst, r, o) end
+
+return setmetatable(teardown, {__call = function(_, ...) return teardown.run(...) end})

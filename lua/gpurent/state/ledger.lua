@@ -1,0 +1,563 @@
+-- gpurent.ledger: the run ledger, one SQLite file in the user's state directory
+-- ($GPURENT_STATE_DIR, else $XDG_STATE_HOME/gpurent, else ~/.local/state/gpurent;
+-- file ledger.sqlite). Owns the schema (ordered migrations recorded in
+-- schema_version), the write API the lifecycle and billing code call for every phase,
+-- transfer, billing call and gate decision, and the reads behind `gpurent status`,
+-- `history` and `cost`.
+--
+-- Safety: WAL mode (readers never block the writer), synchronous=FULL, a bounded busy
+-- wait, and every write in one BEGIN IMMEDIATE transaction, so two gpurent processes
+-- can write at once and a crash (even kill -9) leaves only committed transactions.
+--
+-- Times are integer Unix seconds (UTC); every write takes an optional `at` so callers
+-- that learned the time elsewhere (a billing API) can record it. Instances are named
+-- by their gpurent name (the ssh alias / profile instance name).
+--
+--   local L = ledger.open([path])          L:close()
+--   L:transaction(fn)                      group writes; nested writes join it
+--   L:upsert_instance{name, profile, provider_id?, power_state?, meter?,
+--                     price_per_hour?, currency?, at?} -> instance id
+--   L:start_run{instance?, recipe?, params?, id?, at?} -> run id
+--   L:end_run(run_id, status, at?)         status: succeeded|failed|interrupted|abandoned
+--   L:start_phase(run_id, name, at?) -> phase id
+--   L:end_phase(phase_id, outcome, detail?, at?)   outcome: ok|failed|skipped|interrupted
+--   L:record_transfer{run_id?, instance?, direction, local_path?, remote_path?, bytes?,
+--                     sha256?, outcome, started_at?, at?} -> id
+--   L:record_manifest{run_id, kind, path?, sha256?, files?, bytes?, at?} -> id
+--   L:record_billing{instance, action, outcome, meter?, power_state?, price_per_hour?,
+--                    run_id?, request_id?, detail?, at?} -> id  (also updates the instance)
+--   L:record_gate{gate, action, decision, reason?, approved_by?, run_id?, instance?, at?} -> id
+--   L:notify{kind, message, run_id?, instance?, at?} -> id
+--   L:set_danger_clock{instance, name, deadline, note?, at?}; L:clear_danger_clock(instance, name, at?)
+--   L:status(now?) -> {instances...}; L:runs(limit?); L:run_history(run_id)
+--   L:cost{since?, now?} -> {instances = {...}, runs = {...}, totals = {currency = amount}}
+-- Formatting shared by the status/history/cost commands: ledger.time_text(at),
+-- ledger.duration_text(seconds), ledger.money_text(amount, currency), ledger.table_text(rows).
+local sqlite = require("gpurent.core").sqlite
+local fs = require "gpurent.util.fs"
+local json = require "gpurent.util.json"
+
+local ledger = {}
+
+-- Ordered migrations. Never edit a released one; append a new version instead.
+ledger.MIGRATIONS = {
+  {version = 1, description = "instances, runs, phases, transfers, manifests, billing, gates, notifications", sql = [[
+CREATE TABLE instances (
+  id             INTEGER PRIMARY KEY,
+  name           TEXT NOT NULL UNIQUE,
+  profile        TEXT NOT NULL,
+  provider_id    TEXT,
+  power_state    TEXT NOT NULL DEFAULT 'unknown',  -- running | stopped | released | unknown
+  meter          TEXT NOT NULL DEFAULT 'unknown',  -- on | off | unknown
+  price_per_hour REAL,
+  currency       TEXT,
+  created_at     INTEGER NOT NULL,
+  updated_at     INTEGER NOT NULL
+);
+CREATE TABLE runs (
+  id          TEXT PRIMARY KEY,
+  instance_id INTEGER REFERENCES instances(id),
+  recipe      TEXT,
+  params_json TEXT,
+  status      TEXT NOT NULL DEFAULT 'running'
+              CHECK (status IN ('running', 'succeeded', 'failed', 'interrupted', 'abandoned')),
+  pid         INTEGER,
+  started_at  INTEGER NOT NULL,
+  ended_at    INTEGER
+);
+CREATE INDEX runs_instance ON runs(instance_id, started_at);
+CREATE TABLE phases (
+  id         INTEGER PRIMARY KEY,
+  run_id     TEXT NOT NULL REFERENCES runs(id),
+  name       TEXT NOT NULL,
+  started_at INTEGER NOT NULL,
+  ended_at   INTEGER,
+  outcome    TEXT CHECK (outcome IN ('ok', 'failed', 'skipped', 'interrupted')),
+  detail     TEXT
+);
+CREATE INDEX phases_run ON phases(run_id, id);
+CREATE TABLE transfers (
+  id          INTEGER PRIMARY KEY,
+  run_id      TEXT REFERENCES runs(id),
+  instance_id INTEGER REFERENCES instances(id),
+  direction   TEXT NOT NULL CHECK (direction IN ('put', 'get', 'sync')),
+  local_path  TEXT,
+  remote_path TEXT,
+  bytes       INTEGER,
+  sha256      TEXT,
+  outcome     TEXT NOT NULL,
+  started_at  INTEGER NOT NULL,
+  ended_at    INTEGER NOT NULL
+);
+CREATE INDEX transfers_run ON transfers(run_id);
+CREATE TABLE manifests (
+  id         INTEGER PRIMARY KEY,
+  run_id     TEXT REFERENCES runs(id),
+  kind       TEXT NOT NULL,          -- pull_manifest | pull_verified | ...
+  path       TEXT,
+  sha256     TEXT,
+  files      INTEGER,
+  bytes      INTEGER,
+  created_at INTEGER NOT NULL
+);
+CREATE TABLE billing_events (
+  id             INTEGER PRIMARY KEY,
+  instance_id    INTEGER NOT NULL REFERENCES instances(id),
+  run_id         TEXT REFERENCES runs(id),
+  action         TEXT NOT NULL,      -- power_on | power_off | release | status | price
+  outcome        TEXT NOT NULL,      -- ok | accepted | failed
+  meter          TEXT CHECK (meter IN ('on', 'off', 'unknown')),  -- state after the call, if known
+  power_state    TEXT,
+  price_per_hour REAL,
+  request_id     TEXT,
+  detail         TEXT,
+  at             INTEGER NOT NULL
+);
+CREATE INDEX billing_instance ON billing_events(instance_id, at, id);
+CREATE TABLE gate_decisions (
+  id          INTEGER PRIMARY KEY,
+  run_id      TEXT REFERENCES runs(id),
+  instance_id INTEGER REFERENCES instances(id),
+  gate        TEXT NOT NULL,         -- teardown | free_space | host_key | ...
+  action      TEXT NOT NULL,         -- the verb the gate guarded
+  decision    TEXT NOT NULL CHECK (decision IN ('allow', 'refuse')),
+  reason      TEXT,
+  approved_by TEXT,                  -- tty | flag | NULL (only the host grants approval)
+  at          INTEGER NOT NULL
+);
+CREATE TABLE notifications (
+  id          INTEGER PRIMARY KEY,
+  run_id      TEXT REFERENCES runs(id),
+  instance_id INTEGER REFERENCES instances(id),
+  kind        TEXT NOT NULL,
+  message     TEXT NOT NULL,
+  at          INTEGER NOT NULL
+);
+CREATE TABLE danger_clocks (
+  id          INTEGER PRIMARY KEY,
+  instance_id INTEGER NOT NULL REFERENCES instances(id),
+  name        TEXT NOT NULL,         -- e.g. release_after_stop
+  deadline    INTEGER NOT NULL,
+  note        TEXT,
+  set_at      INTEGER NOT NULL,
+  cleared_at  INTEGER
+);
+CREATE UNIQUE INDEX danger_open ON danger_clocks(instance_id, name) WHERE cleared_at IS NULL;
+]]},
+}
+
+local function env(k)
+  local v = os.getenv(k)
+  return v ~= "" and v or nil
+end
+
+function ledger.state_dir()
+  if env("GPURENT_STATE_DIR") then return env("GPURENT_STATE_DIR") end
+  local base = env("XDG_STATE_HOME") or ((env("HOME") or error("ledger: HOME is not set", 0)) .. "/.local/state")
+  return base .. "/gpurent"
+end
+
+function ledger.default_path() return ledger.state_dir() .. "/ledger.sqlite" end
+
+local Ledger = {}
+Ledger.__index = Ledger
+
+local function schema_version(db)
+  local t = db:query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'")
+  if #t == 0 then return 0 end
+  return db:query("SELECT coalesce(max(version), 0) AS v FROM schema_version")[1].v
+end
+
+-- Apply pending migrations in one IMMEDIATE transaction; a second process opening a
+-- fresh ledger at the same moment waits, then finds them applied.
+local function migrate(db, path)
+  local latest = ledger.MIGRATIONS[#ledger.MIGRATIONS].version
+  local current = schema_version(db)
+  if current > latest then
+    error(string.format("ledger %s has schema version %d, newer than this gpurent knows (%d); upgrade gpurent",
+      path, current, latest), 0)
+  end
+  if current == latest then return end
+  db:transaction(function()
+    db:exec([[CREATE TABLE IF NOT EXISTS schema_version (
+      version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at INTEGER NOT NULL)]])
+    local now = schema_version(db)
+    for _, m in ipairs(ledger.MIGRATIONS) do
+      if m.version > now then
+        db:exec(m.sql)
+        db:run("INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
+          m.version, m.description, os.time())
+      end
+    end
+  end)
+end
+
+-- ledger.open([path [, {busy_timeout = ms}]]) creates the file and its directory.
+function ledger.open(path, opts)
+  path = path or ledger.default_path()
+  opts = opts or {}
+  local dir = path:match("^(.*)/[^/]*$")
+  if dir and dir ~= "" then fs.mkdirs(dir) end
+  local db = sqlite.open(path, {busy_timeout = opts.busy_timeout or 15000})
+  -- switching to WAL needs a moment's exclusive lock; the busy handler waits for it
+  local mode = db:query("PRAGMA journal_mode = WAL")[1].journal_mode
+  if mode ~= "wal" then error("ledger " .. path .. ": cannot switch to WAL mode (got " .. tostring(mode) .. ")", 0) end
+  db:exec("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON")
+  migrate(db, path)
+  return setmetatable({db = db, path = path}, Ledger)
+end
+
+-- ledger.exists([path]): whether a ledger file is there (reads need not create one).
+function ledger.exists(path)
+  return fs.exists(path or ledger.default_path())
+end
+
+function Ledger:close()
+  if self.db then self.db:close(); self.db = nil end
+end
+Ledger.__close = Ledger.close
+
+function Ledger:schema_version() return schema_version(self.db) end
+
+-- Run fn inside BEGIN IMMEDIATE, or inside the caller's transaction if one is open.
+function Ledger:transaction(fn)
+  if not self.db:autocommit() then return fn(self) end
+  return self.db:transaction(function() return fn(self) end)
+end
+
+local function need(t, k, what)
+  if t[k] == nil then error("ledger." .. what .. ": missing field " .. k, 3) end
+  return t[k]
+end
+
+local function instance_id(self, name, what, optional)
+  if name == nil then
+    if optional then return nil end
+    error("ledger." .. what .. ": missing field instance", 3)
+  end
+  local r = self.db:query("SELECT id FROM instances WHERE name = ?", name)[1]
+  if not r then error("ledger." .. what .. ": unknown instance " .. tostring(name) .. " (record it with upsert_instance)", 3) end
+  return r.id
+end
+
+function Ledger:upsert_instance(t)
+  local at = t.at or os.time()
+  return self:transaction(function()
+    local row = self.db:query("SELECT id FROM instances WHERE name = ?", need(t, "name", "upsert_instance"))[1]
+    if row then
+      self.db:run([[UPDATE instances SET profile = coalesce(:profile, profile),
+        provider_id = coalesce(:provider_id, provider_id), power_state = coalesce(:power_state, power_state),
+        meter = coalesce(:meter, meter), price_per_hour = coalesce(:price_per_hour, price_per_hour),
+        currency = coalesce(:currency, currency), updated_at = :at WHERE id = :id]],
+        {profile = t.profile, provider_id = t.provider_id, power_state = t.power_state, meter = t.meter,
+         price_per_hour = t.price_per_hour, currency = t.currency, at = at, id = row.id})
+      return row.id
+    end
+    local _, id = self.db:run([[INSERT INTO instances (name, profile, provider_id, power_state, meter,
+        price_per_hour, currency, created_at, updated_at)
+      VALUES (:name, :profile, :provider_id, coalesce(:power_state, 'unknown'), coalesce(:meter, 'unknown'),
+        :price_per_hour, :currency, :at, :at)]],
+      {name = t.name, profile = need(t, "profile", "upsert_instance"), provider_id = t.provider_id,
+       power_state = t.power_state, meter = t.meter, price_per_hour = t.price_per_hour,
+       currency = t.currency, at = at})
+    return id
+  end)
+end
+
+-- A run id sorts by time and does not collide between processes started the same second.
+function ledger.new_run_id(at)
+  local pid = require("gpurent.core").sys.getpid()
+  return string.format("%s-%d-%04x", os.date("!%Y%m%d-%H%M%S", at or os.time()), pid, math.random(0, 0xffff))
+end
+
+function Ledger:start_run(t)
+  t = t or {}
+  local at = t.at or os.time()
+  local id = t.id or ledger.new_run_id(at)
+  self:transaction(function()
+    self.db:run([[INSERT INTO runs (id, instance_id, recipe, params_json, status, pid, started_at)
+      VALUES (?, ?, ?, ?, 'running', ?, ?)]], id, instance_id(self, t.instance, "start_run", true), t.recipe,
+      t.params and json.encode_stable(t.params) or nil, require("gpurent.core").sys.getpid(), at)
+  end)
+  return id
+end
+
+function Ledger:end_run(run_id, status, at)
+  self:transaction(function()
+    local n = self.db:run("UPDATE runs SET status = ?, ended_at = ? WHERE id = ?", status, at or os.time(), run_id)
+    if n ~= 1 then error("ledger.end_run: unknown run " .. tostring(run_id), 0) end
+  end)
+end
+
+function Ledger:start_phase(run_id, name, at)
+  return self:transaction(function()
+    local _, id = self.db:run("INSERT INTO phases (run_id, name, started_at) VALUES (?, ?, ?)",
+      run_id, name, at or os.time())
+    return id
+  end)
+end
+
+function Ledger:end_phase(phase_id, outcome, detail, at)
+  self:transaction(function()
+    local n = self.db:run("UPDATE phases SET outcome = ?, detail = ?, ended_at = ? WHERE id = ?",
+      outcome, detail, at or os.time(), phase_id)
+    if n ~= 1 then error("ledger.end_phase: unknown phase " .. tostring(phase_id), 0) end
+  end)
+end
+
+function Ledger:record_transfer(t)
+  local at = t.at or os.time()
+  return self:transaction(function()
+    local _, id = self.db:run([[INSERT INTO transfers (run_id, instance_id, direction, local_path, remote_path,
+        bytes, sha256, outcome, started_at, ended_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)]],
+      t.run_id, instance_id(self, t.instance, "record_transfer", true), need(t, "direction", "record_transfer"),
+      t.local_path, t.remote_path, t.bytes, t.sha256, need(t, "outcome", "record_transfer"), t.started_at or at, at)
+    return id
+  end)
+end
+
+function Ledger:record_manifest(t)
+  return self:transaction(function()
+    local _, id = self.db:run([[INSERT INTO manifests (run_id, kind, path, sha256, files, bytes, created_at)
+      VALUES (?, ?, ?, ?, ?, ?, ?)]], t.run_id, need(t, "kind", "record_manifest"), t.path, t.sha256,
+      t.files, t.bytes, t.at or os.time())
+    return id
+  end)
+end
+
+-- A billing call and the instance state it leaves, in one transaction.
+function Ledger:record_billing(t)
+  local at = t.at or os.time()
+  return self:transaction(function()
+    local iid = instance_id(self, t.instance, "record_billing")
+    local price = t.price_per_hour
+    if price == nil and t.meter == "on" then
+      -- record the price in force, so later price changes do not rewrite past cost
+      price = self.db:query("SELECT price_per_hour FROM instances WHERE id = ?", iid)[1].price_per_hour
+    end
+    local _, id = self.db:run([[INSERT INTO billing_events (instance_id, run_id, action, outcome, meter,
+        power_state, price_per_hour, request_id, detail, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)]],
+      iid, t.run_id, need(t, "action", "record_billing"), need(t, "outcome", "record_billing"), t.meter,
+      t.power_state, price, t.request_id, t.detail, at)
+    self.db:run([[UPDATE instances SET meter = coalesce(?, meter), power_state = coalesce(?, power_state),
+      price_per_hour = coalesce(?, price_per_hour), updated_at = ? WHERE id = ?]],
+      t.meter, t.power_state, t.price_per_hour, at, iid)
+    return id
+  end)
+end
+
+function Ledger:record_gate(t)
+  return self:transaction(function()
+    local _, id = self.db:run([[INSERT INTO gate_decisions (run_id, instance_id, gate, action, decision, reason,
+        approved_by, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)]], t.run_id,
+      instance_id(self, t.instance, "record_gate", true), need(t, "gate", "record_gate"),
+      need(t, "action", "record_gate"), need(t, "decision", "record_gate"), t.reason, t.approved_by,
+      t.at or os.time())
+    return id
+  end)
+end
+
+function Ledger:notify(t)
+  return self:transaction(function()
+    local _, id = self.db:run("INSERT INTO notifications (run_id, instance_id, kind, message, at) VALUES (?, ?, ?, ?, ?)",
+      t.run_id, instance_id(self, t.instance, "notify", true), need(t, "kind", "notify"),
+      need(t, "message", "notify"), t.at or os.time())
+    return id
+  end)
+end
+
+-- One open clock per (instance, name): setting it again moves the deadline.
+function Ledger:set_danger_clock(t)
+  local at = t.at or os.time()
+  self:transaction(function()
+    local iid = instance_id(self, t.instance, "set_danger_clock")
+    self.db:run("UPDATE danger_clocks SET cleared_at = ? WHERE instance_id = ? AND name = ? AND cleared_at IS NULL",
+      at, iid, need(t, "name", "set_danger_clock"))
+    self.db:run("INSERT INTO danger_clocks (instance_id, name, deadline, note, set_at) VALUES (?, ?, ?, ?, ?)",
+      iid, t.name, need(t, "deadline", "set_danger_clock"), t.note, at)
+  end)
+end
+
+function Ledger:clear_danger_clock(instance, name, at)
+  self:transaction(function()
+    self.db:run("UPDATE danger_clocks SET cleared_at = ? WHERE instance_id = ? AND name = ? AND cleared_at IS NULL",
+      at or os.time(), instance_id(self, instance, "clear_danger_clock"), name)
+  end)
+end
+
+-- ---- reads ------------------------------------------------------------------------
+
+-- Metered intervals of an instance from its billing events: {from, to, price}. An
+-- event with meter 'on' opens (or re-prices) an interval, 'off' closes it; an
+-- interval still open runs to `now`. record_billing stores the price in force on
+-- every 'on' event; the instance's current price is only a fallback.
+function Ledger:meter_intervals(iid, now)
+  local out, open = {}, nil
+  local inst = self.db:query("SELECT price_per_hour FROM instances WHERE id = ?", iid)[1] or {}
+  local price = nil
+  for _, e in ipairs(self.db:query([[SELECT meter, price_per_hour, at FROM billing_events
+      WHERE instance_id = ? AND meter IS NOT NULL ORDER BY at, id]], iid)) do
+    price = e.price_per_hour or price
+    if open then
+      open.to = e.at
+      out[#out + 1] = open
+      open = nil
+    end
+    if e.meter == "on" then open = {from = e.at, price = price or inst.price_per_hour or 0} end
+  end
+  if open then open.to = math.max(open.from, now); open.open = true; out[#out + 1] = open end
+  return out
+end
+
+-- Cost of the intervals clipped to [from, to] (either may be nil), and the seconds metered.
+local function cost_in(intervals, from, to)
+  local cost, secs = 0, 0
+  for _, iv in ipairs(intervals) do
+    local a, b = iv.from, iv.to
+    if from and a < from then a = from end
+    if to and b > to then b = to end
+    if b > a then
+      secs = secs + (b - a)
+      cost = cost + (b - a) / 3600 * iv.price
+    end
+  end
+  return cost, secs
+end
+
+local function round(x) return math.floor(x * 1e4 + 0.5) / 1e4 end
+
+function Ledger:status(now)
+  now = now or os.time()
+  local out = {}
+  for _, inst in ipairs(self.db:query("SELECT * FROM instances ORDER BY name")) do
+    local cost = cost_in(self:meter_intervals(inst.id, now))
+    local clocks = {}
+    for _, c in ipairs(self.db:query([[SELECT name, deadline, note FROM danger_clocks
+        WHERE instance_id = ? AND cleared_at IS NULL ORDER BY deadline]], inst.id)) do
+      c.seconds_left = c.deadline - now
+      clocks[#clocks + 1] = c
+    end
+    local run = self.db:query([[SELECT id, recipe, status, started_at FROM runs WHERE instance_id = ?
+      AND status = 'running' ORDER BY started_at DESC, rowid DESC LIMIT 1]], inst.id)[1]
+    local phase = run and self.db:query([[SELECT name, started_at, ended_at, outcome FROM phases
+      WHERE run_id = ? ORDER BY id DESC LIMIT 1]], run.id)[1]
+    out[#out + 1] = {
+      name = inst.name, profile = inst.profile, provider_id = inst.provider_id,
+      power_state = inst.power_state, meter = inst.meter, price_per_hour = inst.price_per_hour,
+      currency = inst.currency, accrued_cost = round(cost), danger_clocks = clocks,
+      run = run, phase = phase, updated_at = inst.updated_at,
+    }
+  end
+  return out
+end
+
+function Ledger:runs(limit)
+  return self.db:query([[SELECT r.id, r.recipe, r.status, r.started_at, r.ended_at, i.name AS instance
+    FROM runs r LEFT JOIN instances i ON i.id = r.instance_id
+    ORDER BY r.started_at DESC, r.rowid DESC LIMIT ?]], limit or 50)
+end
+
+function Ledger:run(run_id)
+  return self.db:query([[SELECT r.*, i.name AS instance FROM runs r
+    LEFT JOIN instances i ON i.id = r.instance_id WHERE r.id = ?]], run_id)[1]
+end
+
+-- Everything recorded for one run, in time order: {at, kind, ...row}.
+function Ledger:run_history(run_id)
+  local events = {}
+  local function add(kind, rows, at_field)
+    for _, r in ipairs(rows) do r.kind = kind; r.at = r[at_field]; events[#events + 1] = r end
+  end
+  add("phase", self.db:query("SELECT * FROM phases WHERE run_id = ? ORDER BY id", run_id), "started_at")
+  add("transfer", self.db:query("SELECT * FROM transfers WHERE run_id = ? ORDER BY id", run_id), "ended_at")
+  add("manifest", self.db:query("SELECT * FROM manifests WHERE run_id = ? ORDER BY id", run_id), "created_at")
+  add("billing", self.db:query("SELECT * FROM billing_events WHERE run_id = ? ORDER BY id", run_id), "at")
+  add("gate", self.db:query("SELECT * FROM gate_decisions WHERE run_id = ? ORDER BY id", run_id), "at")
+  add("notification", self.db:query("SELECT * FROM notifications WHERE run_id = ? ORDER BY id", run_id), "at")
+  local order = {phase = 1, transfer = 2, manifest = 3, billing = 4, gate = 5, notification = 6}
+  table.sort(events, function(a, b)
+    if a.at ~= b.at then return a.at < b.at end
+    if a.kind ~= b.kind then return order[a.kind] < order[b.kind] end
+    return a.id < b.id
+  end)
+  return events
+end
+
+-- Cost per instance (metered time since `since`) and per run (the instance's metered
+-- time inside the run's window). Runs without an instance cost nothing.
+function Ledger:cost(opts)
+  opts = opts or {}
+  local now, since = opts.now or os.time(), opts.since
+  local report = {instances = {}, runs = {}, totals = {}, since = since}
+  local intervals = {}
+  for _, inst in ipairs(self.db:query("SELECT id, name, currency FROM instances ORDER BY name")) do
+    intervals[inst.id] = self:meter_intervals(inst.id, now)
+    local cost, secs = cost_in(intervals[inst.id], since, now)
+    if secs > 0 or not since then
+      report.instances[#report.instances + 1] = {name = inst.name, currency = inst.currency,
+        metered_seconds = secs, cost = round(cost)}
+      if secs > 0 then
+        local cur = inst.currency or "?"
+        report.totals[cur] = (report.totals[cur] or 0) + cost
+      end
+    end
+  end
+  for _, r in ipairs(self.db:query([[SELECT r.id, r.recipe, r.status, r.started_at, r.ended_at, r.instance_id,
+      i.name AS instance, i.currency FROM runs r LEFT JOIN instances i ON i.id = r.instance_id
+      WHERE coalesce(r.ended_at, ?) >= ? ORDER BY r.started_at, r.rowid]], now, since or 0)) do
+    local from = math.max(r.started_at, since or r.started_at)
+    local cost, secs = 0, 0
+    if r.instance_id then cost, secs = cost_in(intervals[r.instance_id], from, r.ended_at or now) end
+    report.runs[#report.runs + 1] = {id = r.id, recipe = r.recipe, status = r.status, instance = r.instance,
+      currency = r.currency, started_at = r.started_at, ended_at = r.ended_at, metered_seconds = secs,
+      cost = round(cost)}
+  end
+  for cur, v in pairs(report.totals) do report.totals[cur] = round(v) end
+  return report
+end
+
+-- ---- text formatting for the commands -------------------------------------------
+
+function ledger.time_text(at)
+  if not at then return "-" end
+  return os.date("%Y-%m-%d %H:%M:%S", math.floor(at))
+end
+
+function ledger.duration_text(s)
+  if not s then return "-" end
+  s = math.floor(s)
+  local neg = s < 0 and "-" or ""
+  s = math.abs(s)
+  if s < 60 then return neg .. s .. "s" end
+  if s < 3600 then return string.format("%s%dm%02ds", neg, s // 60, s % 60) end
+  if s < 86400 then return string.format("%s%dh%02dm", neg, s // 3600, s % 3600 // 60) end
+  return string.format("%s%dd%02dh", neg, s // 86400, s % 86400 // 3600)
+end
+
+function ledger.money_text(amount, currency)
+  if not amount then return "-" end
+  return string.format("%.2f%s", amount, currency and (" " .. currency) or "")
+end
+
+-- rows: list of arrays of strings; the first row is the header. Columns are padded
+-- to their widest cell (UTF-8 aware), the last column is not padded.
+function ledger.table_text(rows)
+  local widths = {}
+  for _, r in ipairs(rows) do
+    for i, cell in ipairs(r) do
+      local w = utf8.len(cell) or #cell
+      if w > (widths[i] or 0) then widths[i] = w end
+    end
+  end
+  local out = {}
+  for _, r in ipairs(rows) do
+    local cells = {}
+    for i, cell in ipairs(r) do
+      cells[i] = i < #r and (cell .. string.rep(" ", widths[i] - (utf8.len(cell) or #cell))) or cell
+    end
+    out[#out + 1] = table.concat(cells, "  ")
+  end
+  return table.concat(out, "\n") .. "\n"
+end
+
+return ledger

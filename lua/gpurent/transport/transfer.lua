@@ -1,0 +1,1629 @@
+-- gpurent.transfer: file transfer policy over SFTP (mechanism: runtime/sftp.c).
+--   transfer.put(inst, local, remote, opts)   transfer.get(inst, remote, local, opts)
+-- Directories are copied recursively. Each file is written to "<dest>.part" and
+-- renamed only when complete (remote: SFTP rename, or `mv -f` when the target
+-- exists; local: fsync + rename). A transfer owns its destination while it runs:
+-- a lock "<dest>.part.lock" (gpurent.lock: an flock'ed file locally, an atomic
+-- mkdir on the box) makes a second transfer to the same path fail at once naming
+-- the holder's host and PID (or wait lock_wait seconds); a lock whose holder on
+-- this machine is gone is broken. A rerun after an interruption resumes from the
+-- .part's size once the prefix's SHA-256 matches on both sides (else restarts).
+-- Mode and mtime are kept. SHA-256 is computed on the bytes as they stream;
+-- verify=true checks what is on disk under the final name after the rename
+-- (download: the streamed hash against the remote before the rename, then the
+-- local file re-hashed; upload: `sha256sum` of the renamed remote file); a
+-- mismatch leaves nothing under the final name (moved back to .part / removed).
+-- Remote hashes read the file on stdin, so any file name (newline, backslash,
+-- leading dash, invalid UTF-8) works: sha256sum's escaped name is never parsed.
+-- Inside a directory, symlinks are recreated as symlinks with the same target
+-- (never followed: a link out of the tree stays a link), and FIFOs, sockets and
+-- devices are skipped with one line each on stderr; a special file given as the
+-- source itself is refused at once (opening a FIFO would block).
+-- opts: verify, resume (default true), idempotent (default true: a lost
+-- connection reconnects and resumes), stall_timeout (s without progress, 120),
+-- lock_wait (s to wait for another transfer's lock, 0), progress ("json" for JSON
+-- lines on stderr off a TTY; a bar on a TTY by default; false for none;
+-- GPURENT_PROGRESS=json also selects JSON).
+-- Returns {bytes, sent, resumed_from, sha256, elapsed, path} (directories:
+-- {files = {...}, links = {{path, target}}, skipped = {{path, type}}, bytes,
+-- in_flight = the most files that were in flight at once}).
+-- Directories move with many files in flight over SFTP channels of their own
+-- (see "trees" below; opts.streams: how many channels, 1-8, default 4;
+-- opts.pipelined=false: one file at a time over the libssh2 session, as before).
+local lfs = require "lfs"
+local core = require "gpurent.core"
+local ssh = require "gpurent.transport.ssh"
+local sched = require "gpurent.transport.sched"
+local instance = require "gpurent.transport.instance"
+local lock = require "gpurent.transport.lock"
+local hash = require "gpurent.util.hash"
+
+local now = core.sys.now
+local q = instance.shell_quote
+local transfer = {}
+
+-- ---- progress ----------------------------------------------------------------
+
+local function human(n)
+  local units = {"B", "KiB", "MiB", "GiB", "TiB"}
+  local i = 1
+  while n >= 1024 and i < #units do n = n / 1024; i = i + 1 end
+  return string.format(i == 1 and "%d %s" or "%.1f %s", n, units[i])
+end
+
+-- A name as valid UTF-8 for JSON and the terminal: invalid bytes as \xHH.
+local function printable(s)
+  local out, i = {}, 1
+  while i <= #s do
+    local ok, bad = utf8.len(s, i)
+    if ok then out[#out + 1] = s:sub(i); break end
+    out[#out + 1] = s:sub(i, bad - 1) .. string.format("\\x%02X", s:byte(bad))
+    i = bad + 1
+  end
+  return table.concat(out)
+end
+
+local function progress(opts, verb, name, total, start)
+  name = printable(name)
+  local mode = opts.progress
+  if mode == nil then
+    if core.sys.isatty(2) then mode = "bar"
+    elseif os.getenv("GPURENT_PROGRESS") == "json" then mode = "json" end
+  end
+  local p = {t0 = now(), last = 0, start = start}
+  function p.update(done, final)
+    if not mode then return end
+    local t = now()
+    if not final and t - p.last < (mode == "json" and 1 or 0.1) then return end
+    p.last = t
+    local rate = (done - start) / math.max(t - p.t0, 1e-6)
+    local eta = rate > 0 and (total - done) / rate or 0
+    if mode == "json" then
+      io.stderr:write(require("gpurent.util.json").encode({event = "transfer", op = verb, file = name,
+        bytes = done, total = total, rate = math.floor(rate), eta = math.floor(eta), done = final or false}), "\n")
+    else
+      io.stderr:write(string.format("\r%s %s  %s / %s  %s/s  ETA %d:%02d%s", verb, name, human(done),
+        human(total), human(rate), math.floor(eta / 60), math.floor(eta % 60), final and "\n" or "   "))
+    end
+    io.stderr:flush()
+  end
+  return p
+end
+
+-- ---- helpers -----------------------------------------------------------------
+
+local function octal_mode(perm)
+  local m = 0
+  for i = 1, 9 do
+    if perm:sub(i, i) ~= "-" then m = m | (1 << (9 - i)) end
+  end
+  return m
+end
+
+local function basename(p) return p:match("([^/]+)/*$") or p end
+
+-- sha256 of a remote file (or of its first n bytes) by running sha256sum there.
+-- The file is read on stdin: sha256sum then prints "HASH  -", never the name
+-- (which it would escape with a leading backslash when it holds \ or a newline).
+local function remote_sha256(conn, path, n)
+  local cmd = n and string.format("head -c %d < %s | sha256sum", n, q(path)) or ("sha256sum < " .. q(path))
+  local r = instance._exec(conn, cmd, {timeout = 3600})
+  if r.code ~= 0 then return nil, r.stderr end
+  return r.stdout:match("^(%x+)")
+end
+
+local function step_loop(conn, x, stall, prog, offset)
+  while true do
+    local r, n = x:step()
+    if r == false then
+      if ssh.wait(conn, n, now() + stall) == 0 then
+        ssh.error("timeout", conn, string.format("transfer stalled: no progress for %gs", stall))
+      end
+    elseif r == true then
+      prog.update(offset + n, true)
+      return
+    else
+      prog.update(offset + r)
+      sched.yield()
+    end
+  end
+end
+
+-- A failed remote write: say "disk full" when the remote filesystem is.
+local function explain_write_error(conn, sftp, dir, remaining, err)
+  if ssh.is_connection_loss(conn, err) then error(err, 0) end
+  local ok, vfs = pcall(ssh.run, conn, now() + 10, "statvfs", sftp.statvfs, sftp, dir)
+  if ok and vfs then
+    local free = vfs.bavail * vfs.frsize
+    if free < remaining then
+      ssh.error("transfer", conn, string.format(
+        "remote disk full: %s has %s free, %s more needed; the partial upload is left as .part (not renamed)",
+        dir, human(free), human(remaining)), {reason = "disk_full", cause = tostring(err)})
+    end
+  end
+  ssh.error("transfer", conn, tostring(err):gsub("^.-: ", "") .. " (partial upload left as .part)", {cause = err})
+end
+
+-- ---- owning the destination ----------------------------------------------------
+
+local function locked_error(inst, verb, dst, why, holder, remove)
+  ssh.error("transfer", inst.conn, string.format(
+    "%s: %s is being written by another transfer, %s. Wait for it to finish (or pass lock_wait=SECONDS); " ..
+    "if that process is gone from a machine gpurent cannot check, remove the lock: %s",
+    verb, printable(dst), why, remove), {reason = "locked", holder = holder})
+end
+
+local function stale_notice(verb)
+  return function(holder, path)
+    io.stderr:write(string.format("%s: broke a stale lock %s (holder %s is gone)\n", verb, path, lock.describe(holder)))
+  end
+end
+
+-- fn() with <dst>.part.lock held; the lock is released however fn ends.
+local function owning(inst, verb, dst, opts, fn)
+  local path = dst .. ".part.lock"
+  local h, why, holder
+  if verb == "put" then
+    h, why, holder = lock.acquire_remote(lock.box_ops(inst), path, {wait = opts.lock_wait, on_stale = stale_notice(verb)})
+    if not h then locked_error(inst, verb, dst, why, holder, "rm -- " .. q(path) .. " on the box") end
+  else
+    h, why, holder = lock.acquire_local(path, {wait = opts.lock_wait})
+    if not h then locked_error(inst, verb, dst, why, holder, "rm -- " .. q(path)) end
+  end
+  local ok, res = pcall(fn)
+  pcall(h.release, h)   -- a lock left behind is stale for the next taker, never wrong
+  if not ok then error(res, 0) end
+  return res
+end
+
+-- ---- upload --------------------------------------------------------------------
+
+local function put_file_owned(inst, src, dst, opts)
+  local st = lfs.attributes(src)
+  if not st then error("put: cannot read " .. src, 0) end
+  local size, mode = st.size, octal_mode(st.permissions)
+  local part = dst .. ".part"
+  local rdir = dst:match("^(.*)/[^/]*$") or "."
+  return inst:_call(opts.idempotent ~= false, function(conn)
+    local t0 = now()
+    local stall = opts.stall_timeout or 120
+    local sftp = inst:_sftp(conn)
+    local function run(op, step, ...) return ssh.run(conn, now() + stall, op, step, ...) end
+    local offset = 0
+    if opts.resume ~= false then
+      local pst = run("stat " .. part, sftp.stat, sftp, part)
+      if pst and pst.size and pst.size > 0 and pst.size <= size then offset = pst.size end
+    end
+    local h = run("open " .. part, sftp.open, sftp, part, offset > 0 and "a" or "w", 384)
+    local x = h:transfer(src, "up", offset)
+    if offset > 0 and remote_sha256(conn, part, offset) ~= x:hex() then
+      run("close", h.close, h)      -- the .part is not a prefix of this file: start over
+      x:finish()
+      offset = 0
+      h = run("open " .. part, sftp.open, sftp, part, "w", 384)
+      x = h:transfer(src, "up", 0)
+    end
+    local prog = progress(opts, "put", src, size, offset)
+    local ok, err = pcall(function()
+      step_loop(conn, x, stall, prog, offset)
+      run("set mode/mtime " .. part, h.fsetstat, h, {mode = mode, mtime = st.modification, atime = st.access})
+      run("fsync " .. part, h.fsync, h)
+      run("close " .. part, h.close, h)
+    end)
+    if not ok then
+      pcall(run, "close", h.close, h)
+      explain_write_error(conn, sftp, rdir, size - offset - 0, err)
+    end
+    local sha = x:hex()
+    x:finish()
+    local renamed = run("rename " .. part, sftp.rename, sftp, part, dst)
+    if not renamed then
+      local r = instance._exec(conn, "mv -f -- " .. q(part) .. " " .. q(dst), {})
+      if r.code ~= 0 then ssh.error("transfer", conn, "cannot rename " .. part .. " to " .. dst .. ": " .. r.stderr) end
+    end
+    if opts.verify then   -- what is on disk under the final name, not what was streamed
+      local remote = remote_sha256(conn, dst)
+      if remote ~= sha then
+        instance._exec(conn, "mv -f -- " .. q(dst) .. " " .. q(part), {timeout = 60})
+        ssh.error("transfer", conn, string.format("SHA-256 mismatch after upload of %s: local %s, remote %s on disk; " ..
+          "moved back to %s", src, sha, tostring(remote), part), {reason = "verify"})
+      end
+    end
+    return {path = dst, bytes = size, sent = size - offset, resumed_from = offset, sha256 = sha,
+            elapsed = now() - t0, verified = opts.verify and true or nil}
+  end)
+end
+
+local function put_file(inst, src, dst, opts)
+  return owning(inst, "put", dst, opts, function() return put_file_owned(inst, src, dst, opts) end)
+end
+
+local function remote_stat(inst, path)
+  return inst:_call(true, function(conn)
+    local sftp = inst:_sftp(conn)
+    return ssh.run(conn, now() + 60, "stat " .. path, sftp.stat, sftp, path) or false
+  end)
+end
+
+-- Make a remote directory; below the top one (the caller's choice), an existing
+-- one must be a directory, not a symlink to one (it could lead out of the tree).
+local function remote_mkdir(inst, path, top)
+  inst:_call(true, function(conn)
+    local sftp = inst:_sftp(conn)
+    local ok = ssh.run(conn, now() + 60, "mkdir " .. path, sftp.mkdir, sftp, path, 493)
+    if not ok then
+      local st = ssh.run(conn, now() + 60, "lstat " .. path, sftp.stat, sftp, path, not top)
+      if not st or st.type ~= "directory" then
+        ssh.error("transfer", conn, "cannot create remote directory " .. path ..
+          (st and (": a " .. st.type .. " is in the way (never written through)") or ""))
+      end
+    end
+  end)
+end
+
+-- Recreate a symlink on the box: same target bytes, replacing a file or link
+-- of that name (never a directory).
+local function remote_symlink(inst, target, path)
+  inst:_call(true, function(conn)
+    local sftp = inst:_sftp(conn)
+    local function run(op, step, ...) return ssh.run(conn, now() + 60, op .. " " .. path, step, ...) end
+    local st = run("lstat", sftp.stat, sftp, path, true)
+    if st and st.type == "directory" then ssh.error("transfer", conn, "cannot create symlink " .. path .. ": a directory is in the way") end
+    if st then run("unlink", sftp.unlink, sftp, path) end
+    run("symlink", sftp.symlink, sftp, target, path)
+    local made, why = run("readlink", sftp.readlink, sftp, path)   -- the symlink call's answer is unreliable
+    if made ~= target then
+      ssh.error("transfer", conn, "cannot create symlink " .. path .. " -> " .. target .. ": " .. tostring(made or why))
+    end
+  end)
+end
+
+
+-- ---- trees: many files in flight ------------------------------------------------
+-- A directory is moved over raw SFTP channels (sess:sftp_raw, runtime/sftp.c) on
+-- which this file speaks SFTP v3 itself: libssh2 1.10 keeps one open/stat/rename/
+-- fsync... state per SFTP session, so a second request of a kind in flight
+-- through it would be answered with the first's reply. Each file is a coroutine
+-- (a job) that sends its requests and yields until their answers arrive; the
+-- engine keeps up to TREE_JOBS files in flight over `streams` channels (default
+-- 4), so a tree costs a few round trips, not a few per file. Per file, as for a
+-- single one: the destination lock, .part + rename, resume after a prefix hash
+-- match, mode and mtime, SHA-256 streamed. verify=true: get compares each file's
+-- streamed hash with the box's sha256sum (one exec for the tree, running while
+-- the data moves: a file changed in between fails), then re-hashes it on disk
+-- after the rename; put feeds each renamed file's name to one `sha256sum` exec
+-- on the box as it lands and moves mismatches back to .part. The remote locks of
+-- a put are held until that check is done. Local .part files are made durable
+-- before their rename by one `sync -f` (syncfs) for many files, else an fsync
+-- each; on the box by fsync@openssh.com per file. Names are never parsed from
+-- sha256sum's output (only the hash that starts each line).
+local TREE_JOBS, TREE_CHUNK, TREE_WINDOW = 256, 65536, 32
+local P = {OPEN = 3, CLOSE = 4, READ = 5, WRITE = 6, LSTAT = 7, FSETSTAT = 10, OPENDIR = 11, READDIR = 12,
+           REMOVE = 13, MKDIR = 14, STAT = 17, RENAME = 18, READLINK = 19, SYMLINK = 20, EXTENDED = 200,
+           STATUS = 101, HANDLE = 102, DATA = 103, NAME = 104, ATTRS = 105}
+local FXF_READ, FXF_WRITE, FXF_CREAT, FXF_TRUNC = 1, 2, 8, 16
+local spack, sunpack = string.pack, string.unpack
+
+local TYPES = {[0x4000] = "directory", [0x8000] = "file", [0xA000] = "link", [0x1000] = "named pipe",
+               [0xC000] = "socket", [0x2000] = "char device", [0x6000] = "block device"}
+
+local function pack_attrs(a)
+  local flags, parts = 0, {}
+  if a.mode then flags = flags | 4; parts[#parts + 1] = spack(">I4", a.mode) end
+  if a.mtime then flags = flags | 8; parts[#parts + 1] = spack(">I4I4", a.atime or a.mtime, a.mtime) end
+  return spack(">I4", flags) .. table.concat(parts)
+end
+
+local function unpack_attrs(s, pos)
+  local flags
+  flags, pos = sunpack(">I4", s, pos)
+  local a = {}
+  if flags & 1 ~= 0 then a.size, pos = sunpack(">I8", s, pos) end
+  if flags & 2 ~= 0 then pos = pos + 8 end
+  if flags & 4 ~= 0 then
+    local p
+    p, pos = sunpack(">I4", s, pos)
+    a.mode, a.type = p & 4095, TYPES[p & 0xF000] or "other"
+  end
+  if flags & 8 ~= 0 then a.atime, a.mtime, pos = sunpack(">I4I4", s, pos) end
+  if flags & 0x80000000 ~= 0 then
+    local n
+    n, pos = sunpack(">I4", s, pos)
+    for _ = 1, n do local _k; _k, pos = sunpack(">s4", s, pos); _k, pos = sunpack(">s4", s, pos) end
+  end
+  return a, pos
+end
+
+local STATUS_NAMES = {[0] = "ok", "end of file", "no such file", "permission denied",
+  "failure (on OpenSSH often: no space left on device)", "bad message", "no connection", "connection lost",
+  "operation unsupported"}
+
+local Chan = {}
+Chan.__index = Chan
+
+function Chan:queue(bytes) self.out[#self.out + 1] = bytes end
+
+-- Send what is queued as far as the channel's window takes it -> progressed,
+-- held (a packet is partly sent: this same write must be repeated before
+-- anything else sends on the session; runtime/sftp.c outbound_pending).
+function Chan:flush()
+  local progressed = false
+  for _ = 1, 64 do
+    if not self.pending then
+      if #self.out == 0 then return progressed, false end
+      self.pending, self.ppos, self.out = table.concat(self.out), 1, {}
+    end
+    local n, held = self.raw:write(self.pending, self.ppos)
+    if n == false then return progressed, (held & 2) ~= 0 end
+    progressed = true
+    self.ppos = self.ppos + n
+    if self.ppos > #self.pending then self.pending = nil end
+    if held then return progressed, true end
+  end
+  return progressed, false
+end
+
+-- Read what has arrived and hand each complete packet to on_packet(type, body)
+-- -> progressed, held (as for flush: a read sends window adjusts).
+function Chan:pump(on_packet)
+  local data, eof, held = self.raw:read()
+  if data == false then return false, (eof & 2) ~= 0 end
+  if eof and data == "" then ssh.error("connection", self.eng.conn, "the SFTP channel was closed by the box") end
+  local buf = self.ipos > #self.inbuf and data or (self.inbuf:sub(self.ipos) .. data)
+  local pos, n = 1, #buf
+  while n - pos + 1 >= 5 do
+    local len = sunpack(">I4", buf, pos)
+    if n - pos + 1 < 4 + len then break end
+    on_packet(buf:byte(pos + 4), buf:sub(pos + 5, pos + 3 + len))
+    pos = pos + 4 + len
+  end
+  self.inbuf, self.ipos = buf, pos
+  if pos > n then self.inbuf, self.ipos = "", 1 end
+  return true, held
+end
+
+local Engine = {}
+Engine.__index = Engine
+
+local function new_engine(inst, conn, opts, nchan)
+  local e = setmetatable({inst = inst, conn = conn, opts = opts, stall = opts.stall_timeout or 120, chans = {},
+    next_id = 1, waiters = {}, replies = {}, ignore = {}, bytes = 0, files = 0}, Engine)
+  -- Channels open one at a time (libssh2 keeps a channel open's state per
+  -- session), each one's subsystem request and INIT overlapping the next's open.
+  local ok, err = pcall(function()
+    local to_open, deadline = nchan, now() + 30
+    while true do
+      local progressed, dirs, ready = false, 1, 0
+      if to_open > 0 then
+        local raw, d = conn.sess:sftp_raw()
+        if raw then
+          to_open = to_open - 1
+          progressed = true
+          e.chans[#e.chans + 1] = setmetatable({raw = raw, eng = e, out = {}, inbuf = "", ipos = 1, exts = {},
+            phase = "start"}, Chan)
+        else dirs = dirs | d end
+      end
+      for _, c in ipairs(e.chans) do
+        if c.phase == "start" then
+          local r, d = c.raw:start()
+          if r then
+            c.phase = "init"
+            c:queue(spack(">I4BI4", 5, 1, 3))
+            progressed = true
+          else dirs = dirs | d end
+        end
+        if c.phase == "init" then
+          if c:flush() then progressed = true end
+          if c.pending then dirs = dirs | 2 end
+          if c:pump(function(t, body)
+            if t ~= 2 then ssh.error("transfer", conn, "SFTP server answered INIT with packet type " .. t) end
+            local _, pos = sunpack(">I4", body)
+            while pos <= #body do
+              local name, data
+              name, data, pos = sunpack(">s4s4", body, pos)
+              c.exts[name] = data
+            end
+            c.phase = "ready"
+          end) then progressed = true end
+        end
+        if c.phase == "ready" then ready = ready + 1 end
+      end
+      if to_open == 0 and ready == nchan then return end
+      for _, c in ipairs(e.chans) do
+        if c.phase == "init" and c.raw:buffered() then progressed = true end
+      end
+      if not progressed and ssh.wait(conn, dirs, deadline) == 0 then
+        ssh.error("timeout", conn, "SFTP channels did not open within 30s")
+      end
+    end
+  end)
+  if not ok then e:close(); error(err, 0) end
+  return e
+end
+
+function Engine:close()
+  for _, c in ipairs(self.chans) do pcall(ssh.run, self.conn, now() + 5, "close SFTP channel", c.raw.close, c.raw) end
+  self.chans = {}
+end
+
+-- In a job: send a request (payload without the id) on channel c -> id.
+function Engine:send(c, typ, payload, data)
+  local id = self.next_id
+  self.next_id = id % 0xFFFFFFFF + 1
+  c:queue(spack(">I4BI4", 5 + #payload + (data and #data or 0), typ, id) .. payload)
+  if data then c:queue(data) end
+  return id
+end
+
+-- In a job: the answer to id -> type, body (body[5..] follows the id).
+function Engine:await(id)
+  local r = self.replies[id]
+  if r then self.replies[id] = nil; return r[1], r[2] end
+  r = coroutine.yield(id)
+  return r[1], r[2]
+end
+
+function Engine:call(c, typ, payload) return self:await(self:send(c, typ, payload)) end
+
+-- In a job: a request whose answer nobody reads (closing a handle that was only read).
+function Engine:post(c, typ, payload) self.ignore[self:send(c, typ, payload)] = true end
+
+local trace_t0
+local function trace(what)
+  if os.getenv("GPURENT_TREE_TRACE") then
+    trace_t0 = trace_t0 or now()
+    io.stderr:write(string.format("tree %.3f %s\n", now() - trace_t0, what))
+  end
+end
+
+-- A STATUS answer -> code, message
+local function status_of(t, body)
+  if t ~= P.STATUS then return nil end
+  local code = sunpack(">I4", body, 5)
+  local ok, msg = pcall(sunpack, ">s4", body, 9)
+  return code, ok and msg ~= "" and msg or STATUS_NAMES[code] or ("SFTP status " .. code)
+end
+
+function Engine:fail(op, path, t, body)
+  local code, msg = status_of(t, body)
+  ssh.error("transfer", self.conn, string.format("%s %s: %s", op, printable(path),
+    code and string.format("%s (SFTP status %d)", STATUS_NAMES[code] or msg, code) or ("unexpected SFTP answer " .. t)),
+    {status = code})
+end
+
+-- Ops answering ok -> true; a STATUS error -> nil, code, message.
+function Engine:simple(c, typ, payload)
+  local t, body = self:call(c, typ, payload)
+  local code, msg = status_of(t, body)
+  if code == 0 then return true end
+  return nil, code, msg
+end
+
+function Engine:stat(c, path, l)
+  local t, body = self:call(c, l and P.LSTAT or P.STAT, spack(">s4", path))
+  if t == P.ATTRS then return (unpack_attrs(body, 5)) end
+  return nil, status_of(t, body)
+end
+
+function Engine:open(c, path, flags, attrs)
+  local t, body = self:call(c, P.OPEN, spack(">s4I4", path, flags) .. pack_attrs(attrs or {}))
+  if t ~= P.HANDLE then self:fail("open", path, t, body) end
+  return (sunpack(">s4", body, 5))
+end
+
+function Engine:readlink(c, path)
+  local t, body = self:call(c, P.READLINK, spack(">s4", path))
+  if t ~= P.NAME then return nil, select(2, status_of(t, body)) end
+  return (sunpack(">s4", body, 9))
+end
+
+-- symlink(2) on OpenSSH: (target, link) in that order (see runtime/sftp.c).
+function Engine:symlink(c, target, path) return self:simple(c, P.SYMLINK, spack(">s4s4", target, path)) end
+function Engine:unlink(c, path) return self:simple(c, P.REMOVE, spack(">s4", path)) end
+function Engine:rename(c, a, b, replace)
+  if replace and c.exts["posix-rename@openssh.com"] then
+    return self:simple(c, P.EXTENDED, spack(">s4s4s4", "posix-rename@openssh.com", a, b))
+  end
+  return self:simple(c, P.RENAME, spack(">s4s4", a, b))
+end
+
+-- What a job yields besides a request id: POLL (resume me at the next turn: I
+-- step something non-blocking, such as an exec channel), HASHES (resume me once
+-- the box's hashes are in: Engine.hashes).
+-- SYNCED (resume me once what I wrote locally is on disk: one syncfs for many
+-- files instead of an fsync each; Engine.sync_dir names the filesystem).
+local POLL, HASHES, SYNCED = {}, {}, {}
+
+-- Run fns (job functions) with up to limit in flight -> their results in order.
+-- background: job functions run at once beside them, outside the limit (their
+-- results are dropped). A failing job stops new ones from starting; those
+-- running finish; the first error is raised.
+function Engine:run(fns, limit, on_progress, background)
+  limit = limit or TREE_JOBS
+  self.peak = 0
+  local results, nexti, active, first_err = {}, 1, 0, nil
+  local nchan = #self.chans
+  local pollers, hash_waiters, sync_waiters = {}, {}, {}
+  local function step(co, i, arg)
+    local ok, v = coroutine.resume(co, arg)
+    if not ok then
+      active = active - 1
+      if not first_err then first_err = v; self.failed = true end
+    elseif coroutine.status(co) == "dead" then
+      active = active - 1
+      if i then results[i] = v end
+    elseif v == POLL then pollers[#pollers + 1] = {co, i}
+    elseif v == HASHES then hash_waiters[#hash_waiters + 1] = {co, i}
+    elseif v == SYNCED then sync_waiters[#sync_waiters + 1] = {co, i}
+    else
+      self.waiters[v] = {co, i}
+    end
+  end
+  for _, fn in ipairs(background or {}) do
+    active = active + 1
+    step(coroutine.create(function() return fn(self.chans[1]) end), nil)
+  end
+  local function on_packet(t, body)
+    if #body < 4 then return end
+    local id = sunpack(">I4", body)
+    local w = self.waiters[id]
+    if w then self.waiters[id] = nil; step(w[1], w[2], {t, body})
+    elseif self.ignore[id] then self.ignore[id] = nil
+    else self.replies[id] = {t, body} end
+  end
+  local last_progress = now()
+  while true do
+    while not first_err and nexti <= #fns and active < limit do
+      local i, fn = nexti, fns[nexti]
+      nexti = nexti + 1
+      active = active + 1
+      local c = self.chans[(i - 1) % nchan + 1]
+      if active > (self.peak or 0) then self.peak = active end
+      step(coroutine.create(function() return fn(c) end), i)
+    end
+    if active == 0 then break end
+    local progressed, pending = false, false
+    local h = self.holder
+    if h and h ~= "exec" then     -- only the call that left a packet partly sent may go on
+      local p, held
+      if h[2] == "w" then p, held = h[1]:flush() else p, held = h[1]:pump(on_packet) end
+      if not held then self.holder = nil end
+      progressed, pending = p, held
+    elseif not h then
+      for _, c in ipairs(self.chans) do
+        local p1, held1 = c:flush()
+        if held1 then self.holder = {c, "w"}; pending = true; progressed = progressed or p1; break end
+        local p2, held2 = c:pump(on_packet)
+        if held2 then self.holder = {c, "r"}; pending = true; progressed = true; break end
+        local p3, held3 = c:flush()
+        if held3 then self.holder = {c, "w"}; pending = true; progressed = true; break end
+        if p1 or p2 or p3 then progressed = true end
+        pending = pending or c.pending ~= nil
+      end
+    end
+    if #pollers > 0 and (not self.holder or self.holder == "exec") then
+      local ps = pollers
+      pollers = {}
+      self.polled = false
+      for _, w in ipairs(ps) do step(w[1], w[2]) end
+      if self.polled then progressed = true end
+    end
+    if #sync_waiters > 0 and (not progressed or #sync_waiters >= 64 or active == #sync_waiters) then
+      local sw = sync_waiters
+      sync_waiters = {}
+      self:sync(sw)
+      for _, w in ipairs(sw) do step(w[1], w[2]) end
+      progressed = true
+    end
+    if self.hashes and #hash_waiters > 0 then
+      local hw = hash_waiters
+      hash_waiters = {}
+      for _, w in ipairs(hw) do step(w[1], w[2]) end
+      progressed = true
+    end
+    if not progressed then
+      -- reading one channel drains the socket for all: data read for another
+      -- is in libssh2's buffers, where polling the socket would not see it
+      for _, c in ipairs(self.chans) do
+        if c.raw:buffered() then progressed = true; break end
+      end
+    end
+    if progressed then
+      last_progress = now()
+      if on_progress then on_progress(false) end
+    elseif ssh.wait(self.conn, pending and 3 or 1, #pollers > 0 and math.min(now() + 0.05, last_progress + self.stall)
+                    or last_progress + self.stall) == 0 and now() >= last_progress + self.stall then
+      if os.getenv("GPURENT_TREE_TRACE") then
+        local nw, nr = 0, 0
+        for _ in pairs(self.waiters) do nw = nw + 1 end
+        for _ in pairs(self.replies) do nr = nr + 1 end
+        local cs = {}
+        for k, c in ipairs(self.chans) do
+          cs[#cs + 1] = string.format("ch%d out=%d pending=%s inbuf=%d", k, #c.out, tostring(c.pending and #c.pending - c.ppos + 1),
+            #c.inbuf - c.ipos + 1)
+        end
+        trace(string.format("STALL active=%d waiters=%d replies=%d pollers=%d hashw=%d syncw=%d holder=%s hashes=%s next=%d/%d %s",
+          active, nw, nr, #pollers, #hash_waiters, #sync_waiters, tostring(self.holder), tostring(self.hashes), nexti, #fns,
+          table.concat(cs, "; ")))
+      end
+      ssh.error("timeout", self.conn, string.format("transfer stalled: no progress for %gs", self.stall))
+    end
+  end
+  if first_err then error(first_err, 0) end
+  return results
+end
+
+-- Make what the waiting jobs wrote durable: syncfs(2) of the destination's
+-- filesystem by `sync -f` (one journal commit for them all); without it, an
+-- fsync per file (each job named its file in self.to_sync).
+function Engine:sync(waiting)
+  local files = self.to_sync or {}
+  self.to_sync = {}
+  if #files == 0 then return end
+  if self.sync_dir and self.syncfs ~= false then
+    if os.execute("sync -f -- " .. q(self.sync_dir) .. " 2>/dev/null") then return end
+    self.syncfs = false
+  end
+  local fs = require "gpurent.util.fs"
+  for _, p in ipairs(files) do pcall(fs.fsync, p) end
+end
+
+-- Entries of the remote directories dirs -> {dir = {{name, type, size, mode, mtime, atime}...}}
+function Engine:list_dirs(dirs)
+  local fns = {}
+  for i, dir in ipairs(dirs) do
+    fns[i] = function(c)
+      local t, body = self:call(c, P.OPENDIR, spack(">s4", dir))
+      if t ~= P.HANDLE then self:fail("open directory", dir, t, body) end
+      local h = sunpack(">s4", body, 5)
+      local hp = spack(">s4", h)
+      local out, ended = {}, false
+      -- READDIRs four at a time: a directory of a few hundred entries in one round trip
+      while not ended do
+        local ids = {}
+        for k = 1, 4 do ids[k] = self:send(c, P.READDIR, hp) end
+        for _, id in ipairs(ids) do
+          t, body = self:await(id)
+          if ended then
+            -- answers after the end: dropped
+          elseif t ~= P.NAME then
+            local code = status_of(t, body)
+            if code ~= 1 then self:fail("readdir", dir, t, body) end
+            ended = true
+          else
+            local count, pos = sunpack(">I4", body, 5)
+            for _ = 1, count do
+              local name, a
+              name, _, pos = sunpack(">s4s4", body, pos)
+              a, pos = unpack_attrs(body, pos)
+              if name ~= "." and name ~= ".." then
+                out[#out + 1] = {name = name, type = a.type or "other", size = a.size, mode = a.mode, mtime = a.mtime,
+                                 atime = a.atime}
+              end
+            end
+          end
+        end
+      end
+      self:post(c, P.CLOSE, spack(">s4", h))
+      table.sort(out, function(x, y) return x.name < y.name end)
+      return out
+    end
+  end
+  return self:run(fns, 512)
+end
+
+-- One exec hashing items on the box: "all:PATH" (the whole file) or "N:PATH"
+-- (its first N bytes), names passed NUL-separated on stdin -> hex (nil: unreadable)
+-- per item, in order.
+local function remote_hashes(conn, items)
+  if #items == 0 then return {} end
+  local out = {}
+  -- whole files: sha256sum over many names per process; only the hash at the start
+  -- of each line is read (a line starts with \ when sha256sum escaped the name,
+  -- which keeps it one line per file). A file it cannot read prints no line: then
+  -- the count is off and those items are hashed one by one below.
+  local whole, wi = {}, {}
+  for i, it in ipairs(items) do
+    local p = it:match("^all:(.*)$")
+    if p then whole[#whole + 1], wi[#whole + 1] = p, i end
+  end
+  if #whole > 0 then
+    local r = instance._exec(conn, "xargs -0 sha256sum --", {stdin = table.concat(whole, "\0") .. "\0", timeout = 3600})
+    local lines = {}
+    for line in r.stdout:gmatch("[^\n]*\n") do lines[#lines + 1] = line:match("^\\?(%x+)  ") or false end
+    if #lines == #whole and r.code == 0 then
+      for k, h in ipairs(lines) do out[wi[k]] = h end
+    end
+  end
+  local rest, ri = {}, {}
+  for i, it in ipairs(items) do
+    if out[i] == nil then rest[#rest + 1], ri[#rest + 1] = it, i end
+  end
+  if #rest == 0 then return out end
+  local script = [[xargs -0 sh -c 'for a; do n=${a%%:*}; f=${a#*:}; if [ "$n" = all ]; then ]] ..
+    [[sha256sum < "$f" 2>/dev/null || echo x; else head -c "$n" < "$f" 2>/dev/null | sha256sum; fi; done' sh]]
+  local r = instance._exec(conn, script, {stdin = table.concat(rest, "\0") .. "\0", timeout = 3600})
+  local got = {}
+  for line in r.stdout:gmatch("[^\n]*\n") do got[#got + 1] = line:match("^(%x+)") or false end
+  if #got ~= #rest then
+    ssh.error("transfer", conn, string.format("hashing on the box failed (%d of %d answers): %s", #got, #rest,
+      r.stderr:sub(1, 300)))
+  end
+  for k, h in ipairs(got) do out[ri[k]] = h end
+  return out
+end
+
+-- An exec channel's non-blocking call inside a job -> its results, or false, dirs when
+-- it would block. A call that leaves a packet partly sent holds the session
+-- (eng.holder = "exec") until it is repeated to completion.
+local function exec_try(eng, fn, ...)
+  while eng.holder and eng.holder ~= "exec" do coroutine.yield(POLL) end
+  for _ = 1, math.huge do
+    local r, a, b, c = fn(...)
+    if r ~= false then
+      if eng.holder == "exec" then eng.holder = nil end
+      return r, a, b, c
+    end
+    if (a & 2) == 0 then
+      if eng.holder == "exec" then eng.holder = nil end
+      return false, a
+    end
+    eng.holder = "exec"
+    coroutine.yield(POLL)
+  end
+end
+
+-- exec_try until the call completes (yielding to the other jobs meanwhile).
+local function exec_step(eng, fn, ...)
+  for _ = 1, math.huge do
+    local r, a, b, c = exec_try(eng, fn, ...)
+    if r ~= false then eng.polled = true; return r, a, b, c end
+    coroutine.yield(POLL)
+  end
+end
+
+-- In a job: run cmd on the box over an exec channel of its own, stepped between
+-- the SFTP channels' turns -> stdout, stderr, exit code. A call that leaves a
+-- packet partly sent holds the session (eng.holder = "exec") until repeated.
+local function exec_in_job(eng, cmd, stdin)
+  local conn = eng.conn
+  local function try(fn, ...) return exec_try(eng, fn, ...) end
+  local function step(fn, ...) return exec_step(eng, fn, ...) end
+  local ch = step(conn.sess.channel_open, conn.sess)
+  step(ch.exec, ch, cmd)
+  local pos, outs, errs, eof_sent = 1, {}, {}, false
+  while true do
+    local moved = false
+    if pos <= #stdin then
+      local n = try(ch.write, ch, stdin, pos)
+      if n then pos, moved = pos + n, n > 0 end
+    elseif not eof_sent and try(ch.send_eof, ch) then
+      eof_sent, moved = true, true
+    end
+    local o, e, eof = try(ch.read, ch)
+    if o then
+      outs[#outs + 1], errs[#errs + 1] = o, e
+      if eof then break end
+      moved = moved or #o + #e > 0
+    end
+    if moved then eng.polled = true else coroutine.yield(POLL) end
+  end
+  pcall(step, ch.close, ch)
+  local code = ch:exit()
+  pcall(step, ch.free, ch)
+  return table.concat(outs), table.concat(errs), code
+end
+
+-- A background job: the box's SHA-256 of each whole file in paths, into
+-- eng.hashes (path index -> hex | false), while the files move.
+local function hashes_job(eng, paths)
+  return function()
+    local ok, err = pcall(function()
+      local out = {}
+      if #paths > 0 then
+        local stdout, _, code = exec_in_job(eng, "xargs -0 sha256sum --", table.concat(paths, "\0") .. "\0")
+        local lines = {}
+        for line in stdout:gmatch("[^\n]*\n") do lines[#lines + 1] = line:match("^\\?(%x+)  ") or false end
+        if #lines == #paths and code == 0 then out = lines
+        else   -- a file it could not read: one by one, each answering
+          local items = {}
+          for i, p in ipairs(paths) do items[i] = "all:" .. p end
+          while eng.holder do coroutine.yield(POLL) end
+          out = remote_hashes(eng.conn, items)
+        end
+      end
+      eng.hashes = out
+    end)
+    if not ok then eng.hash_error, eng.hashes = err, {} end
+  end
+end
+
+-- A background job for put: the box's SHA-256 of each renamed file, names fed
+-- as the files land (eng:verify_push(i, path)) to `xargs -0 -n 64 sha256sum`,
+-- so the hashing runs while other files still move. Ends once eng.verify_closed
+-- is set and every answer is in: eng.verified_hashes[i] = hex | false.
+function Engine:verify_push(i, path)
+  self.vq[#self.vq + 1] = path .. "\0"
+  self.vorder[#self.vorder + 1] = i
+end
+
+local function verify_job(eng)
+  eng.vq, eng.vorder, eng.verified_hashes = {}, {}, nil
+  return function()
+    local conn = eng.conn
+    local ok, err = pcall(function()
+      local function try(fn, ...) return exec_try(eng, fn, ...) end
+      local function step(fn, ...) return exec_step(eng, fn, ...) end
+      local ch = step(conn.sess.channel_open, conn.sess)
+      step(ch.exec, ch, "xargs -0 -n 64 sha256sum --")
+      local chunk, pos, outs, eof_sent, sent = nil, 1, {}, false, 0
+      while true do
+        if eng.failed then break end
+        local moved = false
+        if not chunk and sent < #eng.vq then
+          chunk, pos = table.concat(eng.vq, "", sent + 1), 1
+          sent = #eng.vq
+        end
+        if chunk then
+          local n = try(ch.write, ch, chunk, pos)
+          if n then
+            pos, moved = pos + n, n > 0
+            if pos > #chunk then chunk = nil end
+          end
+        elseif eng.verify_closed and not eof_sent and try(ch.send_eof, ch) then
+          eof_sent, moved = true, true
+        end
+        local o, _, eof = try(ch.read, ch)
+        if o then
+          outs[#outs + 1] = o
+          if eof then break end
+          moved = moved or #o > 0
+        end
+        if moved then eng.polled = true else coroutine.yield(POLL) end
+      end
+      pcall(step, ch.close, ch)
+      local code = ch:exit()
+      pcall(step, ch.free, ch)
+      local lines = {}
+      for line in table.concat(outs):gmatch("[^\n]*\n") do lines[#lines + 1] = line:match("^\\?(%x+)  ") or false end
+      local out = {}
+      if #lines == #eng.vorder and code == 0 then
+        for k, h in ipairs(lines) do out[eng.vorder[k]] = h end
+      end
+      eng.verified_hashes = out
+    end)
+    if not ok then eng.verified_hashes, eng.verify_error = {}, err end
+  end
+end
+
+local function hash_prefix_local(path, n)
+  local h = hash.sha256_new()
+  local f = assert(io.open(path, "rb"))
+  local left = n
+  while left > 0 do
+    local chunk = f:read(math.min(left, 1 << 20))
+    if not chunk then break end
+    h:update(chunk)
+    left = left - #chunk
+  end
+  f:close()
+  return h, left == 0
+end
+
+-- Aggregated progress for a tree: bytes and files.
+local function tree_progress(opts, verb, name, total, nfiles)
+  local p = progress(opts, verb, name, total, 0)
+  local mode = opts.progress
+  if mode == nil then
+    if core.sys.isatty(2) then mode = "bar" elseif os.getenv("GPURENT_PROGRESS") == "json" then mode = "json" end
+  end
+  local last = 0
+  return function(eng, final)
+    if not mode then return end
+    local t = now()
+    if not final and t - last < (mode == "json" and 1 or 0.1) then return end
+    last = t
+    local rate = eng.bytes / math.max(t - p.t0, 1e-6)
+    local eta = rate > 0 and (total - eng.bytes) / rate or 0
+    if mode == "json" then
+      io.stderr:write(require("gpurent.util.json").encode({event = "transfer", op = verb, file = printable(name),
+        bytes = eng.bytes, total = total, files = eng.files, files_total = nfiles, rate = math.floor(rate),
+        eta = math.floor(eta), done = final or false}), "\n")
+    else
+      io.stderr:write(string.format("\r%s %s  %s / %s  %d/%d files  %s/s  ETA %d:%02d%s", verb, printable(name),
+        human(eng.bytes), human(total), eng.files, nfiles, human(rate), math.floor(eta / 60), math.floor(eta % 60),
+        final and "\n" or "   "))
+    end
+    io.stderr:flush()
+  end
+end
+
+local SPECIAL_HINT = "only regular files, directories and symlinks are copied"
+
+-- Copy the tree under src to dst, both directions, through ops: prepare(dst_dir)
+-- makes a destination directory, children(src_dir) lists {name, type} sorted by
+-- name (types as lfs names them, links not followed), copy(src_file, dst_file)
+-- moves one file and returns its result, readlink(src) and symlink(target, dst)
+-- recreate a link. Anything else is reported on stderr and skipped.
+local function copy_tree(verb, src, dst, ops)
+  local res = {files = {}, links = {}, skipped = {}, bytes = 0, path = dst}
+  local function walk(a, b)
+    ops.prepare(b)
+    for _, e in ipairs(ops.children(a)) do
+      local ap, bp = a .. "/" .. e.name, b .. "/" .. e.name
+      if e.type == "directory" then walk(ap, bp)
+      elseif e.type == "file" then
+        local r = ops.copy(ap, bp)
+        res.files[#res.files + 1] = r
+        res.bytes = res.bytes + r.bytes
+      elseif e.type == "link" then
+        local target = ops.readlink(ap)
+        ops.symlink(target, bp)
+        res.links[#res.links + 1] = {path = bp, target = target}
+      else
+        io.stderr:write(string.format("%s: skipped %s: a %s (%s)\n", verb, printable(ap), e.type, SPECIAL_HINT))
+        res.skipped[#res.skipped + 1] = {path = ap, type = e.type}
+      end
+    end
+  end
+  walk(src:gsub("/+$", ""), dst)
+  return res
+end
+
+-- A local directory's entries as {name, type}, sorted by name (links are not followed).
+local function local_children(dir)
+  local out = {}
+  for n in lfs.dir(dir) do
+    if n ~= "." and n ~= ".." then out[#out + 1] = {name = n, type = lfs.symlinkattributes(dir .. "/" .. n, "mode")} end
+  end
+  table.sort(out, function(x, y) return x.name < y.name end)
+  return out
+end
+
+-- A source that is neither a regular file nor a directory is refused before
+-- anything opens it: a FIFO would block the open until the stall timeout.
+local function refuse_special(verb, src, kind, where)
+  if kind ~= "file" and kind ~= "directory" then
+    error(string.format("%s: %s is a %s%s, not a regular file or directory: refused (%s)",
+      verb, printable(src), kind, where, SPECIAL_HINT), 0)
+  end
+end
+
+function transfer.put(inst, src, dst, opts)
+  local mode = lfs.attributes(src, "mode")
+  if not mode then error("put: no such local file: " .. src, 2) end
+  refuse_special("put", src, mode, "")
+  local dstat = remote_stat(inst, dst)
+  if dstat and dstat.type == "directory" then dst = dst:gsub("/+$", "") .. "/" .. basename(src) end
+  if mode ~= "directory" then return put_file(inst, src, dst, opts) end
+  if opts.pipelined ~= false then return transfer._put_tree(inst, src, dst, opts) end
+  return copy_tree("put", src, dst, {
+    prepare = function(r) remote_mkdir(inst, r, r == dst) end,
+    children = local_children,
+    copy = function(lp, rp) return put_file(inst, lp, rp, opts) end,
+    readlink = function(lp) return lfs.symlinkattributes(lp, "target") end,
+    symlink = function(target, rp) remote_symlink(inst, target, rp) end,
+  })
+end
+
+-- ---- download --------------------------------------------------------------------
+
+local function get_file_owned(inst, src, dst, opts)
+  local part = dst .. ".part"
+  return inst:_call(opts.idempotent ~= false, function(conn)
+    local t0 = now()
+    local stall = opts.stall_timeout or 120
+    local sftp = inst:_sftp(conn)
+    local function run(op, step, ...) return ssh.run(conn, now() + stall, op, step, ...) end
+    local rst = run("stat " .. src, sftp.stat, sftp, src)
+    if not rst then ssh.error("transfer", conn, "no such remote file: " .. src) end
+    local offset = 0
+    local lsz = lfs.attributes(part, "size")
+    if opts.resume ~= false and lsz and lsz > 0 and lsz <= rst.size then offset = lsz end
+    local h = run("open " .. src, sftp.open, sftp, src, "r")
+    local x = h:transfer(part, "down", offset)
+    if offset > 0 and remote_sha256(conn, src, offset) ~= x:hex() then
+      x:finish()
+      run("close", h.close, h)
+      offset = 0
+      h = run("open " .. src, sftp.open, sftp, src, "r")
+      x = h:transfer(part, "down", 0)
+    end
+    local prog = progress(opts, "get", src, rst.size, offset)
+    local ok, err = pcall(step_loop, conn, x, stall, prog, offset)
+    local sha = x:hex()
+    local finished, ferr = pcall(x.finish, x)   -- the last local write or the fsync may fail here
+    if ok and not finished then ok, err = false, ferr end
+    pcall(run, "close " .. src, h.close, h)
+    if not ok then error(err, 0) end
+    local got = lfs.attributes(part, "size")
+    if got ~= rst.size then
+      ssh.error("transfer", conn, string.format("%s changed during download (%d bytes expected, %d received); %s kept for resume",
+        src, rst.size, got or -1, part))
+    end
+    if opts.verify then
+      local remote = remote_sha256(conn, src)
+      if remote ~= sha then
+        os.remove(part)
+        ssh.error("transfer", conn, string.format("SHA-256 mismatch after download of %s: local %s, remote %s; %s removed",
+          src, sha, tostring(remote), part), {reason = "verify"})
+      end
+    end
+    if rst.mode then core.ssh.chmod(part, rst.mode) end
+    if rst.mtime then lfs.touch(part, rst.atime or rst.mtime, rst.mtime) end
+    local rok, rerr = os.rename(part, dst)
+    if not rok then error("get: cannot rename " .. part .. " to " .. dst .. ": " .. tostring(rerr), 0) end
+    if opts.verify then   -- what is on disk under the final name, not what was streamed
+      local disk, bytes = hash.sha256_file(dst)
+      if disk ~= sha or bytes ~= rst.size then
+        os.rename(dst, part)
+        ssh.error("transfer", conn, string.format("%s changed on disk after the download of %s: %d bytes, SHA-256 %s; " ..
+          "expected %d bytes, %s; moved back to %s", dst, src, bytes, disk, rst.size, sha, part), {reason = "verify"})
+      end
+    end
+    return {path = dst, bytes = rst.size, sent = rst.size - offset, resumed_from = offset, sha256 = sha,
+            elapsed = now() - t0, verified = opts.verify and true or nil}
+  end)
+end
+
+local function get_file(inst, src, dst, opts)
+  return owning(inst, "get", dst, opts, function() return get_file_owned(inst, src, dst, opts) end)
+end
+
+-- A remote directory's entries as {name, type}, sorted by name.
+local function remote_children(inst, dir)
+  return inst:_call(true, function(conn)
+    local sftp = inst:_sftp(conn)
+    local h = ssh.run(conn, now() + 60, "open directory " .. dir, sftp.open, sftp, dir, "d")
+    local out = {}
+    while true do
+      local name, attrs = ssh.run(conn, now() + 60, "readdir " .. dir, h.readdir, h)
+      if not name then break end
+      if name ~= "." and name ~= ".." then out[#out + 1] = {name = name, type = attrs.type} end
+    end
+    ssh.run(conn, now() + 60, "close directory", h.close, h)
+    table.sort(out, function(a, b) return a.name < b.name end)
+    return out
+  end)
+end
+
+-- A local directory for the copy: the top one is made like mkdir -p; below it,
+-- an existing symlink is never written through (it could lead out of the tree).
+local function local_prepare(top)
+  return function(dir)
+    local mode = lfs.symlinkattributes(dir, "mode")
+    if dir ~= top and mode and mode ~= "directory" then
+      error("get: cannot create directory " .. dir .. ": a " .. mode .. " is in the way (never written through)", 0)
+    end
+    if not mode then require("gpurent.util.fs").mkdirs(dir) end
+  end
+end
+
+local function local_symlink(target, path)
+  local mode = lfs.symlinkattributes(path, "mode")
+  if mode == "directory" then error("get: cannot create symlink " .. path .. ": a directory is in the way", 0) end
+  if mode then os.remove(path) end
+  local ok, err = lfs.link(target, path, true)
+  if not ok then error("get: cannot create symlink " .. path .. " -> " .. target .. ": " .. tostring(err), 0) end
+end
+
+local function remote_readlink(inst, path)
+  return inst:_call(true, function(conn)
+    local sftp = inst:_sftp(conn)
+    local t, why = ssh.run(conn, now() + 60, "readlink " .. path, sftp.readlink, sftp, path)
+    if not t then ssh.error("transfer", conn, "cannot read symlink " .. path .. ": " .. tostring(why)) end
+    return t
+  end)
+end
+
+function transfer.get(inst, src, dst, opts)
+  local st = remote_stat(inst, src)
+  if not st then error(inst.label .. ": get: no such remote file: " .. src, 2) end
+  refuse_special("get", src, st.type or "file", " on " .. inst.label)
+  if lfs.attributes(dst, "mode") == "directory" then dst = dst:gsub("/+$", "") .. "/" .. basename(src) end
+  if st.type ~= "directory" then return get_file(inst, src, dst, opts) end
+  if opts.pipelined ~= false then return transfer._get_tree(inst, src, dst, opts) end
+  return copy_tree("get", src, dst, {
+    prepare = local_prepare(dst),
+    children = function(dir) return remote_children(inst, dir) end,
+    copy = function(rp, lp) return get_file(inst, rp, lp, opts) end,
+    readlink = function(rp) return remote_readlink(inst, rp) end,
+    symlink = local_symlink,
+  })
+end
+
+transfer._remote_stat = remote_stat
+
+-- What put/get would move, without moving it (gpurent put/get --dry-run):
+-- {{type = "file"|"link"|"directory"|<special>, src, dst, size}} in walk order.
+function transfer.plan(inst, verb, src, dst)
+  local out = {}
+  if verb == "put" then
+    local mode = lfs.attributes(src, "mode")
+    if not mode then error("put: no such local file: " .. src, 0) end
+    refuse_special("put", src, mode, "")
+    local dstat = remote_stat(inst, dst)
+    if dstat and dstat.type == "directory" then dst = dst:gsub("/+$", "") .. "/" .. basename(src) end
+    local function walk(a, b, kind)
+      out[#out + 1] = {type = kind, src = a, dst = b, size = kind == "file" and lfs.attributes(a, "size") or nil}
+      if kind ~= "directory" then return end
+      for _, e in ipairs(local_children(a)) do walk(a .. "/" .. e.name, b .. "/" .. e.name, e.type) end
+    end
+    walk(src:match("^(.-)/*$"), dst, mode)
+  else
+    local st = remote_stat(inst, src)
+    if not st then error(inst.label .. ": get: no such remote file: " .. src, 0) end
+    refuse_special("get", src, st.type or "file", " on " .. inst.label)
+    if lfs.attributes(dst, "mode") == "directory" then dst = dst:gsub("/+$", "") .. "/" .. basename(src) end
+    local function walk(a, b, kind, size)
+      out[#out + 1] = {type = kind, src = a, dst = b, size = kind == "file" and size or nil}
+      if kind ~= "directory" then return end
+      for _, e in ipairs(remote_children(inst, a)) do
+        local cst = e.type == "file" and remote_stat(inst, a .. "/" .. e.name)
+        walk(a .. "/" .. e.name, b .. "/" .. e.name, e.type, cst and cst.size)
+      end
+    end
+    walk(src:match("^(.-)/*$"), dst, st.type or "file", st.size)
+  end
+  return out
+end
+
+-- ---- trees (the engine above) ------------------------------------------------------
+
+local function get_one(eng, c, f, opts)
+  local t0 = now()
+  local part = f.dst .. ".part"
+  local pmode = lfs.symlinkattributes(part, "mode")
+  if pmode == "link" then os.remove(part)
+  elseif pmode and pmode ~= "file" then error("get: cannot write " .. part .. ": a " .. pmode .. " is in the way", 0) end
+  local offset, hs = 0, nil
+  if f.resume and f.prefix_sha then
+    local h2, full = hash_prefix_local(part, f.resume)
+    if full and h2:hex() == f.prefix_sha then offset, hs = f.resume, hash_prefix_local(part, f.resume) end
+  end
+  hs = hs or hash.sha256_new()
+  local fh, ferr = io.open(part, offset > 0 and "r+b" or "wb")
+  if not fh then error("get: cannot write " .. part .. ": " .. tostring(ferr), 0) end
+  if offset > 0 then fh:seek("set", offset) end
+  local pos = offset
+  local ok, err = pcall(function()
+    local handle = eng:open(c, f.src, FXF_READ)
+    local hp = spack(">s4", handle)
+    -- READs cover [offset, size) exactly, plus one at size to see the end; a
+    -- short answer (the file shrank) asks again from where it ended, and
+    -- answers for offsets past that are dropped.
+    local inflight, head, tail, nexto, eof = {}, 1, 0, offset, false
+    local function issue()
+      local len = nexto < f.size and math.min(TREE_CHUNK, f.size - nexto) or TREE_CHUNK
+      tail = tail + 1
+      inflight[tail] = {eng:send(c, P.READ, hp .. spack(">I8I4", nexto, len)), nexto, len}
+      nexto = nexto + len
+    end
+    for _ = 1, math.min(TREE_WINDOW, (f.size - offset + TREE_CHUNK - 1) // TREE_CHUNK + 1) do issue() end
+    while head <= tail do
+      local r = inflight[head]
+      inflight[head] = nil
+      head = head + 1
+      local t, body = eng:await(r[1])
+      if r[2] == pos and not eof then
+        if t == P.DATA then
+          local data = sunpack(">s4", body, 5)
+          local w, werr = fh:write(data)
+          if not w then error("write error on " .. part .. ": " .. tostring(werr), 0) end
+          hs:update(data)
+          pos = pos + #data
+          eng.bytes = eng.bytes + #data
+          if #data < r[3] then nexto = pos end
+          if #data == 0 then eof = true end
+        elseif status_of(t, body) == 1 then eof = true
+        else eng:fail("read", f.src, t, body) end
+      end
+      if not eof and tail - head + 1 < TREE_WINDOW then issue() end
+    end
+    eng:post(c, P.CLOSE, hp)
+  end)
+  local cok, cerr = fh:close()
+  if not ok then error(err, 0) end
+  if not cok then error("write error on " .. part .. ": " .. tostring(cerr), 0) end
+  eng.to_sync = eng.to_sync or {}
+  eng.to_sync[#eng.to_sync + 1] = part
+  coroutine.yield(SYNCED)
+  if pos ~= f.size then
+    ssh.error("transfer", eng.conn, string.format("%s changed during download (%d bytes expected, %d received); %s kept for resume",
+      f.src, f.size, pos, part))
+  end
+  local sha = hs:hex()
+  if opts.verify then
+    while not eng.hashes do coroutine.yield(HASHES) end
+    if eng.hash_error then error(eng.hash_error, 0) end
+    f.remote_sha = eng.hashes[f.hash_index] or nil
+  end
+  if opts.verify and f.remote_sha ~= sha then
+    os.remove(part)
+    ssh.error("transfer", eng.conn, string.format("SHA-256 mismatch after download of %s: local %s, remote %s; %s removed",
+      f.src, sha, tostring(f.remote_sha), part), {reason = "verify"})
+  end
+  if f.mode then core.ssh.chmod(part, f.mode) end
+  if f.mtime then lfs.touch(part, f.atime or f.mtime, f.mtime) end
+  local rok, rerr = os.rename(part, f.dst)
+  if not rok then error("get: cannot rename " .. part .. " to " .. f.dst .. ": " .. tostring(rerr), 0) end
+  if opts.verify then
+    local disk, bytes = hash.sha256_file(f.dst)
+    if disk ~= sha or bytes ~= f.size then
+      os.rename(f.dst, part)
+      ssh.error("transfer", eng.conn, string.format("%s changed on disk after the download of %s: %d bytes, SHA-256 %s; " ..
+        "expected %d bytes, %s; moved back to %s", f.dst, f.src, bytes, disk, f.size, sha, part), {reason = "verify"})
+    end
+  end
+  return {path = f.dst, bytes = f.size, sent = f.size - offset, resumed_from = offset, sha256 = sha,
+          elapsed = now() - t0, verified = opts.verify and true or nil}
+end
+
+local function skip_special(verb, res, path, kind)
+  io.stderr:write(string.format("%s: skipped %s: a %s (%s)\n", verb, printable(path), kind, SPECIAL_HINT))
+  res.skipped[#res.skipped + 1] = {path = path, type = kind}
+end
+
+local function streams_of(opts)
+  local n = tonumber(opts.streams) or 4
+  return math.max(1, math.min(8, math.floor(n)))
+end
+
+function transfer._get_tree(inst, src, dst, opts)
+  src = src:match("^(.-)/*$")
+  if src == "" then src = "/" end
+  local done = {}
+  local function run(conn)
+    trace("get: connected")
+    local eng = new_engine(inst, conn, opts, streams_of(opts))
+    trace("get: channels open")
+    local ok, res = pcall(function()
+      local tree, level = {}, {src}
+      while #level > 0 do          -- one round of listings per depth, every directory of it at once
+        local lists = eng:list_dirs(level)
+        local nextl = {}
+        for i, d in ipairs(level) do
+          tree[d] = lists[i]
+          for _, e in ipairs(lists[i]) do
+            if e.type == "directory" then nextl[#nextl + 1] = (d == "/" and "" or d) .. "/" .. e.name end
+          end
+        end
+        level = nextl
+      end
+      local res = {files = {}, links = {}, skipped = {}, bytes = 0, path = dst}
+      local files, links, dirs = {}, {}, {}
+      local function walk(a, b)
+        dirs[#dirs + 1] = b
+        for _, e in ipairs(tree[a]) do
+          local ap, bp = (a == "/" and "" or a) .. "/" .. e.name, b .. "/" .. e.name
+          if e.type == "directory" then walk(ap, bp)
+          elseif e.type == "file" then
+            files[#files + 1] = {src = ap, dst = bp, size = e.size or 0, mode = e.mode, mtime = e.mtime, atime = e.atime}
+          elseif e.type == "link" then links[#links + 1] = {src = ap, dst = bp}
+          else skip_special("get", res, ap, e.type) end
+        end
+      end
+      walk(src, dst)
+      trace("get: listed")
+      local prepare = local_prepare(dst)
+      for _, d in ipairs(dirs) do prepare(d) end
+      eng.sync_dir = dst
+      -- the box's hashes, one exec for the tree: resumable prefixes, and (verify) whole files
+      local items, idx = {}, {}
+      for _, f in ipairs(files) do
+        if not done[f.dst] then
+          local lsz = lfs.symlinkattributes(f.dst .. ".part", "mode") == "file" and lfs.attributes(f.dst .. ".part", "size")
+          if opts.resume ~= false and lsz and lsz > 0 and lsz <= f.size then
+            f.resume = lsz
+            items[#items + 1], idx[#items + 1] = lsz .. ":" .. f.src, {f, "prefix_sha"}
+          end
+        end
+      end
+      trace("get: directories made")
+      for k, h in ipairs(remote_hashes(conn, items)) do idx[k][1][idx[k][2]] = h or nil end
+      trace("get: resumable prefixes hashed on the box")
+      local whole = {}
+      if opts.verify then
+        for _, f in ipairs(files) do
+          if not done[f.dst] then whole[#whole + 1] = f.src; f.hash_index = #whole end
+        end
+      end
+      eng.hashes = nil
+      local total = 0
+      for _, f in ipairs(files) do total = total + f.size end
+      local prog = tree_progress(opts, "get", src, total, #files)
+      local fns, held = {}, {}
+      for i, f in ipairs(files) do
+        fns[i] = function(c)
+          local r = done[f.dst]
+          if not r then
+            local lpath = f.dst .. ".part.lock"
+            local h, why, holder = lock.acquire_local(lpath, {wait = opts.lock_wait})
+            if not h then locked_error(inst, "get", f.dst, why, holder, "rm -- " .. q(lpath)) end
+            held[lpath] = h
+            local ok1, r1 = pcall(get_one, eng, c, f, opts)
+            held[lpath] = nil
+            pcall(h.release, h)
+            if not ok1 then error(r1, 0) end
+            r = r1
+            done[f.dst] = r
+          else
+            eng.bytes = eng.bytes + f.size
+          end
+          eng.files = eng.files + 1
+          return r
+        end
+      end
+      -- a failing file stops the engine mid-flight: the other files' locks are released
+      -- here, so no .part.lock is left beside the destination
+      local okr, files_or_err = pcall(eng.run, eng, fns, TREE_JOBS, function() prog(eng) end,
+        opts.verify and {hashes_job(eng, whole)} or nil)
+      for _, h in pairs(held) do pcall(h.release, h) end
+      if not okr then error(files_or_err, 0) end
+      res.files = files_or_err
+      res.in_flight = eng.peak
+      prog(eng, true)
+      trace("get: files moved")
+      for _, f in ipairs(res.files) do res.bytes = res.bytes + f.bytes end
+      local lfns = {}
+      for i, l in ipairs(links) do
+        lfns[i] = function(c)
+          local target, why = eng:readlink(c, l.src)
+          if not target then ssh.error("transfer", conn, "cannot read symlink " .. l.src .. ": " .. tostring(why)) end
+          local_symlink(target, l.dst)
+          return {path = l.dst, target = target}
+        end
+      end
+      res.links = eng:run(lfns, 512)
+      return res
+    end)
+    eng:close()
+    if not ok then error(res, 0) end
+    return res
+  end
+  return inst:_call(opts.idempotent ~= false, run)
+end
+
+local function put_one(eng, c, f, opts, stat_id)
+  local t0 = now()
+  local part = f.dst .. ".part"
+  local offset, hs = 0, nil
+  if stat_id then
+    local t, body = eng:await(stat_id)
+    local pst = t == P.ATTRS and (unpack_attrs(body, 5)) or nil
+    if pst and pst.size and pst.size > 0 and pst.size <= f.size then
+      local h2, full = hash_prefix_local(f.src, pst.size)
+      while eng.holder do coroutine.yield(POLL) end   -- the exec below sends on the session
+      if full and remote_sha256(eng.conn, part, pst.size) == h2:hex() then
+        offset, hs = pst.size, hash_prefix_local(f.src, pst.size)
+      end
+    end
+  end
+  hs = hs or hash.sha256_new()
+  local fh, ferr = io.open(f.src, "rb")
+  if not fh then error("put: cannot read " .. f.src .. ": " .. tostring(ferr), 0) end
+  if offset > 0 then fh:seek("set", offset) end
+  local handle = eng:open(c, part, FXF_WRITE | FXF_CREAT | (offset == 0 and FXF_TRUNC or 0), {mode = 384})
+  local hp = spack(">s4", handle)
+  local closed = false
+  local ok, err = pcall(function()
+    local inflight, head, tail, pos = {}, 1, 0, offset
+    local function ack()
+      local r = inflight[head]
+      inflight[head] = nil
+      head = head + 1
+      local t, body = eng:await(r[1])
+      if status_of(t, body) ~= 0 then eng:fail("write", part, t, body) end
+      eng.bytes = eng.bytes + r[2]
+    end
+    while true do
+      local data = fh:read(TREE_CHUNK)
+      if not data then break end
+      hs:update(data)
+      tail = tail + 1
+      inflight[tail] = {eng:send(c, P.WRITE, hp .. spack(">I8I4", pos, #data), data), #data}
+      pos = pos + #data
+      while tail - head + 1 >= TREE_WINDOW do ack() end
+    end
+    if pos ~= f.size then
+      while head <= tail do ack() end
+      error("put: " .. f.src .. " changed while it was read (" .. pos .. " bytes, " .. f.size .. " expected)", 0)
+    end
+    -- mode/mtime, fsync and close go with the last WRITEs (the server answers in
+    -- order); the rename below is sent only once every answer said ok
+    local id1 = eng:send(c, P.FSETSTAT, hp .. pack_attrs({mode = f.mode, mtime = f.mtime, atime = f.atime}))
+    local id2 = c.exts["fsync@openssh.com"] and eng:send(c, P.EXTENDED, spack(">s4s4", "fsync@openssh.com", handle))
+    local id3 = eng:send(c, P.CLOSE, hp)
+    local wok, werr = pcall(function() while head <= tail do ack() end end)
+    if not wok then
+      eng:await(id1)
+      if id2 then eng:await(id2) end
+      eng:await(id3)
+      closed = true
+      error(werr, 0)
+    end
+    local t, body = eng:await(id1)
+    if status_of(t, body) ~= 0 then eng:fail("set mode/mtime", part, t, body) end
+    if id2 then eng:await(id2) end
+    t, body = eng:await(id3)
+    closed = true
+    if status_of(t, body) ~= 0 then eng:fail("close", part, t, body) end
+  end)
+  fh:close()
+  if not ok then
+    if not closed then pcall(eng.call, eng, c, P.CLOSE, hp) end
+    if ssh.is_connection_loss(eng.conn, err) then error(err, 0) end
+    ssh.error("transfer", eng.conn, tostring(err):gsub("^.-: ", "") .. " (partial upload left as .part)", {cause = err})
+  end
+  if not eng:rename(c, part, f.dst, true) then
+    while eng.holder do coroutine.yield(POLL) end
+    local r = instance._exec(eng.conn, "mv -f -- " .. q(part) .. " " .. q(f.dst), {})
+    if r.code ~= 0 then ssh.error("transfer", eng.conn, "cannot rename " .. part .. " to " .. f.dst .. ": " .. r.stderr) end
+  end
+  return {path = f.dst, bytes = f.size, sent = f.size - offset, resumed_from = offset, sha256 = hs:hex(),
+          elapsed = now() - t0}
+end
+
+local function tree_box_ops(eng, c)
+  return {
+    -- not awaited: its answer is unreliable on libssh2 and unread by gpurent.lock,
+    -- which reads the link back, and the readlink sent next is answered after it
+    symlink = function(target, path) eng:post(c, P.SYMLINK, spack(">s4s4", target, path)); return true end,
+    readlink = function(path) return eng:readlink(c, path) end,
+    unlink = function(path) return eng:unlink(c, path) end,
+    rename = function(a, b) return eng:rename(c, a, b) end,
+  }
+end
+
+function transfer._put_tree(inst, src, dst, opts)
+  src = src:match("^(.-)/*$")
+  if src == "" then src = "/" end
+  local res = {files = {}, links = {}, skipped = {}, bytes = 0, path = dst}
+  local files, links, levels = {}, {}, {}
+  local function walk(a, b, depth)
+    levels[depth] = levels[depth] or {}
+    table.insert(levels[depth], b)
+    for _, e in ipairs(local_children(a)) do
+      local ap, bp = (a == "/" and "" or a) .. "/" .. e.name, b .. "/" .. e.name
+      if e.type == "directory" then walk(ap, bp, depth + 1)
+      elseif e.type == "file" then
+        local st = lfs.attributes(ap)
+        if not st then error("put: cannot read " .. ap, 0) end
+        files[#files + 1] = {src = ap, dst = bp, size = st.size, mode = octal_mode(st.permissions),
+                             mtime = st.modification, atime = st.access}
+      elseif e.type == "link" then links[#links + 1] = {src = ap, dst = bp}
+      else skip_special("put", res, ap, e.type) end
+    end
+  end
+  walk(src, dst, 0)
+  local done = {}
+  local function run(conn)
+    trace("put: connected")
+    local eng = new_engine(inst, conn, opts, streams_of(opts))
+    trace("put: channels open")
+    local held = {}
+    local ok, r = pcall(function()
+      for depth = 0, #levels do   -- parents first; each depth's directories at once
+        local fns = {}
+        for i, d in ipairs(levels[depth]) do
+          fns[i] = function(c)
+            if eng:simple(c, P.MKDIR, spack(">s4", d) .. pack_attrs({mode = 493})) then return end
+            -- below the top one, an existing directory must not be a symlink (it could lead out of the tree)
+            local st = eng:stat(c, d, depth > 0)
+            if not st or st.type ~= "directory" then
+              ssh.error("transfer", conn, "cannot create remote directory " .. d ..
+                (st and (": a " .. st.type .. " is in the way (never written through)") or ""))
+            end
+          end
+        end
+        eng:run(fns, 512)
+      end
+      trace("put: directories made")
+      local total = 0
+      for _, f in ipairs(files) do total = total + f.size end
+      local prog = tree_progress(opts, "put", src, total, #files)
+      local fns = {}
+      for i, f in ipairs(files) do
+        fns[i] = function(c)
+          local r1 = done[f.dst]
+          if r1 then eng.bytes = eng.bytes + f.size; eng.files = eng.files + 1; return r1 end
+          local lpath = f.dst .. ".part.lock"
+          -- the .part's size asked for with the lock (read only once the lock is ours)
+          local stat_id = opts.resume ~= false and eng:send(c, P.STAT, spack(">s4", f.dst .. ".part")) or nil
+          local h, why, holder = lock.acquire_remote(tree_box_ops(eng, c), lpath,
+            {wait = opts.lock_wait, on_stale = stale_notice("put")})
+          if not h then
+            if stat_id then eng.ignore[stat_id] = true end
+            locked_error(inst, "put", f.dst, why, holder, "rm -- " .. q(lpath) .. " on the box")
+          end
+          held[#held + 1] = h
+          r1 = put_one(eng, c, f, opts, stat_id)
+          done[f.dst] = r1
+          eng.files = eng.files + 1
+          return r1
+        end
+      end
+      eng.verify_closed = false
+      local vjob = opts.verify and verify_job(eng) or nil
+      if vjob then   -- the last file job closes the verifier's input
+        local left = #fns
+        for i, fn in ipairs(fns) do
+          fns[i] = function(c)
+            local ok1, r1 = pcall(fn, c)
+            left = left - 1
+            if ok1 and r1 then eng:verify_push(i, r1.path) end
+            if left == 0 then eng.verify_closed = true end
+            if not ok1 then error(r1, 0) end
+            return r1
+          end
+        end
+        if #fns == 0 then eng.verify_closed = true end
+      end
+      res.files = eng:run(fns, TREE_JOBS, function() prog(eng) end, vjob and {vjob} or nil)
+      res.in_flight = eng.peak
+      prog(eng, true)
+      trace("put: files moved")
+      for _, f in ipairs(res.files) do res.bytes = res.bytes + f.bytes end
+      if opts.verify then   -- what is on disk under the final names, hashed on the box
+        local got = eng.verified_hashes or {}
+        local missing = {}
+        for i, f in ipairs(res.files) do
+          if not got[i] then missing[#missing + 1] = i end
+        end
+        if #missing > 0 then   -- an answer the stream could not give: one by one
+          local items = {}
+          for k, i in ipairs(missing) do items[k] = "all:" .. res.files[i].path end
+          for k, h in ipairs(remote_hashes(conn, items)) do got[missing[k]] = h end
+        end
+        local bad = {}
+        for i = 1, #res.files do
+          local h = got[i]
+          local f = res.files[i]
+          if h ~= f.sha256 then
+            instance._exec(conn, "mv -f -- " .. q(f.path) .. " " .. q(f.path .. ".part"), {timeout = 60})
+            done[f.path] = nil
+            bad[#bad + 1] = string.format("%s: local %s, remote %s on disk; moved back to %s.part", printable(f.path),
+              f.sha256, tostring(h or "unreadable"), printable(f.path))
+          else
+            f.verified = true
+          end
+        end
+        if #bad > 0 then
+          ssh.error("transfer", conn, "SHA-256 mismatch after upload of " .. #bad .. " file(s): " ..
+            table.concat(bad, "; ", 1, math.min(#bad, 5)), {reason = "verify"})
+        end
+      end
+      local lfns = {}
+      for i, l in ipairs(links) do
+        lfns[i] = function(c)
+          local target = lfs.symlinkattributes(l.src, "target")
+          local st = eng:stat(c, l.dst, true)
+          if st and st.type == "directory" then
+            ssh.error("transfer", conn, "cannot create symlink " .. l.dst .. ": a directory is in the way")
+          end
+          if st then eng:unlink(c, l.dst) end
+          eng:symlink(c, target, l.dst)
+          local made, why = eng:readlink(c, l.dst)
+          if made ~= target then
+            ssh.error("transfer", conn, "cannot create symlink " .. l.dst .. " -> " .. target .. ": " .. tostring(made or why))
+          end
+          return {path = l.dst, target = target}
+        end
+      end
+      trace("put: verified")
+      res.links = eng:run(lfns, 512)
+      return res
+    end)
+    -- the locks are released once the files are verified (or the tree failed)
+    local rfns = {}
+    for i, h in ipairs(held) do rfns[i] = function() pcall(h.release, h) end end
+    if #eng.chans > 0 then pcall(eng.run, eng, rfns, #rfns + 1) end
+    trace("put: locks released")
+    eng:close()
+    if not ok then error(r, 0) end
+    return r
+  end
+  return inst:_call(opts.idempotent ~= false, run)
+end
+
+return transfer
