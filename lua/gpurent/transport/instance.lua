@@ -94,7 +94,8 @@ function Instance:_call(idempotent, fn)
     self.conn.sess:mark_dead()
     if not idempotent then
       if not ssh.is_error(res) then
-        res = setmetatable({kind = "connection", host = self.label, msg = tostring(res)}, ssh.Error)
+        res = ssh.new_error("connection", nil, tostring(res), {})
+        res.host = self.label
       end
       res.msg = res.msg .. " (connection lost; not re-run: the call is not marked idempotent)"
       error(res, 0)
