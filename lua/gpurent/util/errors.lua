@@ -71,12 +71,22 @@ function errors.kind(e)
   return nil
 end
 
--- errors.is(e, kind) -> is `e` an error of that kind? A kind that does not exist is
--- a mistake in the caller (a typo would otherwise never match), not a "no".
-function errors.is(e, kind)
-  if not errors.EXIT[kind] then error("errors.is: unknown error kind " .. tostring(kind), 2) end
-  return errors.kind(e) == kind
+-- errors.is(e, kind, ...) -> is `e` an error of that kind (of any kind named)? A kind
+-- that does not exist is a mistake in the caller (a typo would otherwise never
+-- match), not a "no".
+function errors.is(e, ...)
+  local mine = errors.kind(e)
+  for i = 1, select("#", ...) do
+    local kind = select(i, ...)
+    if not errors.EXIT[kind] then error("errors.is: unknown error kind " .. tostring(kind), 2) end
+    if mine == kind then return true end
+  end
+  return false
 end
+
+-- errors.has_own_exit(e) -> is `e` of a kind that end the program with their own code, which a command
+-- re-raises rather than printing them as its own failure: usage 2, refusal 3, Ctrl-C 130.
+function errors.has_own_exit(e) return errors.is(e, "usage", "refusal", "interrupted") end
 
 -- errors.exit_code(e) -> the exit code `e` ends the program with.
 function errors.exit_code(e) return errors.EXIT[errors.kind(e) or ""] or 1 end
