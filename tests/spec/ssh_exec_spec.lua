@@ -46,7 +46,9 @@ describe("inst:sh", function()
     assert.matches("exit code 3", msg)
     assert.matches("line12", msg)
     assert.is_nil(msg:find("line1\n", 1, true))   -- only the last lines
-    assert.equal(3, err.code)
+    assert.equal(3, err.status)
+    assert.equal("command", err.code)
+    assert.equal("remote", err.kind)
     assert.equal("0\n", inst:sh("echo 0", {check = true}).stdout)
   end)
 

@@ -542,7 +542,7 @@ function Instance:sh(cmd, opts)
     local tail = last_lines(r.stderr, 10)
     ssh.error("command", self.conn, string.format("command failed (%s): %s%s", why, cmd,
       #tail > 0 and ("\n  stderr: " .. table.concat(tail, "\n          ")) or ""),
-      {code = r.code, signal = r.signal, result = r, cmd = cmd})
+      {status = r.code, signal = r.signal, result = r, cmd = cmd})
   end
   return r
 end
