@@ -143,7 +143,7 @@ local function send(name, body, timeout)
                     function() return core.provider.request(PROVIDER, name, body, timeout) end)
 end
 
--- One call: the envelope's data, or an ApiError. A refusal from C passes through.
+-- One call: the envelope's data, or an API error (api_error). A refusal from C passes through.
 function Client:call(name, params)
   if not self.token then
     error("AutoDL: no developer token (set AUTODL_TOKEN, or autodl.token_file in ~/.config/gpurent/config.yaml)", 0)
