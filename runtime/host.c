@@ -59,6 +59,66 @@ static const luaL_Reg core_modules[] = {
     {NULL, NULL}
 };
 
+/* ---- the one error type ------------------------------------------------------- */
+
+static const struct { const char *kind; int exit; } error_kinds[] = {
+    {"usage", GR_EXIT_USAGE},           /* the person's input is off */
+    {"refusal", GR_EXIT_REFUSED},       /* a safety gate said no */
+    {"remote", GR_EXIT_ERROR},          /* the box: a command, a file there */
+    {"transport", GR_EXIT_ERROR},       /* the link: connect, auth, timeout */
+    {"provider", GR_EXIT_ERROR},        /* the provider's API answered with an error */
+    {"interrupted", GR_EXIT_INTERRUPTED},
+};
+#define N_ERROR_KINDS (sizeof error_kinds / sizeof error_kinds[0])
+
+static int exit_of_kind(const char *kind) {
+    for (size_t i = 0; i < N_ERROR_KINDS; i++)
+        if (strcmp(error_kinds[i].kind, kind) == 0) return error_kinds[i].exit;
+    return -1;
+}
+
+static int error_tostring(lua_State *L) {
+    lua_getfield(L, 1, "msg");
+    if (!lua_isstring(L, -1)) lua_pushliteral(L, "(error without a message)");
+    else lua_tostring(L, -1);   /* a number msg prints as text */
+    return 1;
+}
+
+void gr_push_error_metatable(lua_State *L) {
+    if (luaL_newmetatable(L, "gpurent.error")) {   /* __name = "gpurent.error" */
+        lua_pushcfunction(L, error_tostring);
+        lua_setfield(L, -2, "__tostring");
+    }
+}
+
+void gr_make_error(lua_State *L, const char *kind) {
+    int exit = exit_of_kind(kind);
+    if (exit < 0) luaL_error(L, "gr_make_error: unknown error kind %s", kind);
+    lua_pushstring(L, kind);
+    lua_setfield(L, -2, "kind");
+    lua_pushinteger(L, exit);
+    lua_setfield(L, -2, "exit");
+    gr_push_error_metatable(L);
+    lua_setmetatable(L, -2);
+}
+
+int gr_raise_error(lua_State *L, const char *kind, const char *msg) {
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, msg);
+    lua_setfield(L, -2, "msg");
+    gr_make_error(L, kind);
+    return lua_error(L);
+}
+
+/* core.host.error_kinds: {kind = exit code}, errors.lua's errors.EXIT. */
+static void push_error_kinds(lua_State *L) {
+    lua_createtable(L, 0, (int)N_ERROR_KINDS);
+    for (size_t i = 0; i < N_ERROR_KINDS; i++) {
+        lua_pushinteger(L, error_kinds[i].exit);
+        lua_setfield(L, -2, error_kinds[i].kind);
+    }
+}
+
 int gr_errno_error(lua_State *L, const char *what, const char *path) {
     int e = errno;
     return luaL_error(L, "%s %s: %s", what, path ? path : "", strerror(e));
@@ -71,7 +131,7 @@ int gr_errno_error(lua_State *L, const char *what, const char *path) {
 int gr_raise_if_interrupted(lua_State *L) {
     if (!gr_interrupted) return 0;
     lua_sethook(signal_state ? signal_state : L, NULL, 0, 0);
-    return luaL_error(L, "interrupted");
+    return gr_raise_error(L, "interrupted", "interrupted");
 }
 
 void gr_clear_interrupt(lua_State *L) {
@@ -85,7 +145,7 @@ void gr_clear_interrupt(lua_State *L) {
 static void interrupt_hook(lua_State *L, lua_Debug *ar) {
     (void)ar;
     lua_sethook(L, NULL, 0, 0);
-    luaL_error(L, "interrupted");
+    gr_raise_error(L, "interrupted", "interrupted");
 }
 
 static void on_sigint(int sig) {
@@ -199,6 +259,10 @@ static void push_host_info(lua_State *L, const char *recipe_dir) {
     lua_setfield(L, -2, "version");
     lua_pushboolean(L, host_verbose);
     lua_setfield(L, -2, "verbose");
+    push_error_kinds(L);
+    lua_setfield(L, -2, "error_kinds");
+    gr_push_error_metatable(L);
+    lua_setfield(L, -2, "error_metatable");
 }
 
 /* package.path: recipe dir, project lua/, share lua/, GPURENT_PATH, then Lua's
@@ -348,9 +412,16 @@ static int msgh(lua_State *L) {
     return 1;
 }
 
-/* An error object may carry an exit code (gate refusals: 3, usage: 2). */
+/* An error object's exit code is its kind's (gate refusals: 3, usage: 2); a table
+ * without a known kind may still carry an `exit` field (a recipe's own). */
 static int exit_code_of(lua_State *L, int idx) {
     if (lua_type(L, idx) == LUA_TTABLE) {
+        lua_getfield(L, idx, "kind");
+        int exit = lua_type(L, -1) == LUA_TSTRING ? exit_of_kind(lua_tostring(L, -1)) : -1;
+        lua_pop(L, 1);
+        /* a failure in the cleanup after a Ctrl-C still ends as the interrupt */
+        if (exit == GR_EXIT_ERROR && gr_interrupted) return GR_EXIT_INTERRUPTED;
+        if (exit >= 0) return exit;
         lua_getfield(L, idx, "exit");
         int isnum;
         lua_Integer code = lua_tointegerx(L, -1, &isnum);

@@ -38,11 +38,21 @@ const char *gr_host_share_dir(void);
 void gr_protect_secrets(void);
 
 /* Set by the SIGINT handler; primitives that block (poll, read) check it and raise
- * "interrupted" so the Lua code's cleanup runs. */
+ * an error of kind "interrupted" so the Lua code's cleanup runs. */
 extern volatile int gr_interrupted;
 int gr_raise_if_interrupted(lua_State *L);
 /* Forget a handled SIGINT (the REPL after Ctrl-C): clears the flag and the hook. */
 void gr_clear_interrupt(lua_State *L);
+
+/* The one error type (lua/gpurent/util/errors.lua): a table {kind=, exit=, msg=, ...}
+ * with the registry metatable "gpurent.error" (printed as its msg). The kinds and the
+ * exit code each ends the program with are defined once, in host.c; Lua reads them
+ * as core.host.error_kinds. gr_push_error_metatable pushes that metatable;
+ * gr_make_error turns the table on top of the stack (msg already set) into an error of
+ * `kind`; gr_raise_error raises a new one with `msg`. */
+void gr_push_error_metatable(lua_State *L);
+void gr_make_error(lua_State *L, const char *kind);
+int gr_raise_error(lua_State *L, const char *kind, const char *msg);
 
 /* luaL_error with strerror(errno) appended: "<what> <path>: <strerror>". */
 int gr_errno_error(lua_State *L, const char *what, const char *path);

@@ -310,18 +310,15 @@ static int http_result(lua_State *L) {
         return luaL_error(L, "http %s %s: response body larger than %d bytes", r->method, r->url, (int)r->resp.max);
     if (r->result != CURLE_OK) {
         const char *why = r->errbuf[0] ? r->errbuf : r->api->easy_strerror(r->result);
-        lua_createtable(L, 0, 3);
+        /* an error of kind transport; code says which: "timeout" or "connection" */
+        lua_createtable(L, 0, 5);
         lua_pushfstring(L, "http %s %s: %s", r->method, r->url, why);
         lua_setfield(L, -2, "msg");
-        lua_pushstring(L, r->result == CURLE_OPERATION_TIMEDOUT ? "timeout" : "transport");
-        lua_setfield(L, -2, "kind");
+        lua_pushstring(L, r->result == CURLE_OPERATION_TIMEDOUT ? "timeout" : "connection");
+        lua_setfield(L, -2, "code");
         lua_pushinteger(L, (lua_Integer)r->result);
         lua_setfield(L, -2, "curl_code");
-        if (luaL_newmetatable(L, "gpurent.http.error")) {
-            luaL_loadstring(L, "return (...).msg");
-            lua_setfield(L, -2, "__tostring");
-        }
-        lua_setmetatable(L, -2);
+        gr_make_error(L, "transport");
         return lua_error(L);
     }
     long code = 0;

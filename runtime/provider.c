@@ -192,7 +192,7 @@ static void ledger_line(lua_State *L, const char *profile, const char *verb, con
     lua_settop(L, top);
 }
 
-/* Raise {kind="refused", exit=3, msg=} (printed as msg); counts toward the sticky exit. */
+/* Raise an error of kind refusal (exit 3, printed as msg); counts toward the sticky exit. */
 static int refuse(lua_State *L, const provider_t *p, const char *verb, const char *instance, const char *fmt, ...) {
     char msg[2048];
     va_list ap;
@@ -201,17 +201,7 @@ static int refuse(lua_State *L, const provider_t *p, const char *verb, const cha
     va_end(ap);
     gr_provider_refusals++;
     if (verb && p) ledger_line(L, p->name, verb, instance ? instance : "?", msg);
-    lua_createtable(L, 0, 4);
-    lua_pushstring(L, "refused"); lua_setfield(L, -2, "kind");
-    lua_pushinteger(L, GR_EXIT_REFUSED); lua_setfield(L, -2, "exit");
-    lua_pushstring(L, msg); lua_setfield(L, -2, "msg");
-    lua_pushstring(L, msg); lua_setfield(L, -2, "reason");
-    if (luaL_newmetatable(L, "gpurent.provider.refusal")) {
-        luaL_loadstring(L, "return (...).msg");
-        lua_setfield(L, -2, "__tostring");
-    }
-    lua_setmetatable(L, -2);
-    return lua_error(L);
+    return gr_raise_error(L, "refusal", msg);
 }
 
 /* ---- configuration from the installed profile and the person's config dir ------- */

@@ -10,6 +10,7 @@ local gpurent = {
   refuse = errors.refuse,         -- a safety gate said no: exit 3
   usage_error = errors.usage,     -- the caller's words are off: exit 2
   is_refusal = errors.is_refusal,
+  errors = errors,                -- the one error type: errors.is(e, kind), errors.message(e)
 }
 
 -- The module search path, in order, joined with ':' like PATH.

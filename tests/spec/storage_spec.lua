@@ -89,6 +89,7 @@ desc("storage on the testbed", function()
     local ok, err = pcall(storage.free_gate, inst, "data", {min_bytes = "1G"})
     assert.is_false(ok)
     assert.are.equal(3, err.exit)
+    assert.are.equal("free_gate", err.code)   -- a sweep tells it from other refusals by the code
     assert.matches("below the floor of 1%.0 GiB", tostring(err))
     ok, err = pcall(storage.free_gate, inst, "fs", {min_inodes = 100000})
     assert.are.equal(3, err.exit)

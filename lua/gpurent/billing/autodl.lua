@@ -19,8 +19,9 @@
 --   c:wechat{title=, name=, content=} -> true | false, why   (5/min, 50/day, kept locally)
 --   autodl.in_instance_power_off(inst [, verb]) -- the token-less verb: `shutdown` on the box
 --
--- Errors are objects {kind=, code=, msg=, request_id=, status=, method=, url=}
--- printing as one line; the token stays in C and appears in none of them.
+-- Errors are gpurent.errors objects (kind transport or provider) with code=, failure=,
+-- api_msg=, request_id=, status=, method=, url=, printing as one line; the token
+-- stays in C and appears in none of them.
 local http = require "gpurent.util.http"
 local json = require "gpurent.util.json"
 local fs = require "gpurent.util.fs"
@@ -49,18 +50,27 @@ autodl.DEFAULTS = {
 
 -- ---- errors ----------------------------------------------------------------------
 
-local ApiError = {__name = "gpurent.autodl.error"}
-ApiError.__index = ApiError
-ApiError.__tostring = function(e)
-  local parts = {string.format("AutoDL %s %s: %s", e.method, e.url, e.code or e.kind)}
-  if e.msg and e.msg ~= "" then parts[#parts + 1] = e.msg end
+-- An API failure is a gpurent.errors object: kind transport when the API was not
+-- reached (e.failure "timeout" or "transport"), provider when it answered with an
+-- error (e.failure "http", "malformed" or "api"); e.code is the API's code (or
+-- Timeout, TransportError, HTTP<status>, MalformedResponse), e.api_msg its message,
+-- with e.status, e.request_id, e.method, e.url.
+local errors = require "gpurent.util.errors"
+
+local function api_error_text(e)
+  local parts = {string.format("AutoDL %s %s: %s", e.method, e.url, e.code or e.failure)}
+  if e.api_msg and e.api_msg ~= "" then parts[#parts + 1] = e.api_msg end
   if e.status then parts[#parts + 1] = "HTTP " .. e.status end
   if e.request_id then parts[#parts + 1] = "request_id " .. e.request_id end
   return table.concat(parts, "; ")
 end
 
-local function api_error(t) error(setmetatable(t, ApiError), 0) end
-function autodl.is_error(e) return getmetatable(e) == ApiError end
+local function api_error(t)
+  t.api_msg, t.msg, t.provider = t.msg, nil, "autodl"
+  local kind = (t.failure == "timeout" or t.failure == "transport") and "transport" or "provider"
+  error(errors.new(kind, api_error_text(t), t), 0)
+end
+function autodl.is_error(e) return errors.is_error_object(e) and e.provider == "autodl" end
 
 -- ---- configuration ---------------------------------------------------------------
 
@@ -133,7 +143,7 @@ local function send(name, body, timeout)
                     function() return core.provider.request(PROVIDER, name, body, timeout) end)
 end
 
--- One call: the envelope's data, or an ApiError. A refusal from C passes through.
+-- One call: the envelope's data, or an API error (api_error). A refusal from C passes through.
 function Client:call(name, params)
   if not self.token then
     error("AutoDL: no developer token (set AUTODL_TOKEN, or autodl.token_file in ~/.config/gpurent/config.yaml)", 0)
@@ -141,30 +151,30 @@ function Client:call(name, params)
   local req = self:request_for(name, params)
   local ok, res = pcall(send, name, req.body, self.timeout)
   if not ok then
-    if type(res) == "table" and res.exit then error(res, 0) end     -- a refusal from C
-    local kind = type(res) == "table" and res.kind or "transport"
-    api_error{kind = kind, code = kind == "timeout" and "Timeout" or "TransportError",
-              msg = tostring(res), method = req.method, url = req.url}
+    if errors.has_own_exit(res) then error(res, 0) end     -- a refusal from C, Ctrl-C
+    local failure = type(res) == "table" and res.code == "timeout" and "timeout" or "transport"
+    api_error{failure = failure, code = failure == "timeout" and "Timeout" or "TransportError",
+              msg = errors.message(res), method = req.method, url = req.url}
   end
   local okj, env = pcall(json.decode, res.body, req.method .. " " .. req.url)
   if (not okj or type(env) ~= "table") and res.status >= 400 then
-    api_error{kind = "http", code = "HTTP" .. res.status, status = res.status, method = req.method, url = req.url,
+    api_error{failure = "http", code = "HTTP" .. res.status, status = res.status, method = req.method, url = req.url,
               msg = string.format("not a JSON envelope (%d bytes, content-type %s)", #res.body,
                 tostring(res.headers["content-type"]))}
   end
   if not okj or type(env) ~= "table" then
-    api_error{kind = "malformed", code = "MalformedResponse", status = res.status, method = req.method, url = req.url,
+    api_error{failure = "malformed", code = "MalformedResponse", status = res.status, method = req.method, url = req.url,
               msg = string.format("the answer is not a JSON envelope (%d bytes, content-type %s)", #res.body,
                 tostring(res.headers["content-type"]))}
   end
   local rid = env.request_id ~= json.null and env.request_id or nil
   if env.code ~= (self.api.ok_code or "Success") then
-    api_error{kind = res.status >= 400 and "http" or "api", code = tostring(env.code), status = res.status,
+    api_error{failure = res.status >= 400 and "http" or "api", code = tostring(env.code), status = res.status,
               msg = env.msg ~= json.null and tostring(env.msg or "") or "", request_id = rid,
               method = req.method, url = req.url}
   end
   if res.status >= 300 then
-    api_error{kind = "http", code = "HTTP" .. res.status, status = res.status, method = req.method, url = req.url,
+    api_error{failure = "http", code = "HTTP" .. res.status, status = res.status, method = req.method, url = req.url,
               request_id = rid, msg = "a Success envelope with an HTTP error status"}
   end
   local data = env.data
@@ -255,11 +265,11 @@ function Client:wait_status(uuid, want, o)
     local ok, st = pcall(self.status, self, uuid)
     if ok then
       last, transient = st, 0
-    elseif autodl.is_error(st) and (st.kind == "http" and (st.status or 0) >= 500 or st.kind == "timeout"
-        or st.kind == "transport" or st.kind == "malformed") and transient < 5 and self.now() < deadline then
+    elseif autodl.is_error(st) and (st.failure == "http" and (st.status or 0) >= 500 or st.failure == "timeout"
+        or st.failure == "transport" or st.failure == "malformed") and transient < 5 and self.now() < deadline then
       transient = transient + 1
       self.out:write(string.format("AutoDL: reading the status of %s failed (%s); retrying %d/5\n", uuid,
-        tostring(st):match("[^\n]*"), transient))
+        errors.message(st):match("[^\n]*"), transient))
     else
       error(st, 0)
     end

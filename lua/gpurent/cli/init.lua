@@ -98,12 +98,12 @@ function cli.options(args, spec, usage)
   return opts, positional
 end
 
+-- The command's module, nil when gpurent's library has none (asked of the library's
+-- directory, where gpurent.* modules load from, not of require's error text).
 local function module_of(name)
   local modname = "gpurent.commands." .. name:gsub("%-", "_")
-  local ok, mod = pcall(require, modname)
-  if ok then return mod end
-  if tostring(mod):find("module '" .. modname .. "' not found", 1, true) then return nil end
-  error(mod, 0)
+  if not package.searchpath(modname, require("gpurent").share_dir() .. "/lua/?.lua") then return nil end
+  return require(modname)
 end
 
 -- cli.usage_of(name) -> the usage text of command `name` (nil when there is none).

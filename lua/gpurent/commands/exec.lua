@@ -90,9 +90,9 @@ function M.main(args)
   local ok, r = pcall(run, host, command, timeout, opts)
   if not ok then
     -- gpurent's own codes for usage, refusal and Ctrl-C; any other failure is ssh's 255
-    if errors.is_error_object(r) or gpurent.core.sys.interrupted() then error(r, 0) end
+    if errors.has_own_exit(r) then error(r, 0) end
     io.stderr:write("gpurent: exec ", host, ": ", errors.message(r), "\n")
-    if type(r) == "table" and r.kind == "timeout" and r.timeout then return 124 end -- as timeout(1)
+    if errors.is(r, "transport") and r.code == "timeout" and r.timeout then return 124 end -- as timeout(1)
     return 255
   end
   if r.code then return r.code end

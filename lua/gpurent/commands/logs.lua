@@ -91,7 +91,7 @@ function M.main(args)
   if not config or config == "" then config = r.ssh_config end
   local ok, inst = pcall(require("gpurent.transport.instance").connect, r.host, {config = config ~= "" and config or nil})
   if not ok then
-    if errors.is_error_object(inst) then error(inst, 0) end
+    if errors.has_own_exit(inst) then error(inst, 0) end
     io.stderr:write("gpurent: logs ", id, ": ", errors.message(inst), "\n")
     return 255
   end

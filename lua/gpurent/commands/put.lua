@@ -123,7 +123,7 @@ function M.main_for(verb, args)
   local host, srcs, dst, o = parse(verb, args)
   local ok, r = pcall(run, verb, host, srcs, dst, o)
   if ok then return 0 end
-  if errors.is_error_object(r) or gpurent.core.sys.interrupted() then error(r, 0) end
+  if errors.has_own_exit(r) then error(r, 0) end
   local msg = errors.message(r)
   if o.json then emit({event = "error", op = verb, message = msg}) end
   io.stderr:write("gpurent: ", verb, " ", host, ": ", msg, "\n")

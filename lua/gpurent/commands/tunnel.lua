@@ -53,11 +53,11 @@ end
 function M.main(args)
   local host, ports, opts = parse(args)
   local tunnel = require "gpurent.transport.tunnel"
-  local sys = require("gpurent.core").sys
+  local sys = require "gpurent.util.sys"
   io.stdout:setvbuf("line")
   local ok, inst = pcall(require("gpurent.transport.instance").connect, host, {accept_new_host = opts.accept_new_host})
   if not ok then
-    if errors.is_error_object(inst) or sys.interrupted() then error(inst, 0) end
+    if errors.has_own_exit(inst) then error(inst, 0) end
     io.stderr:write("gpurent: tunnel ", host, ": ", errors.message(inst), "\n")
     return 255
   end
@@ -71,16 +71,16 @@ function M.main(args)
     local okf, t = pcall(tunnel.open, inst, p.remote, {local_port = p.localp, log = log})
     if not okf then
       close_all()
-      if errors.is_error_object(t) or sys.interrupted() then error(t, 0) end
+      if errors.has_own_exit(t) then error(t, 0) end
       io.stderr:write("gpurent: tunnel ", host, " ", p.localp, ":", p.remote, ": ", errors.message(t), "\n")
-      return tostring(t):match("^listen") and 1 or 255
+      return t.code == "listen" and 1 or 255
     end
     list[#list + 1] = t
     io.stdout:write(t.url, " -> ", host, " ", t.remote_host, ":", t.remote_port, "\n")
   end
   io.stdout:flush()
   local served, err = pcall(tunnel.serve, list)
-  if sys.interrupted() or tostring(err):match("interrupted") then
+  if sys.interrupted() or errors.is(err, "interrupted") then
     sys.clear_interrupt()
     close_all()
     io.stderr:write("[tunnel] closed\n")

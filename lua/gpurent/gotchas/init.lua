@@ -95,7 +95,7 @@ end
 function gotchas.run_one(e, inst, ctx)
   local ok, r = pcall(e.probe, inst, ctx)
   if not ok then
-    r = gotchas.na("probe could not run: " .. one_line(type(r) == "table" and (r.msg or r.message or tostring(r)) or r))
+    r = gotchas.na("probe could not run: " .. one_line(require("gpurent.util.errors").message(r)))
   elseif type(r) ~= "table" or not STATUS[r.status] or type(r.evidence) ~= "string" or r.evidence == "" then
     r = gotchas.na("probe returned no verdict")
   end

@@ -315,27 +315,30 @@ end
 -- ---------------------------------------------------------------------------
 -- free_gate: a refusal, not a printed number.
 
+-- A refusal of the free gate: code "free_gate", so a sweep tells it from other refusals.
+local function refuse_free(msg) errors.raise("refusal", msg, 0, {code = "free_gate"}) end
+
 function storage.free_gate(inst, tier, opts)
   opts = opts or {}
   local p = get_profile(inst, opts)
   if not p.tiers[tier] then error("storage.free_gate: profile " .. p.platform .. " has no tier " .. tostring(tier), 2) end
   local t = storage.measure(inst, {profile = p, tiers = {tier}}).tiers[tier]
   local where = tostring(inst) .. ":" .. t.path
-  if t.exists == false then errors.refuse("free gate: " .. where .. " does not exist", 0) end
+  if t.exists == false then refuse_free("free gate: " .. where .. " does not exist") end
   local min_bytes = opts.min_bytes and storage.parse_size(opts.min_bytes)
   if min_bytes then
-    if not t.bytes_free then errors.refuse("free gate: cannot read free bytes of " .. where .. " (df -B1)", 0) end
+    if not t.bytes_free then refuse_free("free gate: cannot read free bytes of " .. where .. " (df -B1)") end
     if t.bytes_free < min_bytes then
-      errors.refuse(string.format("free gate: %s has %s free, below the floor of %s (df -B1: %s of %s used, %.1f%%)",
+      refuse_free(string.format("free gate: %s has %s free, below the floor of %s (df -B1: %s of %s used, %.1f%%)",
         where, storage.human(t.bytes_free), storage.human(min_bytes), storage.human(t.bytes_used),
-        storage.human(t.bytes_total), t.bytes_pct or 0), 0)
+        storage.human(t.bytes_total), t.bytes_pct or 0))
     end
   end
   if opts.min_inodes then
-    if not t.inodes_free then errors.refuse("free gate: cannot read free inodes of " .. where .. " (df -i)", 0) end
+    if not t.inodes_free then refuse_free("free gate: cannot read free inodes of " .. where .. " (df -i)") end
     if t.inodes_free < opts.min_inodes then
-      errors.refuse(string.format("free gate: %s has %d inodes free, below the floor of %d (df -i: %d/%d used, %.1f%%)",
-        where, t.inodes_free, opts.min_inodes, t.inodes_used, t.inodes_total, t.inodes_pct or 0), 0)
+      refuse_free(string.format("free gate: %s has %d inodes free, below the floor of %d (df -i: %d/%d used, %.1f%%)",
+        where, t.inodes_free, opts.min_inodes, t.inodes_used, t.inodes_total, t.inodes_pct or 0))
     end
   end
   return t

@@ -215,7 +215,7 @@ end
 
 -- Keep a meter just read (by meter()) for the prompt.
 function Box:remember(m)
-  self.meter_cache = {at = require("gpurent.core").sys.now(), text = text_of(m)}
+  self.meter_cache = {at = require("gpurent.util.sys").now(), text = text_of(m)}
 end
 
 -- The profile's billing.meter decides what can be known: "none" (the local machine)
@@ -224,7 +224,7 @@ end
 function Box:meter_text()
   local kind = self.profile and self.profile.billing and self.profile.billing.meter
   if kind == "none" then return nil end
-  local now = require("gpurent.core").sys.now()
+  local now = require("gpurent.util.sys").now()
   if self.meter_cache and now - self.meter_cache.at < METER_TTL then return self.meter_cache.text end
   if kind == "manual" then
     local m = self:meter_from_ledger()

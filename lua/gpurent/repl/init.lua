@@ -7,9 +7,9 @@
 -- `exit` and `quit` do what they say. The helpers are gpurent.repl.helpers; what
 -- the session knows of its box (profile, provider instance, meter) is
 -- gpurent.repl.box; Tab completion of paths in strings is gpurent.repl.paths.
-local core = require "gpurent.core"
+local errors = require "gpurent.util.errors"
 local pretty = require "gpurent.util.pretty"
-local term = core.term
+local term = require "gpurent.util.term"
 
 local repl = {}
 
@@ -133,7 +133,9 @@ end
 
 -- Run fn; print its values (but those in `shown`) or its error. Returns ok, err.
 function repl.execute(fn, shown)
+  local raw
   local res = table.pack(xpcall(fn, function(e)
+    raw = e
     if type(e) == "table" and getmetatable(e) and getmetatable(e).__tostring then return tostring(e) end
     return type(e) == "string" and e or ("(error object) " .. pretty.format(e))
   end))
@@ -143,7 +145,7 @@ function repl.execute(fn, shown)
   end
   local msg = tostring(res[2])
   io.stderr:write(msg, "\n")
-  return false, msg
+  return false, msg, raw
 end
 
 ---------------------------------------------------------------- the session
@@ -200,12 +202,13 @@ function Session:reconnect()
   io.write("connected to ", self.host, "\n")
 end
 
--- Connection losses are reported now and repaired before the next command.
-function Session:note_failure(msg)
+-- Connection losses are reported now and repaired before the next command: an ssh
+-- error of code "connection", or a session the C layer marked dead.
+function Session:note_failure(err)
   local ssh = try_require("gpurent.transport.ssh")
-  local lost = msg:find("connection", 1, true) or msg:find("session", 1, true)
-  if self.inst and ssh and self.inst.conn and ssh.is_connection_loss then
-    lost = lost or ssh.is_connection_loss(self.inst.conn, msg)
+  local lost = ssh and ssh.is_error(err, "connection")
+  if self.inst and ssh and self.inst.conn then
+    lost = lost or ssh.is_connection_loss(self.inst.conn, err)
   end
   if self.host and lost then
     self.lost = true
@@ -241,9 +244,9 @@ function Session:shell(cmd)
     if r.code ~= 0 then io.write(string.format("[exit %s]\n", tostring(r.code or r.signal))) end
     return
   end
-  if tostring(r):find("interrupted", 1, true) then
+  if errors.is(r, "interrupted") then
     term.clear_interrupt()
-    local pid = tostring(r):match("TERM sent to remote process group (%d+)")
+    local pid = r.signalled and r.remote_pid
     io.write(string.format("[interrupted%s]\n", pid and ("; sent TERM to remote process group " .. pid) or ""))
     return
   end
@@ -278,8 +281,8 @@ end
 -- Run fn as a REPL evaluation: results printed once, failures noted.
 function Session:evaluate(fn)
   for v in pairs(self.shown) do self.shown[v] = nil end
-  local ok, msg = repl.execute(fn, self.shown)
-  if not ok then self:note_failure(msg) end
+  local ok, _, err = repl.execute(fn, self.shown)
+  if not ok then self:note_failure(err) end
   if self.leaving then return "quit" end
 end
 
@@ -303,7 +306,7 @@ function Session:dispatch(buffer)
     local ok, err = pcall(self.shell, self, buffer:sub(2))
     if not ok then
       io.stderr:write(tostring(err), "\n")
-      self:note_failure(tostring(err))
+      self:note_failure(err)
     end
     return
   end

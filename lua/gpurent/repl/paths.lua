@@ -117,7 +117,7 @@ local cache = {}
 
 local function remote_list(inst, dir)
   local key = tostring(inst) .. "\0" .. dir
-  local now = require("gpurent.core").sys.now()
+  local now = require("gpurent.util.sys").now()
   local hit = cache[key]
   if hit and now - hit.at < CACHE_SECONDS then return hit.entries end
   local ok, entries = pcall(inst._call, inst, true, function(conn)

@@ -94,7 +94,8 @@ function Instance:_call(idempotent, fn)
     self.conn.sess:mark_dead()
     if not idempotent then
       if not ssh.is_error(res) then
-        res = setmetatable({kind = "connection", host = self.label, msg = tostring(res)}, ssh.Error)
+        res = ssh.new_error("connection", nil, tostring(res), {})
+        res.host = self.label
       end
       res.msg = res.msg .. " (connection lost; not re-run: the call is not marked idempotent)"
       error(res, 0)
@@ -541,7 +542,7 @@ function Instance:sh(cmd, opts)
     local tail = last_lines(r.stderr, 10)
     ssh.error("command", self.conn, string.format("command failed (%s): %s%s", why, cmd,
       #tail > 0 and ("\n  stderr: " .. table.concat(tail, "\n          ")) or ""),
-      {code = r.code, signal = r.signal, result = r, cmd = cmd})
+      {status = r.code, signal = r.signal, result = r, cmd = cmd})
   end
   return r
 end

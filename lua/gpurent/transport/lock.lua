@@ -205,8 +205,8 @@ function lock.acquire_remote(ops, path, opts)
       if text == nil then
         unreadable = unreadable + 1
         if unreadable >= 2 then
-          error(string.format("lock: cannot create %s on the box (%s): its directory must exist, and nothing " ..
-            "but a gpurent lock may have that name", path, why), 0)
+          require("gpurent.util.errors").raise("remote", string.format("lock: cannot create %s on the box (%s): " ..
+            "its directory must exist, and nothing but a gpurent lock may have that name", path, why), 0, {code = "lock"})
         end
       elseif not stale then
         return nil, why, o

@@ -14,9 +14,11 @@
 --   with the same config and known_hosts files; the target's key by gpurent here.
 --   ssh.run(conn, deadline, op, step, ...) -> the step's results; raises on deadline
 --   ssh.wait(conn, dirs, deadline) -> ready bits (0 on deadline); sends keepalives
---   ssh.error(kind, conn, msg, fields) -> raises a gpurent.ssh error object
--- Error kinds: "timeout", "connection", "auth", "command" (check=true), "transfer",
--- "interrupted" (Ctrl-C during a command), "output" (the capture cap, a to= file).
+--   ssh.error(code, conn, msg, fields) -> raises a gpurent.errors object whose
+--       kind follows the code (ssh.KIND) and whose e.code, e.host are set
+-- Error codes: "timeout", "connection", "auth" (kind transport: the link); "command"
+-- (check=true), "transfer", "output" (the capture cap, a to= file) (kind remote: the
+-- box); "interrupted" (Ctrl-C during a command; kind interrupted).
 local core = require "gpurent.core"
 local sched = require "gpurent.transport.sched"
 local errors = require "gpurent.util.errors"
@@ -27,19 +29,24 @@ local sshconfig = require "gpurent.transport.sshconfig"
 local cssh, now = core.ssh, core.sys.now
 local ssh = {}
 
-local SshError = {__name = "gpurent.ssh.error"}
-SshError.__index = SshError
-SshError.__tostring = function(e) return e.msg end
-ssh.Error = SshError
+-- The error kind (gpurent.errors) of each ssh error code.
+ssh.KIND = {timeout = "transport", connection = "transport", auth = "transport",
+            command = "remote", transfer = "remote", output = "remote", interrupted = "interrupted"}
 
-function ssh.error(kind, conn, msg, fields)
+-- ssh.new_error(code, label, msg, fields) -> the error object (not raised).
+function ssh.new_error(code, label, msg, fields)
   local e = fields or {}
-  e.kind, e.host, e.msg = kind, conn and conn.label, (conn and conn.label .. ": " or "") .. msg
-  error(setmetatable(e, SshError), 0)
+  e.code, e.host = code, label
+  return errors.new(ssh.KIND[code], (label and label .. ": " or "") .. msg, e)
 end
 
-function ssh.is_error(e, kind)
-  return getmetatable(e) == SshError and (kind == nil or e.kind == kind)
+function ssh.error(code, conn, msg, fields)
+  error(ssh.new_error(code, conn and conn.label, msg, fields), 0)
+end
+
+-- ssh.is_error(e [, code]) -> is `e` an ssh error (of that code)?
+function ssh.is_error(e, code)
+  return errors.is_error_object(e) and ssh.KIND[e.code] == e.kind and (code == nil or e.code == code)
 end
 
 -- A lost connection: the C layer marked the session dead, or said so in the message.
@@ -534,7 +541,7 @@ local function proxy_failure(conn, err)
     sched.sleep(0.02)
   end
   local text = p:stderr():gsub("%s+$", "")
-  local inner = (ssh.is_error(err) and err.msg or tostring(err)):gsub("^[^:]*%.lua:%d+: ", "")
+  local inner = errors.message(err):gsub("^[^:]*%.lua:%d+: ", "")
   if inner:sub(1, #conn.label + 2) == conn.label .. ": " then inner = inner:sub(#conn.label + 3) end
   return string.format("via %s: the proxy %s%s (then %s)", conn.via, status or "is still running",
     text ~= "" and (": " .. text:gsub("\n", " / ")) or "", inner)

@@ -384,7 +384,8 @@ function tunnel.open(inst, remote_port, opts)
     bind = opts.bind or "127.0.0.1", on_log = opts.log,
     reconnects = 0, connections = 0, refused = 0, backlogged = 0, active = {}, tasks = {}, closed = false,
   }, Tunnel)
-  local fd, port = cssh.listen(t.bind, local_port)
+  local listening, fd, port = pcall(cssh.listen, t.bind, local_port)
+  if not listening then require("gpurent.util.errors").raise("transport", fd, 0, {code = "listen"}) end
   t.fd, t.local_port = fd, port
   t.url = "http://" .. t.bind .. ":" .. port
   local ok, conn = pcall(ssh.connect, t.cfg, t.opts)

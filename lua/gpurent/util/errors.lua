@@ -1,4 +1,8 @@
--- gpurent.errors: error objects that carry an exit code through pcall and the host.
+-- gpurent.errors: the one error type. Every error gpurent raises on purpose is an
+-- object with a kind (usage, refusal, remote, transport, provider, interrupted); the
+-- exit code derives from the kind, errors.message(e) is its text for display, and code
+-- branches on errors.is(e, kind) or a field (e.code), never on message text. C raises
+-- the same type (runtime/host.c defines the metatable and each kind's exit code).
 -- A refusal (exit 3) is a safety gate saying no; a usage error (exit 2) is a
 -- caller's mistake. Both print as "where: message" like ordinary Lua errors.
 --
@@ -9,9 +13,15 @@
 -- is trimmed and the host prints the traceback too.
 local errors = {}
 
-local Err = {}
-Err.__index = Err
-Err.__tostring = function(e) return e.msg end
+-- The host's definitions (core.host): its metatable, so an error C raised and one Lua
+-- raised are the same type, and the kinds' exit codes. Outside the host (never in
+-- gpurent itself) a local copy stands in.
+local host = (function()
+  local ok, core = pcall(require, "gpurent.core")
+  return ok and type(core) == "table" and core.host or {}
+end)()
+
+local Err = host.error_metatable or {__name = "gpurent.error", __tostring = function(e) return tostring(e.msg) end}
 
 local function where(level)
   local info = debug.getinfo(level + 1, "Sl")
@@ -23,8 +33,9 @@ end
 
 -- The kinds of error and the exit code each one ends the program with. A kind says
 -- what went wrong for the person (their input, a gate, the box, the link, the
--- provider, Ctrl-C); code branches on the kind, never on message text.
-errors.EXIT = {usage = 2, refusal = 3, remote = 1, transport = 1, provider = 1, interrupted = 130}
+-- provider, Ctrl-C); code branches on the kind, never on message text. runtime/host.c
+-- defines them (C raises errors too); the literal is for Lua outside the host.
+errors.EXIT = host.error_kinds or {usage = 2, refusal = 3, remote = 1, transport = 1, provider = 1, interrupted = 130}
 
 -- errors.new(kind, msg [, fields]) -> an error object (not raised). `fields` are
 -- extra facts a caller may branch on (e.g. {code = "timeout"}); kind and exit are set
@@ -34,7 +45,7 @@ function errors.new(kind, msg, fields)
   if not exit then error("errors.new: unknown error kind " .. tostring(kind), 2) end
   local e = {}
   for k, v in pairs(fields or {}) do e[k] = v end
-  e.kind, e.exit, e.msg, e.reason = kind, exit, tostring(msg), msg
+  e.kind, e.exit, e.msg = kind, exit, tostring(msg)
   return setmetatable(e, Err)
 end
 
@@ -53,25 +64,37 @@ function errors.refuse(msg, level) errors.raise("refusal", msg, level and level 
 -- errors.usage(msg [, level]) raises a usage error (exit code 2).
 function errors.usage(msg, level) errors.raise("usage", msg, level and level > 0 and level + 1 or level or 2) end
 
--- errors.kind(e) -> the kind of any error value: an error object's own; Ctrl-C's
--- "interrupted" string; nil for anything else (a plain Lua error: a bug or a
--- failure without a kind, exit 1).
+-- errors.kind(e) -> the kind of any error value: an error object's own; nil for
+-- anything else (a plain Lua error: a bug or a failure without a kind, exit 1).
 function errors.kind(e)
   if getmetatable(e) == Err then return e.kind end
-  if type(e) == "string" and e:match("^[^\n]*interrupted$") then return "interrupted" end
   return nil
 end
 
--- errors.is(e, kind) -> is `e` an error of that kind?
-function errors.is(e, kind) return errors.kind(e) == kind end
+-- errors.is(e, kind, ...) -> is `e` an error of that kind (of any kind named)? A kind
+-- that does not exist is a mistake in the caller (a typo would otherwise never
+-- match), not a "no".
+function errors.is(e, ...)
+  local mine = errors.kind(e)
+  for i = 1, select("#", ...) do
+    local kind = select(i, ...)
+    if not errors.EXIT[kind] then error("errors.is: unknown error kind " .. tostring(kind), 2) end
+    if mine == kind then return true end
+  end
+  return false
+end
+
+-- errors.has_own_exit(e) -> is `e` of a kind that end the program with their own code, which a command
+-- re-raises rather than printing them as its own failure: usage 2, refusal 3, Ctrl-C 130.
+function errors.has_own_exit(e) return errors.is(e, "usage", "refusal", "interrupted") end
 
 -- errors.exit_code(e) -> the exit code `e` ends the program with.
 function errors.exit_code(e) return errors.EXIT[errors.kind(e) or ""] or 1 end
 
-function errors.is_refusal(e)
-  return getmetatable(e) == Err and e.kind == "refusal"
-end
+-- errors.is_refusal(e): errors.is(e, "refusal"), the name recipes have used.
+function errors.is_refusal(e) return errors.is(e, "refusal") end
 
+-- errors.is_error_object(e) -> is `e` an error of any kind (not a plain Lua error)?
 function errors.is_error_object(e) return getmetatable(e) == Err end
 
 -- ---- what a person reads ------------------------------------------------------------

@@ -4,7 +4,8 @@
 --
 --   http.request{method=, url=, headers={name=value|secret}, body=string,
 --                timeout=30, connect_timeout=10}   (never to a provider API: C refuses)
---     -> {status=, headers={lower=value}, body=, seconds=}   (raises on transport errors)
+--     -> {status=, headers={lower=value}, body=, seconds=}   (raises on transport errors:
+--        a gpurent.errors object of kind transport, e.code "timeout" or "connection")
 --   http.json{method=, url=, headers=, json=table, ...} -> response, decoded|nil, decode_error
 --   http.describe(req) -> "METHOD URL\n  Header: value\n  body" with secrets shown as ***
 --
