@@ -11,10 +11,13 @@
 --     a value with no placeholder, or a value that is not a string or a number.
 --     A line `# gpurent-include: LIB.sh` is replaced by that file (shell functions
 --     shared by several scripts, e.g. detach.sh: the one detach starter); included
---     files hold no placeholders.
+--     files hold no placeholders; a library may include another, each is inlined once.
 --   remote.lines(list, what) -> "a\nb"    a list as one value, one item a line (the
 --     scripts read it with `while IFS= read -r x`); raises on an item holding a newline
---   remote.path(name) -> the file's path     remote.text(name) -> its bytes, unfilled
+--   remote.path(name [, "py"]) -> the file's path
+--   remote.text(name [, "py"]) -> its bytes, unfilled: the watchdog (which reads its
+--     values from a config file) and remote/*.py snippets (passed to a script as a
+--     value, e.g. TORCH_PY, so they too stay data until python reads them)
 local remote = {}
 
 local q = require("gpurent.util.shell").quote
@@ -26,17 +29,21 @@ local function dir()
   return share .. "/lua/gpurent/remote"
 end
 
-function remote.path(name)
-  if type(name) ~= "string" or not name:match("^[%w_]+$") then
-    error("gpurent.remote: script name " .. tostring(name) .. " is not a plain name (letters, digits, _)", 3)
+function remote.path(name, ext)
+  ext = ext or "sh"
+  if type(name) ~= "string" or not name:match("^[%w_]+$") or (ext ~= "sh" and ext ~= "py") then
+    error("gpurent.remote: script name " .. tostring(name) .. "." .. tostring(ext) ..
+      " is not a plain name (letters, digits, _; .sh or .py)", 3)
   end
-  return dir() .. "/" .. name .. ".sh"
+  return dir() .. "/" .. name .. "." .. ext
 end
 
-function remote.text(name)
-  local path = remote.path(name)
+function remote.text(name, ext)
+  local path = remote.path(name, ext)
   local f, err = io.open(path, "rb")
-  if not f then error("gpurent.remote: cannot read the on-box script " .. name .. ".sh: " .. tostring(err), 2) end
+  if not f then
+    error("gpurent.remote: cannot read the on-box script " .. name .. "." .. (ext or "sh") .. ": " .. tostring(err), 2)
+  end
   local text = f:read("a")
   f:close()
   return text
@@ -44,15 +51,19 @@ end
 
 local PLACEHOLDER = "@([%u_][%u%d_]*)@"
 
--- Inline `# gpurent-include: LIB.sh` lines (one level: a library includes nothing).
-local function includes(name, text)
+-- Inline `# gpurent-include: LIB.sh` lines, each library once, recursively (a library
+-- may include another; a cycle or a repeat is included once).
+local function includes(name, text, seen)
+  seen = seen or {}
   return (text:gsub("# gpurent%-include: ([%w_]+)%.sh\n", function(lib)
+    if seen[lib] then return "" end
+    seen[lib] = true
     local body = remote.text(lib)
     if body:find(PLACEHOLDER) then
       error(string.format("gpurent.remote: %s.sh includes %s.sh, which holds a placeholder (libraries take none)",
         name, lib), 0)
     end
-    return body
+    return includes(lib, body, seen)
   end))
 end
 

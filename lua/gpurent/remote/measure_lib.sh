@@ -1,16 +1,8 @@
 # shellcheck shell=sh
 # Storage and memory readings (lua/gpurent/lifecycle/storage.lua), shared by
 # storage_measure.sh and run_probe.sh. A library: functions only, no placeholders.
+# gpurent-include: home_path.sh
 LC_ALL=C; export LC_ALL
-# home_path PATH: a profile path with ~ or ~/x expanded to the box's $HOME
-home_path() {
-  # shellcheck disable=SC2088 # a literal ~ in the profile's text is matched, on purpose
-  case "$1" in
-    "~") printf '%s\n' "$HOME";;
-    "~/"*) printf '%s/%s\n' "$HOME" "${1#"~/"}";;
-    *) printf '%s\n' "$1";;
-  esac
-}
 tier() {
   if [ ! -e "$2" ]; then echo "tier $1 missing"; return 0; fi
   echo "tier $1 bytes $(df -P -B1 "$2" 2>&1 | tail -n 1)"

@@ -3,7 +3,8 @@
 # at TIER) through DST.part and a rename, then print both sizes and SHA-256s for the
 # caller to compare. On failure: "step NAME", "err TEXT", the tier's df lines, exit 20-25.
 # Paths of ~ or ~/x are the box's $HOME.
-# gpurent-include: measure_lib.sh
+# gpurent-include: home_path.sh
+LC_ALL=C; export LC_ALL
 src=$(home_path @SRC@); dir=$(home_path @DIR@); dst=$(home_path @DST@); tierp=$(home_path @TIER@)
 hash() { if command -v sha256sum >/dev/null 2>&1; then sha256sum < "$1" | cut -d' ' -f1
   elif command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 < "$1" | sed 's/^.*= *//'
