@@ -1,5 +1,5 @@
 # shellcheck shell=sh
-# AD-DANGER (gotchas/autodl.lua): for every run dir under LIVE_ROOT, each SYNC file
+# AD-DANGER (the platform gotcha module): for every run dir under LIVE_ROOT, each SYNC file
 # (one a line) and its durable copy's size under DURABLE_ROOT: "ck RUN/FILE SIZE SIZE|none".
 LIVE_ROOT=@LIVE_ROOT@; DURABLE_ROOT=@DURABLE_ROOT@; SYNC=@SYNC@
 # gpurent-include: home_path.sh

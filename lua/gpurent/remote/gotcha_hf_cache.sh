@@ -1,5 +1,5 @@
 # shellcheck shell=sh
-# AD5 (gotchas/autodl.lua): where the HF cache link points, HF_HOME, and the live
+# AD5 (the platform gotcha module): where the HF cache link points, HF_HOME, and the live
 # tier's df (TIERS, measure_lib.sh); storage.hogs_script's walk follows it.
 LINK=@LINK@; TIERS=@TIERS@
 # gpurent-include: measure_lib.sh

@@ -1,5 +1,5 @@
 # shellcheck shell=sh
-# AD2 (gotchas/autodl.lua): the HF mirror settings, the xet package (XET_PACKAGE) in
+# AD2 (the platform gotcha module): the HF mirror settings, the xet package (XET_PACKAGE) in
 # PREFIX's site-packages, and no_proxy after sourcing PROXY_FILE (when given).
 PREFIX=@PREFIX@; XET_PACKAGE=@XET_PACKAGE@; PROXY_FILE=@PROXY_FILE@
 # gpurent-include: dist_lib.sh

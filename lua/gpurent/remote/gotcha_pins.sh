@@ -1,5 +1,5 @@
 # shellcheck shell=sh
-# AD9 (gotchas/autodl.lua): the installed builds of PINS (one package a line) and the
+# AD9 (the platform gotcha module): the installed builds of PINS (one package a line) and the
 # pins of them in every requirements*.txt under ROOT (~ is $HOME).
 PREFIX=@PREFIX@; PINS=@PINS@; ROOT=@ROOT@
 # gpurent-include: dist_lib.sh

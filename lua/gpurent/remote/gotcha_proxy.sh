@@ -1,5 +1,5 @@
 # shellcheck shell=sh
-# AD1 (gotchas/autodl.lua): is the profile's proxy file there, does the login
+# AD1 (the platform gotcha module): is the profile's proxy file there, does the login
 # environment have a proxy, and what does sourcing the file set.
 f=@PROXY_FILE@
 if [ -e "$f" ]; then echo "turbo yes"; else echo "turbo no"; fi

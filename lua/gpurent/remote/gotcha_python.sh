@@ -1,5 +1,5 @@
 # shellcheck shell=sh
-# AD6 (gotchas/autodl.lua): python3 on PATH, the profile's interpreter PYTHON, and the
+# AD6 (the platform gotcha module): python3 on PATH, the profile's interpreter PYTHON, and the
 # conda envs under ENVS_DIR (when given).
 PYTHON=@PYTHON@; ENVS_DIR=@ENVS_DIR@
 echo "python3 $(command -v python3 || echo none)"

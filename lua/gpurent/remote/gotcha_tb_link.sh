@@ -1,5 +1,5 @@
 # shellcheck shell=sh
-# AD7 fix (gotchas/autodl.lua): link each of DIRS (one a line) into LOGDIR under its
+# AD7 fix (the platform gotcha module): link each of DIRS (one a line) into LOGDIR under its
 # own base name, unless that name is taken.
 LOGDIR=@LOGDIR@; DIRS=@DIRS@
 while IFS= read -r d; do

@@ -1,5 +1,5 @@
 # shellcheck shell=sh
-# AD7 (gotchas/autodl.lua): TensorBoard event files inside and outside the pinned
+# AD7 (the platform gotcha module): TensorBoard event files inside and outside the pinned
 # LOGDIR, its links (and dangling ones), the runs on disk, and the pinned server's
 # /data/runs on PORT.
 logdir=@LOGDIR@; PORT=@PORT@
