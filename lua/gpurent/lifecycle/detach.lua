@@ -22,6 +22,10 @@
 --   detach.install(inst, r, text_for_version) -> path, version, created
 --       text_for_version(version) -> the wrapper's text (reuses an identical version)
 --   detach.start(inst, r, {script=, mode="auto"|"tmux"|"nohup"}) -> {mode=, attempt=}
+--       the start itself is gpurent's one detach starter, detach_start in
+--       lua/gpurent/remote/detach.sh (tmux when present/asked, else nohup + setsid),
+--       shared with the autostop watchdog; an on-box queue includes it the same way
+--       (`# gpurent-include: detach.sh` in its remote/*.sh)
 --       refuses (exit 3) when this run's session or wrapper process is alive
 --   detach.stop(inst, r) -> text            the exact tmux session and the exact process group
 local errors = require "gpurent.util.errors"
