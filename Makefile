@@ -24,11 +24,12 @@ OBJS      = $(SRCS:runtime/%.c=$(BUILD)/%.o)
 BIN      ?= gpurent
 
 # Debian packages: build libraries, the Lua modules the runtime links or requires,
-# and the real parts the tests use (sshd, tmux, busted).
+# and the real parts the tests use (sshd, tmux, busted; shellcheck and dash for the
+# on-box scripts in lua/gpurent/remote/).
 DEBS = build-essential pkg-config liblua5.4-dev lua5.4 libssh2-1-dev libyaml-dev \
        libcurl4-openssl-dev libssl-dev libsqlite3-dev libedit-dev lua-filesystem \
        lua-cjson lua-busted openssh-server openssh-client tmux sqlite3 python3 \
-       iproute2 util-linux procps curl git hyperfine valgrind
+       iproute2 util-linux procps curl git hyperfine valgrind shellcheck dash
 # Only for `make bench` (peer tools) and `make fuzz` (clang's libFuzzer runtime).
 BENCH_DEBS = openssl pssh rsync ansible-core
 FUZZ_DEBS  = clang libclang-rt-14-dev
@@ -48,7 +49,8 @@ define install-debs
 	fi
 endef
 
-.PHONY: all deps bench-deps fuzz-deps test asan valgrind bench demo install uninstall clidoc clean fuzz check-exports
+.PHONY: all deps bench-deps fuzz-deps test asan valgrind bench demo install uninstall clidoc clean fuzz check-exports \
+        check-remote
 all: deps $(BIN)
 
 deps:
@@ -86,7 +88,7 @@ $(BUILD)/aesctr_test: tests/c/aesctr_test.c runtime/aesctr.c runtime/aesctr.h | 
 CTESTS = $(BUILD)/aesctr_test
 
 TEST_ARGS ?= tests/spec
-test: all $(TESTHOST) $(CTESTS) check-exports
+test: all $(TESTHOST) $(CTESTS) check-exports check-remote
 	GPURENT_CTEST_DIR=$(BUILD) GPURENT_BIN=./$(BIN) ./$(TESTHOST) run tests/run_specs.lua -- $(TEST_ARGS)
 
 # The binary's dynamic symbol table holds no symbol defined by gpurent's own objects
@@ -98,6 +100,13 @@ check-exports: $(BIN)
 	bad=$$(printf '%s\n%s\n' "$$own" "$$dyn" | sort | uniq -d | grep -v '^main$$'); \
 	if [ -n "$$bad" ]; then echo "check-exports: $(BIN) exports its own symbols:" $$bad; exit 1; fi; \
 	echo "check-exports: $(BIN) exports none of its $$(echo "$$own" | wc -l) own symbols"
+
+# Every on-box script (lua/gpurent/remote/*.sh, POSIX sh) passes shellcheck as sh, with
+# no blanket disable: a script silences one check on one line, saying why.
+REMOTE_SH = $(wildcard lua/gpurent/remote/*.sh)
+check-remote:
+	@shellcheck --shell=sh --severity=style $(REMOTE_SH)
+	@echo "check-remote: shellcheck clean on $(words $(REMOTE_SH)) on-box scripts"
 
 asan: deps
 	$(MAKE) BUILD=build/asan BIN=gpurent-asan TESTHOST=gpurent-asan-test OPT="-O1 -g" \

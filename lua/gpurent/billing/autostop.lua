@@ -1,7 +1,7 @@
 -- gpurent.billing.autostop: the on-box autostop watchdog (issue 6). Arming it is the
 -- person's explicit approval of ONE reversible action: the profile's in-instance
 -- power-off verb (AutoDL `shutdown` = 关机: the meter stops, every disk stays). It
--- never releases. The watchdog itself is lua/gpurent/billing/autostop.sh (POSIX sh,
+-- never releases. The watchdog itself is lua/gpurent/remote/autostop.sh (POSIX sh,
 -- no python3 on the box); this module pushes it, configures, starts, stops and
 -- reads it over SSH.
 --
@@ -40,11 +40,12 @@ local errors = require "gpurent.util.errors"
 local hash = require "gpurent.util.hash"
 local profile_mod = require "gpurent.config.profile"
 local json = require "gpurent.util.json"
+local remote = require "gpurent.remote"
 
 local autostop = {}
 
 autostop.SESSION = "gpurent-autostop"
--- expanded by the box's shell, inside double quotes
+-- expanded by the box's shell, inside double quotes (the same as ST in remote/autostop_lib.sh)
 autostop.STATE = "${HOME:-/root}/.gpurent/autostop"
 autostop.DEFAULT_INTERVAL = 60
 autostop.DEFAULT_STALL = 1800
@@ -104,18 +105,11 @@ end
 
 -- ---- the files pushed ------------------------------------------------------------------
 
-function autostop.script_path()
-  local lua_path = package.searchpath("gpurent.billing.autostop", package.path)
-  if not lua_path then error("autostop: cannot locate gpurent/billing/autostop.lua on package.path", 0) end
-  return (lua_path:gsub("%.lua$", ".sh"))
-end
+function autostop.script_path() return remote.path("autostop") end
 
+-- The watchdog as pushed: the file itself, unfilled (it takes its values from CONFIG).
 function autostop.script_text()
-  local path = autostop.script_path()
-  local f, err = io.open(path, "rb")
-  if not f then error("autostop: the watchdog script: " .. tostring(err), 0) end
-  local text = f:read("a")
-  f:close()
+  local text = remote.text("autostop")
   return text, hash.sha256(text)
 end
 
@@ -133,116 +127,7 @@ function autostop.config_text(c)
   return table.concat(lines, "\n") .. "\n"
 end
 
--- ---- on-box scripts --------------------------------------------------------------------
-
--- Shared prelude: the state dir, and the exact-PID identity check of the watchdog.
-local PRELUDE = [=[
-ST="@STATE@"; S=@SESSION@
-is_uint() { case "$1" in ''|*[!0-9]*) return 1;; esac; return 0; }
-pfield() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f"$2"; }
-# alive: /proc/PID is the watchdog we started (start time and script path match), not a zombie
-wd_alive() {
-  is_uint "$1" && [ -d "/proc/$1" ] && [ "$(pfield "$1" 1)" != Z ] && [ "$(pfield "$1" 20)" = "$2" ] &&
-    tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$ST/autostop-"
-}
-WPID=; WST=
-[ -f "$ST/pid" ] && read -r WPID WST < "$ST/pid"
-]=]
-
--- Stop the live watchdog: its exact tmux session, then its exact PID (TERM, bounded
--- wait, KILL). Never a name pattern.
-local STOP = [=[
-live=; wd_alive "$WPID" "$WST" && live=1
-if command -v tmux >/dev/null 2>&1 && tmux has-session -t "=$S" 2>/dev/null; then
-  tmux kill-session -t "=$S" 2>/dev/null && echo "gr_stopped_session $S"
-fi
-if [ -n "$live" ]; then
-  if wd_alive "$WPID" "$WST"; then
-    pg=$(pfield "$WPID" 3)
-    if [ "$pg" = "$WPID" ]; then kill -TERM -- "-$WPID" 2>/dev/null; else kill -TERM "$WPID" 2>/dev/null; fi
-  fi
-  i=0; while wd_alive "$WPID" "$WST" && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
-  if wd_alive "$WPID" "$WST"; then kill -KILL "$WPID" 2>/dev/null; sleep 0.2; fi
-  if wd_alive "$WPID" "$WST"; then echo "gr_refuse watchdog PID $WPID is still alive"; exit 3; fi
-  echo "gr_stopped_pid $WPID"
-fi
-]=]
-
-local INSTALL = [=[
-F="$ST/autostop-@SHORT@.sh"
-mkdir -p "$ST" || exit 1
-if [ -f "$F" ]; then
-  cat > /dev/null
-  if [ "$(sha256sum < "$F" | cut -d' ' -f1)" = @HASH@ ]; then echo "gr_script reused $F"; exit 0; fi
-  echo "gr_refuse $F exists with other content (never rewritten)"; exit 3
-fi
-T="$F.tmp.$$"
-rm -f "$T"
-(set -C; cat > "$T") || exit 1
-if [ "$(sha256sum < "$T" | cut -d' ' -f1)" != @HASH@ ]; then rm -f "$T"; echo "gr_refuse the pushed script does not hash to @HASH@"; exit 3; fi
-chmod 755 "$T" && ln "$T" "$F" && rm -f "$T" && echo "gr_script installed $F"
-]=]
-
-local START = [=[
-F="$ST/autostop-@SHORT@.sh"; C="$ST/config"; MODE=@MODE@
-[ -f "$F" ] || { echo "gr_error $F is missing"; exit 1; }
-{ cat && echo "ARMED_AT=$(date +%s)"; } > "$C.tmp" && mv -f "$C.tmp" "$C" || exit 1
-rm -f "$ST/pid" "$ST/readings" "$ST/mode"
-if [ "$MODE" != nohup ] && command -v tmux >/dev/null 2>&1; then
-  tmux new-session -d -s "$S" "exec sh '$F' '$C'" || { echo "gr_error tmux new-session failed"; exit 1; }
-  echo tmux > "$ST/mode"
-else
-  [ "$MODE" = tmux ] && { echo "gr_refuse tmux is not installed on this box"; exit 3; }
-  if command -v setsid >/dev/null 2>&1; then
-    nohup setsid sh "$F" "$C" < /dev/null >> "$ST/nohup.out" 2>&1 &
-  else
-    nohup sh "$F" "$C" < /dev/null >> "$ST/nohup.out" 2>&1 &
-  fi
-  echo nohup > "$ST/mode"
-fi
-i=0; while [ ! -s "$ST/pid" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-[ -s "$ST/pid" ] || { echo "gr_error the watchdog wrote no PID within 10 s; see $ST/watchdog.log"; exit 1; }
-read -r p s < "$ST/pid"
-echo "gr_pid $p $s"; echo "gr_mode $(cat "$ST/mode")"; echo "gr_armed_at $(sed -n 's/^ARMED_AT=//p' "$C")"
-]=]
-
-local OFF_TAIL = [=[
-D=@DURABLE@
-if [ -d "$ST" ]; then
-  case "$ST" in */.gpurent/autostop) rm -rf -- "$ST" && echo "gr_removed $ST";; esac
-fi
-if [ -n "$D" ] && [ -d "$D" ]; then
-  printf '%s disarmed by gpurent billing autostop --off\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$D/events.log" 2>/dev/null
-fi
-true
-]=]
-
-local STATUS = [=[
-D=@DURABLE@
-echo "gr_now $(date +%s)"
-if [ -d "$ST" ]; then echo "gr_dir 1"; else echo "gr_dir 0"; fi
-if wd_alive "$WPID" "$WST"; then echo "gr_alive 1 $WPID"; else echo "gr_alive 0 ${WPID:-none}"; fi
-[ -f "$ST/mode" ] && echo "gr_mode $(cat "$ST/mode")"
-[ -f "$ST/config" ] && sed -n 's/^\([A-Z_]*\)=/gr_cfg \1 /p' "$ST/config"
-[ -f "$ST/readings" ] && sed 's/^\([a-z_]*\)=/gr_read \1 /' "$ST/readings"
-for f in "$ST"/autostop-*.sh; do [ -f "$f" ] && echo "gr_script $f"; done
-if [ -n "$D" ] && [ -f "$D/last-stop" ]; then sed 's/^/gr_stop /' "$D/last-stop"
-elif [ -f "$ST/last-stop" ]; then sed 's/^/gr_stop /' "$ST/last-stop"; fi
-[ -f "$ST/watchdog.log" ] && tail -n 5 "$ST/watchdog.log" | sed 's/^/gr_log /'
-true
-]=]
-
-local function fill(t, subs)
-  return (t:gsub("@([%u_]+)@", function(k)
-    local v = subs[k]
-    if v == nil then error("autostop: no value for @" .. k .. "@", 0) end
-    return v
-  end))
-end
-
-local function prelude()
-  return fill(PRELUDE, {STATE = autostop.STATE, SESSION = q(autostop.SESSION)})
-end
+-- ---- on-box scripts: lua/gpurent/remote/autostop_{install,arm,off,status}.sh -----------
 
 local function run_box(inst, what, script, opts)
   opts = opts or {}
@@ -271,7 +156,7 @@ function autostop.arm(inst, o)
   local interval = o.interval or autostop.DEFAULT_INTERVAL
   local text, sha = autostop.script_text()
   local short = sha:sub(1, 16)
-  local installed = run_box(inst, "install", prelude() .. fill(INSTALL, {SHORT = short, HASH = q(sha)}),
+  local installed = run_box(inst, "install", remote.script("autostop_install", {SHORT = short, HASH = sha}),
     {stdin = text, idempotent = true})
   local cfg = autostop.config_text{
     INSTANCE = L.instance, IDLE = o.idle or 0, TTL = o.ttl or 0, INTERVAL = interval,
@@ -279,8 +164,8 @@ function autostop.arm(inst, o)
     THRESHOLD = o.threshold or 5, STOP_VERB = L.verb, JOB_GLOB = L.job_glob, LOG_REL = L.log_rel,
     OUT_REL = L.out_rel, SESSION = L.session, SESSION_PREFIX = L.session_prefix, DURABLE = L.durable}
   -- one round trip: stop the live watchdog (exact PID), replace the config, start
-  local out = run_box(inst, "arm", prelude() .. STOP .. fill(START, {SHORT = short, MODE = q(o.mode or "auto")}),
-    {stdin = cfg})
+  local out = run_box(inst, "arm", remote.script("autostop_arm",
+    {SESSION = autostop.SESSION, SHORT = short, MODE = o.mode or "auto"}), {stdin = cfg})
   return {pid = tonumber(out:match("gr_pid (%d+)")), starttime = out:match("gr_pid %d+ (%d+)"),
     mode = out:match("gr_mode (%a+)"), armed_at = tonumber(out:match("gr_armed_at (%d+)")),
     script = installed:match("gr_script %a+ (%S+)"), reused = installed:match("gr_script reused") ~= nil,
@@ -290,7 +175,7 @@ end
 function autostop.off(inst, o)
   o = o or {}
   local L = autostop.layout(load_profile(o), o.instance or inst.target or "instance")
-  local out = run_box(inst, "off", prelude() .. STOP .. fill(OFF_TAIL, {DURABLE = q(L.durable)}))
+  local out = run_box(inst, "off", remote.script("autostop_off", {SESSION = autostop.SESSION, DURABLE = L.durable}))
   return {pid = tonumber(out:match("gr_stopped_pid (%d+)")), session = out:match("gr_stopped_session (%S+)"),
           removed = out:match("gr_removed (%S+)"), text = out}
 end
@@ -323,7 +208,7 @@ end
 function autostop.status(inst, o)
   o = o or {}
   local L = autostop.layout(load_profile(o), o.instance or inst.target or "instance")
-  local out = run_box(inst, "status", prelude() .. fill(STATUS, {DURABLE = q(L.durable)}), {idempotent = true})
+  local out = run_box(inst, "status", remote.script("autostop_status", {DURABLE = L.durable}), {idempotent = true})
   local s = autostop.parse_status(out)
   s.durable = L.durable
   return s

@@ -169,8 +169,6 @@ local function manifest_sizes(manifests)
   return sizes
 end
 
-local HASH_LOOP = [[while IFS= read -r -d '' f; do h=$(sha256sum < "$f" | cut -c1-64) || h=ERROR; printf '%s\t%s\0' "$h" "$f"; done]]
-
 local function hash_candidates(inst, files, sizes)
   local want, by_path = {}, {}
   for _, f in ipairs(files) do
@@ -178,7 +176,7 @@ local function hash_candidates(inst, files, sizes)
   end
   if #want == 0 then return 0 end
   local n = 0
-  for rec in sh(inst, "bash -c " .. q(HASH_LOOP), {stdin = table.concat(want)}):gmatch("([^%z]+)%z") do
+  for rec in sh(inst, require("gpurent.remote").script("inventory_hash"), {stdin = table.concat(want)}):gmatch("([^%z]+)%z") do
     local h, path = rec:match("^(%x+)\t(.+)$")
     if h and #h == 64 and by_path[path] then by_path[path].sha256 = h; n = n + 1 end
   end

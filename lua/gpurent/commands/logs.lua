@@ -4,6 +4,7 @@
 -- attempt is marked DONE or FAILED by the wrapper (lua/gpurent/lifecycle/detach.lua), or Ctrl-C.
 local cli = require "gpurent.cli"
 local errors = require "gpurent.util.errors"
+local remote = require "gpurent.remote"
 
 local M = {}
 M.usage = [[usage: gpurent logs RUN [-f | --follow] [-n LINES | --lines LINES]
@@ -52,23 +53,12 @@ end
 -- The remote script: print (or follow) the log; while following, poll the current
 -- attempt's markers and stop the tail once one is written. Bounded by the run's end.
 local function script(r, follow, lines)
-  local log, meta = q(r.paths.log), q(r.paths.meta)
+  local log = q(r.paths.log)
   local n = lines and tostring(lines) or "+1"
   if not follow then
-    return string.format("[ -f %s ] || { echo 'no log at '%s >&2; exit 3; }; tail -n %s -- %s", log, log, n, log)
+    return string.format("[ -f %s ] || { echo 'no log at '%s >&2; exit 3; }; tail -n %s -- %s", log, log, q(n), log)
   end
-  return string.format([[
-L=%s M=%s
-[ -f "$L" ] || { echo "no log at $L (yet): waiting for it" >&2; }
-tail -n %s -F -- "$L" 2>/dev/null & T=$!
-while :; do
-  a=$(cat "$M/current" 2>/dev/null)
-  for m in DONE FAILED; do
-    if [ -n "$a" ] && [ -f "$M/a$a/$m" ]; then sleep 1; kill $T 2>/dev/null; wait $T 2>/dev/null
-      echo "gpurent-logs-end attempt $a $m $(cat "$M/a$a/$m")" >&2; exit 0; fi
-  done
-  sleep %d
-done]], log, meta, n, POLL_SECONDS)
+  return remote.script("logs_follow", {LOG = r.paths.log, META = r.paths.meta, LINES = n, POLL = POLL_SECONDS})
 end
 
 local function stream(inst, text)

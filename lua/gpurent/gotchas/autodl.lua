@@ -1,10 +1,12 @@
 -- gpurent.gotchas.autodl: AutoDL's platform gotchas AD1-AD9 and the 15-day danger
 -- clock (../shared/seed/autodl-profile.md §7, §5). Each probe reads paths and
--- thresholds from the profile, runs one POSIX sh round trip (AD3: one per peer),
+-- thresholds from the profile, runs one POSIX sh round trip (lua/gpurent/remote/gotcha_*.sh;
+-- AD3's write/read/remove one-liners stay here: one per peer),
 -- and answers ok/warn/fail with evidence, or n/a saying why it could not look.
 local G = require "gpurent.gotchas"
 local storage = require "gpurent.lifecycle.storage"
 local P = require "gpurent.config.profile"
+local remote = require "gpurent.remote"
 
 local q, ok, warn, fail, na = G.q, G.ok, G.warn, G.fail, G.na
 local human = storage.human
@@ -23,13 +25,7 @@ local AD1 = {
 function AD1.probe(inst, ctx)
   local net = ctx.profile.network
   if not net.proxy_file then return na("the profile names no proxy file") end
-  local f = q(net.proxy_file)
-  local r = ctx.sh("f=" .. f .. "\n" .. [=[
-[ -e "$f" ] && echo "turbo yes" || echo "turbo no"
-echo "login ${http_proxy:-${HTTP_PROXY:-}} ${https_proxy:-${HTTPS_PROXY:-}}"
-if [ -r "$f" ]; then ( unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY; . "$f" >/dev/null 2>&1;
-  echo "after ${http_proxy:-} ${https_proxy:-}" ); fi
-]=])
+  local r = ctx.sh(remote.script("gotcha_proxy", {PROXY_FILE = net.proxy_file}))
   local kv = G.kv(r.stdout)
   if kv.turbo == nil then return na("probe output unreadable (exit " .. tostring(r.code) .. ")") end
   if kv.turbo == "no" then
@@ -61,13 +57,8 @@ function AD2.probe(inst, ctx)
   local net = ctx.profile.network
   if not net.hf_endpoint then return na("the profile sets no HF mirror") end
   local prefix = G.py_prefix(ctx.profile)
-  local script = "echo \"endpoint ${HF_ENDPOINT:-}\"\necho \"xet_disable ${HF_HUB_DISABLE_XET:-}\"\n" ..
-    G.dist_script(prefix, {net.hf_xet_package or "hf_xet"})
-  if net.proxy_file then
-    script = script .. "if [ -r " .. q(net.proxy_file) .. " ]; then ( . " .. q(net.proxy_file) ..
-      " >/dev/null 2>&1; echo \"no_proxy ${no_proxy:-}\" ); fi\n"
-  end
-  local r = ctx.sh(script)
+  local r = ctx.sh(remote.script("gotcha_hf_mirror", {PREFIX = prefix or "",
+    XET_PACKAGE = net.hf_xet_package or "hf_xet", PROXY_FILE = net.proxy_file or ""}))
   local kv, multi = G.kv(r.stdout)
   if kv.endpoint == nil then return na("probe output unreadable (exit " .. tostring(r.code) .. ")") end
   local endpoint = kv.endpoint:match("%S+")
@@ -189,8 +180,7 @@ function AD5.probe(inst, ctx)
   local live = P.live_tier(p)
   if not link then return na("the profile names no HF cache link") end
   local names = {live.name}
-  local script = "echo \"hflink $(readlink -f " .. storage.shell_path(link) .. " 2>/dev/null)\"\n" ..
-    "echo \"hf_home ${HF_HOME:-}\"\n" .. storage.measure_script(p, names) .. "\n" ..
+  local script = remote.script("gotcha_hf_cache", {LINK = link, TIERS = storage.tier_lines(p, names)}) .. "\n" ..
     storage.hogs_script(p, {tiers = names})
   local r = ctx.sh(script, {timeout = 300})
   local m = storage.parse_measure(p, names, r.stdout).tiers[live.name]
@@ -230,9 +220,7 @@ local AD6 = {
 }
 function AD6.probe(inst, ctx)
   local env = ctx.profile.env
-  local r = ctx.sh("echo \"python3 $(command -v python3 || echo none)\"\n" ..
-    "if [ -x " .. q(env.python) .. " ]; then echo 'py yes'; else echo 'py no'; fi\n" ..
-    (env.envs_dir and ("for e in " .. q(env.envs_dir) .. "/*; do [ -d \"$e\" ] && echo \"env $e\"; done\n") or ""))
+  local r = ctx.sh(remote.script("gotcha_python", {PYTHON = env.python, ENVS_DIR = env.envs_dir or ""}))
   local kv, multi = G.kv(r.stdout)
   if kv.py == nil then return na("probe output unreadable (exit " .. tostring(r.code) .. ")") end
   if kv.py == "no" then return fail(env.python .. " is missing: the image's base interpreter is not there") end
@@ -257,12 +245,8 @@ local AD7 = {
         "link shows nothing (point it at the existing dir); runs deleted or renamed stay listed (stale) " ..
         "until the pinned TensorBoard restarts",
 }
--- The pinned TensorBoard's own answer (seed: `curl -s http://127.0.0.1:6007/data/runs`).
-local function ad7_curl(port)
-  return "tbbody=$(curl -s --noproxy '*' --max-time 5 http://127.0.0.1:" .. port .. "/data/runs 2>/dev/null)\n" ..
-    "tbrc=$?\ncommand -v curl >/dev/null 2>&1 || tbrc=127\necho \"tbrc $tbrc\"\n" ..
-    "[ \"$tbrc\" -eq 0 ] && printf 'tbbody %s\\n' \"$(printf '%s' \"$tbbody\" | tr '\\n' ' ')\"\n"
-end
+-- The pinned TensorBoard's own answer (seed: `curl -s http://127.0.0.1:6007/data/runs`):
+-- tb_runs in remote/tb_lib.sh, used by gotcha_tb_scan.sh and gotcha_tb_runs.sh.
 local function ad7_answer(kv)
   local rc = tonumber(kv.tbrc)
   if rc == nil then return nil, "its answer was not read" end
@@ -283,19 +267,7 @@ end
 local function ad7_scan(ctx)
   local tb = ctx.profile.network.tensorboard
   local port = math.tointeger(tb.port) or 6007
-  local r = ctx.sh("logdir=" .. q(tb.logdir) .. "\n" .. [=[
-for l in "$logdir"/* "$logdir"/.[!.]*; do [ -L "$l" ] && echo "link $(readlink -f "$l")"; done
-find "$HOME" -maxdepth 8 \( -path "$HOME/miniconda3" -o -path "$HOME/.cache" -o -path "$logdir" \) -prune \
-  -o -type f -name 'events.out.tfevents.*' -print 2>/dev/null | head -n 500 | sed 's/^/ev /'
-find "$logdir" -maxdepth 8 -type f -name 'events.out.tfevents.*' 2>/dev/null | head -n 1 | sed 's/^/in /'
-for e in "$logdir"/* "$logdir"/.[!.]*; do
-  n=${e##*/}
-  if [ -L "$e" ] && [ ! -e "$e" ]; then printf 'dangling %s\t%s\n' "$n" "$(readlink "$e")"; continue; fi
-  [ -d "$e" ] || continue
-  find -L "$e" -maxdepth 8 -type f -name 'events.out.tfevents.*' 2>/dev/null | head -n 1 | grep -q . && echo "run $n"
-done
-find "$logdir" -maxdepth 1 -type f -name 'events.out.tfevents.*' 2>/dev/null | head -n 1 | grep -q . && echo "run ."
-]=] .. ad7_curl(port) .. "echo done\n", {timeout = 120})
+  local r = ctx.sh(remote.script("gotcha_tb_scan", {LOGDIR = tb.logdir, PORT = port}), {timeout = 120})
   local kv, multi = G.kv(r.stdout)
   if not multi.done then return nil, "probe output unreadable (exit " .. tostring(r.code) .. ")" end
   local outside = {}
@@ -325,8 +297,8 @@ local function ad7_missing(ctx, s)
   end
   if #missing > 0 then
     local reload = tonumber(ctx.profile.network.tensorboard.reload_s) or 5
-    local r = ctx.sh("sleep " .. string.format("%.1f", math.min(reload, 30) + 0.5) .. "\n" .. ad7_curl(s.port),
-      {timeout = 60})
+    local r = ctx.sh(remote.script("gotcha_tb_runs", {WAIT = string.format("%.1f", math.min(reload, 30) + 0.5),
+      PORT = s.port}), {timeout = 60})
     local again = ad7_answer(G.kv(r.stdout))
     if again then
       local still = {}
@@ -384,13 +356,9 @@ function AD7.autofix(inst, ctx)
     local d = f:match("^(.*)/[^/]+$")
     if d and not dirs[d] then dirs[d] = true; done[#done + 1] = d end
   end
-  local lines = {}
-  for _, d in ipairs(done) do
-    local name = d:match("([^/]+)$")
-    lines[#lines + 1] = "[ -e " .. q(s.logdir .. "/" .. name) .. " ] || ln -sfn " .. q(d) .. " " .. q(s.logdir .. "/" .. name)
-  end
-  if #lines == 0 then return "nothing to link" end
-  local r = inst:sh(table.concat(lines, "\n"), {timeout = 30})
+  if #done == 0 then return "nothing to link" end
+  local r = inst:sh(remote.script("gotcha_tb_link", {LOGDIR = s.logdir, DIRS = remote.lines(done, "AD7: dirs")}),
+    {timeout = 30})
   if r.code ~= 0 then error("linking into " .. s.logdir .. " failed: " .. r.stderr) end
   return "linked " .. table.concat(done, ", ") .. " into " .. s.logdir
 end
@@ -471,14 +439,8 @@ AD9.satisfies = satisfies
 function AD9.probe(inst, ctx)
   local p = ctx.profile
   local pins = p.env.framework_pins
-  local alt = table.concat(pins, "|")
-  local roots = ctx.code_dir and q(ctx.code_dir) or "\"$HOME\""
-  local script = G.dist_script(G.py_prefix(p), pins) ..
-    "find " .. roots .. " -maxdepth 4 \\( -path \"$HOME/miniconda3\" -o -path \"$HOME/.cache\" \\) -prune " ..
-    "-o -type f -name 'requirements*.txt' -print 2>/dev/null | head -n 50 | while IFS= read -r f; do\n" ..
-    "  echo \"file $f\"\n" ..
-    "  grep -inE '^[[:space:]]*(" .. alt .. ")[[:space:]]*(\\[[^]]*\\])?[[:space:]]*(===|==|~=|!=|<=|>=|<|>)' \"$f\" " ..
-    "| sed \"s|^|pin $f:|\"\ndone\necho done\n"
+  local script = remote.script("gotcha_pins", {PREFIX = G.py_prefix(p) or "", PINS = remote.lines(pins, "AD9: pins"),
+    ROOT = ctx.code_dir or "~"})
   local r = ctx.sh(script, {timeout = 120})
   local _, multi = G.kv(r.stdout)
   if not multi.done then return na("probe output unreadable (exit " .. tostring(r.code) .. ")") end
@@ -532,15 +494,8 @@ function DANGER.probe(inst, ctx)
   local dur_root = cp.durable_dir and cp.durable_dir:match("^(.*)/{name}$")
   if not live_root then return na(clock .. "; live_dir has no {name} leaf to scan") end
   if not dur_root then return warn(clock .. "; the profile has no durable tier to sync to") end
-  local lines = {"for d in " .. storage.shell_path(live_root) .. "/*/; do [ -d \"$d\" ] || continue;",
-    " n=$(basename \"$d\")"}
-  for _, f in ipairs(cp.sync) do
-    lines[#lines + 1] = " if [ -f \"$d/" .. f .. "\" ]; then s=$(wc -c < \"$d/" .. f .. "\" | tr -d ' '); t=" ..
-      storage.shell_path(dur_root) .. "/\"$n\"/" .. q(f) .. "; ds=none; [ -f \"$t\" ] && ds=$(wc -c < \"$t\" | tr -d ' ');" ..
-      " echo \"ck $n/" .. f .. " $s $ds\"; fi"
-  end
-  lines[#lines + 1] = "done\necho done"
-  local r = ctx.sh(table.concat(lines, "\n"))
+  local r = ctx.sh(remote.script("gotcha_danger", {LIVE_ROOT = live_root, DURABLE_ROOT = dur_root,
+    SYNC = remote.lines(cp.sync, "AD-DANGER: sync")}))
   local _, multi = G.kv(r.stdout)
   if not multi.done then return na("probe output unreadable (exit " .. tostring(r.code) .. ")") end
   local missing, synced = {}, 0

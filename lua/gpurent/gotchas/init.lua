@@ -180,15 +180,12 @@ function gotchas.py_prefix(p)
   return py:match("^(/.+)/bin/[^/]+$")
 end
 
--- A shell fragment listing dist-info dirs of the given packages: "dist NAME-VER".
+-- A shell fragment listing dist-info dirs of the given packages: "dist NAME-VER"
+-- (remote/dist_list.sh); empty without a prefix.
 function gotchas.dist_script(prefix, names)
   if not prefix then return "" end
-  local globs = {}
-  for _, n in ipairs(names) do
-    globs[#globs + 1] = q(prefix) .. "/lib/python3*/site-packages/" .. n .. "-[0-9]*.dist-info"
-  end
-  return "for d in " .. table.concat(globs, " ") ..
-    "; do [ -d \"$d\" ] && echo \"dist $(basename \"$d\" .dist-info)\"; done\n"
+  return require("gpurent.remote").script("dist_list", {PREFIX = prefix,
+    NAMES = require("gpurent.remote").lines(names, "gotchas.dist_script: names")}) .. "\n"
 end
 
 -- Append (once) a marked block to ~/.bashrc: the login environment every later
@@ -196,9 +193,7 @@ end
 function gotchas.bashrc_block(inst, tag, lines)
   local mark = "# >>> gpurent " .. tag
   local body = mark .. "\n" .. table.concat(lines, "\n") .. "\n# <<< gpurent " .. tag .. "\n"
-  local script = "f=\"$HOME/.bashrc\"; grep -qF " .. q(mark) .. " \"$f\" 2>/dev/null && exit 0; " ..
-    "printf '%s' " .. q(body) .. " >> \"$f\""
-  local r = inst:sh(script, {timeout = 30})
+  local r = inst:sh(require("gpurent.remote").script("gotcha_bashrc", {MARK = mark, BODY = body}), {timeout = 30})
   if r.code ~= 0 then error("cannot append to ~/.bashrc: " .. (r.stderr or "")) end
   return "appended to ~/.bashrc: " .. table.concat(lines, "; ")
 end

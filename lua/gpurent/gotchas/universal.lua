@@ -7,6 +7,7 @@
 local G = require "gpurent.gotchas"
 local storage = require "gpurent.lifecycle.storage"
 local hash = require "gpurent.util.hash"
+local remote = require "gpurent.remote"
 
 local q, ok, warn, fail, na = G.q, G.ok, G.warn, G.fail, G.na
 local human = storage.human
@@ -62,11 +63,6 @@ function HOSTVIEW.probe(inst, ctx)
 end
 
 -- ---------------------------------------------------------------------------
-local SMI_GPUS = [=[
-out=$(nvidia-smi --query-gpu=index,memory.used --format=csv,noheader,nounits 2>&1); rc=$?
-echo "smi_rc $rc"
-printf '%s\n' "$out" | sed 's/^/gpu /'
-]=]
 
 local ZOMBIE = {
   id = "U-ZOMBIE-VRAM", severity = "high", universal = true, kinds = SSH,
@@ -76,15 +72,7 @@ local ZOMBIE = {
         "parent (a zombie's memory is released when its parent reaps it); never kill by a name pattern",
 }
 function ZOMBIE.probe(inst, ctx)
-  local r = ctx.sh(SMI_GPUS .. [=[
-apps=$(nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits 2>/dev/null)
-printf '%s\n' "$apps" | while IFS=', ' read -r pid mem; do
-  [ -n "$pid" ] || continue
-  st=gone; [ -r "/proc/$pid/stat" ] && st=$(sed 's/^.*) //' "/proc/$pid/stat" | cut -d' ' -f1)
-  echo "app $pid $mem $st"
-done
-echo done
-]=])
+  local r = ctx.sh(remote.script("gotcha_zombie"))
   local kv, multi = G.kv(r.stdout)
   if not kv.done then return unreadable(r) end
   if kv.smi_rc ~= "0" then
@@ -121,13 +109,7 @@ local XID = {
         "platform for another machine; do not blind-retry on this box",
 }
 function XID.probe(inst, ctx)
-  local r = ctx.sh([=[
-if ! command -v nvidia-smi >/dev/null 2>&1; then echo "smi_rc 127"; echo done; exit 0; fi
-out=$(nvidia-smi -L 2>&1); rc=$?
-echo "smi_rc $rc"; printf '%s\n' "$out" | head -n 3 | sed 's/^/smi /'
-dmesg 2>/dev/null | grep -E 'NVRM: Xid' | tail -n 3 | sed 's/^/xid /'
-echo done
-]=])
+  local r = ctx.sh(remote.script("gotcha_xid"))
   local kv, multi = G.kv(r.stdout)
   if not kv.done then return unreadable(r) end
   local smi = table.concat(multi.smi or {}, " / ")
@@ -154,13 +136,7 @@ local THROTTLE = {
 local THROTTLE_BITS = {[0x8] = "HW slowdown", [0x20] = "SW thermal slowdown", [0x40] = "HW thermal slowdown",
                        [0x80] = "HW power brake"}
 function THROTTLE.probe(inst, ctx)
-  local r = ctx.sh([=[
-out=$(nvidia-smi --query-gpu=index,temperature.gpu,power.draw,power.limit,clocks_throttle_reasons.active --format=csv,noheader,nounits 2>&1); rc=$?
-if [ $rc -ne 0 ]; then
-  out=$(nvidia-smi --query-gpu=index,temperature.gpu,power.draw,power.limit --format=csv,noheader,nounits 2>&1); rc=$?
-fi
-echo "smi_rc $rc"; printf '%s\n' "$out" | sed 's/^/gpu /'; echo done
-]=])
+  local r = ctx.sh(remote.script("gotcha_throttle"))
   local kv, multi = G.kv(r.stdout)
   if not kv.done then return unreadable(r) end
   if kv.smi_rc ~= "0" then return na("nvidia-smi failed (exit " .. tostring(kv.smi_rc) .. "): " .. first_line(kv.gpu)) end
@@ -191,14 +167,6 @@ echo "smi_rc $rc"; printf '%s\n' "$out" | sed 's/^/gpu /'; echo done
 end
 
 -- ---------------------------------------------------------------------------
-local TORCH_PY = [=[
-import sys
-try:
-    import torch
-except Exception as e:
-    print("torch_err", type(e).__name__, str(e).splitlines()[0] if str(e) else ""); sys.exit(0)
-print("torch", torch.__version__, torch.version.cuda, torch.cuda.is_available(), torch.cuda.device_count())
-]=]
 
 local NOGPU = {
   id = "U-NOGPU", severity = "high", universal = true, kinds = SSH,
@@ -209,10 +177,8 @@ local NOGPU = {
 }
 function NOGPU.probe(inst, ctx)
   local py = ctx.profile.env.python
-  local r = ctx.sh("if command -v nvidia-smi >/dev/null 2>&1; then out=$(nvidia-smi -L 2>&1); echo \"smi_rc $?\";" ..
-    " printf '%s\\n' \"$out\" | sed 's/^/smi /'; else echo 'smi_rc 127'; fi\n" ..
-    "if command -v " .. q(py) .. " >/dev/null 2>&1; then " .. q(py) .. " -c " .. q(TORCH_PY) ..
-    " 2>&1 | tail -n 1; else echo 'torch_err nopython'; fi\necho done\n", {timeout = 120})
+  local r = ctx.sh(remote.script("gotcha_nogpu", {PYTHON = py, TORCH_PY = remote.text("torch_probe", "py")}),
+    {timeout = 120})
   local kv, multi = G.kv(r.stdout)
   if not kv.done then return unreadable(r) end
   local listed = 0
@@ -246,10 +212,7 @@ local function mm(v) local a, b = (v or ""):match("(%d+)%.(%d+)"); return a and 
 local function newer(a, b) return a[1] > b[1] or (a[1] == b[1] and a[2] > b[2]) end
 function MISMATCH.probe(inst, ctx)
   local prefix = G.py_prefix(ctx.profile)
-  local r = ctx.sh("echo \"driver $(nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\\([0-9.]*\\).*/\\1/p' | head -n 1)\"\n" ..
-    (prefix and ("for f in " .. q(prefix) .. "/lib/python3*/site-packages/torch/version.py; do [ -f \"$f\" ] && " ..
-      "sed -n \"s/^cuda[^=]*= *['\\\"]\\([0-9.]*\\)['\\\"].*/torchcuda \\1/p; s/^__version__[^=]*= *['\\\"]\\([^'\\\"]*\\)['\\\"].*/torchver \\1/p\" \"$f\"; done\n") or "") ..
-    "echo \"nvcc $(nvcc --version 2>/dev/null | sed -n 's/.*release \\([0-9.]*\\).*/\\1/p')\"\necho done\n")
+  local r = ctx.sh(remote.script("gotcha_cuda", {PREFIX = prefix or ""}))
   local kv = G.kv(r.stdout)
   if not kv.done then return unreadable(r) end
   local driver, torchc, nvcc = mm(kv.driver), mm(kv.torchcuda), mm(kv.nvcc)
@@ -309,12 +272,13 @@ function THREADS.autofix(inst, ctx)
 end
 
 -- ---------------------------------------------------------------------------
+-- Where to look for scripts: the code dir, else $HOME and the live tier (one a line).
 local function search_roots(ctx)
-  if ctx.code_dir then return q(ctx.code_dir) end
+  if ctx.code_dir then return ctx.code_dir end
   local live = ctx.profile.tiers[ctx.profile.checkpoints.live_tier]
-  local roots = {"\"$HOME\""}
-  if live and live.path ~= "~" and live.path ~= "/" then roots[#roots + 1] = storage.shell_path(live.path) end
-  return table.concat(roots, " ")
+  local roots = {"~"}
+  if live and live.path ~= "~" and live.path ~= "/" then roots[#roots + 1] = live.path end
+  return remote.lines(roots, "U-CRLF: roots")
 end
 
 local CRLF = {
@@ -325,10 +289,7 @@ local CRLF = {
         "add `*.sh text eol=lf` to .gitattributes",
 }
 function CRLF.probe(inst, ctx)
-  local r = ctx.sh("cr=$(printf '\\r')\nfind " .. search_roots(ctx) ..
-    " -maxdepth 4 \\( -path \"$HOME/miniconda3\" -o -path \"$HOME/.cache\" -o -name .git \\) -prune" ..
-    " -o -type f -name '*.sh' -print 2>/dev/null | sort -u | head -n 500 | while IFS= read -r f; do\n" ..
-    "  if grep -q \"$cr\" \"$f\"; then echo \"crlf $f\"; else echo \"lf $f\"; fi\ndone\necho done\n", {timeout = 120})
+  local r = ctx.sh(remote.script("gotcha_crlf", {ROOTS = search_roots(ctx)}), {timeout = 120})
   local _, multi = G.kv(r.stdout)
   if not multi.done then return unreadable(r) end
   local crlf, lf = multi.crlf or {}, multi.lf or {}
@@ -338,17 +299,6 @@ function CRLF.probe(inst, ctx)
 end
 
 -- ---------------------------------------------------------------------------
--- Running processes: argv[0] is matched, so the probe's own shell never counts.
-local PROCS = [=[
-for d in /proc/[0-9]*; do
-  pid=${d#/proc/}; [ "$pid" = "$$" ] || [ "$pid" = 1 ] && continue
-  a0=$(tr '\0' '\n' < "$d/cmdline" 2>/dev/null | head -n 1) || continue
-  case "${a0##*/}" in %s) ;; *) continue ;; esac
-  args=$(tr '\0' ' ' < "$d/cmdline" 2>/dev/null)
-  %s
-done
-echo done
-]=]
 
 local BUFFER = {
   id = "U-BUFFER", severity = "low", universal = true, kinds = ALL,
@@ -357,10 +307,7 @@ local BUFFER = {
   fix = "launch with PYTHONUNBUFFERED=1 (or python -u, or print(..., flush=True))",
 }
 function BUFFER.probe(inst, ctx)
-  local r = ctx.sh(string.format(PROCS, "python|python3|python3.*", [=[
-out=$(readlink "$d/fd/1" 2>/dev/null)
-unb=$(tr '\0' '\n' < "$d/environ" 2>/dev/null | grep -c '^PYTHONUNBUFFERED=.')
-echo "py $pid|$out|$unb|$args"]=]))
+  local r = ctx.sh(remote.script("gotcha_buffer"))
   local _, multi = G.kv(r.stdout)
   if not multi.done then return unreadable(r) end
   local procs = multi.py or {}
@@ -391,13 +338,7 @@ local WANDB = {
 }
 function WANDB.probe(inst, ctx)
   local cred = ctx.profile.overrides and ctx.profile.overrides.CRED_FILE
-  local r = ctx.sh("echo \"mode ${WANDB_MODE:-}\"\n[ -n \"${WANDB_API_KEY:-}\" ] && echo 'key env'\n" ..
-    (cred and ("[ -s " .. storage.shell_path(cred) .. " ] && echo 'key credfile'\n") or "") ..
-    "grep -qs 'api.wandb.ai' \"$HOME/.netrc\" && echo 'key netrc'\n" ..
-    string.format(PROCS, "python|python3|python3.*|wandb", [=[
-env=$(tr '\0' '\n' < "$d/environ" 2>/dev/null)
-case "$env" in *WANDB_MODE=offline*) echo "offline_pid $pid" ;; esac
-case "$env" in *WANDB_API_KEY=?*) echo "key pid$pid" ;; esac]=]))
+  local r = ctx.sh(remote.script("gotcha_wandb", {CRED = cred or ""}))
   local kv, multi = G.kv(r.stdout)
   if not multi.done then return unreadable(r) end
   local offline = {}
@@ -451,9 +392,7 @@ function DRIFT.probe(inst, ctx)
   local head, want, files = local_tracked(ldir)
   if not head then return na(ldir .. " is not a git work tree") end
   if #files == 0 then return na(ldir .. " tracks no files") end
-  local r = ctx.sh("cd " .. q(ctx.code_dir) .. " || exit 3\nfind . -path ./.git -prune -o -type f -print | " ..
-    "while IFS= read -r f; do printf 'h %s %s\\n' \"$(sha256sum < \"$f\" | cut -d' ' -f1)\" \"${f#./}\"; done\necho done\n",
-    {timeout = 300})
+  local r = ctx.sh(remote.script("gotcha_drift", {CODE_DIR = ctx.code_dir}), {timeout = 300})
   if r.code == 3 then return fail(ctx.code_dir .. " does not exist on the box") end
   local _, multi = G.kv(r.stdout)
   if not multi.done then return unreadable(r) end
@@ -487,16 +426,7 @@ local CHANGED = {
   fix = "never overwrite a script a live bash is reading: write a new versioned file name and launch that",
 }
 function CHANGED.probe(inst, ctx)
-  local r = ctx.sh("btime=$(awk '/^btime/ {print $2}' /proc/stat); hz=$(getconf CLK_TCK 2>/dev/null || echo 100)\n" ..
-    string.format(PROCS, "bash|sh|dash", [=[
-set -f; set -- $args; set +f; shift
-while [ $# -gt 0 ]; do case $1 in -*) shift ;; *) break ;; esac; done
-[ $# -gt 0 ] || continue
-f=$1; case $f in /*) ;; *) f="$(readlink "$d/cwd")/$f" ;; esac
-[ -f "$f" ] || continue
-st=$(sed 's/^.*) //' "$d/stat" | cut -d' ' -f20)
-mt=$(stat -c %Y "$f" 2>/dev/null) || continue
-echo "sc $pid $((btime + st / hz)) $mt $f"]=]))
+  local r = ctx.sh(remote.script("gotcha_changed"))
   local _, multi = G.kv(r.stdout)
   if not multi.done then return unreadable(r) end
   local scripts = multi.sc or {}

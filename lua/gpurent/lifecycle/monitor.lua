@@ -1,6 +1,6 @@
 -- gpurent.monitor: what a running job is doing, from live facts, in one round trip.
 --
--- A probe gathers, in one SSH command: the run's tmux session and wrapper process
+-- A probe (lua/gpurent/remote/run_probe.sh) gathers, in one SSH command: the run's tmux session and wrapper process
 -- (by exact name and exact PID), the wrapper's DONE/FAILED markers for the current
 -- attempt, the log's mtime and last line, the newest artifact's mtime, df -h and
 -- df -i of the live and durable tiers, cgroup memory and its oom_kill count, GPU
@@ -23,46 +23,15 @@
 --   monitor.status_line(facts, verdict) -> one line
 local storage = require "gpurent.lifecycle.storage"
 local profile_mod = require "gpurent.config.profile"
+local remote = require "gpurent.remote"
 
 local monitor = {}
-local q = storage.q
 
 monitor.REMEDY = {
   probabilistic = "relaunch",
   disk_full = "prune",
   code = "stop", cuda_oom = "stop", oom = "stop", durable_sync = "stop", unknown = "stop",
 }
-
-local PROBE = [=[
-M=@META@; S=@SESSION@; LOG=@LOG@; OUT=@OUT@
-cur=$(cat "$M/current" 2>/dev/null || echo 0); D="$M/a$cur"
-echo "gr_attempt $cur"
-alive=0
-if command -v tmux >/dev/null 2>&1; then
-  if tmux has-session -t "=$S" 2>/dev/null; then echo "gr_session 1"; alive=1; else echo "gr_session 0"; fi
-else echo "gr_session none"; fi
-pid=$(cat "$D/pid" 2>/dev/null)
-if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$M/run-v"; then
-  echo "gr_proc 1 $pid"; alive=1
-else echo "gr_proc 0 ${pid:-none}"; fi
-[ -f "$D/DONE" ] && echo "gr_done $(cat "$D/DONE")"
-[ -f "$D/FAILED" ] && echo "gr_failed $(cat "$D/FAILED")"
-echo "gr_now $(date +%s)"
-echo "gr_started $(cat "$D/started" 2>/dev/null)"
-echo "gr_boot $(cut -d' ' -f22 /proc/1/stat 2>/dev/null) $(cat "$D/boot" 2>/dev/null)"
-echo "gr_oom0 $(cat "$D/oom0" 2>/dev/null)"
-if [ -f "$LOG" ]; then
-  echo "gr_logmtime $(stat -c %Y "$LOG")"
-  echo "gr_last $(tail -n 20 "$LOG" | grep -v '^\[gpurent\]' | tail -n 1 | cut -c1-200)"
-fi
-a=$(find "$OUT" -type f -printf '%T@ %P\n' 2>/dev/null | sort -n | tail -n 1)
-[ -n "$a" ] && echo "gr_artifact $a"
-if command -v nvidia-smi >/dev/null 2>&1; then
-  echo "gr_gpu $(nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits 2>&1 | head -n 4 | tr '\n' ' ')"
-fi
-if [ "$alive" = 0 ] && [ -f "$LOG" ]; then tail -n 40 "$LOG" | cut -c1-300 | sed 's/^/gr_tail /'; fi
-true
-]=]
 
 -- The tiers a probe measures: the live one and the durable one.
 local function tiers_of(r)
@@ -74,9 +43,8 @@ local function tiers_of(r)
 end
 
 function monitor.probe_script(r)
-  local body = PROBE:gsub("@([%u_]+)@", {META = q(r.paths.meta), SESSION = q(r.session), LOG = q(r.paths.log),
-    OUT = q(r.paths.out)})
-  return storage.measure_script(r.profile, tiers_of(r)) .. "\n" .. body
+  return remote.script("run_probe", {META = r.paths.meta, SESSION = r.session, LOG = r.paths.log,
+    OUT = r.paths.out, TIERS = storage.tier_lines(r.profile, tiers_of(r))})
 end
 
 local function num(s) return s and tonumber((s:match("^%s*(%S+)"))) end

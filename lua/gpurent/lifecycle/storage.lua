@@ -1,6 +1,7 @@
 -- gpurent.storage: what the storage tiers of a live instance hold, as numbers, and
 -- the gates and copies that rely on them. Every remote step is a POSIX sh script
--- run through inst:sh (no python on the box: AD6), one round trip per call.
+-- (lua/gpurent/remote/storage_*.sh, measure_lib.sh; the hogs walk is built here) run
+-- through inst:sh (no python on the box: AD6), one round trip per call.
 --
 --   storage.measure(inst [, {profile=, tiers={name,...}}]) -> reading
 --     reading.tiers[name] = {name, path, exists, fs, mount, bytes_total, bytes_used,
@@ -18,6 +19,7 @@
 --   storage.parse_size("10G") -> bytes        storage.human(bytes) -> "9.3 GiB"
 local errors = require "gpurent.util.errors"
 local profile_mod = require "gpurent.config.profile"
+local remote = require "gpurent.remote"
 
 local storage = {}
 
@@ -77,46 +79,21 @@ end
 -- ---------------------------------------------------------------------------
 -- measure: df -B1 and df -i for every tier, cgroup memory and CPU, one round trip.
 
-local MEASURE_PRELUDE = [=[
-LC_ALL=C; export LC_ALL
-tier() {
-  if [ ! -e "$2" ]; then echo "tier $1 missing"; return 0; fi
-  echo "tier $1 bytes $(df -P -B1 "$2" 2>&1 | tail -n 1)"
-  echo "tier $1 inodes $(df -P -i "$2" 2>&1 | tail -n 1)"
-}
-rd() { [ -r "$2" ] && echo "$1 $(tr '\n' ' ' < "$2")"; return 0; }
-]=]
-
-local MEASURE_CGROUP = [=[
-if [ -r /sys/fs/cgroup/memory.max ]; then
-  echo "cg v2"
-  rd mem_limit /sys/fs/cgroup/memory.max; rd mem_usage /sys/fs/cgroup/memory.current
-  rd mem_peak /sys/fs/cgroup/memory.peak; rd mem_events /sys/fs/cgroup/memory.events
-  rd cpu_max /sys/fs/cgroup/cpu.max
-elif [ -r /sys/fs/cgroup/memory/memory.limit_in_bytes ]; then
-  echo "cg v1"
-  rd mem_limit /sys/fs/cgroup/memory/memory.limit_in_bytes
-  rd mem_usage /sys/fs/cgroup/memory/memory.usage_in_bytes
-  rd mem_peak /sys/fs/cgroup/memory/memory.max_usage_in_bytes
-  rd mem_events /sys/fs/cgroup/memory/memory.oom_control
-  rd cpu_quota /sys/fs/cgroup/cpu/cpu.cfs_quota_us; rd cpu_period /sys/fs/cgroup/cpu/cpu.cfs_period_us
-else
-  echo "cg none"
-fi
-echo "host_mem $(awk '/^MemTotal:/ {printf "%.0f", $2 * 1024}' /proc/meminfo 2>/dev/null)"
-echo "host_cores $(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null)"
-]=]
-
--- The script measure() runs (exposed so probes can fold it into their own round trip).
+-- The script measure() runs (remote/storage_measure.sh; exposed so probes can fold it
+-- into their own round trip).
 function storage.measure_script(p, names)
-  local parts = {MEASURE_PRELUDE}
+  return remote.script("storage_measure", {TIERS = storage.tier_lines(p, names)})
+end
+
+-- "NAME<TAB>PATH" lines of the named tiers, the value measure_lib.sh's measure_tiers reads.
+function storage.tier_lines(p, names)
+  local lines = {}
   for _, name in ipairs(names) do
     local t = p.tiers[name]
     if not t then error("storage: profile " .. tostring(p.platform) .. " has no tier " .. tostring(name), 3) end
-    parts[#parts + 1] = "tier " .. q(name) .. " " .. spath(t.path)
+    lines[#lines + 1] = name .. "\t" .. t.path
   end
-  parts[#parts + 1] = MEASURE_CGROUP
-  return table.concat(parts, "\n")
+  return remote.lines(lines, "storage: tiers")
 end
 
 local function parse_df(line)
@@ -347,24 +324,6 @@ end
 -- ---------------------------------------------------------------------------
 -- checked_sync: copy on the box, then prove it (exists, size, SHA-256).
 
-local SYNC_SCRIPT = [=[
-LC_ALL=C; export LC_ALL
-hash() { if command -v sha256sum >/dev/null 2>&1; then sha256sum < "$1" | cut -d' ' -f1
-  elif command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 < "$1" | sed 's/^.*= *//'
-  else return 1; fi; }
-size() { wc -c < "$1" | tr -d ' '; }
-state() { echo "df_bytes $(df -P -B1 "$1" 2>&1 | tail -n 1)"; echo "df_inodes $(df -P -i "$1" 2>&1 | tail -n 1)"; }
-[ -f "$src" ] || { echo "step src-missing"; exit 20; }
-sh_src=$(hash "$src") || { echo "step no-hash-tool"; exit 21; }
-echo "src $(size "$src") $sh_src"
-if ! err=$(mkdir -p "$dir" 2>&1); then echo "step mkdir"; echo "err $err"; state "$tierp"; exit 22; fi
-if ! err=$(cp "$src" "$dst.part" 2>&1); then rm -f "$dst.part"; echo "step cp"; echo "err $err"; state "$tierp"; exit 23; fi
-if ! err=$(mv -f "$dst.part" "$dst" 2>&1); then rm -f "$dst.part"; echo "step rename"; echo "err $err"; state "$tierp"; exit 24; fi
-sync 2>/dev/null
-[ -f "$dst" ] || { echo "step dst-missing"; state "$tierp"; exit 25; }
-echo "dst $(size "$dst") $(hash "$dst")"
-]=]
-
 local function basename(p) return (p:gsub("/+$", ""):match("([^/]+)$")) end
 
 function storage.checked_sync(inst, src, dst_tier, opts)
@@ -374,8 +333,7 @@ function storage.checked_sync(inst, src, dst_tier, opts)
   if not t then error("storage.checked_sync: profile " .. p.platform .. " has no tier " .. tostring(dst_tier), 2) end
   local dir = opts.dir or t.path
   local dst = dir .. "/" .. (opts.name or basename(src))
-  local script = "src=" .. spath(src) .. "; dir=" .. spath(dir) .. "; dst=" .. spath(dst) ..
-    "; tierp=" .. spath(t.path) .. "\n" .. SYNC_SCRIPT
+  local script = remote.script("storage_sync", {SRC = src, DIR = dir, DST = dst, TIER = t.path})
   local res = storage.run(inst, script, {timeout = opts.timeout or 3600})
   local out = {}
   for line in res.stdout:gmatch("[^\n]+") do

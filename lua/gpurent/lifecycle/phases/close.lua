@@ -15,6 +15,7 @@
 local storage = require "gpurent.lifecycle.storage"
 local errors = require "gpurent.util.errors"
 local run_lock = require "gpurent.lifecycle.run_lock"
+local remote = require "gpurent.remote"
 
 local close = {}
 local q = storage.q
@@ -42,57 +43,15 @@ function close.check_roster(r, roster)
   return roster
 end
 
-local SCRIPT = [=[
-A=@ACTIVE@; OUT=@OUT@; P=@PARTIAL@; E=@EXPORT@; Q=@QUAR@; ID=@ID@
-hash() { sha256sum < "$1" | cut -d' ' -f1; }
-if [ -e "$E" ]; then
-  echo "already $E"
-  for f in @FILES@; do if [ -f "$E/$f" ]; then echo "file $(wc -c < "$E/$f") $(hash "$E/$f") $f"; else echo "bad missing from the sealed export: $f"; fi; done
-  exit 0
-fi
-rm -rf "$P" && mkdir -p "$P" || { echo "bad cannot create $P"; exit 1; }
-src_of() { if [ "$1" = run.json ]; then echo "$A/run.json"; else echo "$OUT/$1"; fi; }
-for f in @FILES@; do
-  s=$(src_of "$f")
-  if [ ! -f "$s" ]; then echo "bad missing: $f (expected at $s)"; continue; fi
-  if [ ! -s "$s" ]; then echo "bad empty: $f"; continue; fi
-  mkdir -p "$P/$(dirname "$f")" && cp -p "$s" "$P/$f.tmp" && mv -f "$P/$f.tmp" "$P/$f" || { echo "bad copy failed: $f"; continue; }
-  hs=$(hash "$s"); hp=$(hash "$P/$f")
-  if [ "$hs" != "$hp" ]; then echo "bad sha256 differs after the copy: $f"; continue; fi
-  echo "file $(wc -c < "$P/$f") $hp $f"
-done
-extra=$(cd "$P" && find . -type f \( -name '*.tmp' -o -name '*.part' @SCRATCH_FIND@ \) | head -n 5)
-[ -n "$extra" ] && echo "bad not allowed in an export: $extra"
-true
-]=]
-
-local FINISH_OK = [=[
-P=@PARTIAL@; E=@EXPORT@
-sync
-[ -e "$E" ] && { echo "bad $E appeared meanwhile: not overwritten"; exit 1; }
-mv -T -n "$P" "$E" && [ -d "$E" ] && [ ! -e "$P" ] && echo "sealed $E" || { echo "bad rename failed"; exit 1; }
-]=]
-
-local FINISH_BAD = [=[
-P=@PARTIAL@; Q=@QUAR@; ID=@ID@
-mkdir -p "$Q"
-n=1; while [ -e "$Q/$ID--$n" ] && [ $n -lt 1000 ]; do n=$((n + 1)); done
-mv -T "$P" "$Q/$ID--$n" && cat > "$Q/$ID--$n/REASON" && echo "quarantined $Q/$ID--$n"
-]=]
-
-local function fill(t, subs) return (t:gsub("@([%u_]+)@", function(k) return subs[k] end)) end
+-- The on-box steps: lua/gpurent/remote/close_{seal,finish,quarantine}.sh.
 
 local function seal(inst, r, o)
   o = o or {}
   local roster = close.check_roster(r, o.roster or close.DEFAULT_ROSTER)
   local P = r.paths
-  local files = {}
-  for _, f in ipairs(roster) do files[#files + 1] = q(f) end
-  local sf = {}
-  for _, s in ipairs(r.profile.checkpoints.scratch or {}) do sf[#sf + 1] = "-o -name " .. q(s) end
-  local subs = {ACTIVE = q(P.active), OUT = q(P.out), PARTIAL = q(P.partial), EXPORT = q(P.export),
-    QUAR = q(P.quarantine), ID = q(r.id), FILES = table.concat(files, " "), SCRATCH_FIND = table.concat(sf, " ")}
-  local res = inst:sh(fill(SCRIPT, subs), {timeout = 600})
+  local res = inst:sh(remote.script("close_seal", {ACTIVE = P.active, OUT = P.out, PARTIAL = P.partial,
+    EXPORT = P.export, FILES = remote.lines(roster, "close: roster"),
+    SCRATCH = remote.lines(r.profile.checkpoints.scratch, "close: scratch")}), {timeout = 600})
   local got, bad = {}, {}
   for line in res.stdout:gmatch("[^\n]+") do
     local bytes, hex, path = line:match("^file (%d+) (%x+) (.+)$")
@@ -111,7 +70,7 @@ local function seal(inst, r, o)
     return {export = P.export, files = got, already = true}
   end
   if #bad == 0 then
-    local fin = inst:sh(fill(FINISH_OK, subs), {timeout = 120})
+    local fin = inst:sh(remote.script("close_finish", {PARTIAL = P.partial, EXPORT = P.export}), {timeout = 120})
     if fin.stdout:match("sealed ") then
       local lines = {string.format("sealed %s (renamed from export/.partial on one filesystem):", P.export)}
       for _, f in ipairs(got) do lines[#lines + 1] = string.format("  %10d  %s  %s", f.bytes, f.sha256:sub(1, 16), f.path) end
@@ -121,7 +80,8 @@ local function seal(inst, r, o)
     bad[#bad + 1] = (fin.stdout:match("bad ([^\n]+)") or "rename failed") .. " " .. (fin.stderr or "")
   end
   local reason = table.concat(bad, "\n") .. "\n"
-  local qres = inst:sh(fill(FINISH_BAD, subs), {stdin = reason, timeout = 120})
+  local qres = inst:sh(remote.script("close_quarantine", {PARTIAL = P.partial, QUAR = P.quarantine, ID = r.id}),
+    {stdin = reason, timeout = 120})
   local where = qres.stdout:match("quarantined ([^\n]+)") or "(quarantine failed: " .. (qres.stderr or "") .. ")"
   error(string.format("close: the capsule of %s failed validation; moved to %s:\n  %s", r.id, where,
     table.concat(bad, "\n  ")), 0)

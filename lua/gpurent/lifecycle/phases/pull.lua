@@ -21,6 +21,7 @@ local hash = require "gpurent.util.hash"
 local fs = require "gpurent.util.fs"
 local errors = require "gpurent.util.errors"
 local run_lock = require "gpurent.lifecycle.run_lock"
+local remote = require "gpurent.remote"
 
 local pull = {}
 local q = storage.q
@@ -34,16 +35,7 @@ local function dirname(p) return p:match("^(.*)/[^/]*$") end
 local function basename(p) return p:match("([^/]+)$") end
 
 -- Facts about the result root: one line per roster file, then every entry present.
-local FACTS = [=[
-R=@ROOT@
-cd "$R" || { echo "bad no result root $R"; exit 1; }
-for f in @FILES@; do
-  if [ -L "$f" ]; then echo "bad symlink $f"
-  elif [ -f "$f" ]; then echo "file $(wc -c < "$f") $(sha256sum < "$f" | cut -d' ' -f1) $f"
-  else echo "missing $f"; fi
-done
-find . -mindepth 1 | sed 's|^\./|entry |'
-]=]
+-- (on the box: lua/gpurent/remote/pull_facts.sh)
 
 -- The manifest table exactly as manifest.build makes it (MANIFEST.md), from facts
 -- read on the box: the builder itself walks a local tree, the box is remote.
@@ -53,9 +45,8 @@ function pull.build_remote(inst, root, cells, roster, o)
     expected[c] = true
     for _, f in ipairs(roster) do want[#want + 1] = c .. "/" .. f end
   end
-  local list = {}
-  for _, f in ipairs(want) do list[#list + 1] = q(f) end
-  local res = inst:sh((FACTS:gsub("@ROOT@", q(root)):gsub("@FILES@", table.concat(list, " "))), {timeout = o.timeout or 300})
+  local res = inst:sh(remote.script("pull_facts", {ROOT = root, FILES = remote.lines(want, "pull: roster")}),
+    {timeout = o.timeout or 300})
   local files, problems, listed, total = {}, {}, {}, 0
   for _, f in ipairs(want) do listed[f] = true end
   local dirs_needed = {}
@@ -142,8 +133,7 @@ local function pull_verified(inst, r, o)
   local m, text = r:retrying(inst, "pull", "the manifest facts", function()
     return pull.build_remote(inst, root, cells, roster, {run_id = bundle, required = o.required})
   end)
-  inst:sh("cat > " .. q(root .. "/" .. manifest.FILE .. ".tmp") .. " && mv -f " .. q(root .. "/" .. manifest.FILE .. ".tmp") ..
-    " " .. q(root .. "/" .. manifest.FILE), {stdin = text, timeout = 60, check = true})
+  inst:sh(remote.script("put_file", {FILE = root .. "/" .. manifest.FILE}), {stdin = text, timeout = 60, check = true})
   local msha = hash.sha256(text)
   r:say("pull", "wrote %s/%s: %d files, %d bytes, sha256 %s", root, manifest.FILE, m.totals.files, m.totals.bytes, msha:sub(1, 16))
   pcall(r.ledger, r, function(L)

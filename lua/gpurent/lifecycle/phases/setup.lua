@@ -134,8 +134,7 @@ end
 function setup.install_key(inst, pub)
   pub = pub:match("^%s*(.-)%s*$")
   if not pub:match("^ssh%-") and not pub:match("^ecdsa%-") then error("install_key: not an OpenSSH public key", 2) end
-  local res = inst:sh([[umask 077; mkdir -p ~/.ssh && touch ~/.ssh/authorized_keys && IFS= read -r k &&
-if grep -qxF -- "$k" ~/.ssh/authorized_keys; then echo present; else printf '%s\n' "$k" >> ~/.ssh/authorized_keys && echo added; fi]],
+  local res = inst:sh(require("gpurent.remote").script("install_key"),
     {stdin = pub .. "\n", timeout = 60, check = true})
   return res.stdout:match("(%a+)")
 end

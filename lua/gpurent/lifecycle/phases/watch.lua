@@ -19,6 +19,7 @@ local storage = require "gpurent.lifecycle.storage"
 local profile_mod = require "gpurent.config.profile"
 local sched = require "gpurent.transport.sched"
 local core = require "gpurent.core"
+local remote = require "gpurent.remote"
 
 local watch = {}
 local q = storage.q
@@ -33,11 +34,8 @@ end
 function watch.prune_scratch(inst, r)
   local names = r.profile.checkpoints.scratch or {}
   if #names == 0 then return {} end
-  local tests = {}
-  for _, n in ipairs(names) do tests[#tests + 1] = q(n) end
-  local script = "for a in " .. q(r.paths.root) .. "/active/*/; do a=${a%/}; [ \"$a\" = " .. q(r.paths.active) ..
-    " ] && continue; c=$(cat \"$a/.gpurent/current\" 2>/dev/null) || continue; [ -f \"$a/.gpurent/a$c/DONE\" ] || continue; " ..
-    "for n in " .. table.concat(tests, " ") .. "; do [ -f \"$a/out/$n\" ] && rm -f \"$a/out/$n\" && echo \"pruned $a/out/$n\"; done; done; true"
+  local script = remote.script("prune_scratch", {ROOT = r.paths.root, ACTIVE = r.paths.active,
+    NAMES = remote.lines(names, "watch: scratch")})
   local res = inst:sh(script, {timeout = 300})
   local out = {}
   for p in res.stdout:gmatch("pruned ([^\n]+)") do out[#out + 1] = p end

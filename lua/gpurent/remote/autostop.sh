@@ -1,13 +1,15 @@
 #!/bin/sh
 # gpurent autostop watchdog: runs ON the rented box, so the meter stops even when
-# the laptop that armed it is asleep. Source: lua/gpurent/billing/autostop.sh;
+# the laptop that armed it is asleep. Source: lua/gpurent/remote/autostop.sh;
 # lua/gpurent/billing/autostop.lua pushes it as $STATE/autostop-<sha256:16>.sh
 # (content-addressed: a changed script is a new file, a live one is never
-# rewritten) and starts it as `sh SCRIPT CONFIG` under tmux (nohup + setsid when
-# tmux is absent). POSIX sh only: the box may have no python3 (AD6).
+# rewritten) and starts it as `sh SCRIPT CONFIG` with gpurent's one detach starter
+# (remote/detach.sh: tmux, else nohup + setsid). POSIX sh only: the box may have no
+# python3. Generic: everything platform-specific (the power-off verb, the durable
+# tier, the job layout) comes from the profile through CONFIG.
 #
 # Every INTERVAL seconds it reads live facts and powers the box off with the
-# profile's in-instance verb (STOP_VERB, AutoDL: `shutdown`, reversible, disks kept)
+# profile's in-instance verb (STOP_VERB, reversible: the disks are kept)
 # only when:
 #   idle:  no job of ours alive (tmux session / wrapper PID, never a log grep), the
 #          last job's DONE marker says its durable sync was verified (or no job ever
