@@ -1,5 +1,5 @@
 -- layers_spec: arrows point down (issue 20). Only the lowest layer of lua/gpurent -
--- util/, transport/, state/, config/ - and the few modules that wrap a primitive reach
+-- util/, transport/, remote/, state/, config/ - and the few modules that wrap a primitive reach
 -- the C primitives (gpurent.core) themselves; the policy above them (lifecycle/,
 -- billing/, gotchas/, commands/, repl/, cli/) goes through those wrappers
 -- (gpurent.util.sys for the clock and Ctrl-C, gpurent.util.term for the line editor,
@@ -7,7 +7,7 @@
 -- that owns the primitive instead, or, for a new primitive's own wrapper, list it.
 local lfs = require "lfs"
 
-local LOW_LAYERS = {"util/", "transport/", "state/", "config/"}
+local LOW_LAYERS = {"util/", "transport/", "remote/", "state/", "config/"}
 
 -- The modules outside those layers that wrap a primitive, and which one.
 local WRAPPERS = {
