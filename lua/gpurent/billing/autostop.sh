@@ -7,7 +7,7 @@
 # tmux is absent). POSIX sh only: the box may have no python3 (AD6).
 #
 # Every INTERVAL seconds it reads live facts and powers the box off with the
-# profile's in-instance verb (STOP_VERB, AutoDL: `shutdown`, reversible, disks kept)
+# profile's in-instance verb (STOP_VERB, e.g. `shutdown`: reversible, disks kept)
 # only when:
 #   idle:  no job of ours alive (tmux session / wrapper PID, never a log grep), the
 #          last job's DONE marker says its durable sync was verified (or no job ever

@@ -1,4 +1,4 @@
--- gpurent.billing.autodl: AutoDL's developer API (../shared/design/AUTODL-API.md).
+-- gpurent.platform.autodl.api: AutoDL's developer API (../shared/design/AUTODL-API.md).
 -- Every request goes through gpurent.core.provider (runtime/provider.c), which holds
 -- the token (never handed to Lua: c.token is a handle printing ***), sends only to the
 -- URLs of the installed profile and the person's config dir (GPURENT_AUTODL_BASE_URL
