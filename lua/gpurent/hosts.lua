@@ -92,13 +92,13 @@ end
 
 function hosts.read_hosts()
   local text = read_or_empty(hosts.hosts_file())
-  local hosts = {}
+  local known = {}
   for name, body in text:gmatch("# >>> gpurent host (%S+)\n(.-)# <<< gpurent host %S+\n") do
-    hosts[name] = {host = body:match("HostName (%S+)"), port = tonumber(body:match("Port (%d+)")),
+    known[name] = {host = body:match("HostName (%S+)"), port = tonumber(body:match("Port (%d+)")),
                    user = body:match("User (%S+)"), identity = body:match("IdentityFile (%S+)"),
                    known_hosts = body:match("UserKnownHostsFile (%S+)")}
   end
-  return hosts, text
+  return known, text
 end
 
 function hosts.write_host(name, h)
@@ -119,8 +119,8 @@ function hosts.write_host(name, h)
 end
 
 function hosts.set_port(name, port)
-  local hosts = hosts.read_hosts()
-  local h = hosts[name]
+  local known = hosts.read_hosts()
+  local h = known[name]
   if not h then errors.usage("no host " .. name .. " in " .. hosts.hosts_file() .. " (gpurent host add first)", 0) end
   local old = h.port
   h.port = port

@@ -7,7 +7,7 @@
 --       else the default profile when its platform's account has the instance (asked
 --       through gpurent.platform); else generic-ssh
 --   b:platform() -> P, the platform of the session's profile (before one is chosen:
---       the default profile's)
+--       the default profile's);  b:default_platform() -> P, profile (the default profile's)
 --   b:item() -> the platform's list item matched to HOST | nil, why
 --       matched by the uuid the ledger links to the alias (`host add --uuid`), by
 --       name or uuid equal to HOST, else by the ssh endpoint of the instance's
@@ -73,16 +73,17 @@ end
 -- (its account is asked whether it has this host: profile_name below).
 function Box:platform()
   if not self.platform_obj then
-    local platform = require "gpurent.platform"
-    local p = self.profile
-    if not p then
-      local profile = require "gpurent.config.profile"
-      local ok, dp = pcall(function() return profile.load(profile.default_name()) end)
-      p = ok and dp or nil
-    end
-    self.platform_obj = platform.of(p)
+    if self.profile then self.platform_obj = require("gpurent.platform").of(self.profile)
+    else self.platform_obj = self:default_platform() end
   end
   return self.platform_obj
+end
+
+-- The default profile's platform and profile (nil when it does not load: generic).
+function Box:default_platform()
+  local profile = require "gpurent.config.profile"
+  local ok, dp = pcall(function() return profile.load(profile.default_name()) end)
+  return require("gpurent.platform").of(ok and dp or nil), ok and dp or nil
 end
 
 local function api_name(P) return (P.title or P.name) .. " API" end

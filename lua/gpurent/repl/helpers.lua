@@ -127,9 +127,17 @@ local function stop(session, verb, ref, o)
   end
   if type(ref) ~= "string" then error(verb .. ': name the instance, e.g. ' .. verb .. '("a1")', 3) end
   session.box:invalidate()
-  return shown(session, session.box:platform().stop{verb = verb, ref = ref, inst = session.inst, target = session.host,
-    pulled = o.pulled, discard = o.discard, profile = session.profile,
-    profile_name = session.profile and session.profile.platform})
+  -- a session whose platform has no such verb (the local machine, a bare SSH host) may
+  -- still name an instance of the default profile's platform
+  -- (then the session's box is not that instance: no inventory is taken over it)
+  local P, profile, inst, target = session.box:platform(), session.profile, session.inst, session.host
+  if not (P.verbs and P.verbs[verb]) then
+    P, profile = session.box:default_platform()
+    inst, target = nil, nil
+  end
+  return shown(session, P.stop{verb = verb, ref = ref, inst = inst, target = target,
+    pulled = o.pulled, discard = o.discard, profile = profile,
+    profile_name = profile and profile.platform})
 end
 
 ---------------------------------------------------------------- binding
