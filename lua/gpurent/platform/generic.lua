@@ -43,6 +43,8 @@ end
 
 function generic.notify() return false, "no push channel on this platform" end
 
+-- The profile's in-instance verb run on the box. The session may be cut as the box
+-- goes down, so a lost connection after the command was sent is not an error.
 function generic.in_instance_power_off(inst, verb)
   if not verb then errors.usage("this platform has no in-instance power-off verb (billing.meter_stop.in_instance_verb)", 0) end
   local ok, r = pcall(inst.sh, inst, verb, {timeout = 30})

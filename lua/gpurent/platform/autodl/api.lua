@@ -338,11 +338,7 @@ function autodl.in_instance_power_off(inst, verb)
     local _, b = autodl.profile_api()
     verb = b and b.meter_stop and b.meter_stop.in_instance_verb or "shutdown"
   end
-  local ok, r = pcall(inst.sh, inst, verb, {timeout = 30})
-  if ok and r.code ~= 0 then
-    error(string.format("%s on %s exited %s: %s", verb, tostring(inst), tostring(r.code), r.stderr or ""), 0)
-  end
-  return true
+  return require("gpurent.platform.generic").in_instance_power_off(inst, verb)
 end
 
 return autodl
