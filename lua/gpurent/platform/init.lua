@@ -45,6 +45,12 @@
 --   P.notify{title=, name=, content=} -> true | false, why   a push channel beyond the
 --       terminal and the ledger (a chat message); false, why when it has none
 --   P.in_instance_power_off(inst, verb) -> true   the token-less stop from inside the box
+--
+-- A scheduler platform (issue 19, Slurm) fits this shape: its client reads accounting
+-- (sacct), P.stop is scancel behind the same gate and approval (gate.check needs an
+-- action for it), P.gotchas its quota and partition probes, P.parse_login the login
+-- node's string. Still generic today, and for it to supply: the detach primitive (sbatch
+-- instead of tmux/nohup) and the job-state source of watch (squeue/sacct).
 local fs = require "gpurent.util.fs"
 
 local platform = {}
