@@ -154,7 +154,7 @@ environment:
   NO_COLOR           (any value) no colour in output; so does TERM=dumb or a non-terminal
   GPURENT_PATH       extra module directories, colon-separated, searched last
   GPURENT_STATE_DIR  where the ledger lives (else $XDG_STATE_HOME/gpurent)
-  the platform's API token: the variables the profile's billing.api.token names (never printed)
+  API token          the variables the profile's billing.api.token names (never printed)
 
 module search path: the recipe's directory, the project's lua/ (nearest
 gpurent.lock, else the working directory; used once you `gpurent trust` it),
