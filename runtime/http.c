@@ -1,7 +1,7 @@
 /* http.c: one HTTP request over libcurl (dlopen()ed, see curlload.h). Owns the
  * transfer only: method, URL, headers, body, timeouts, status code, response headers
  * and body. JSON, envelopes and retries are policy (lua/gpurent/util/http.lua,
- * billing/autodl.lua); the provider token and the approval check are provider.c's.
+ * lua/gpurent/platform/); the provider token and the approval check are provider.c's.
  *
  * A request is a handle driven in steps (curl multi), so the Lua side can let other
  * coroutines run between steps (gpurent.sched) instead of blocking the process:
@@ -182,7 +182,7 @@ static int configure(lua_State *L, req_t *r, int t, const char *extra, int https
         if (!r->body) return luaL_error(L, "http %s %s: out of memory", r->method, r->url);
         memcpy(r->body, body, blen);
         r->body[blen] = '\0';
-        /* POSTFIELDS also sends a body with GET, which AutoDL's status call needs */
+        /* POSTFIELDS also sends a body with GET, which a provider's status call may need */
         SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
         SETOPT(CURLOPT_POSTFIELDS, r->body);
     }

@@ -243,7 +243,7 @@ static int sftp_readlink(lua_State *L) {
  * pointing at target (symlink(2): atomic, and refused if linkpath exists). The
  * draft names the link first, but OpenSSH's sftp-server reads (target, link)
  * and libssh2 sends its arguments in the order given, so this order is right
- * for OpenSSH (what AutoDL and the tests run). The server's answer is NOT
+ * for OpenSSH (what the rented boxes and the tests run). The server's answer is NOT
  * returned: libssh2 1.10 reads the status from the wrong offset of the reply
  * (it reports the request id: "end of file", "permission denied", ... for a
  * link that was made). Callers read the link back with readlink to learn

@@ -28,11 +28,11 @@ _gpurent() {
     ssh) opts="--help --print"; verbs=""; kind="host" ;;
     logs) opts="--follow --help --lines"; verbs=""; kind="" ;;
     repl) opts="--accept-new-host --help --local --profile"; verbs=""; kind="host" ;;
-    tunnel) opts="--accept-new-host --help"; verbs="autodl-proj-1"; kind="" ;;
+    tunnel) opts="--accept-new-host --help"; verbs="gpu-proj-1"; kind="" ;;
     put) opts="--accept-new-host --dry-run --help --json --lock-wait --no-resume --no-verify --streams"; verbs=""; kind="" ;;
     get) opts="--accept-new-host --dry-run --help --json --lock-wait --no-resume --no-verify --streams"; verbs=""; kind="" ;;
     check) opts="--accept-new-host --code --fix --help --json --local --only --peer --profile --ssh-config"; verbs=""; kind="host" ;;
-    host) opts="--help --identity --install-key --json --known-hosts --no-contact --uuid"; verbs="add list set-port"; kind="" ;;
+    host) opts="--help --identity --install-key --json --known-hosts --no-contact --profile --uuid"; verbs="add list set-port"; kind="" ;;
     watch) opts="--finish --help --interval --json --max-relaunches --max-wait --once --stall"; verbs=""; kind="" ;;
     status) opts="--help --json"; verbs=""; kind="" ;;
     history) opts="--help --json --limit --run"; verbs=""; kind="" ;;

@@ -39,8 +39,8 @@ describe("docs/API.md examples", function()
     for _, m in ipairs({"gpurent.transport.instance", "gpurent.transport.transfer", "gpurent.util.yaml", "gpurent.util.json", "gpurent.util.hash",
                         "gpurent.util.fs", "gpurent.util.secret", "gpurent.config.profile", "gpurent.lifecycle.storage", "gpurent.lifecycle.manifest",
                         "gpurent.lifecycle.phases", "gpurent.recipe", "gpurent.transport.sched", "gpurent.state.ledger",
-                        "gpurent.lifecycle.monitor", "gpurent.lifecycle.detach", "gpurent.billing", "gpurent.billing.autodl",
-                        "gpurent.billing.stop", "gpurent.lifecycle.gate", "gpurent.billing.inventory", "gpurent.billing.coverage",
+                        "gpurent.lifecycle.monitor", "gpurent.lifecycle.detach", "gpurent.billing", "gpurent.platform.autodl.api",
+                        "gpurent.billing.stop", "gpurent.platform", "gpurent.hosts", "gpurent.lifecycle.gate", "gpurent.billing.inventory", "gpurent.billing.coverage",
                         "gpurent.gotchas", "gpurent.config.lib", "gpurent.config.trust", "gpurent.transport.lock", "gpurent.lifecycle.run_lock",
                         "gpurent.util.shell", "gpurent.util.http", "gpurent.util.pretty", "gpurent.util.errors"}) do
       assert.truthy(text:find(m, 1, true), "docs/API.md does not cover " .. m)

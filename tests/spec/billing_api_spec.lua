@@ -1,9 +1,9 @@
--- billing_api_spec.lua: the AutoDL developer API client (gpurent.billing.autodl over
+-- billing_api_spec.lua: the AutoDL developer API client (gpurent.platform.autodl.api over
 -- runtime/http.c) against the testbed's real HTTP server (tests/sim/autodl-api):
 -- figures, every error path, stock retries, WeChat limits, --dry-run, and the token
 -- never showing up in any output, error, ledger or journal.
 local api = require "autodl_api"
-local autodl = require "gpurent.billing.autodl"
+local autodl = require "gpurent.platform.autodl.api"
 local billing = require "gpurent.billing"
 local http = require "gpurent.util.http"
 local sched = require "gpurent.transport.sched"

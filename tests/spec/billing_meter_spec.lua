@@ -3,7 +3,7 @@
 -- (tests/sim/image/nvidia-smi) run against a state file; notifications go to the
 -- terminal, a real ledger file and the testbed API's WeChat route.
 local api = require "autodl_api"
-local autodl = require "gpurent.billing.autodl"
+local autodl = require "gpurent.platform.autodl.api"
 local billing = require "gpurent.billing"
 
 describe("budgets", function()
@@ -80,7 +80,7 @@ describe("idle detection", function()
       now = function() return clock end,
       notify = function(msg)
         notes[#notes + 1] = msg
-        billing.notify{instance = "idle1", message = msg, client = c, ledger_path = srv.state .. "/ledger.sqlite",
+        billing.notify{instance = "idle1", message = msg, push = function(m) return c:wechat(m) end, ledger_path = srv.state .. "/ledger.sqlite",
                        out = {write = function(_, ...) notes.terminal = (notes.terminal or "") .. table.concat({...}) end}}
       end}
     return p, notes

@@ -92,7 +92,7 @@ describe("billing power verbs on a testbed instance", function()
   end)
 
   it("powers off from inside the box without a token (the in-instance verb)", function()
-    local autodl = require "gpurent.billing.autodl"
+    local autodl = require "gpurent.platform.autodl.api"
     local inst = require("gpurent.transport.instance").connect("pw1", {config = dir .. "/ssh_config"})
     assert.is_true(autodl.in_instance_power_off(inst))
     pcall(inst.close, inst)

@@ -6,7 +6,6 @@
 local monitor = require "gpurent.lifecycle.monitor"
 local run = require "gpurent.lifecycle.run"
 local detach = require "gpurent.lifecycle.detach"
-local setup = require "gpurent.lifecycle.phases.setup"
 local close = require "gpurent.lifecycle.phases.close"
 local launch = require "gpurent.lifecycle.phases.launch"
 
@@ -109,16 +108,21 @@ describe("run.parse_queue", function()
   end)
 end)
 
-describe("setup.parse_connection", function()
+describe("the platform's login-string parser (gpurent host add)", function()
+  local autodl = require("gpurent.platform").of("autodl")
   it("reads the console's string", function()
     assert.are.same({user = "root", host = "connect.westDC2.seetacloud.com", port = 12345},
-      setup.parse_connection("ssh -p 12345 root@connect.westDC2.seetacloud.com"))
+      autodl.parse_login("ssh -p 12345 root@connect.westDC2.seetacloud.com"))
     assert.are.same({user = "root", host = "h.example", port = 2200},
-      setup.parse_connection("ssh root@h.example -p 2200"))
+      autodl.parse_login("ssh root@h.example -p 2200"))
+    assert.are.same({user = "me", host = "h.example", port = 22},
+      require("gpurent.platform").of("generic-ssh").parse_login("ssh me@h.example"))
   end)
-  it("refuses anything else", function()
-    assert.is_false(pcall(setup.parse_connection, "scp -P 1 a b"))
-    assert.is_false(pcall(setup.parse_connection, "ssh -p 99999 root@x"))
+  it("refuses anything else, quoting the platform's own example", function()
+    local ok, err = pcall(autodl.parse_login, "scp -P 1 a b")
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find(autodl.login_example, 1, true), tostring(err))
+    assert.is_false(pcall(autodl.parse_login, "ssh -p 99999 root@x"))
   end)
 end)
 

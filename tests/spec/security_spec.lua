@@ -219,7 +219,7 @@ describe("security: the AutoDL token", function()
     assert.is_true(has_ledger, "no ledger written in " .. srv.state)
     -- a token-bearing Lua error raised in a recipe prints ***
     local script = srv.dir .. "/err.lua"
-    T.write(script, 'local t = require("gpurent.billing.autodl").client().token\nerror("failed with " .. t)\n')
+    T.write(script, 'local t = require("gpurent.platform.autodl.api").client().token\nerror("failed with " .. t)\n')
     code, out, err = T.run("run " .. T.q(script), {env = env})
     assert.are.equal(1, code)
     assert.matches("failed with ***", err, 1, true)
@@ -243,7 +243,7 @@ describe("security: a shared library cannot grant approval", function()
     -- and release it through the client, catching every error
     T.write(repo .. "/tidy.lua", [[
 -- a team library's helper that "tidies up" by releasing the box: refused in C
-local c = require("gpurent.billing.autodl").client{}
+local c = require("gpurent.platform.autodl.api").client{}
 return {run = function() return c:release("pro-box9") end}
 ]])
     T.write(repo .. "/grab.lua", [[
@@ -262,7 +262,7 @@ try("gate", function()
     out = io.stdout}
 end)
 -- the C side: the client's verbs are refused without the person's approval, whatever Lua passes
-local c = require("gpurent.billing.autodl").client{out = io.stdout}
+local c = require("gpurent.platform.autodl.api").client{out = io.stdout}
 for _, verb in ipairs{"power_off", "release"} do
   local ok, e = pcall(c[verb], c, "pro-box9", {approval = "box9", wait = false})
   print(verb .. " refused=" .. tostring(type(e) == "table" and e.exit == 3) .. " " .. tostring(e))
@@ -346,7 +346,7 @@ describe("security: the provider boundary", function()
   end)
   teardown(function() srv:stop(); T.rmtree(dir) end)
 
-  local careless = 'local c = require("gpurent.billing.autodl").client{}; local u = c:find("a1").uuid; '
+  local careless = 'local c = require("gpurent.platform.autodl.api").client{}; local u = c:find("a1").uuid; '
     .. 'c:power_off(u, {wait = false}); c:release(u)'
 
   it("gpurent -e calling the client's power_off and release: exit 3, nothing sent, a ledger line", function()
@@ -373,7 +373,7 @@ describe("security: the provider boundary", function()
     assert.are.equal(3, code, out .. err)
     assert.are.equal(0, journal_verbs())
     -- control: the person's approval of a1 lets the same chunk's power-off through
-    code, out, err = T.run("--approve a1 -e " .. T.q('local c = require("gpurent.billing.autodl").client{}; '
+    code, out, err = T.run("--approve a1 -e " .. T.q('local c = require("gpurent.platform.autodl.api").client{}; '
       .. 'c:power_off(c:find("a1").uuid, {wait = false}); print("sent")'), {env = env})
     assert.are.equal(0, code, out .. err)
     assert.matches("sent", out, 1, true)
@@ -382,7 +382,7 @@ describe("security: the provider boundary", function()
 
   it("a recipe may gate one more verb, and C then refuses it too; a trusted overlay's gated: true does the same", function()
     local code, out, err = T.run("-e " .. T.q('local core = require("gpurent.core"); core.provider.gate("autodl", "power_on"); '
-      .. 'local c = require("gpurent.billing.autodl").client{}; c:power_on(c:find("a1").uuid, {wait = false})'), {env = env})
+      .. 'local c = require("gpurent.platform.autodl.api").client{}; c:power_on(c:find("a1").uuid, {wait = false})'), {env = env})
     assert.are.equal(3, code, out .. err)
     assert.matches("AutoDL power_on of a1 (pro-a1): refused", err, 1, true)
     assert.are.equal(0, #srv:journal_now("/power_on"))
@@ -417,7 +417,7 @@ core.http.request{method = "POST", url = %q, headers = {"Authorization: " .. tok
     local term = tty.start(T.q(T.bin) .. " repl --local", {env = env})
     local ok, e = pcall(function()
       term:wait_for("local>", 5, true)
-      term:line('c = require("gpurent.billing.autodl").client{}')
+      term:line('c = require("gpurent.platform.autodl.api").client{}')
       term:line('c:release(c:find("a1").uuid)')
       term:wait_for("refused: the person has not approved it", 10, true)
       term:line('print("alive" .. "!")')
@@ -453,7 +453,7 @@ core.http.request{method = "POST", url = %q, headers = {"Authorization: " .. tok
 
   it("the token never enters Lua: the client holds a handle that prints *** and has no accessor", function()
     local code, out, err = T.run("-e " .. T.q([[
-local c = require("gpurent.billing.autodl").client{}
+local c = require("gpurent.platform.autodl.api").client{}
 print(tostring(c.token), getmetatable(c.token), pcall(function() return c.token.value end))
 print(pcall(setmetatable, c.token, {}))
 ]]), {env = env})
@@ -544,7 +544,7 @@ print("granted", require("gpurent.core").approval.granted("a1"))
     local code, cores = abort_in(dir .. "/ctl", 'print(1)')
     assert.are_not.equal(0, code)
     assert.is_true(#cores > 0, "no core file even without a token: the control does not work on this machine")
-    local code2, cores2, text = abort_in(dir .. "/tok", 'require("gpurent.billing.autodl").client{}:balance()')
+    local code2, cores2, text = abort_in(dir .. "/tok", 'require("gpurent.platform.autodl.api").client{}:balance()')
     assert.are_not.equal(0, code2, text)
     assert.are.same({}, cores2)
   end)

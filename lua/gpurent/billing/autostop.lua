@@ -1,11 +1,11 @@
 -- gpurent.billing.autostop: the on-box autostop watchdog (issue 6). Arming it is the
 -- person's explicit approval of ONE reversible action: the profile's in-instance
--- power-off verb (AutoDL `shutdown` = 关机: the meter stops, every disk stays). It
+-- power-off verb (billing.meter_stop.in_instance_verb: the meter stops, every disk stays). It
 -- never releases. The watchdog itself is lua/gpurent/remote/autostop.sh (POSIX sh,
 -- no python3 on the box); this module pushes it, configures, starts, stops and
 -- reads it over SSH.
 --
--- On-box contract (STATE = $HOME/.gpurent/autostop, on the system disk: survives 关机):
+-- On-box contract (STATE = $HOME/.gpurent/autostop, on the system disk: survives a power-off):
 --   STATE/autostop-<sha256:16>.sh  the watchdog, content-addressed: a different script is
 --                                  a new file; an existing one is never rewritten
 --   STATE/config                   KEY='value' lines the watchdog sources once at start
@@ -82,7 +82,7 @@ function autostop.layout(p, instance)
     errors.refuse(string.format("profile %s has no in-instance power-off verb (billing.meter_stop.in_instance_verb): " ..
       "an on-box autostop cannot stop its meter", tostring(p.platform)), 0)
   end
-  if type(ms) == "table" and ms.irreversible == true then
+  if require("gpurent.platform").power_off_irreversible(p) then
     errors.refuse(string.format("profile %s: its in-instance power-off is irreversible; autostop only arms a reversible stop",
       tostring(p.platform)), 0)
   end
@@ -146,7 +146,7 @@ end
 
 local function load_profile(o)
   if type(o.profile) == "table" then return o.profile end
-  return profile_mod.load(o.profile or "autodl")
+  return profile_mod.load(o.profile or profile_mod.default_name())
 end
 
 function autostop.arm(inst, o)

@@ -217,7 +217,7 @@ function coverage.evaluate(inv, item, o)
   local stale = inventory.stale(inv, item)
   if stale then c.problems[1] = stale; return c end
   if o.need_status and item.status ~= o.need_status then
-    c.problems[1] = string.format("%s is %s: it must be %s first (AutoDL releases only a powered-off instance)",
+    c.problems[1] = string.format("%s is %s: it must be %s first (the platform releases only a powered-off instance)",
       tostring(item.name), tostring(item.status), o.need_status)
     return c
   end

@@ -1,9 +1,11 @@
 -- gpurent.billing: the meter, budgets, danger clocks and idle detection. Policy
--- only: the API calls are gpurent.billing.autodl, the gate is gpurent.gate.
+-- only: the API calls are the platform's client (gpurent.platform), the gate is
+-- gpurent.lifecycle.gate.
 --
---   billing.parse_time(iso) -> unix seconds | nil           (AutoDL's {time, valid} too)
+--   billing.parse_time(iso) -> unix seconds | nil           (an API's {time, valid} too)
 --   billing.accrued(item, now) -> yuan since the last power-on (price x powered-on time)
---   billing.danger_clocks(item, {balance=, burn_per_hour=, now=, auto_release_days=15})
+--   billing.danger_clocks(item, {balance=, burn_per_hour=, now=, auto_release_days=15,
+--                                survivor = the durable tier's path (what a release spares)})
 --       -> {{name=, deadline=, seconds_left=, text=}...}
 --   billing.budget_state(spent, budget) -> "none" | "ok" | "warn" | "exceeded", text
 --   billing.budgets() / billing.set_budget(instance, yuan, warn_fraction)
@@ -11,7 +13,8 @@
 --   billing.parse_gpu_util(text) -> {percent...} | nil, why  (nvidia-smi csv, noheader, nounits)
 --   billing.idle_patrol{read_util=, job_alive=, idle_seconds=, notify=, now=} -> patrol
 --       patrol:tick() -> state {idle=, idle_for=, notified=, why=}
---   billing.notify{instance=, kind=, message=, client=, out=, ledger_path=}  terminal + ledger + WeChat
+--   billing.notify{instance=, kind=, message=, push=, out=, ledger_path=, profile=}
+--       terminal + ledger + push(m) when given: the platform's channel (P.notify)
 local errors = require "gpurent.util.errors"
 local fs = require "gpurent.util.fs"
 local json = require "gpurent.util.json"
@@ -109,8 +112,8 @@ function billing.danger_clocks(item, o)
       local days = o.auto_release_days or billing.AUTO_RELEASE_DAYS
       local deadline = stopped + days * 86400
       clocks[#clocks + 1] = {name = "auto_release", deadline = deadline, seconds_left = deadline - now,
-        text = string.format("auto-release in %s (%d days after power-off): / and the data disk are deleted; only /root/autodl-fs survives",
-          fmt_left(deadline - now), days)}
+        text = string.format("auto-release in %s (%d days after power-off): / and the data disk are deleted; %s",
+          fmt_left(deadline - now), days, o.survivor and ("only " .. o.survivor .. " survives") or "nothing on the box survives")}
     end
     clocks[#clocks + 1] = {name = "storage_trickle",
       text = "powered off, but the data disk storage still bills a small rate until release"}
@@ -226,21 +229,22 @@ function billing.idle_patrol(o)
   return p
 end
 
--- Terminal always, the ledger always, WeChat when a client with a token is given.
+-- Terminal always, the ledger always, the platform's push channel when one is given
+-- (push{title=, name=, content=} -> sent, why: P.notify).
 function billing.notify(n)
   local out = n.out or io.stderr
   out:write(string.format("gpurent: %s: %s\n", n.instance, n.message))
   local ok, err = pcall(function()
     local ledger = require "gpurent.state.ledger"
     local L = ledger.open(n.ledger_path)
-    L:upsert_instance{name = n.instance, profile = n.profile or "autodl"}
+    L:upsert_instance{name = n.instance, profile = n.profile or require("gpurent.config.profile").default_name()}
     L:notify{kind = n.kind or "idle", message = n.message, instance = n.instance}
     L:close()
   end)
   if not ok then out:write("gpurent: (ledger: ", tostring(err), ")\n") end
-  if n.client and n.client:has_token() then
-    local sent, why = n.client:wechat{title = "gpurent: " .. n.instance, name = n.instance, content = n.message}
-    if not sent then out:write("gpurent: WeChat not sent: ", tostring(why), "\n") end
+  if n.push then
+    local sent, why = n.push{title = "gpurent: " .. n.instance, name = n.instance, content = n.message}
+    if not sent then out:write("gpurent: push notification not sent: ", tostring(why), "\n") end
     return sent
   end
   return false

@@ -1,5 +1,5 @@
 -- gpurent.inventory: what dies with an instance, read on the box while it runs, and
--- recorded atomically in the state dir for a later release (AutoDL releases only a
+-- recorded atomically in the state dir for a later release (a platform may release only a
 -- powered-off box, which SSH cannot reach, so the release reads this record).
 --
 -- What dies comes from the profile as data: every tier whose survives.release is

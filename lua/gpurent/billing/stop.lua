@@ -1,13 +1,16 @@
 -- gpurent.billing.stop: the one guarded function that powers off or releases an
 -- instance. The teardown phase, `gpurent billing power-off|release` and the REPL all
--- call it, so the order below holds everywhere:
+-- call it through their platform (gpurent.platform: P.stop(o) is this function with
+-- o.platform = P), so the order below holds everywhere:
 --   find the instance -> (power-off with SSH: take the inventory of what dies with it)
 --   -> gate.check (approval always; release: the whole-disk evidence of
 --   gpurent.coverage over the inventory; power-off: the same where the profile calls
 --   it irreversible) -> send the verb through the client -> ledger -> print.
 --
---   stop.run{verb = "power_off" | "release", ref = NAME|UUID, client = autodl client
---            (default: from the environment), inst = connected instance | target = ssh
+--   stop.run{verb = "power_off" | "release", ref = NAME|UUID, platform = P (default: the
+--            profile's), client = P's billing client (default: P.require_client, raising
+--            o.without_client = "usage" | "refusal" with o.context when there is no token),
+--            inst = connected instance | target = ssh
 --            alias (power-off: inventory first), pulled = {dirs}, discard = {globs},
 --            pulled_dir =, read_remote_manifest =, remote_label = (release: the run check
 --            too), profile =, profile_name =, run_id =, dry_run =, wait =, deadline =,
@@ -17,6 +20,8 @@ local coverage = require "gpurent.billing.coverage"
 local errors = require "gpurent.util.errors"
 local gate = require "gpurent.lifecycle.gate"
 local inventory = require "gpurent.billing.inventory"
+local platform = require "gpurent.platform"
+local profile_mod = require "gpurent.config.profile"
 
 local stop = {}
 
@@ -26,20 +31,15 @@ end
 
 local function load_profile(o)
   if o.profile then return o.profile end
-  return require("gpurent.config.profile").load(o.profile_name or "autodl")
-end
-
-local function irreversible_power_off(p)
-  local b = p.billing or {}
-  return (b.meter_stop and b.meter_stop.irreversible == true)
-    or (b.verbs and b.verbs.power_off and b.verbs.power_off.reversible == false) or false
+  o.profile = profile_mod.load(o.profile_name or profile_mod.default_name())
+  return o.profile
 end
 
 -- The ledger's billing row; a ledger failure is said, never fatal after the verb was sent.
 local function record(o, it, t)
   local ok, err = pcall(function()
     local L = require("gpurent.state.ledger").open()
-    L:upsert_instance{name = it.name, profile = o.profile_name or "autodl", provider_id = it.uuid}
+    L:upsert_instance{name = it.name, profile = o.profile_name or profile_mod.default_name(), provider_id = it.uuid}
     L:record_billing{instance = it.name, action = t.action, outcome = t.outcome, meter = t.meter,
       power_state = t.power_state, request_id = t.request_id, run_id = o.run_id}
     L:close()
@@ -127,12 +127,11 @@ function stop.run(o)
   if type(o.ref) ~= "string" or o.ref == "" then errors.usage("stop.run: the instance name or uuid is required", 0) end
   o.out = o.out or io.stdout
   o.say = o.say or default_say(o.out)
-  o.client = o.client or require("gpurent.billing.autodl").client{dry_run = o.dry_run}
-  if not o.client:has_token() then
-    errors.usage("no AutoDL developer token: set AUTODL_TOKEN or AUTODL_TOKEN_FILE (or autodl.token_file in ~/.config/gpurent/config.yaml)", 0)
-  end
+  o.platform = o.platform or platform.of(load_profile(o))
+  o.client = o.client or o.platform.require_client{dry_run = o.dry_run, kind = o.without_client, context = o.context}
+  if not o.client:has_token() then o.platform.require_client{kind = o.without_client, context = o.context} end
   local it = o.client:find(o.ref)
-  local irreversible = o.verb == "power_off" and irreversible_power_off(load_profile(o))
+  local irreversible = o.verb == "power_off" and platform.power_off_irreversible(load_profile(o))
   local inv = nil
   -- an irreversible power-off is judged on an inventory taken now; a reversible one
   -- takes it after the gate allowed it, so a refusal costs no SSH round trip

@@ -70,7 +70,7 @@ function clidoc.man()
     "\\fBgpurent\\fR [\\fB\\-v\\fR] [\\fB\\-\\-approve\\fR \\fIINSTANCE\\fR] \\fICOMMAND\\fR [\\fIARGS\\fR]", ".br",
     "\\fBgpurent\\fR \\fB\\-e\\fR \\fICODE\\fR | \\fB\\-V\\fR | \\fB\\-h\\fR",
     ".SH DESCRIPTION",
-    "gpurent automates a training job on a rented GPU instance (AutoDL first): recipes (Lua) get SSH, " ..
+    "gpurent automates a training job on a rented GPU instance: recipes (Lua) get SSH, " ..
     "storage probes, billing and gotcha checks, and the lifecycle rules run as code. " ..
     "Recipe authors: docs/API.md. Safety model: docs/SECURITY.md.",
     ".SH COMMANDS",

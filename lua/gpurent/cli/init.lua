@@ -33,7 +33,7 @@ cli.COMMANDS = {
   {name = "history", args = "[--run ID] [--json]", summary = "runs recorded in the ledger, or one run's events"},
   {name = "cost", args = "[--since DATE] [--json]", summary = "accrued cost per run and per instance"},
   {name = "billing", args = "status|power-on|power-off|release|... INSTANCE",
-   summary = "AutoDL meter, balance, danger clocks; power-on/off and release (gated)"},
+   summary = "the platform's meter, balance, danger clocks; power-on/off and release (gated)"},
   {name = "verify", args = "DIR [--json]", summary = "verify a pulled result directory and write PULL_VERIFIED.json"},
   {name = "lib", args = "add|list|update|remove|sync ...", summary = "team-shared recipe libraries (git, pinned in gpurent.lock)"},
   {name = "trust", args = "[DIR] | --list | --revoke [DIR]",
@@ -154,7 +154,7 @@ environment:
   NO_COLOR           (any value) no colour in output; so does TERM=dumb or a non-terminal
   GPURENT_PATH       extra module directories, colon-separated, searched last
   GPURENT_STATE_DIR  where the ledger lives (else $XDG_STATE_HOME/gpurent)
-  AUTODL_TOKEN, AUTODL_TOKEN_FILE   the AutoDL developer token (never printed)
+  API token          the variables the profile's billing.api.token names (never printed)
 
 module search path: the recipe's directory, the project's lua/ (nearest
 gpurent.lock, else the working directory; used once you `gpurent trust` it),

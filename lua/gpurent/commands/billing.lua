@@ -1,18 +1,20 @@
--- gpurent billing: the meter and the power verbs on AutoDL's developer API.
+-- gpurent billing: the meter and the power verbs on the platform's API (gpurent.platform:
+-- the profile's, --profile NAME or the default profile).
 -- status reads; power-on checks the budget; inventory records what dies with the
--- instance (gpurent.inventory); power-off and release go through the one guarded
--- function (gpurent.billing.stop: the teardown gate, whose approval only the person
+-- instance (gpurent.inventory); power-off and release go through the platform's one
+-- guarded function (P.stop = gpurent.billing.stop: the teardown gate, whose approval only the person
 -- gives: `--approve`, parsed by the C host, or the instance name typed on the terminal).
-local autodl = require "gpurent.billing.autodl"
 local billing = require "gpurent.billing"
 local cli = require "gpurent.cli"
 local errors = require "gpurent.util.errors"
 local gate = require "gpurent.lifecycle.gate"
 local json = require "gpurent.util.json"
 local money_json = require "gpurent.util.money"
+local platform = require "gpurent.platform"
+local profile_mod = require "gpurent.config.profile"
 local stop = require "gpurent.billing.stop"
 
-local M = {summary = "AutoDL meter, balance, danger clocks; power-on/off and release (gated)"}
+local M = {summary = "the platform's meter, balance, danger clocks; power-on/off and release (gated)"}
 M.usage = [[usage:
   gpurent billing status [INSTANCE] [--json]
   gpurent billing power-on INSTANCE [--dry-run] [--no-wait] [--retries N] [--backoff S]
@@ -25,12 +27,13 @@ M.usage = [[usage:
                           [--threshold PCT] [--mode tmux|nohup] [--profile NAME]
   gpurent billing autostop TARGET --status [--json] | --off
 
-INSTANCE is the AutoDL instance uuid or name. status --json gives money (balance,
-price_per_hour, accrued, ...) as decimal strings in thousandths of a yuan, e.g. "0.088". The token comes from $AUTODL_TOKEN, or a
-file (mode 600; a file others can read is refused): $AUTODL_TOKEN_FILE, or autodl.token_file in
-~/.config/gpurent/config.yaml.
+INSTANCE is the platform's instance uuid or name (the profile's platform: --profile NAME,
+default the default profile). status --json gives money (balance,
+price_per_hour, accrued, ...) as decimal strings in thousandths of a yuan, e.g. "0.088". The API token
+comes from the environment variable or the file (mode 600; a file others can read is refused)
+that the profile's billing.api.token names; a missing token is reported with their names.
 
-release deletes the data disk and the system disk (释放), and AutoDL releases only a
+release deletes the data disk and the system disk, and the platform may release only a
 powered-off box, which SSH cannot reach: so `inventory` (TARGET: the box's ssh_config
 alias or user@host:port) lists, while it runs, every file that dies with it (the profile's
 release section) and hashes those whose size some PULL_MANIFEST.json on the box names;
@@ -45,10 +48,10 @@ error). A refusal lists what is not pulled, largest first, and the command that 
 --remote-manifest TARGET:PATH / --durable-dir DIR also re-check the first --pulled DIR
 against the result root's PULL_MANIFEST.json now (over SSH / a local directory).
 Approval: --approve INSTANCE on this command line, or type the name when asked on the
-terminal. power-off (AutoDL's reversible 关机) needs only approval.
+terminal. power-off needs only approval where the profile calls it reversible.
 --dry-run prints the exact API call (token shown as ***) instead of sending it.
 autostop installs a watchdog ON the box (TARGET: ssh_config alias or user@host:port) that
-runs the profile's in-instance power-off (AutoDL `shutdown`: reversible, disks kept) once
+runs the profile's in-instance power-off (billing.meter_stop.in_instance_verb; reversible) once
 the box is idle for the window (no job of ours, last job's durable sync verified, GPU idle,
 nobody logged in) or the TTL has passed; arming it is your approval of that power-off.
 Exit codes: 0 ok, 1 error, 2 usage, 3 refused by the gate or the budget.]]
@@ -63,7 +66,7 @@ local SPEC = {json = "flag", dry_run = "flag", no_wait = "flag", retries = "valu
 local function ledger_billing(t)
   local ok, err = pcall(function()
     local L = require("gpurent.state.ledger").open()
-    L:upsert_instance{name = t.instance, profile = "autodl", provider_id = t.uuid}
+    L:upsert_instance{name = t.instance, profile = t.profile, provider_id = t.uuid}
     L:record_billing{instance = t.instance, action = t.action, outcome = t.outcome, meter = t.meter,
                      power_state = t.power_state, price_per_hour = t.price, request_id = t.request_id,
                      detail = t.detail}
@@ -74,13 +77,12 @@ end
 
 local function money(v) return v and string.format("%.2f", v) or "?" end
 
-local function profile_facts()
-  local _, b = autodl.profile_api()
-  local irreversible = false
-  if b and b.verbs and b.verbs.power_off and b.verbs.power_off.reversible == false then irreversible = true end
-  if b and b.meter_stop and b.meter_stop.irreversible == true then irreversible = true end
-  return {irreversible_power_off = irreversible,
-          auto_release_days = b and b.auto_release and b.auto_release.after_days or billing.AUTO_RELEASE_DAYS}
+local function profile_facts(p)
+  local b = p.billing or {}
+  local durable = profile_mod.durable_tier(p)
+  return {irreversible_power_off = platform.power_off_irreversible(p),
+          auto_release_days = b.auto_release and b.auto_release.after_days or billing.AUTO_RELEASE_DAYS,
+          survivor = durable and durable.path}
 end
 
 local function status(c, ref, opts)
@@ -91,7 +93,7 @@ local function status(c, ref, opts)
   for _, it in ipairs(all) do
     if it.status == "running" then burn = burn + (billing.price_per_hour(it) or 0) end
   end
-  local budgets, facts = billing.budgets(), profile_facts()
+  local budgets, facts = billing.budgets(), profile_facts(opts.profile_table)
   local rows = {}
   for _, it in ipairs(items) do
     local spent = billing.spent(it, now)
@@ -99,7 +101,7 @@ local function status(c, ref, opts)
     rows[#rows + 1] = {name = it.name, uuid = it.uuid, status = it.status, price_per_hour = billing.price_per_hour(it),
       accrued = spent, budget = bstate, budget_text = btext,
       danger_clocks = json.array(billing.danger_clocks(it, {balance = bal.assets, burn_per_hour = burn, now = now,
-        auto_release_days = facts.auto_release_days}))}
+        auto_release_days = facts.auto_release_days, survivor = facts.survivor}))}
   end
   if opts.json then
     for _, r in ipairs(rows) do money_json.fields(r, {"price_per_hour", "accrued"}) end
@@ -146,7 +148,7 @@ local function power_on(c, ref, opts)
   local st = c:power_on(it.uuid, {retries = tonumber(opts.retries), backoff = tonumber(opts.backoff),
     wait = not opts.no_wait, deadline = tonumber(opts.deadline)})
   if c.dry_run then return 0 end
-  ledger_billing{instance = it.name, uuid = it.uuid, action = "power_on", outcome = st and "ok" or "accepted",
+  ledger_billing{instance = it.name, uuid = it.uuid, profile = opts.profile_name, action = "power_on", outcome = st and "ok" or "accepted",
                  meter = st == "running" and "on" or nil, power_state = st, price = billing.price_per_hour(it)}
   io.write(string.format("%s: %s\n", it.name, st or "power-on accepted"))
   return 0
@@ -154,7 +156,8 @@ end
 
 local function power_off(c, ref, opts)
   -- --pulled / --discard count where the profile calls power-off irreversible (it judges the disk)
-  stop.run{verb = "power_off", client = c, ref = ref, target = opts.ssh, dry_run = opts.dry_run, profile_name = opts.profile,
+  opts.platform.stop{verb = "power_off", client = c, ref = ref, target = opts.ssh, dry_run = opts.dry_run,
+    profile = opts.profile_table, profile_name = opts.profile_name,
     pulled = opts.pulled, discard = opts.discard, wait = not opts.no_wait, deadline = tonumber(opts.deadline)}
   return 0
 end
@@ -164,9 +167,9 @@ local function release(c, ref, opts)
   if reader and #opts.pulled == 0 then
     errors.usage("--remote-manifest / --durable-dir re-check a verified pull: give its --pulled DIR too", 0)
   end
-  stop.run{verb = "release", client = c, ref = ref, pulled = opts.pulled, discard = opts.discard,
+  opts.platform.stop{verb = "release", client = c, ref = ref, pulled = opts.pulled, discard = opts.discard,
     pulled_dir = reader and opts.pulled[1] or nil, read_remote_manifest = reader, remote_label = label,
-    dry_run = opts.dry_run, profile_name = opts.profile}
+    dry_run = opts.dry_run, profile = opts.profile_table, profile_name = opts.profile_name}
   return 0
 end
 
@@ -209,16 +212,16 @@ function M.main(args)
   local verbs = {status = true, ["power-on"] = true, ["power-off"] = true, release = true, inventory = true}
   if not verbs[verb] then errors.usage("unknown billing verb " .. verb .. "\n" .. M.usage, 0) end
   if verb ~= "status" and not ref then errors.usage("gpurent billing " .. verb .. " needs INSTANCE", 0) end
-  local c = autodl.client{dry_run = opts.dry_run}
-  if not c:has_token() then
-    errors.usage("no AutoDL developer token: set AUTODL_TOKEN or AUTODL_TOKEN_FILE (or autodl.token_file in ~/.config/gpurent/config.yaml)", 0)
-  end
+  opts.profile_name = opts.profile or profile_mod.default_name()
+  opts.profile_table = profile_mod.load(opts.profile_name)
+  opts.platform = platform.of(opts.profile_table)
+  local c = opts.platform.require_client{dry_run = opts.dry_run}
   if verb == "status" then return status(c, ref, opts) end
   if verb == "power-on" then return power_on(c, ref, opts) end
   if verb == "power-off" then return power_off(c, ref, opts) end
   if verb == "inventory" then
     if not pos[3] then errors.usage("usage: gpurent billing inventory TARGET INSTANCE (TARGET: the box's ssh alias)", 0) end
-    stop.take_inventory(c, ref, pos[3], {profile_name = opts.profile})
+    stop.take_inventory(c, ref, pos[3], {profile = opts.profile_table, profile_name = opts.profile_name})
     return 0
   end
   return release(c, ref, opts)

@@ -14,8 +14,8 @@ M.usage = [[usage: gpurent check HOST [--profile NAME] [--json] [--fix] [--only 
                      [--accept-new-host]
 Runs every gotcha probe of HOST's profile concurrently and prints id, status, evidence
 and fix. Statuses: ok, warn, fail, n/a (the probe could not look; the reason is given).
-  --profile NAME   profile name or YAML path (default: autodl for *.seetacloud.com and
-                   autodl-* aliases, local for HOST "local", else generic-ssh)
+  --profile NAME   profile name or YAML path (default: the profile whose connect.host_pattern
+                   or alias_pattern fits HOST, local for HOST "local", else generic-ssh)
   --fix            apply the safe auto-fixes (AD1, AD2, AD7, U-THREADS) and re-probe
   --only IDS       run only these ids (comma-separated)
   --peer HOSTS     other instances for the cross-instance probes (AD3)
@@ -41,8 +41,8 @@ M.state_dir = state_dir
 
 local function default_profile(host)
   if host == "local" or host == "localhost" then return "local" end
-  if host:find("seetacloud%.com") or host:match("^autodl") then return "autodl" end
-  return "generic-ssh"
+  -- a profile whose connect.alias_pattern / host_pattern fits HOST (gpurent.platform)
+  return require("gpurent.platform").profile_for_host(host, host) or "generic-ssh"
 end
 
 local function split(s)

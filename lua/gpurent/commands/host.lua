@@ -1,6 +1,7 @@
--- gpurent host: the ssh_config aliases of rented instances (phase -1, setup).
---   gpurent host add NAME 'ssh -p 12345 root@connect.westDC2.seetacloud.com'
---   gpurent host add NAME --uuid pro-xxxx          (host and port from the API snapshot)
+-- gpurent host: the ssh_config aliases of rented instances (phase -1, setup), kept by
+-- gpurent.hosts; the login string is parsed by the profile's platform (P.parse_login).
+--   gpurent host add NAME 'ssh -p 12345 root@h.example'   (as the console shows it)
+--   gpurent host add NAME --uuid UUID              (host and port from the API snapshot)
 --   gpurent host set-port NAME PORT                (a re-created instance's new port)
 --   gpurent host list [--json]
 -- Blocks go to a file of gpurent's own (~/.ssh/gpurent_config) that ~/.ssh/config
@@ -9,16 +10,18 @@
 -- ssh-copy-id), and shows the first-contact notice.
 local cli = require "gpurent.cli"
 local errors = require "gpurent.util.errors"
+local hosts = require "gpurent.hosts"
 local setup = require "gpurent.lifecycle.phases.setup"
 
 local M = {summary = "add or update the ssh alias of a rented instance"}
 M.usage = [[usage:
-  gpurent host add NAME 'ssh -p PORT root@connect.REGION.seetacloud.com' [--identity KEY]
+  gpurent host add NAME 'ssh -p PORT user@host' [--identity KEY] [--profile NAME]
                    [--install-key PUB] [--known-hosts FILE] [--no-contact]
-  gpurent host add NAME --uuid INSTANCE_UUID [...]   (needs the AutoDL API token)
+  gpurent host add NAME --uuid INSTANCE_UUID [...]   (needs the platform's API token)
   gpurent host set-port NAME PORT
   gpurent host list [--json]
-The connection string is the one the AutoDL console shows, pasted as one argument.
+The connection string is the one the platform's console shows (the profile's platform:
+--profile NAME, default the default profile), pasted as one argument.
 --install-key PUB appends that public key to the box's authorized_keys on first contact;
 when no key is accepted yet, the console password is asked on the terminal (never argv).
 Exit codes: 0 ok, 1 first contact failed, 2 usage.]]
@@ -47,10 +50,10 @@ local function contact(name, opts)
 end
 
 -- One name per box: the ledger links the alias to the provider's instance, so billing,
--- status, run and repl accept either name (billing.autodl Client:find reads the link).
-local function link_uuid(name, uuid)
+-- status, run and repl accept either name (the platform client's find reads the link).
+local function link_uuid(name, uuid, profile_name)
   local L = require("gpurent.state.ledger").open()
-  local ok, err = pcall(L.upsert_instance, L, {name = name, profile = "autodl", provider_id = uuid})
+  local ok, err = pcall(L.upsert_instance, L, {name = name, profile = profile_name, provider_id = uuid})
   L:close()
   if not ok then error(err, 0) end
   io.write(string.format("%s is linked to instance %s: billing and status accept either name\n", name, uuid))
@@ -62,17 +65,17 @@ function M.main(args)
   if #pos == 0 then errors.usage(M.usage, 0) end
   local verb, name = pos[1], pos[2]
   if verb == "list" then
-    local hosts = setup.read_hosts()
+    local known = hosts.read_hosts()
     local names, rows = {}, {}
-    for n in pairs(hosts) do names[#names + 1] = n end
+    for n in pairs(known) do names[#names + 1] = n end
     table.sort(names)
     for _, n in ipairs(names) do
-      local h = hosts[n]
+      local h = known[n]
       rows[#rows + 1] = {name = n, user = h.user or "root", host = h.host, port = h.port}
     end
     if opts.json then
       local json = require "gpurent.util.json"
-      io.write(json.encode_stable({hosts_file = setup.hosts_file(), hosts = json.array(rows)}), "\n")
+      io.write(json.encode_stable({hosts_file = hosts.hosts_file(), hosts = json.array(rows)}), "\n")
       return 0
     end
     for _, h in ipairs(rows) do io.write(string.format("%-20s %s@%s:%d\n", h.name, h.user, h.host, h.port)) end
@@ -82,15 +85,17 @@ function M.main(args)
   if verb == "set-port" then
     local port = math.tointeger(tonumber(pos[3]))
     if not port or port < 1 or port > 65535 then errors.usage("gpurent host set-port NAME PORT (1-65535)", 0) end
-    local old = setup.set_port(name, port)
-    io.write(string.format("%s: port %s -> %d in %s\n", name, tostring(old), port, setup.hosts_file()))
+    local old = hosts.set_port(name, port)
+    io.write(string.format("%s: port %s -> %d in %s\n", name, tostring(old), port, hosts.hosts_file()))
     return 0
   end
   if verb ~= "add" then errors.usage("unknown host verb " .. verb .. "\n" .. M.usage, 0) end
   local h
+  local profile_mod = require "gpurent.config.profile"
+  local profile_name = opts.profile or profile_mod.default_name()
+  local P = require("gpurent.platform").of(profile_mod.load(profile_name))
   if opts.uuid then
-    local client = require("gpurent.billing.autodl").client()
-    if not client:has_token() then errors.usage("--uuid needs the AutoDL token (AUTODL_TOKEN or AUTODL_TOKEN_FILE)", 0) end
+    local client = P.require_client{context = "--uuid needs the platform's API: "}
     local snap = client:snapshot(opts.uuid)
     if not snap.ssh.host or not snap.ssh.port then error("the API snapshot of " .. opts.uuid .. " has no ssh host/port", 0) end
     -- an integer: JSON numbers decode as floats, and ssh refuses "Port 38961.0"
@@ -100,13 +105,13 @@ function M.main(args)
     io.write(string.format("API snapshot of %s: %s\n", opts.uuid, tostring(snap.ssh_command or (h.host .. ":" .. h.port))))
   else
     if not pos[3] then errors.usage("gpurent host add NAME 'ssh -p PORT user@host' (or --uuid UUID)", 0) end
-    h = setup.parse_connection(pos[3])
+    h = P.parse_login(pos[3])
   end
   h.identity, h.known_hosts = opts.identity, opts.known_hosts
-  local file, replaced, included = setup.write_host(name, h)
+  local file, replaced, included = hosts.write_host(name, h)
   io.write(string.format("%s %s -> %s@%s:%d in %s%s\n", replaced and "updated" or "added", name, h.user, h.host, h.port,
     file, included and " (Include added to ~/.ssh/config)" or ""))
-  if opts.uuid then link_uuid(name, opts.uuid) end
+  if opts.uuid then link_uuid(name, opts.uuid, profile_name) end
   if opts.no_contact then return 0 end
   local ok, err = pcall(contact, name, opts)
   if not ok then

@@ -12,10 +12,10 @@ Forwards local ports to ports on HOST (an ssh_config alias or user@host:port), l
 ssh -L LOCAL:127.0.0.1:REMOTE: each local port listens on 127.0.0.1 only, and every
 connection to it becomes a connection to 127.0.0.1:REMOTE as the box sees it. LOCAL
 defaults to REMOTE; 0 picks a free port. Prints one line per port with the local URL,
-e.g. for AutoDL's custom port and its pinned TensorBoard:
-  gpurent tunnel autodl-proj-1 6006 6007
-  http://127.0.0.1:6006 -> autodl-proj-1 127.0.0.1:6006
-  http://127.0.0.1:6007 -> autodl-proj-1 127.0.0.1:6007
+e.g. for a box's custom service port and its TensorBoard:
+  gpurent tunnel gpu-proj-1 6006 6007
+  http://127.0.0.1:6006 -> gpu-proj-1 127.0.0.1:6006
+  http://127.0.0.1:6007 -> gpu-proj-1 127.0.0.1:6007
 A dropped SSH session is reopened by the next connection; the ports stay open.
 Runs until Ctrl-C.
 --accept-new-host records the key of a host never seen before (as

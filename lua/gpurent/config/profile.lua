@@ -160,7 +160,7 @@ end
 -- GPURENT_PROFILE_PATH, the (trusted) project's profiles/, the person's config dir,
 -- the team libraries of the lock in effect (by name), gpurent's own. Libraries come
 -- after the person's own choices and before gpurent's defaults, so a team's
--- `autodl-team` (extends: autodl) is found by name and the person can still
+-- `acme-team` (extends: a shipped profile) is found by name and the person can still
 -- override it in their config dir.
 function profile.search_entries()
   local entries = {}
@@ -304,7 +304,7 @@ function profile.schema(path)
   local defs = doc.defs or {}
   for name, node in pairs(defs) do check_schema_node(node, "defs." .. name, loc, defs) end
   check_schema_node(doc.root, "root", loc, defs)
-  local s = {defs = defs, root = doc.root, path = path}
+  local s = {defs = defs, root = doc.root, path = path, default_profile = doc.default_profile}
   schema_cache[path] = s
   return s
 end
@@ -577,6 +577,14 @@ function profile.load(name, opts)
   return doc
 end
 
+-- profile.default_name() -> the profile used when none is named: schema.yaml's
+-- default_profile (gpurent's own contract), so no generic module spells a platform.
+function profile.default_name()
+  local name = profile.schema().default_profile
+  if type(name) ~= "string" or name == "" then error(profile.schema().path .. ": default_profile must name a profile", 0) end
+  return name
+end
+
 -- ---------------------------------------------------------------------------
 -- Lookups.
 
@@ -609,7 +617,7 @@ function profile.tier_list(p)
   return list
 end
 
--- profile.expand("/root/autodl-tmp/checkpoints/{name}", {name = "x"}) -> string.
+-- profile.expand("/data/checkpoints/{name}", {name = "x"}) -> string.
 -- An unknown {var} is an error, never an empty path component.
 function profile.expand(template, vars)
   return (template:gsub("{([%w_]+)}", function(k)

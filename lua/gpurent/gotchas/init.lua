@@ -2,8 +2,8 @@
 --   {id, title, severity = "high"|"medium"|"low", symptom, fix,
 --    probe = function(inst, ctx) -> {status = "ok"|"warn"|"fail"|"n/a", evidence = "..."},
 --    autofix = function(inst, ctx) -> "what was done"  (optional; only with --fix)}
--- Entries live in gotchas/autodl.lua (AD1-AD9, AD-DANGER: run when a profile lists
--- them) and gotchas/universal.lua (U-*: run on every SSH profile).
+-- Entries live in the gotcha module each platform names (gpurent.platform: P.gotchas;
+-- run when a profile lists them) and gotchas/universal.lua (U-*: run on every SSH profile).
 --
 --   gotchas.all() -> {entry, ...}            gotchas.get(id) -> entry | nil
 --   gotchas.for_profile(p) -> {entry, ...}   (universal + the profile's `gotchas:` list)
@@ -25,10 +25,22 @@ gotchas.STATUS_ORDER = {ok = 0, ["n/a"] = 1, warn = 2, fail = 3}
 
 local catalog, by_id
 
+-- Every installed platform's gotcha module, then the universal entries.
+local function catalog_modules()
+  local platform = require "gpurent.platform"
+  local mods = {}
+  for _, name in ipairs(platform.names()) do
+    local m = platform.of(name).gotchas
+    if m then mods[#mods + 1] = m end
+  end
+  mods[#mods + 1] = "gpurent.gotchas.universal"
+  return mods
+end
+
 local function load_catalog()
   if catalog then return end
   catalog, by_id = {}, {}
-  for _, modname in ipairs({"gpurent.gotchas.autodl", "gpurent.gotchas.universal"}) do
+  for _, modname in ipairs(catalog_modules()) do
     for _, e in ipairs(require(modname)) do
       assert(e.id and e.title and e.severity and e.symptom and e.fix and type(e.probe) == "function",
         "gotcha entry " .. tostring(e.id) .. " in " .. modname .. " lacks a required field")

@@ -16,7 +16,7 @@
 --            a manifest reader are given); no option or profile waives it.
 --   delete_durable: run evidence + approval, always.
 --   power_off: approval (it interrupts running tasks); disk evidence too when the profile
---              says the platform's power-off is irreversible (not AutoDL's 关机).
+--              says the platform's power-off is irreversible (gpurent.platform.power_off_irreversible).
 -- Every decision, allowed or refused and why, is printed and recorded in the ledger.
 --
 --   gate.check{action=, instance=, names={uuid...}, pulled_dir=, read_remote_manifest=fn,
@@ -80,7 +80,7 @@ function gate.ledger_record(d)
   local ledger = require "gpurent.state.ledger"
   local L = ledger.open()
   local ok, err = pcall(function()
-    L:upsert_instance{name = d.instance, profile = d.profile or "autodl"}
+    L:upsert_instance{name = d.instance, profile = d.profile or require("gpurent.config.profile").default_name()}
     L:record_gate{gate = "teardown", action = d.action, decision = d.allowed and "allow" or "refuse",
                   reason = table.concat(d.reasons, "; "), approved_by = d.approved_by,
                   run_id = d.run_id, instance = d.instance}

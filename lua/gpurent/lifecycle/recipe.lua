@@ -2,7 +2,7 @@
 -- how a recipe declares itself. A recipe's first statement is its declaration:
 --
 --   local p = gpurent.recipe {
---     description = "Train one job on AutoDL, end to end",
+--     description = "Train one job on a rented box, end to end",
 --     params = {
 --       {name = "host", type = "string", required = true, help = "ssh alias"},
 --       {name = "epochs", type = "integer", default = 3},

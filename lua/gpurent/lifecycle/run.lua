@@ -6,7 +6,7 @@
 -- ledger (the run row's params) and on the box (active/<id>/.gpurent/), never only in
 -- this process: `gpurent watch RUN` rebuilds the same table with run.load(RUN).
 --
---   run.new{host=, project=, profile="autodl", id=?, recipe=, ...} -> r   (records it)
+--   run.new{host=, project=, profile=NAME (default: the default profile), id=?, recipe=, ...} -> r   (records it)
 --   run.load(id [, {ledger_path=}]) -> r              (from the ledger)
 --   run.paths(profile, project, id) -> {root, active, out, meta, log, partial, export,
 --                                       quarantine, durable_ckpt, results}
@@ -41,7 +41,7 @@ end
 
 local function load_profile(p)
   if type(p) == "table" then return p end
-  return profile_mod.load(p or "autodl")
+  return profile_mod.load(p or profile_mod.default_name())
 end
 
 -- Where a run lives, from the profile's run_root and checkpoint templates.
@@ -184,8 +184,8 @@ function Run:connect(o)
   if not ok then
     -- a refusal (an unknown or changed host key) stays a refusal: exit 3, its own words
     if errors.is_refusal(inst) or (type(inst) == "table" and inst.exit == 3) then error(inst, 0) end
-    error(string.format("cannot reach %s: %s\n  (a new AutoDL instance? gpurent host add %s 'ssh -p PORT root@connect.REGION.seetacloud.com';" ..
-      " a re-created one? gpurent host set-port %s PORT)", self.host, tostring(inst), self.host, self.host), 0)
+    error(string.format("cannot reach %s: %s\n  %s", self.host, tostring(inst),
+      require("gpurent.platform").of(self.profile).hints.unreachable(self.host)), 0)
   end
   inst.profile = self.profile
   return inst
@@ -202,23 +202,20 @@ function run.secrets_from_env(names)
   return out
 end
 
--- Tell the person: terminal + ledger always; WeChat when asked and a token exists.
-function Run:tell(message, wechat)
-  local client
-  if wechat then
-    local ok, c = pcall(function() return require("gpurent.billing.autodl").client() end)
-    if ok and c:has_token() then client = c end
-  end
+-- Tell the person: terminal + ledger always; the platform's push channel (P.notify)
+-- when asked (push: true) and it has one.
+function Run:tell(message, push)
+  local P = require("gpurent.platform").of(self.profile)
   pcall(require("gpurent.billing").notify, {instance = self.host, kind = "run", message = message,
-    client = client, out = self.out, profile = self.profile_name})
+    push = push and P.notify or nil, out = self.out, profile = self.profile_name})
 end
 
 -- budget=YUAN: refuse a launch once the instance's spend reached it (needs the API).
 function Run:check_budget(yuan, instance)
   if not yuan then return nil end
   local ok, res = pcall(function()
-    local client = require("gpurent.billing.autodl").client()
-    if not client:has_token() then return "no AutoDL token: the budget of " .. yuan .. " yuan is not checked" end
+    local client, why = require("gpurent.platform").of(self.profile).client()
+    if not client then return why .. ": the budget of " .. yuan .. " yuan is not checked" end
     local billing = require "gpurent.billing"
     local it = client:find(instance or self.host)
     local state, text = billing.check_billable(it.name, billing.spent(it), "launch", {yuan = yuan})

@@ -9,7 +9,7 @@
 # tier, the job layout) comes from the profile through CONFIG.
 #
 # Every INTERVAL seconds it reads live facts and powers the box off with the
-# profile's in-instance verb (STOP_VERB, reversible: the disks are kept)
+# profile's in-instance verb (STOP_VERB, e.g. `shutdown`: reversible, disks kept)
 # only when:
 #   idle:  no job of ours alive (tmux session / wrapper PID, never a log grep), the
 #          last job's DONE marker says its durable sync was verified (or no job ever

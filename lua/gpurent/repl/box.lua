@@ -4,8 +4,11 @@
 --   b:profile_name(explicit) -> name, why    which profile the helpers use:
 --       --profile NAME; else the profile the ledger recorded for HOST; else a profile
 --       whose connect.alias_pattern / host_pattern matches the alias / HostName;
---       else "autodl" when the AutoDL account has the instance; else generic-ssh
---   b:item() -> the AutoDL list item matched to HOST | nil, why
+--       else the default profile when its platform's account has the instance (asked
+--       through gpurent.platform); else generic-ssh
+--   b:platform() -> P, the platform of the session's profile (before one is chosen:
+--       the default profile's);  b:default_platform() -> P, profile (the default profile's)
+--   b:item() -> the platform's list item matched to HOST | nil, why
 --       matched by the uuid the ledger links to the alias (`host add --uuid`), by
 --       name or uuid equal to HOST, else by the ssh endpoint of the instance's
 --       snapshot (proxy_host:ssh_port = the alias's HostName:Port)
@@ -36,6 +39,7 @@ end
 function Box:set_profile(p)
   self.profile = p
   self.meter_cache = nil
+  self.client_obj, self.platform_obj = nil, nil
 end
 
 -- Forget what was read, e.g. after power_off(): the next prompt reads again.
@@ -65,19 +69,30 @@ end
 
 ---------------------------------------------------------------- the provider
 
--- The AutoDL client when a token is configured, else nil, why.
+-- The platform of the session's profile; before one is chosen, the default profile's
+-- (its account is asked whether it has this host: profile_name below).
+function Box:platform()
+  if not self.platform_obj then
+    if self.profile then self.platform_obj = require("gpurent.platform").of(self.profile)
+    else self.platform_obj = self:default_platform() end
+  end
+  return self.platform_obj
+end
+
+-- The default profile's platform and profile (nil when it does not load: generic).
+function Box:default_platform()
+  local profile = require "gpurent.config.profile"
+  local ok, dp = pcall(function() return profile.load(profile.default_name()) end)
+  return require("gpurent.platform").of(ok and dp or nil), ok and dp or nil
+end
+
+local function api_name(P) return (P.title or P.name) .. " API" end
+
+-- The platform's billing client when it has an API and a token, else nil, why.
 function Box:client()
   if self.client_obj == nil then
-    local ok, c = pcall(function()
-      return require("gpurent.billing.autodl").client{timeout = API_TIMEOUT}
-    end)
-    if not ok then
-      self.client_obj, self.client_why = false, "AutoDL client: " .. tostring(c)
-    elseif not c:has_token() then
-      self.client_obj, self.client_why = false, "no AutoDL token (set AUTODL_TOKEN or AUTODL_TOKEN_FILE)"
-    else
-      self.client_obj = c
-    end
+    local c, why = self:platform().client{timeout = API_TIMEOUT}
+    if c then self.client_obj = c else self.client_obj, self.client_why = false, why end
   end
   if not self.client_obj then return nil, self.client_why end
   return self.client_obj
@@ -112,50 +127,25 @@ function Box:item()
   local c, why = self:client()
   if not c then return nil, why end
   local ok, items = pcall(c.instances, c)
-  if not ok then return nil, "AutoDL API: " .. tostring(items) end
+  if not ok then return nil, api_name(self:platform()) .. ": " .. tostring(items) end
   local it = self:find_item(c, items)
-  if not it then return nil, "no instance of this AutoDL account matches " .. self.host end
+  if not it then return nil, "no instance of this " .. (self:platform().title or "platform") .. " account matches " .. self.host end
   self.uuid = it.uuid
   return it
 end
 
 ---------------------------------------------------------------- the profile
 
-local function pattern_of(template, any)
-  local p = template:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0")
-  return "^" .. p:gsub("{[%w_]+}", any) .. "$"
-end
-
--- Why the profile p fits this host ("its alias matches autodl-{project}-{n}"), or nil.
+-- Why the profile p fits this host ("its alias matches gpu-{project}-{n}"), or nil.
 function Box:pattern_fit(p)
-  local c = p.connect or {}
   local hostname = self.inst and self.inst.cfg and self.inst.cfg.hostname
-  if c.alias_pattern and self.host:match(pattern_of(c.alias_pattern, "[%%w_.-]+")) then
-    return "its alias matches " .. c.alias_pattern
-  end
-  if c.host_pattern and hostname and hostname:match(pattern_of(c.host_pattern, "[%%w_-]+")) then
-    return "its HostName matches " .. c.host_pattern
-  end
-  return nil
+  return require("gpurent.platform").profile_fits(p, self.host, hostname)
 end
 
--- A profile whose alias or host pattern fits this host. Only gpurent's own profiles
--- and the person's config dir are looked through: loading a project's profile would
--- ask for trust the person did not come here to give.
+-- A profile whose alias or host pattern fits this host (gpurent.platform.profile_for_host).
 function Box:profile_by_pattern()
-  local profile = require "gpurent.config.profile"
-  local fs = require "gpurent.util.fs"
-  for _, e in ipairs(profile.search_entries()) do
-    if (e.kind == "installed" or e.kind == "config") and fs.is_dir(e.dir) then
-      for f in fs.dir(e.dir) do
-        local name = f:match("^(.+)%.yaml$")
-        local ok, p = pcall(profile.load, name ~= "schema" and name or "")
-        local why = ok and self:pattern_fit(p)
-        if why then return name, why end
-      end
-    end
-  end
-  return nil
+  local hostname = self.inst and self.inst.cfg and self.inst.cfg.hostname
+  return require("gpurent.platform").profile_for_host(self.host, hostname)
 end
 
 function Box:profile_name(explicit)
@@ -165,7 +155,9 @@ function Box:profile_name(explicit)
   local name, why = self:profile_by_pattern()
   if name then return name, why end
   local it = self:item()
-  if it then return "autodl", "AutoDL instance " .. it.uuid end
+  if it then
+    return require("gpurent.config.profile").default_name(), (self:platform().title or "platform") .. " instance " .. it.uuid
+  end
   return "generic-ssh", "no platform recognised"
 end
 
@@ -195,7 +187,7 @@ function Box:meter_from_ledger()
           currency = row.currency, price_per_hour = row.price_per_hour, row = row}
 end
 
--- The real state: the AutoDL API when a token is configured, else the ledger.
+-- The real state: the platform's API when it has one and a token, else the ledger.
 function Box:meter()
   local m, why_api = self:meter_from_api()
   if m then return m end

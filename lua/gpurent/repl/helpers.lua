@@ -18,7 +18,7 @@ helpers.HELP = [[
   df()               the profile's storage tiers: bytes and inodes
   check([ids])       the profile's gotcha probes, as `gpurent check` (ids: "AD1" or {"AD1", ...})
   gotchas()          the gotchas the profile checks: id, severity, title
-  meter()            the instance's meter: AutoDL API when a token is set, else the ledger
+  meter()            the instance's meter: the platform's API when it has a token, else the ledger
   put(local, remote)  get(remote, local)    SFTP transfers (Tab completes both paths)
   power_off([name])  release([name], {discard = {"GLOB"}, pulled = {"DIR"}})
                      through the teardown gate: you type the name to approve
@@ -104,19 +104,21 @@ local function meter(session)
   if not m then error("meter of " .. session.host .. " unknown: " .. why, 3) end
   if m.source == "api" then
     local it = m.item
-    io.write(string.format("%s (%s): %s, meter %s, %s/h, accrued %s (AutoDL API)\n", it.name, it.uuid, it.status,
-      m.meter, money(m.price_per_hour, m.currency), money(m.accrued, m.currency)))
+    local P = session.box:platform()
+    io.write(string.format("%s (%s): %s, meter %s, %s/h, accrued %s (%s API)\n", it.name, it.uuid, it.status,
+      m.meter, money(m.price_per_hour, m.currency), money(m.accrued, m.currency), P.title or P.name))
   else
-    io.write(string.format("%s: meter %s, %s, accrued %s (the ledger; no AutoDL token to ask the API)\n",
-      session.host, m.meter, tostring(m.status), money(m.accrued, m.currency)))
+    local _, why = session.box:client()
+    io.write(string.format("%s: meter %s, %s, accrued %s (the ledger; %s)\n",
+      session.host, m.meter, tostring(m.status), money(m.accrued, m.currency), tostring(why or "the API was not asked")))
   end
   return shown(session, m)
 end
 
 ---------------------------------------------------------------- stop
 
--- The one guarded stop (gpurent.billing.stop), as `gpurent billing` and teardown use
--- it: the gate asks the person on the terminal, and C refuses what they did not approve.
+-- The platform's one guarded stop (P.stop), as `gpurent billing` and teardown use it:
+-- the gate asks the person on the terminal, and C refuses what they did not approve.
 local function stop(session, verb, ref, o)
   o = o or {}
   if ref == nil and session.host then
@@ -125,9 +127,17 @@ local function stop(session, verb, ref, o)
   end
   if type(ref) ~= "string" then error(verb .. ': name the instance, e.g. ' .. verb .. '("a1")', 3) end
   session.box:invalidate()
-  return shown(session, require("gpurent.billing.stop").run{verb = verb, ref = ref, inst = session.inst, target = session.host,
-    pulled = o.pulled, discard = o.discard, profile = session.profile,
-    profile_name = session.profile and session.profile.platform})
+  -- a session whose platform has no such verb (the local machine, a bare SSH host) may
+  -- still name an instance of the default profile's platform
+  -- (then the session's box is not that instance: no inventory is taken over it)
+  local P, profile, inst, target = session.box:platform(), session.profile, session.inst, session.host
+  if not (P.verbs and P.verbs[verb]) then
+    P, profile = session.box:default_platform()
+    inst, target = nil, nil
+  end
+  return shown(session, P.stop{verb = verb, ref = ref, inst = inst, target = target,
+    pulled = o.pulled, discard = o.discard, profile = profile,
+    profile_name = profile and profile.platform})
 end
 
 ---------------------------------------------------------------- binding

@@ -41,7 +41,7 @@ end
 
 -- Drive a request to its result: start() -> a core handle, stepped without blocking
 -- inside a gpurent.sched task (other tasks run meanwhile); outside a task, blocking()
--- runs it whole. Shared with the provider client (billing/autodl.lua).
+-- runs it whole. Shared with the platforms' API clients (gpurent.platform).
 function http.drive(start, blocking)
   if not sched.in_task() then return blocking() end
   local h = start()

@@ -1,7 +1,7 @@
 -- gpurent.money: amounts of money as exact decimals for JSON. A cost computed in
 -- floating point (price per hour x seconds / 3600) is 0.087999999999999995 when
 -- printed in full; JSON output carries it instead as a decimal STRING rounded to
--- AutoDL's unit, the thousandth of a yuan (the API's prices are integers in 1/1000
+-- the provider API's unit, the thousandth of a yuan (its prices are integers in 1/1000
 -- yuan): "0.088". A string, because JSON numbers are read back as binary floats by
 -- most parsers and the digits would drift again; a consumer that wants a number
 -- converts it knowingly (jq: `.accrued_cost | tonumber`). Human text keeps cents.

@@ -1,5 +1,5 @@
 -- Phase 5c, teardown: the Iron Law's order (no meter-stop before PULL_VERIFIED.json
--- exists), then the one guarded power-off of gpurent.billing.stop: the gate refuses
+-- exists), then the platform's one guarded power-off (gpurent.platform: P.stop): the gate refuses
 -- (exit 3, nothing sent) without the person's approval (`--approve INSTANCE` on the
 -- gpurent command line, or the name typed on the terminal) and, where the profile
 -- calls power-off irreversible, without every file that dies being pulled. Over this
@@ -8,7 +8,7 @@
 --
 --   teardown(inst, r, opts) -> {decision =, status =}
 --   opts: pulled_dir (where PULL_VERIFIED.json is), instance (the API's name or uuid,
---         or an alias linked by host add --uuid; r.host), client (gpurent.billing.autodl
+--         or an alias linked by host add --uuid; r.host), client (the platform's billing
 --         client; made when absent: the token stays in C), dry_run, wait, deadline
 local manifest = require "gpurent.lifecycle.manifest"
 local errors = require "gpurent.util.errors"
@@ -23,11 +23,8 @@ local function power_off(inst, r, o)
   if not pulled or not ok then
     errors.refuse("teardown: no meter-stop before a verified pull: " .. tostring(pulled and why or "no pulled_dir given"), 0)
   end
-  local client = o.client or require("gpurent.billing.autodl").client{dry_run = o.dry_run}
-  if not client:has_token() then
-    errors.refuse("teardown: no AutoDL developer token (AUTODL_TOKEN / AUTODL_TOKEN_FILE): power it off on the console", 0)
-  end
-  local res = require("gpurent.billing.stop").run{verb = "power_off", client = client, ref = o.instance or r.host,
+  local res = require("gpurent.platform").of(r.profile).stop{verb = "power_off", client = o.client,
+    without_client = "refusal", context = "teardown: ", ref = o.instance or r.host,
     inst = inst, target = r.host, pulled = {pulled}, profile = r.profile, profile_name = r.profile_name,
     run_id = r.id, interactive = require("gpurent.core").sys.isatty(0), dry_run = o.dry_run,
     wait = o.wait, deadline = o.deadline,

@@ -1,4 +1,4 @@
--- gpurent.billing.autodl: AutoDL's developer API (../shared/design/AUTODL-API.md).
+-- gpurent.platform.autodl.api: AutoDL's developer API (../shared/design/AUTODL-API.md).
 -- Every request goes through gpurent.core.provider (runtime/provider.c), which holds
 -- the token (never handed to Lua: c.token is a handle printing ***), sends only to the
 -- URLs of the installed profile and the person's config dir (GPURENT_AUTODL_BASE_URL
@@ -348,11 +348,7 @@ function autodl.in_instance_power_off(inst, verb)
     local _, b = autodl.profile_api()
     verb = b and b.meter_stop and b.meter_stop.in_instance_verb or "shutdown"
   end
-  local ok, r = pcall(inst.sh, inst, verb, {timeout = 30})
-  if ok and r.code ~= 0 then
-    error(string.format("%s on %s exited %s: %s", verb, tostring(inst), tostring(r.code), r.stderr or ""), 0)
-  end
-  return true
+  return require("gpurent.platform.generic").in_instance_power_off(inst, verb)
 end
 
 return autodl
