@@ -12,7 +12,7 @@ local LOW_LAYERS = {"util/", "transport/", "remote/", "state/", "config/"}
 -- The modules outside those layers that wrap a primitive, and which one.
 local WRAPPERS = {
   ["init.lua"] = "the global `gpurent`: version, search path, now/sleep/isatty, and gpurent.core for recipes",
-  ["billing/autodl.lua"] = "the provider primitive (runtime/provider.c): the one door to the provider API and its token",
+  ["platform/autodl/api.lua"] = "the provider primitive (runtime/provider.c): the one door to the provider API and its token",
   ["lifecycle/gate.lua"] = "the approval primitive (runtime/approval.c): a person's approval of an irreversible step",
 }
 
