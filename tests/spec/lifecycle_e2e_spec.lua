@@ -29,7 +29,7 @@ describe("lifecycle end to end", function()
     assert.are.equal(0, code, out .. err)
     happy_id = run_id(out)
     assert.truthy(happy_id)
-    for _, phase in ipairs({"setup", "audit", "connect", "prepare", "launch", "watch", "close", "pull", "teardown"}) do
+    for _, phase in ipairs({"connect", "setup", "audit", "environment", "prepare", "launch", "watch", "close", "pull", "teardown"}) do
       assert.truthy(out:find("[" .. phase .. "]", 1, true), "no output from phase " .. phase)
     end
     assert.truthy(out:find("first contact with this autodl host", 1, true))
@@ -76,7 +76,14 @@ describe("lifecycle end to end", function()
     for _, e in ipairs(L:run_history(happy_id)) do if e.kind == "phase" then phases[#phases + 1] = e.name .. "=" .. e.outcome end end
     L:close()
     assert.are.equal("succeeded", row.status)
-    assert.are.same({"setup=ok", "audit=ok", "connect=ok", "prepare=ok", "launch=ok", "watch=ok", "close=ok", "pull=ok"}, phases)
+    assert.are.same({"connect=ok", "setup=ok", "audit=ok", "environment=ok", "prepare=ok", "launch=ok", "watch=ok",
+      "close=ok", "pull=ok", "teardown=skipped"}, phases)
+    -- read top-down, the phases come in the order they ran
+    local order = {}
+    for _, phase in ipairs({"connect", "setup", "audit", "environment", "prepare", "launch"}) do
+      order[#order + 1] = out:find("[" .. phase .. "]", 1, true)
+    end
+    for i = 2, #order do assert.truthy(order[i - 1] < order[i], "phase output out of order: " .. out) end
   end)
 
   it("shows the first-contact notice once per host", function()
@@ -145,7 +152,9 @@ describe("lifecycle end to end", function()
     local _, in_ledger = testbed.sh("grep -rqF " .. T.q(secret_value) .. " " .. T.q(tb.state))
     assert.are_not.equal(0, in_ledger, "the secret reached the ledger or state dir")
     local id = run_id(out)
-    assert.truthy(out:find("under nohup (tmux absent: nohup + setsid fallback)", 1, true))
+    assert.truthy(out:find("under nohup + setsid (detached from this SSH session)", 1, true), out)
+    -- a nohup run has no tmux session: nothing it prints says tmux
+    assert.falsy((out .. err):find("tmux", 1, true), out .. err)
     assert.truthy(out:find("FINISHED: exit 0", 1, true))
     assert.truthy(testbed.read(pulled .. "/" .. id .. "/PULL_VERIFIED.json"))
     local o = tb:exec("a2", "cat /root/autodl-tmp/tiny/active/" .. id .. "/.gpurent/a1/mode")

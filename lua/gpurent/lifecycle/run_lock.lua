@@ -15,7 +15,8 @@
 --       another gpurent holds either lock: a refusal (exit 3) naming its host and
 --       PID, and what to do.
 --   run_lock.paths(r) -> local_path, box_path
---   run_lock.is_busy(err) -> whether err is hold's refusal (another finisher)
+--   run_lock.is_busy(err) -> whether err is hold's refusal (another finisher): a
+--       refusal carrying busy = true
 local lock = require "gpurent.transport.lock"
 local errors = require "gpurent.util.errors"
 local fs = require "gpurent.util.fs"
@@ -36,20 +37,20 @@ end
 local BUSY = "is being finished by another gpurent"
 
 function run_lock.is_busy(err)
-  return errors.is_refusal(err) and tostring(err):find(BUSY, 1, true) ~= nil
+  return errors.is(err, "refusal") and err.busy == true
 end
 
 -- Another gpurent holds the run's lock (a file here, or `path` on the box).
 local function refuse_busy(r, holder, path, on_box)
   local who = lock.describe(holder)
   if not on_box then
-    errors.refuse(string.format("run %s " .. BUSY .. " (%s; lock file %s).\n" ..
-      "  Let that one finish; `gpurent history` shows the outcome.", r.id, who, path), 0)
+    errors.raise("refusal", string.format("run %s " .. BUSY .. " (%s; lock file %s).\n" ..
+      "  Let that one finish; `gpurent history` shows the outcome.", r.id, who, path), 0, {busy = true})
   end
-  errors.refuse(string.format("run %s " .. BUSY .. " (%s; lock %s on the box).\n" ..
+  errors.raise("refusal", string.format("run %s " .. BUSY .. " (%s; lock %s on the box).\n" ..
     "  Let that one finish; `gpurent history` shows the outcome. If that process is gone (gpurent can " ..
     "check only processes of this machine), remove the lock on the box: rm -- %s, and run this again.",
-    r.id, who, path, storage.q(path)), 0)
+    r.id, who, path, storage.q(path)), 0, {busy = true})
 end
 
 -- Take the box lock in the run's meta dir (made if the run never launched here).

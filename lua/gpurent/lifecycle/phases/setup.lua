@@ -6,7 +6,8 @@
 -- from the connection string exactly as the AutoDL console shows it, and
 -- `gpurent host set-port` follows a re-created instance's new port.
 --
---   setup(inst, r, opts) -> {durable = path, notice_shown = bool}
+--   the phase: needs {run, inst} (connect opened the session) -> produces {durable}
+--   setup.check(inst, r, opts) -> {durable = path, notice_shown = bool}
 --     checks the alias answers, the durable tier exists and is writable, and shows
 --     the profile's conveniences and danger clocks once per host.
 --   setup.parse_connection("ssh -p 12345 root@connect.westDC2.seetacloud.com") -> {user, host, port}
@@ -17,7 +18,7 @@ local errors = require "gpurent.util.errors"
 local ledger = require "gpurent.state.ledger"
 local profile_mod = require "gpurent.config.profile"
 
-local setup = {}
+local setup = {name = "setup", needs = {"run", "inst"}, produces = {"durable"}}
 
 local function home() return os.getenv("HOME") or error("setup: HOME is not set", 0) end
 
@@ -154,10 +155,10 @@ function setup.notice_text(p)
   return table.concat(lines, "\n")
 end
 
-function setup.run(inst, r, o)
+function setup.check(inst, r, o)
   o = o or {}
-  local p = r.profile
-  local durable = profile_mod.durable_tier(p)
+  local profile = r.profile
+  local durable = profile_mod.durable_tier(profile)
   local res = inst:sh("echo alive; hostname", {timeout = o.timeout or 60, idempotent = true})
   if res.code ~= 0 then error("setup: " .. r.host .. " does not answer: " .. (res.stderr or ""), 0) end
   r:say("setup", "%s answers (%s)", r.host, (res.stdout:match("alive\n([^\n]*)") or "?"))
@@ -174,11 +175,11 @@ function setup.run(inst, r, o)
       tostring(durable.survives and durable.survives.release))
     out.durable = durable.path
   else
-    r:say("setup", "profile %s has no durable tier: results live only on the box until pulled", p.platform)
+    r:say("setup", "profile %s has no durable tier: results live only on the box until pulled", profile.platform)
   end
   local marker = notice_marker(r.host)
   if not fs.exists(marker) or o.show_notice then
-    r:say("setup", setup.notice_text(p))
+    r:say("setup", setup.notice_text(profile))
     fs.mkdirs(marker:match("^(.*)/[^/]*$"))
     fs.atomic_write(marker, os.date("!%Y-%m-%dT%H:%M:%SZ") .. "\n")
     r:notify("first_contact", "first-contact notice shown for " .. r.host)
@@ -187,6 +188,10 @@ function setup.run(inst, r, o)
     r:say("setup", "first-contact notice already shown for %s (%s)", r.host, marker)
   end
   return out
+end
+
+function setup.run(ctx, o)
+  return {durable = setup.check(ctx.inst, ctx.run, o).durable}
 end
 
 return setmetatable(setup, {__call = function(_, ...) return setup.run(...) end})
