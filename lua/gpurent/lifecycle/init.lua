@@ -39,7 +39,8 @@
 --   lifecycle.session(ctx) -> the session later phases run commands through (ctx.box,
 --                             the proxy-hooked one, else ctx.inst)
 --   lifecycle.inherit(ctx) -> the context a child run starts from (a sweep cell)
---   lifecycle.teardown_reminder(r, instance) -> the text said when teardown is skipped
+--   lifecycle.teardown_reminder(r, instance, why) -> the text said when teardown is
+--                             skipped ("not requested") or refused
 local errors = require "gpurent.util.errors"
 
 local lifecycle = {}
@@ -119,11 +120,11 @@ function lifecycle.inherit(ctx)
 end
 
 -- The one place the teardown reminder is worded.
-function lifecycle.teardown_reminder(r, instance)
+function lifecycle.teardown_reminder(r, instance, why)
   instance = instance or r.host
-  return string.format("not requested: the meter is still ON for %s. When you are done, power it off " ..
+  return string.format("%s: the meter is still ON for %s. When you are done, power it off " ..
     "(AutoDL's reversible 关机, disks kept): gpurent billing power-off %s --ssh %s --approve %s " ..
-    "(or on the console)", r.host, instance, r.host, instance)
+    "(or on the console)", why or "not requested", r.host, instance, r.host, instance)
 end
 
 -- ---- checking a composition before anything runs ----------------------------------
@@ -316,7 +317,8 @@ local function conclude(st, ok, err)
     set_status(st, "succeeded")
     r:say("run", "run %s succeeded%s; %s %s: %s", r.id, text and (": " .. text) or "", st.failed_phase.name,
       errors.is(err, "refusal") and "refused" or "failed", errors.message(err))
-    r:say(st.failed_phase.name, "%s", lifecycle.teardown_reminder(r, ((st.o.options or {})[st.failed_phase.name] or {}).instance))
+    r:say(st.failed_phase.name, "%s", lifecycle.teardown_reminder(r, ((st.o.options or {})[st.failed_phase.name] or {}).instance,
+      errors.is(err, "refusal") and "refused" or "not done"))
     tell(st, "run " .. r.id .. " succeeded; " .. st.failed_phase.name .. " not done: " .. detail_of(err))
     return err
   end
