@@ -229,8 +229,8 @@ local function run_one(st, ph)
   end
   for _, k in ipairs(ph.needs or {}) do
     if ctx[k] == nil then
-      errors.usage(string.format("lifecycle: phase %s needs %q, but %s did not produce it", ph.name, k,
-        st.producer_of[k] or "no earlier phase"), 0)
+      errors.usage(st.producer_of[k] and string.format("lifecycle: phase %s needs %q, but %s did not produce it",
+        ph.name, k, st.producer_of[k]) or string.format("lifecycle: phase %s needs %q, which no phase produces", ph.name, k), 0)
     end
   end
   st.current = ph.name
