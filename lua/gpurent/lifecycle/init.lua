@@ -282,12 +282,19 @@ end
 -- Decide, record and say how the run ended; returns the error to raise (or nil).
 local function conclude(st, ok, err)
   local r = st.r
+  if ok and st.o.partial then
+    -- a part of the run's life went well; the run itself is not finished by it
+    local names = {}
+    for _, ph in ipairs(st.done) do names[#names + 1] = ph.name end
+    r:say("run", "run %s: %s done (the run's status is left to the phases that finish it)", r.id, table.concat(names, ", "))
+    return nil
+  end
   if ok then
     local text = success_text(st)
-    if not st.o.partial then set_status(st, "succeeded") end
+    set_status(st, "succeeded")
     r:say("run", "run %s succeeded%s", r.id, text and (": " .. text) or "")
     tell(st, "run " .. r.id .. " succeeded" .. (text and (": " .. text) or ""))
-    st.status = st.o.partial and nil or "succeeded"
+    st.status = "succeeded"
     return nil
   end
   -- another gpurent finishing this run owns its ledger status
