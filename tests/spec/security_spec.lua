@@ -6,7 +6,7 @@
 --   - nothing shipped defaults to StrictHostKeyChecking=no; an unknown host is refused;
 --   - the AutoDL token is in no process's argv during a billing call, in no file of the
 --     state dir (ledger), and in no error message or dry-run output;
---   - the credential file the connect phase pushes is mode 600, even over a stale .tmp;
+--   - the credential file the environment phase pushes is mode 600, even over a stale .tmp;
 --   - a shared library's code cannot grant approval: core.approval is read-only, the gate
 --     refuses, and a second `gpurent --approve` it spawns is refused (exit 3).
 local sshd = require "sshd"
