@@ -22,7 +22,8 @@
 --   report = fn(ctx)  the text of the success line ("verified results in DIR")
 --
 --   lifecycle.run(r, list, o) -> ctx          (raises the run's error after recording it)
---   lifecycle.attempt(r, list, o) -> outcome  {ok, ctx, error, phase, status}
+--   lifecycle.attempt(r, list, o) -> outcome  {ok, ctx, error, phase, status}: the run's
+--                                  error returned, not raised (a composition mistake is)
 --     o.options = {PHASE = opts}   each phase's options (a name no phase has: usage
 --                                  error); opts.skip = true | fn(ctx) skips the phase
 --     o.context = {k = v}          keys given before the first phase (lifecycle.inherit)
