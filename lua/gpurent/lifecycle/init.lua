@@ -345,6 +345,9 @@ local function execute(st, list, i)
     local ph = list[j]
     if ph.finishes and not st.locked then
       local run_lock = require "gpurent.lifecycle.run_lock"
+      if not lifecycle.session(st.ctx) then
+        errors.usage("lifecycle: phase " .. ph.name .. " finishes the run, which needs a session (inst) to lock it", 0)
+      end
       return run_lock.hold(st.r, lifecycle.session(st.ctx), function()
         st.locked = true
         -- a finisher that comes after another one finished the run says so and stops
