@@ -1,5 +1,5 @@
 -- audit.lua: phase 0 alone - what the box holds and whether a run fits, before renting more time.
-local p = gpurent.recipe {
+local params = gpurent.recipe {
   description = "Audit an instance: run root, survival matrix, df -h/-i, cgroup, GPUs, hogs, budgets, gotchas",
   params = {
     {name = "host", required = true, help = "ssh alias"},
@@ -10,14 +10,10 @@ local p = gpurent.recipe {
     {name = "gotchas", type = "boolean", default = true, help = "run the gotcha probes"},
   },
 }
+local lifecycle = require "gpurent.lifecycle"
 local phases = require "gpurent.lifecycle.phases"
-local r = require("gpurent.lifecycle.run").new{host = p.host, project = p.project, recipe = "audit"}
-local ok, err = pcall(function()
-  local inst = r:connect()
-  r:phase("setup", phases.setup, inst, r, {})
-  r:phase("audit", phases.audit, inst, r, {ckpt_bytes = p.ckpt_size, ckpt_count = p.ckpt_count, files = p.files,
-    gotchas = p.gotchas})
-end)
-r:finish(ok and "succeeded" or "failed")
-if not ok then error(err, 0) end
-r:say("audit", "all budgets pass on %s", p.host)
+local r = require("gpurent.lifecycle.run").new{host = params.host, project = params.project, recipe = "audit"}
+lifecycle.run(r, {phases.connect, phases.setup, phases.audit}, {tell = false, options = {
+  audit = {ckpt_bytes = params.ckpt_size, ckpt_count = params.ckpt_count, files = params.files, gotchas = params.gotchas},
+}})
+r:say("audit", "all budgets pass on %s", params.host)

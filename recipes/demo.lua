@@ -3,7 +3,7 @@
 -- it boots the simulated AutoDL (tests/sim: real sshd, tmpfs tiers, the developer API;
 -- needs root) in a temp dir, runs every phase there with its output shown, tears the
 -- simulator down, and leaves the pulled, verified results in /tmp/gpurent-demo-runs/.
-local p = gpurent.recipe {
+local params = gpurent.recipe {
   description = "Demo: train examples/tiny-train end to end (on the simulated AutoDL unless host= is given)",
   params = {
     {name = "host", help = "a real instance's ssh alias (default: a simulated one)"},
@@ -11,7 +11,8 @@ local p = gpurent.recipe {
     {name = "local_dir", default = "/tmp/gpurent-demo-runs", help = "where the verified results go"},
   },
 }
-local core = require "gpurent.core"
+local sys = require "gpurent.util.sys"
+local errors = require "gpurent.util.errors"
 local q = require("gpurent.util.shell").quote
 local function sh(cmd)
   local f = assert(io.popen(cmd .. " 2>&1"))
@@ -22,30 +23,30 @@ end
 
 local here = (arg and arg[0] or "recipes/demo.lua"):match("^(.*)/[^/]*$") or "."
 local top = here .. "/.."
-local self_exe = sh("readlink /proc/" .. core.sys.getpid() .. "/exe"):match("[^\n]+")
+local self_exe = sh("readlink /proc/" .. sys.getpid() .. "/exe"):match("[^\n]+")
 local train_args = table.concat({
   "run", q(top .. "/recipes/autodl_train.lua"), "project=tiny-demo", "code=" .. q(top .. "/examples/tiny-train"),
-  q("train={python} train.py --out {out} --steps " .. p.steps .. " --step-seconds 0.2"),
+  q("train={python} train.py --out {out} --steps " .. params.steps .. " --step-seconds 0.2"),
   q("smoke=python3 train.py --smoke --out {tmp}"),
   q("load=python3 " .. top .. "/examples/tiny-train/load_check.py {}"),
-  "local_dir=" .. q(p.local_dir), "interval=1", "stall=60", "gotchas=yes",
+  "local_dir=" .. q(params.local_dir), "interval=1", "stall=60", "gotchas=yes",
 }, " ")
 
-if p.host then
-  local ok, _, code = os.execute(q(self_exe) .. " " .. train_args .. " host=" .. q(p.host))
-  if not ok then error(setmetatable({exit = code or 1, msg = "demo: the run failed"}, {__tostring = function(e) return e.msg end}), 0) end
+if params.host then
+  local ok, _, code = os.execute(q(self_exe) .. " " .. train_args .. " host=" .. q(params.host))
+  if not ok then errors.raise("remote", "demo: the run failed (exit " .. tostring(code) .. ")", 0) end
   return
 end
 
 if sh("id -u"):match("%d+") ~= "0" then
-  error("demo: the simulated AutoDL needs root (or pass host=ALIAS for a real instance)", 0)
+  errors.usage("demo: the simulated AutoDL needs root (or pass host=ALIAS for a real instance)", 0)
 end
 local sim = top .. "/tests/sim/autodl-sim"
 local dir = sh("mktemp -d /tmp/gpurent-demo.XXXXXX"):match("%S+")
 local env = "GPURENT_SIM_DIR=" .. q(dir)
 print("[demo] booting a simulated AutoDL instance 'demo1' in " .. dir .. " (real sshd, tmpfs tiers, developer API)")
 local out, rc = sh(env .. " " .. q(sim) .. " up demo1 --region westDC2 --data-size 512M --fs-size 256M --fs-inodes 20000")
-if rc ~= 0 then sh(env .. " " .. q(sim) .. " down --all; rm -rf " .. q(dir)); error("demo: autodl-sim up failed: " .. out, 0) end
+if rc ~= 0 then sh(env .. " " .. q(sim) .. " down --all; rm -rf " .. q(dir)); errors.raise("remote", "demo: autodl-sim up failed: " .. out, 0) end
 io.write(out)
 local function read(f) local h = io.open(f); local s = h and h:read("a"); if h then h:close() end; return s and s:match("%S+") end
 local child_env = table.concat({env, "GPURENT_SSH_CONFIG=" .. q(dir .. "/ssh_config"),
@@ -67,5 +68,5 @@ print(string.format("[demo] API journal: %d developer-API call(s), %d power-off/
 print("[demo] tearing the simulator down")
 sh(env .. " " .. q(sim) .. " down --all")
 sh("rm -rf " .. q(dir))
-if not ok then error(setmetatable({exit = code or 1, msg = "demo: the run failed"}, {__tostring = function(e) return e.msg end}), 0) end
-print("[demo] done: verified results under " .. p.local_dir .. "/")
+if not ok then errors.raise("remote", "demo: the run failed (exit " .. tostring(code) .. ")", 0) end
+print("[demo] done: verified results under " .. params.local_dir .. "/")

@@ -1,6 +1,6 @@
 -- pull.lua: phase 5b alone - sync a sealed run to the durable tier, write
 -- PULL_MANIFEST.json from the expected roster, pull it and verify it locally.
-local p = gpurent.recipe {
+local params = gpurent.recipe {
   description = "Pull a sealed run: checked-sync to durable, PULL_MANIFEST from the roster, pull, verify",
   params = {
     {name = "host", required = true, help = "ssh alias"},
@@ -13,23 +13,18 @@ local p = gpurent.recipe {
     {name = "local_dir", default = "runs", help = "where pulled results go"},
   },
 }
+local lifecycle = require "gpurent.lifecycle"
+local phases = require "gpurent.lifecycle.phases"
 local run = require "gpurent.lifecycle.run"
 local ledger = require "gpurent.state.ledger"
-local r
+
+-- a run of the ledger is pulled as itself; any other sealed export gets a run row here
 local L = ledger.open()
-local known = L:run(p.run)
+local known = L:run(params.run)
 L:close()
-if known then r = run.load(p.run) else r = run.new{host = p.host, project = p.project, id = p.run, recipe = "pull"} end
-r.host, r.project = p.host, p.project
+local r = known and run.load(params.run) or run.new{host = params.host, project = params.project, id = params.run, recipe = "pull"}
+r.host, r.project = params.host, params.project
 r.paths = run.paths(r.profile, r.project, r.id)
-local res
-local ok, err = pcall(function()
-  local inst = r:connect()
-  res = r:phase("pull", require("gpurent.lifecycle.phases").pull, inst, r,
-    {roster = p.expected, cells = p.cells, load_cmd = p.load, local_dir = p.local_dir})
-end)
-if not ok then
-  r:say("pull", "FAILED: %s", tostring(type(err) == "table" and err.msg or err))
-  error(err, 0)
-end
-r:say("pull", "verified results in %s", res.local_dir)
+lifecycle.run(r, {phases.connect, phases.pull}, {tell = false, record_status = not known, options = {
+  pull = {roster = params.expected, cells = params.cells, load_cmd = params.load, local_dir = params.local_dir},
+}})

@@ -1,5 +1,5 @@
 -- watch.lua: phase 4 alone - re-attach to a run recorded in the ledger (same as `gpurent watch RUN`).
-local p = gpurent.recipe {
+local params = gpurent.recipe {
   description = "Watch a run until it finishes, dies or stalls (re-attaches from the ledger)",
   params = {
     {name = "run", required = true, help = "run id (gpurent history)"},
@@ -8,8 +8,9 @@ local p = gpurent.recipe {
     {name = "max_wait", type = "number", help = "bounded wait in seconds"},
   },
 }
-local r = require("gpurent.lifecycle.run").load(p.run)
-local inst = r:connect()
-local w = r:phase("watch", require("gpurent.lifecycle.phases").watch, inst, r,
-  {interval = p.interval, stall_seconds = p.stall, max_wait = p.max_wait})
-if w.state ~= "finished" then error("run " .. r.id .. " ended " .. w.state, 0) end
+local lifecycle = require "gpurent.lifecycle"
+local phases = require "gpurent.lifecycle.phases"
+local r = require("gpurent.lifecycle.run").load(params.run)
+-- the job was launched earlier: Ctrl-C here detaches, it never fails the run
+lifecycle.run(r, {phases.connect, phases.watch}, {partial = true, tell = false, context = {job = {reattached = true}},
+  options = {watch = {interval = params.interval, stall_seconds = params.stall, max_wait = params.max_wait}}})

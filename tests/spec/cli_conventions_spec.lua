@@ -186,10 +186,11 @@ describe("recipes by name", function()
         assert.are.equal(0, code, h[1] .. " hints at `gpurent run " .. target .. "`: " .. err)
       end
     end
-    -- the teardown hint of autodl_train names a command that exists with the flags it uses
-    local text = T.read(T.root .. "/recipes/autodl_train.lua")
-    local hint = text:match('When you are done.-\n.-\n.-\n')
-    assert.truthy(hint, "autodl_train.lua lost its teardown hint")
+    -- the teardown hint (worded by the platform, said by the lifecycle engine) names a
+    -- command that exists with the flags it uses
+    local text = T.read(T.root .. "/lua/gpurent/platform/autodl/init.lua")
+    local hint = text:match('function autodl%.hints%.teardown_reminder.-\nend\n')
+    assert.truthy(hint, "the AutoDL platform lost its teardown hint")
     assert.not_matches("%.%.%.", hint)
     local code, usage = T.run("help billing")
     assert.are.equal(0, code)

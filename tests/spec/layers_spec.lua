@@ -18,10 +18,7 @@ local WRAPPERS = {
 
 -- Modules the engine helper rewrites in this session (issue 20): the lead converts
 -- them at merge (gpurent.util.sys) and then empties this list.
-local PENDING = {
-  ["lifecycle/phases/launch.lua"] = true, ["lifecycle/phases/teardown.lua"] = true,
-  ["lifecycle/phases/watch.lua"] = true,
-}
+local PENDING = {}
 
 local function lua_files(dir, rel, out)
   for name in lfs.dir(dir) do

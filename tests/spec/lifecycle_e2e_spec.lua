@@ -29,7 +29,7 @@ describe("lifecycle end to end", function()
     assert.are.equal(0, code, out .. err)
     happy_id = run_id(out)
     assert.truthy(happy_id)
-    for _, phase in ipairs({"setup", "audit", "connect", "prepare", "launch", "watch", "close", "pull", "teardown"}) do
+    for _, phase in ipairs({"connect", "setup", "audit", "environment", "prepare", "launch", "watch", "close", "pull", "teardown"}) do
       assert.truthy(out:find("[" .. phase .. "]", 1, true), "no output from phase " .. phase)
     end
     assert.truthy(out:find("first contact with this autodl host", 1, true))
@@ -76,7 +76,14 @@ describe("lifecycle end to end", function()
     for _, e in ipairs(L:run_history(happy_id)) do if e.kind == "phase" then phases[#phases + 1] = e.name .. "=" .. e.outcome end end
     L:close()
     assert.are.equal("succeeded", row.status)
-    assert.are.same({"setup=ok", "audit=ok", "connect=ok", "prepare=ok", "launch=ok", "watch=ok", "close=ok", "pull=ok"}, phases)
+    assert.are.same({"connect=ok", "setup=ok", "audit=ok", "environment=ok", "prepare=ok", "launch=ok", "watch=ok",
+      "close=ok", "pull=ok", "teardown=skipped"}, phases)
+    -- read top-down, the phases come in the order they ran
+    local order = {}
+    for _, phase in ipairs({"connect", "setup", "audit", "environment", "prepare", "launch"}) do
+      order[#order + 1] = out:find("[" .. phase .. "]", 1, true)
+    end
+    for i = 2, #order do assert.truthy(order[i - 1] < order[i], "phase output out of order: " .. out) end
   end)
 
   it("shows the first-contact notice once per host", function()
@@ -145,11 +152,69 @@ describe("lifecycle end to end", function()
     local _, in_ledger = testbed.sh("grep -rqF " .. T.q(secret_value) .. " " .. T.q(tb.state))
     assert.are_not.equal(0, in_ledger, "the secret reached the ledger or state dir")
     local id = run_id(out)
-    assert.truthy(out:find("under nohup (tmux absent: nohup + setsid fallback)", 1, true))
+    assert.truthy(out:find("under nohup + setsid (detached from this SSH session)", 1, true), out)
+    -- a nohup run has no tmux session: nothing it prints says tmux
+    assert.falsy((out .. err):find("tmux", 1, true), out .. err)
     assert.truthy(out:find("FINISHED: exit 0", 1, true))
     assert.truthy(testbed.read(pulled .. "/" .. id .. "/PULL_VERIFIED.json"))
     local o = tb:exec("a2", "cat /root/autodl-tmp/tiny/active/" .. id .. "/.gpurent/a1/mode")
     assert.are.equal("nohup", o:match("%S+"))
+  end)
+
+  it("a failure keeps its reason: a checkpoint that does not load is named, not cut to 'verify DIR:'", function()
+    -- on a2: its sealed, never-pulled export must not stand in the way of a1's release below
+    local args = testbed.train_args("a2", {local_dir = pulled}):gsub(T.q("load=python3 " .. T.root ..
+      "/examples/tiny-train/load_check.py {}"):gsub("%p", "%%%0"), T.q("load=false {}"))
+    local code, out, err = tb:gpurent(args)
+    assert.are_not.equal(0, code, out .. err)
+    local id = run_id(out)
+    local failed = out:match("%[run%] run " .. id:gsub("%p", "%%%0") .. " FAILED: ([^\n]*\n[^\n]*)")
+    assert.truthy(failed, out)
+    assert.truthy(failed:find("verify ", 1, true) and failed:find("best.pth", 1, true), failed)
+    local L = require("gpurent.state.ledger").open(tb.state .. "/ledger.sqlite")
+    local detail
+    for _, e in ipairs(L:run_history(id)) do if e.kind == "phase" and e.name == "pull" then detail = e.detail end end
+    L:close()
+    assert.truthy(detail and detail:find("best.pth", 1, true), tostring(detail))
+  end)
+
+  it("Ctrl-C after the launch detaches: the training keeps running, the ledger says detached, watch re-attaches", function()
+    local h = tb:spawn(testbed.train_args("a1", {local_dir = pulled, steps = 40, step_seconds = 0.2}))
+    local id = h:wait_for("%[run%] run (%S+):", 20)
+    assert.truthy(h:wait_for("%[watch%] t%+%d+s attempt 1 RUNNING", 60), h:output())
+    os.execute("kill -INT " .. h.pid)
+    assert.are.equal(130, h:wait(30), h:output())
+    local out = h:output()
+    assert.truthy(out:find("run " .. id .. " detached: the training keeps running on a1; re-attach from any shell with `gpurent watch "
+      .. id .. "`", 1, true), out)
+    assert.falsy(out:find("FAILED", 1, true), out)
+    local o, rc = tb:exec("a1", "tmux has-session -t '=gr-" .. id .. "'")
+    assert.are.equal(0, rc, "the training stopped with gpurent: " .. o)
+    local L = require("gpurent.state.ledger").open(tb.state .. "/ledger.sqlite")
+    local status = L:run(id).status
+    L:close()
+    assert.are.equal("detached", status)
+    local code, wout, werr = tb:gpurent("watch " .. id .. " --interval 0.3 --finish")
+    assert.are.equal(0, code, wout .. werr)
+    assert.truthy(testbed.read(pulled .. "/" .. id .. "/PULL_VERIFIED.json"))
+  end)
+
+  it("Ctrl-C before the launch is an interruption: nothing runs on the box", function()
+    local args = testbed.train_args("a1", {local_dir = pulled}):gsub(T.q("smoke=python3 train.py --smoke --out {tmp}"):gsub("%p", "%%%0"),
+      T.q("smoke=sleep 5 && python3 train.py --smoke --out {tmp}"))
+    local h = tb:spawn(args)
+    local id = h:wait_for("%[run%] run (%S+):", 20)
+    assert.truthy(h:wait_for("%[prepare%] local CPU smoke", 60), h:output())
+    os.execute("kill -INT " .. h.pid)
+    assert.are.equal(130, h:wait(30), h:output())
+    local out = h:output()
+    assert.truthy(out:find("run " .. id .. " interrupted during prepare, before the job was launched", 1, true), out)
+    local L = require("gpurent.state.ledger").open(tb.state .. "/ledger.sqlite")
+    local status = L:run(id).status
+    L:close()
+    assert.are.equal("interrupted", status)
+    local _, rc = tb:exec("a1", "test -e /root/autodl-tmp/tiny/active/" .. id .. "/.gpurent/current")
+    assert.are_not.equal(0, rc, "something was launched")
   end)
 
   it("refuses teardown without approval; with --approve sends exactly one power_off after PULL_VERIFIED", function()
@@ -158,6 +223,15 @@ describe("lifecycle end to end", function()
     assert.truthy((out .. err):find("gate: power_off a1: refused", 1, true), out .. err)
     assert.truthy(testbed.read(pulled .. "/" .. run_id(out) .. "/PULL_VERIFIED.json"))
     assert.are.equal(0, #tb:api_calls("power_off"))
+    -- the results are verified: the run succeeded, with the refusal and the reminder
+    assert.truthy(out:find("[run] run " .. run_id(out) .. " succeeded: verified results in ", 1, true), out)
+    assert.truthy(out:find("; teardown refused: ", 1, true), out)
+    assert.truthy(out:find("[teardown] refused: the meter is still ON for a1", 1, true), out)
+    assert.falsy((out .. err):find("FAILED", 1, true), out .. err)
+    local L = require("gpurent.state.ledger").open(tb.state .. "/ledger.sqlite")
+    local refused_status = L:run(run_id(out)).status
+    L:close()
+    assert.are.equal("succeeded", refused_status)
     code, out, err = tb:gpurent(testbed.train_args("a1", {local_dir = pulled, more = "teardown=yes --approve a1"}))
     assert.are.equal(0, code, out .. err)
     assert.truthy((out .. err):find("gate: power_off a1: allowed (approval: flag)", 1, true), out .. err)

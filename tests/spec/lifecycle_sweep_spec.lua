@@ -49,6 +49,37 @@ describe("lifecycle sweep", function()
     assert.truthy(out:find("QUEUE DONE %S+: 1 cell%(s%) run, 1 ok, 0 failed"), out)
   end)
 
+  it("a failed host is not a cell, its ledger entry is ended, and every line of several hosts names its host", function()
+    -- a host whose sshd refuses: it fails at connect, the other host runs every cell
+    local cfg = tb.dir .. "/ssh_config"
+    T.write(cfg, T.read(cfg) .. "\nHost deadbox\n  HostName 127.0.0.1\n  Port 1\n  User root\n")
+    local q2 = T.write(tb.dir .. "/two.txt", "configs/ok.json fit 1\nconfigs/ok.json other 1\n")
+    local code, out, err = tb:gpurent((sweep_args("s1,deadbox", ""):gsub(T.q(queue):gsub("%p", "%%%0"), T.q(q2))))
+    assert.are_not.equal(0, code, out .. err)
+    local done = out:match("QUEUE DONE [^\n]*")
+    assert.truthy(done, out .. err)
+    assert.truthy(done:find("2 cell(s) run, 2 ok, 0 failed; 1 host(s) failed: host deadbox: ", 1, true), done)
+    -- no unlabelled line from a host's runs: each says which host it is about
+    for line in out:gmatch("[^\n]+") do
+      if line:match("^%[(%a+)%]") and not line:match("^%[sweep%]") then
+        assert.truthy(line:match("^%[s1%] ") or line:match("^%[deadbox%] "), "unlabelled: " .. line)
+      end
+    end
+    assert.truthy(out:find("\n%[s1%] %[watch%] t%+%d+s attempt 1 FINISHED"), out)
+    assert.truthy(out:find("\n%[deadbox%] %[run%] run %S+ FAILED: cannot reach deadbox"), out)
+    local sweep = done:match("QUEUE DONE (%S+):")
+    local L = require("gpurent.state.ledger").open(tb.state .. "/ledger.sqlite")
+    local status = L:run(sweep .. "-deadbox").status
+    L:close()
+    assert.are.equal("failed", status)
+  end)
+
+  it("a sweep of zero cells is a failure", function()
+    local code, out, err = tb:gpurent(sweep_args("s1", "start=9"))
+    assert.are.equal(2, code, out .. err)
+    assert.truthy(err:find("no cell to run: [^\n]* holds 3 cell%(s%) and start=9"), err)
+  end)
+
   it("fails a cell whose training exited 0 when the durable sync hits the inode cap", function()
     T.write(tb.dir .. "/one.txt", "configs/slow.json fit\n")
     local args = "run recipes/autodl_sweep.lua host=i1 project=ic code=examples/tiny-train queue=" .. T.q(tb.dir .. "/one.txt") ..

@@ -154,9 +154,8 @@ describe("capsule roster and placeholders", function()
   end)
   it("fills {python} {out} {run_id} and leaves shell braces alone", function()
     local r = fresh_run()
-    r.python = "/root/miniconda3/bin/python"
-    assert.are.equal("'/root/miniconda3/bin/python' t.py --out '/root/autodl-tmp/p/active/p-1/out' --id p-1 ${HOME}",
-      launch.expand(r, "{python} t.py --out {out} --id {run_id} ${HOME}"))
+    assert.are.equal("'/opt/py/bin/python' t.py --out '/root/autodl-tmp/p/active/p-1/out' --id p-1 ${HOME}",
+      launch.expand(r, "{python} t.py --out {out} --id {run_id} ${HOME}", "/opt/py/bin/python"))
   end)
   it("names run paths from the profile, never literals", function()
     local r = fresh_run()

@@ -50,6 +50,7 @@ describe("gpurent.platform", function()
     local A, G = platform.of("autodl"), platform.of("generic-ssh")
     assert.truthy(A.hints.unreachable("box9"):find(A.login_example, 1, true))
     assert.truthy(A.hints.teardown_reminder("box9", "pro-1"):find("gpurent billing power-off pro-1 --ssh box9", 1, true))
+    assert.truthy(A.hints.teardown_reminder("box9"):find("gpurent billing power-off box9 --approve box9 (", 1, true))
     assert.is_nil(G.hints.unreachable("box9"):lower():find("autodl", 1, true))
   end)
 

@@ -6,7 +6,7 @@
 --   - nothing shipped defaults to StrictHostKeyChecking=no; an unknown host is refused;
 --   - the AutoDL token is in no process's argv during a billing call, in no file of the
 --     state dir (ledger), and in no error message or dry-run output;
---   - the credential file the connect phase pushes is mode 600, even over a stale .tmp;
+--   - the credential file the environment phase pushes is mode 600, even over a stale .tmp;
 --   - a shared library's code cannot grant approval: core.approval is read-only, the gate
 --     refuses, and a second `gpurent --approve` it spawns is refused (exit 3).
 local sshd = require "sshd"
@@ -123,8 +123,8 @@ io.write(inst:sh("echo AUTH=$SSH_AUTH_SOCK").stdout)
     assert.are.equal("", after)
   end)
 
-  it("the connect phase writes the credential file mode 600, even over a stale world-readable .tmp", function()
-    local connect = require "gpurent.lifecycle.phases.connect"
+  it("the environment phase writes the credential file mode 600, even over a stale world-readable .tmp", function()
+    local environment = require "gpurent.lifecycle.phases.environment"
     local secret = require "gpurent.util.secret"
     local inst = fx:connect(1)
     local cred = fx.home .. "/cred.env"
@@ -132,7 +132,7 @@ io.write(inst:sh("echo AUTH=$SSH_AUTH_SOCK").stdout)
     inst:sh("rm -f " .. T.q(cred) .. "; umask 022; echo old > " .. T.q(cred .. ".tmp"), {check = true})
     local r = {host = fx.aliases[1], say = function() end,
                profile = {platform = "t", overrides = {CRED_FILE = cred}, env = {python = "python3"}}}
-    connect.run(inst, r, {secrets = {HF_TOKEN = secret("hf_s3cr3t'x")}})
+    environment.run({inst = inst, run = r}, {secrets = {HF_TOKEN = secret("hf_s3cr3t'x")}})
     local res = inst:sh("stat -c %a " .. T.q(cred) .. "; . " .. T.q(cred) .. " && printf '%s' \"$HF_TOKEN\"")
     inst:close()
     assert.are.equal("600\nhf_s3cr3t'x", res.stdout)

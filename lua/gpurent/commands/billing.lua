@@ -37,7 +37,8 @@ release deletes the data disk and the system disk, and the platform may release 
 powered-off box, which SSH cannot reach: so `inventory` (TARGET: the box's ssh_config
 alias or user@host:port) lists, while it runs, every file that dies with it (the profile's
 release section) and hashes those whose size some PULL_MANIFEST.json on the box names;
-power-off takes one too when it has SSH access (--ssh TARGET, or from the teardown phase).
+power-off takes one too when it has SSH access (--ssh TARGET; an alias added with `gpurent host add`
+is its own TARGET; or from the teardown phase).
 release then needs BOTH your approval and, from the inventory of the powered-on stretch
 that ended in this power-off, every file covered: by a verified pull (same size and
 SHA-256 as a file of any run's PULL_VERIFIED.json whose manifest equals one re-read on
@@ -156,7 +157,10 @@ end
 
 local function power_off(c, ref, opts)
   -- --pulled / --discard count where the profile calls power-off irreversible (it judges the disk)
-  opts.platform.stop{verb = "power_off", client = c, ref = ref, target = opts.ssh, dry_run = opts.dry_run,
+  -- an alias added with `gpurent host add` is its own SSH target: the short command
+  -- (`power-off HOST --approve HOST`) still takes the inventory a later release needs
+  local target = opts.ssh or (require("gpurent.hosts").read_hosts()[ref] and ref or nil)
+  opts.platform.stop{verb = "power_off", client = c, ref = ref, target = target, dry_run = opts.dry_run,
     profile = opts.profile_table, profile_name = opts.profile_name,
     pulled = opts.pulled, discard = opts.discard, wait = not opts.no_wait, deadline = tonumber(opts.deadline)}
   return 0

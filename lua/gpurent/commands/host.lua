@@ -45,7 +45,7 @@ local function contact(name, opts)
   end
   local r = run.new{host = name, project = "setup", recipe = "host add", profile = opts.profile, record = false}
   r.notify = function() end
-  setup.run(inst, r, {})
+  setup.check(inst, r, {})
   inst:close()
 end
 

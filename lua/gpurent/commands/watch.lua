@@ -1,7 +1,9 @@
 -- gpurent watch RUN: re-attach to a run from any shell - after the terminal closed,
 -- the laptop slept, or gpurent itself was killed. The run's host, paths and watch
 -- settings come from the ledger; its state comes from the box (gpurent.monitor),
--- so this watcher is as good as the one that started the job.
+-- so this watcher is as good as the one that started the job. The phases (connect,
+-- watch, and with --finish close and pull) run under gpurent.lifecycle, which owns
+-- the ledger, the finish lock and Ctrl-C (the job keeps running: "detached").
 local cli = require "gpurent.cli"
 local errors = require "gpurent.util.errors"
 
@@ -23,29 +25,6 @@ the run, 4 stalled, 5 timeout (still running).]]
 
 local EXIT = {finished = 0, dead = 1, unreachable = 1, fast_finish = 1, stalled = 4, timeout = 5}
 
--- --finish: close and pull under the run's finish lock (gpurent.run_lock), and
--- the ledger status written before the lock is let go, so a finisher that takes
--- the lock after this one finds the run finished instead of finishing it again.
--- Another finisher holding the lock is a refusal that leaves the ledger alone.
-local function finish(inst, r)
-  local phases = require "gpurent.lifecycle.phases"
-  require("gpurent.lifecycle.run_lock").hold(r, inst, function()
-    local row = r:ledger(function(L) return L:run(r.id) end)
-    if row and row.status == "succeeded" then
-      r:say("run", "run %s was already finished by another gpurent (ledger status succeeded): not sealed " ..
-        "or pulled again; its results are in %s/%s", r.id, r.local_dir or "runs", r.id)
-      return
-    end
-    local ok, err = pcall(function()
-      r:phase("close", phases.close, inst, r, {roster = r.roster})
-      local res = r:phase("pull", phases.pull, inst, r, {roster = r.roster, load_cmd = r.load_cmd, local_dir = r.local_dir})
-      r:say("run", "run %s succeeded: verified results in %s", r.id, res.local_dir)
-    end)
-    r:finish(ok and "succeeded" or "failed")
-    if not ok then error(err, 0) end
-  end)
-end
-
 local function as_json(r, state, code, extra)
   local json = require "gpurent.util.json"
   local doc = {run = r.id, host = r.host, state = state, exit_code = code}
@@ -63,8 +42,8 @@ function M.main(args)
   local o = {interval = tonumber(opts.interval), stall_seconds = tonumber(opts.stall),
     max_wait = tonumber(opts.max_wait), max_relaunches = tonumber(opts.max_relaunches)}
   r:say("watch", "re-attaching to %s on %s (ledger status %s)", r.id, r.host, tostring(r.status))
-  local inst = r:connect()
   if opts.once then
+    local inst = r:connect()
     local monitor = require "gpurent.lifecycle.monitor"
     local f = monitor.probe(inst, r)
     local v = monitor.classify(f, {stall_seconds = o.stall_seconds or r.stall_seconds, expected_seconds = r.expected_seconds})
@@ -74,17 +53,18 @@ function M.main(args)
     if opts.json then as_json(r, v.state, code, {why = v.why, status = line}) end
     return code
   end
-  local phases = require "gpurent.lifecycle.phases"
-  local w = r:phase("watch", phases.watch, inst, r, o)
-  if w.state == "finished" and opts.finish then
-    local ok, err = pcall(finish, inst, r)
-    if not ok then inst:close(); error(err, 0) end
-  elseif w.state ~= "finished" and w.state ~= "timeout" then
-    r:finish("failed")
-  end
-  inst:close()
-  if opts.json then as_json(r, w.state, EXIT[w.state] or 1) end
-  return EXIT[w.state] or 1
+  local lifecycle, phases = require "gpurent.lifecycle", require "gpurent.lifecycle.phases"
+  local list = {phases.connect, phases.watch}
+  if opts.finish then list[#list + 1] = phases.close; list[#list + 1] = phases.pull end
+  -- the job runs on the box already: Ctrl-C detaches; without --finish a finished
+  -- job leaves the run's status to the finisher
+  local out = lifecycle.attempt(r, list, {tell = false, partial = not opts.finish, context = {job = {reattached = true}},
+    options = {watch = o, close = opts.finish and {roster = r.roster} or nil,
+               pull = opts.finish and {roster = r.roster, load_cmd = r.load_cmd, local_dir = r.local_dir} or nil}})
+  local state = out.ok and "finished" or (type(out.error) == "table" and out.error.watch_state)
+  if not state then error(out.error, 0) end
+  if opts.json then as_json(r, state, EXIT[state] or 1) end
+  return EXIT[state] or 1
 end
 
 return M

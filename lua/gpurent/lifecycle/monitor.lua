@@ -244,7 +244,9 @@ function monitor.status_line(f, v)
   local parts = {}
   parts[#parts + 1] = string.format("attempt %d %s", f.attempt or 0, string.upper(v.state))
   local alive = {}
-  if f.session ~= nil then alive[#alive + 1] = "tmux " .. (f.session and "up" or "gone") end
+  -- a live session is named; a gone one is not (a nohup job never had one, and a
+  -- tmux job's session ends with its wrapper, which "pid gone" already says)
+  if f.session then alive[#alive + 1] = "tmux up" end
   alive[#alive + 1] = "pid " .. tostring(f.pid or "-") .. (f.proc and " alive" or " gone")
   parts[#parts + 1] = table.concat(alive, ", ")
   if f.done then parts[#parts + 1] = "DONE exit " .. tostring(f.done.exit) end

@@ -10,10 +10,13 @@
 --   run.load(id [, {ledger_path=}]) -> r              (from the ledger)
 --   run.paths(profile, project, id) -> {root, active, out, meta, log, partial, export,
 --                                       quarantine, durable_ckpt, results}
---   r:say(phase, fmt, ...)        one "[phase] text" line on stdout (flushed)
+--   r:say(phase, fmt, ...)        one "[phase] text" line on stdout (flushed); with
+--                                 run.new{label = HOST} each line starts "[HOST] "
 --   r:phase(name, fn, ...)        run fn with the phase recorded in the ledger
 --   r:ledger(fn)                  fn(L) with the ledger open (closed after)
---   r:finish(status)              ledger end_run: succeeded|failed|interrupted
+--   r:finish(status)              ledger end_run: succeeded|failed|interrupted|detached
+--   r:relaunch(inst [, {mode}])   the identical wrapper again (watch's fixed remedy)
+-- A run's life (its phases, errors, Ctrl-C, ending) is gpurent.lifecycle's.
 local profile_mod = require "gpurent.config.profile"
 local ledger = require "gpurent.state.ledger"
 local json = require "gpurent.util.json"
@@ -91,9 +94,12 @@ function run.new(o)
   run.check_name("project", o.project)
   local p = load_profile(o.profile)
   local r = {host = o.host, project = o.project, profile = p, profile_name = p.platform,
-             id = o.id or run.new_id(o.project), recipe = o.recipe, out = o.out or io.stdout}
+             id = o.id or run.new_id(o.project), recipe = o.recipe, out = o.out or io.stdout, label = o.label}
   run.check_name("run id", r.id)
   for _, k in ipairs(PERSIST) do if o[k] ~= nil and r[k] == nil then r[k] = o[k] end end
+  -- the ssh config this shell uses is the one `gpurent watch RUN` must use later
+  local cfg = os.getenv("GPURENT_SSH_CONFIG")
+  if r.ssh_config == nil and cfg and cfg ~= "" then r.ssh_config = cfg end
   attach(r)
   if o.record ~= false then
     local params = {}
@@ -145,8 +151,9 @@ end
 function Run:say(phase, fmt, ...)
   local text = select("#", ...) > 0 and string.format(fmt, ...) or fmt
   local out = self.out or io.stdout
+  local label = self.label and ("[" .. self.label .. "] ") or ""
   for line in (tostring(text) .. "\n"):gmatch("([^\n]*)\n") do
-    out:write("[", phase, "] ", line, "\n")
+    out:write(label, "[", phase, "] ", line, "\n")
   end
   out:flush()
 end
@@ -159,8 +166,8 @@ function Run:phase(name, fn, ...)
   local outcome, detail = "ok", nil
   if not res[1] then
     local e = res[2]
-    outcome = (tostring(e):find("interrupted", 1, true)) and "interrupted" or "failed"
-    detail = tostring(type(e) == "table" and (e.msg or e.reason) or e):match("^[^\n]*")
+    outcome = errors.is(e, "interrupted") and "interrupted" or "failed"
+    detail = errors.message(e):match("^[^\n]*")
   elseif type(res[2]) == "table" and res[2].state then
     detail = res[2].state
   end
@@ -256,13 +263,28 @@ function Run:retrying(inst, phase, what, fn)
   local out = table.pack(pcall(fn))
   if out[1] then return table.unpack(out, 2, out.n) end
   local res = out[2]
-  local msg = tostring(type(res) == "table" and (res.msg or res.reason) or res)
-  if not (ssh.is_error(res, "timeout") or ssh.is_error(res, "transfer") or msg:find("timed out", 1, true)) then
+  local msg = errors.message(res)
+  -- by the error's kind, never its text: every stall the transport raises is one of these
+  if not (ssh.is_error(res, "timeout") or ssh.is_error(res, "transfer")) then
     error(res, 0)
   end
   self:say(phase, "%s stalled (%s); reconnecting and retrying once (the step is idempotent)", what, msg:match("[^\n]*"))
   inst:reconnect()
   return fn()
+end
+
+-- Start the identical wrapper again (it resumes from the latest checkpoint);
+-- detach.start refuses while this run's job is alive.
+function Run:relaunch(inst, o)
+  o = o or {}
+  local detach = require "gpurent.lifecycle.detach"
+  local cur = detach.current(inst, self)
+  if not cur.script then error("relaunch: no earlier attempt of " .. self.id .. " on " .. self.host, 0) end
+  local st = detach.start(inst, self, {script = cur.script, mode = o.mode or cur.mode})
+  st.script = cur.script
+  self:say("launch", "relaunched the identical command as attempt %d under %s (%s): it resumes from the latest checkpoint",
+    st.attempt, st.mode, cur.script)
+  return st
 end
 
 function Run:notify(kind, message)

@@ -18,7 +18,7 @@
 --   L:upsert_instance{name, profile, provider_id?, power_state?, meter?,
 --                     price_per_hour?, currency?, at?} -> instance id
 --   L:start_run{instance?, recipe?, params?, id?, at?} -> run id
---   L:end_run(run_id, status, at?)         status: succeeded|failed|interrupted|abandoned
+--   L:end_run(run_id, status, at?)         status: succeeded|failed|interrupted|abandoned|detached
 --   L:start_phase(run_id, name, at?) -> phase id
 --   L:end_phase(phase_id, outcome, detail?, at?)   outcome: ok|failed|skipped|interrupted
 --   L:record_transfer{run_id?, instance?, direction, local_path?, remote_path?, bytes?,
@@ -144,6 +144,18 @@ CREATE TABLE danger_clocks (
 );
 CREATE UNIQUE INDEX danger_open ON danger_clocks(instance_id, name) WHERE cleared_at IS NULL;
 ]]},
+  -- "detached": Ctrl-C after the launch (or a bounded watch that ended) leaves the job
+  -- running on the box. SQLite cannot alter a CHECK constraint; widening one in the
+  -- stored schema is the documented way (sqlite.org/lang_altertable.html), followed
+  -- by a schema_version bump so every connection re-reads it.
+  {version = 2, description = "runs.status may be 'detached'", apply = function(db)
+    db:exec([=[PRAGMA writable_schema = ON;
+UPDATE sqlite_master SET sql = replace(sql, '''interrupted'', ''abandoned'')', '''interrupted'', ''abandoned'', ''detached'')')
+  WHERE type = 'table' AND name = 'runs';
+PRAGMA writable_schema = OFF;]=])
+    local v = db:query("PRAGMA schema_version")[1].schema_version
+    db:exec("PRAGMA schema_version = " .. math.tointeger(v + 1))
+  end},
 }
 
 local function env(k)
@@ -184,7 +196,7 @@ local function migrate(db, path)
     local now = schema_version(db)
     for _, m in ipairs(ledger.MIGRATIONS) do
       if m.version > now then
-        db:exec(m.sql)
+        if m.apply then m.apply(db) else db:exec(m.sql) end
         db:run("INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
           m.version, m.description, os.time())
       end

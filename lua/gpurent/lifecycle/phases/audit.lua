@@ -3,7 +3,8 @@
 -- hogs, compute the checkpoint and inode budgets, run the gotcha probes - and
 -- refuse to go on when a budget fails (a gate, not a printed number).
 --
---   audit(inst, r, opts) -> report {tiers, mem, gpus, hogs, budgets, gotchas}
+--   needs {run, inst} -> produces {audit = report {tiers, mem, gpus, hogs, budgets, gotchas}}
+--   audit.measure(inst, r, opts) -> the same report, outside a lifecycle
 --   opts: ckpt_bytes ("50M"), ckpt_count (2: latest + best), scratch_bytes ("0"),
 --         files (inodes the run writes on the durable tier, 16), gotchas (true | false |
 --         {ids}), hogs (true), timeout
@@ -11,7 +12,7 @@ local storage = require "gpurent.lifecycle.storage"
 local profile_mod = require "gpurent.config.profile"
 local errors = require "gpurent.util.errors"
 
-local audit = {}
+local audit = {name = "audit", needs = {"run", "inst"}, produces = {"audit"}}
 local q = storage.shell_path
 
 -- mkdir the run root's five directories; prove export/.partial and export share a
@@ -36,9 +37,9 @@ function audit.bind_root(inst, r)
   return P.root
 end
 
-local function survival_lines(p)
-  local lines = {"survival matrix (" .. p.platform .. ", meter-stop verb " .. tostring(p.facts.meter_stop_verb) .. "):"}
-  for _, t in ipairs(profile_mod.tier_list(p)) do
+local function survival_lines(profile)
+  local lines = {"survival matrix (" .. profile.platform .. ", meter-stop verb " .. tostring(profile.facts.meter_stop_verb) .. "):"}
+  for _, t in ipairs(profile_mod.tier_list(profile)) do
     local s = t.survives or {}
     local keys = {}
     for k in pairs(s) do keys[#keys + 1] = k end
@@ -68,18 +69,18 @@ local function gpus(inst)
   return list, res.code ~= 0 and (res.stdout:match("[^\n]*")) or nil
 end
 
-function audit.run(inst, r, o)
+function audit.measure(inst, r, o)
   o = o or {}
-  local p = r.profile
+  local profile = r.profile
   local report = {}
   audit.bind_root(inst, r)
   r:say("audit", "run root %s: cache active export/.partial export quarantine (export/.partial and export on one filesystem)",
     r.paths.root)
-  r:say("audit", table.concat(survival_lines(p), "\n"))
-  local m = storage.measure(inst, {profile = p, timeout = o.timeout})
+  r:say("audit", table.concat(survival_lines(profile), "\n"))
+  local m = storage.measure(inst, {profile = profile, timeout = o.timeout})
   report.tiers, report.mem = m.tiers, m.mem
   local lines = {"tiers (df -h AND df -i):"}
-  for _, t in ipairs(profile_mod.tier_list(p)) do lines[#lines + 1] = tier_line(m.tiers[t.name]) end
+  for _, t in ipairs(profile_mod.tier_list(profile)) do lines[#lines + 1] = tier_line(m.tiers[t.name]) end
   r:say("audit", table.concat(lines, "\n"))
   r:say("audit", "memory: cgroup %s limit %s, usage %s, peak %s, oom_kill %s (host shows %s: trust the cgroup); cpu quota %s of %s host cores",
     tostring(m.mem.cgroup or "none"), storage.human(m.mem.limit), storage.human(m.mem.usage), storage.human(m.mem.peak),
@@ -89,7 +90,7 @@ function audit.run(inst, r, o)
   report.gpus = g
   r:say("audit", "GPUs: %s", #g > 0 and table.concat(g, "; ") or ("none (" .. tostring(gerr) .. ")"))
   if o.hogs ~= false then
-    local ok, hogs = pcall(storage.hogs, inst, {profile = p, top = 5})
+    local ok, hogs = pcall(storage.hogs, inst, {profile = profile, top = 5})
     report.hogs = ok and hogs or nil
     if ok then
       local hl = {"space hogs (du):"}
@@ -104,7 +105,7 @@ function audit.run(inst, r, o)
     end
   end
   -- budgets: checkpoints on the live tier, inodes on the durable tier
-  local live, durable = profile_mod.live_tier(p), profile_mod.durable_tier(p)
+  local live, durable = profile_mod.live_tier(profile), profile_mod.durable_tier(profile)
   local budgets = {}
   budgets.checkpoint = storage.checkpoint_budget(m.tiers[live.name], {ckpt_bytes = o.ckpt_bytes or "50M",
     count = o.ckpt_count or 2, scratch_bytes = o.scratch_bytes or 0})
@@ -119,7 +120,7 @@ function audit.run(inst, r, o)
   if o.gotchas ~= false then
     local ok, gotchas = pcall(require, "gpurent.gotchas")
     if ok then
-      local gok, results = pcall(gotchas.run, inst, {profile = p, only = type(o.gotchas) == "table" and o.gotchas or nil,
+      local gok, results = pcall(gotchas.run, inst, {profile = profile, only = type(o.gotchas) == "table" and o.gotchas or nil,
         code_dir = o.code_dir, timeout = o.timeout or 60})
       if gok then
         report.gotchas = results
@@ -142,6 +143,10 @@ function audit.run(inst, r, o)
     end
   end
   return report
+end
+
+function audit.run(ctx, o)
+  return {audit = audit.measure(ctx.inst, ctx.run, o)}
 end
 
 return setmetatable(audit, {__call = function(_, ...) return audit.run(...) end})

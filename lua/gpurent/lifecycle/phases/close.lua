@@ -8,46 +8,27 @@
 -- finish lock (gpurent.run_lock): a second finisher's close would rebuild the
 -- partial capsule under this one's hashing.
 --
---   close(inst, r, opts) -> {export =, files = {{path, bytes, sha256}}, already = bool}
---   opts.roster: capsule paths, e.g. {"run.json", "train.csv", "best.pth",
---                "best_metrics.json", "test/final/metrics.json"}; run.json comes from
---                active/<run-id>/, everything else from active/<run-id>/out/
+--   needs {run, inst} -> produces {export = {export, files = {{path, bytes, sha256}}, already}}
+--   opts.roster: capsule paths (gpurent.lifecycle.capsule: the rules and the default);
+--                run.json comes from active/<run-id>/, everything else from
+--                active/<run-id>/out/
+--   close.seal(inst, r, opts) -> the same table, under the finish lock, outside a lifecycle
 local storage = require "gpurent.lifecycle.storage"
-local errors = require "gpurent.util.errors"
 local run_lock = require "gpurent.lifecycle.run_lock"
 local remote = require "gpurent.remote"
+local capsule = require "gpurent.lifecycle.capsule"
 
-local close = {}
-local q = storage.q
+local close = {name = "close", needs = {"run", "inst"}, produces = {"export"}, finishes = true,
+  report = function(ctx) return "sealed export " .. ctx.export.export end}
 
-close.DEFAULT_ROSTER = {"run.json", "train.csv", "best.pth", "best_metrics.json", "test/final/metrics.json"}
-
--- Capsule paths: relative, normal, no scratch, no caches or logs.
-function close.check_roster(r, roster)
-  if type(roster) ~= "table" or #roster == 0 then errors.usage("close: the capsule roster is empty", 0) end
-  local scratch = {}
-  for _, s in ipairs(r.profile.checkpoints.scratch or {}) do scratch[s] = true end
-  local seen = {}
-  for _, f in ipairs(roster) do
-    if type(f) ~= "string" or f == "" or f:sub(1, 1) == "/" or f:find("%.%.") or f:find("//", 1, true)
-       or not f:match("^[%w._/%-]+$") then
-      errors.usage("close: capsule path " .. tostring(f) .. " is not a plain relative path", 0)
-    end
-    local base = f:match("([^/]+)$")
-    if scratch[base] or base:match("%.tmp$") or base:match("%.part$") or f:match("cache") then
-      errors.usage("close: " .. f .. " does not belong in an export (scratch, temp file or cache)", 0)
-    end
-    if seen[f] then errors.usage("close: " .. f .. " listed twice", 0) end
-    seen[f] = true
-  end
-  return roster
-end
+close.DEFAULT_ROSTER = capsule.DEFAULT_ROSTER
+close.check_roster = capsule.check_roster
 
 -- The on-box steps: lua/gpurent/remote/close_{seal,finish,quarantine}.sh.
 
 local function seal(inst, r, o)
   o = o or {}
-  local roster = close.check_roster(r, o.roster or close.DEFAULT_ROSTER)
+  local roster = capsule.check_roster(r, o.roster or capsule.DEFAULT_ROSTER)
   local P = r.paths
   local res = inst:sh(remote.script("close_seal", {ACTIVE = P.active, OUT = P.out, PARTIAL = P.partial,
     EXPORT = P.export, FILES = remote.lines(roster, "close: roster"),
@@ -87,6 +68,10 @@ local function seal(inst, r, o)
     table.concat(bad, "\n  ")), 0)
 end
 
-function close.run(inst, r, o) return run_lock.hold(r, inst, seal, inst, r, o) end
+function close.seal(inst, r, o) return run_lock.hold(r, inst, seal, inst, r, o) end
+
+function close.run(ctx, o)
+  return {export = close.seal(require("gpurent.lifecycle").session(ctx), ctx.run, o)}
+end
 
 return setmetatable(close, {__call = function(_, ...) return close.run(...) end})

@@ -1,23 +1,35 @@
--- gpurent.phases: the lifecycle's phases (LIFECYCLE.md), each a plain function
--- (inst, run, opts) that a recipe calls, wraps or replaces:
+-- gpurent.lifecycle.phases: the lifecycle's phases (LIFECYCLE.md), each a table that
+-- gpurent.lifecycle runs: {name, needs, produces, run = function(ctx, opts)}. A phase
+-- reads what earlier phases produced from the context and returns what it produces;
+-- no phase calls another. Read top-down, phases.train() is the whole arc:
 --
---   local phases = require "gpurent.lifecycle.phases"
---   phases.audit(inst, r, {ckpt_bytes = "2G"})
---   phases.watch = function(inst, r, o) ... end      -- a team's own watcher
+-- connect      open the SSH session to the run's host                     -> inst
+-- setup (-1)   alias answers, durable tier present, first-contact notice  -> durable
+-- audit (0)    run root, survival matrix, df -h/-i, cgroup, GPUs, hogs,
+--              budgets, gotchas (a gate)                                  -> audit
+-- environment  proxy hook, the image's interpreter, secrets over stdin,
+--              mirrors                                   -> box, python, env, hook, cred_file
+-- prepare (2)  unique run id, identities into run.json, local CPU smoke    -> code, run_json
+-- launch (3)   budget, verified code push, detached start, short probe     -> job
+-- watch (4)    one-round-trip probe per tick, classification, fixed remedies -> watched
+-- close (5a)   export/.partial -> validate -> rename to export/<id> | quarantine -> export
+-- pull (5b)    checked-sync to durable, PULL_MANIFEST from the roster, pull,
+--              verify                                                     -> verified
+-- teardown (5c) the billing gate and the meter-stop verb, only with approval -> teardown
 --
--- setup (-1)  alias answers, durable tier present, first-contact notice once per host
--- audit (0)   run root, survival matrix, df -h/-i, cgroup, GPUs, hogs, budgets, gotchas
--- connect (1) proxy hook, the image's interpreter, secrets over stdin, mirrors -> hooked inst
--- prepare (2) unique run id, identities into run.json, local CPU smoke gate
--- launch (3)  verified code push, detached start in the wrapper, short probe
--- watch (4)   one-round-trip probe per tick, classification, fixed remedies
--- close (5a)  export/.partial -> validate -> rename to export/<id> | quarantine
--- pull (5b)   checked-sync to durable, PULL_MANIFEST from the roster, pull, verify
--- teardown (5c) the billing gate and the meter-stop verb, only with approval
--- Each module is also a table with its helpers (phases.launch.relaunch, ...).
+-- A recipe replaces one (lifecycle.replace(list, "watch", mine)) or inserts its own
+-- (lifecycle.insert_after(list, "prepare", mine)). Each module also holds its
+-- helpers (phases.launch.expand, phases.prepare.tree, ...).
 local phases = {}
-local ORDER = {"setup", "audit", "connect", "prepare", "launch", "watch", "close", "pull", "teardown"}
+local ORDER = {"connect", "setup", "audit", "environment", "prepare", "launch", "watch", "close", "pull", "teardown"}
 phases.ORDER = ORDER
+
+-- The whole arc, a fresh list each call (so composing it never changes another's).
+function phases.train()
+  local list = {}
+  for i, name in ipairs(ORDER) do list[i] = phases[name] end
+  return list
+end
 
 return setmetatable(phases, {__index = function(t, k)
   for _, name in ipairs(ORDER) do

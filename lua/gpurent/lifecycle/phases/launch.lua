@@ -3,23 +3,23 @@
 -- tmux is absent) inside gpurent's wrapper (gpurent.detach: the on-box completion
 -- chain), probe briefly (alive, first log line, no Traceback) and hand control back.
 --
---   launch(inst, r, opts) -> {mode, attempt, pid, script, version}
+--   needs {run, inst, code} (uses box, python, env, hook, cred_file, run_json when
+--   given) -> produces {job = {mode, attempt, pid, script, version}}
 --   opts: command (the train command; {python} {out} {code} {run_id} are filled in),
---         mode ("auto" | "tmux" | "nohup"), probe_seconds (10), env {K=V}
---   launch.relaunch(inst, r, opts) -> same: the identical wrapper again (it resumes
---         from the latest checkpoint); refused while this run's job is alive
---   launch.expand(r, command) -> the command with the placeholders filled in
+--         mode ("auto" | "tmux" | "nohup"), probe_seconds (10), env {K=V},
+--         budget (yuan: refused once the instance's spend reached it), instance
+--   launch.expand(r, command [, python]) -> the command with the placeholders filled in
 local detach = require "gpurent.lifecycle.detach"
 local monitor = require "gpurent.lifecycle.monitor"
 local profile_mod = require "gpurent.config.profile"
 local errors = require "gpurent.util.errors"
 local sched = require "gpurent.transport.sched"
 
-local launch = {}
+local launch = {name = "launch", needs = {"run", "inst", "code"}, produces = {"job"}}
 local q = detach.q
 
-function launch.expand(r, command)
-  local vars = {python = r.python or (r.profile.env and r.profile.env.python) or "python",
+function launch.expand(r, command, python)
+  local vars = {python = python or (r.profile.env and r.profile.env.python) or "python",
                 out = r.paths.out, code = r.paths.code, run_id = r.id, project = r.project}
   return (command:gsub("{([%a_]+)}", function(k)
     local v = vars[k]
@@ -36,8 +36,8 @@ end
 
 -- Push every file of the prepared tree (resumable .part transfers, SHA-256 checked
 -- per file), then prove the whole tree on the box with one sha256sum listing.
-function launch.push_code(inst, r)
-  local files = r.code_files or require("gpurent.lifecycle.phases.prepare").tree(r.code_dir).files
+function launch.push_code(inst, r, code)
+  local files = code.files
   local dirs, seen = {q(r.paths.code), q(r.paths.out), q(r.paths.meta)}, {}
   for _, f in ipairs(files) do
     local d = f.path:match("^(.*)/[^/]*$")
@@ -47,7 +47,7 @@ function launch.push_code(inst, r)
   local bytes = 0
   for _, f in ipairs(files) do
     launch.retrying(inst, r, "put " .. f.path, function()
-      return inst:put(r.code_dir .. "/" .. f.path, r.paths.code .. "/" .. f.path,
+      return inst:put(code.dir .. "/" .. f.path, r.paths.code .. "/" .. f.path,
         {verify = true, progress = false, stall_timeout = 30})
     end)
     bytes = bytes + f.bytes
@@ -69,15 +69,15 @@ function launch.push_code(inst, r)
       #bad > 0 and table.concat(bad, ", ") or (res.stderr or "")), 0)
   end
   pcall(r.ledger, r, function(L)
-    L:record_transfer{run_id = r.id, instance = r.host, direction = "put", local_path = r.code_dir,
-      remote_path = r.paths.code, bytes = bytes, sha256 = r.run_json and r.run_json.code.tree_sha256, outcome = "ok"}
+    L:record_transfer{run_id = r.id, instance = r.host, direction = "put", local_path = code.dir,
+      remote_path = r.paths.code, bytes = bytes, sha256 = code.tree_sha256, outcome = "ok"}
   end)
   return #files, bytes
 end
 
 -- After a start: alive, a first line from the program, no Traceback - or it died.
 function launch.probe(inst, r, o)
-  local deadline = require("gpurent.core").sys.now() + (o.probe_seconds or 10)
+  local deadline = require("gpurent.util.sys").now() + (o.probe_seconds or 10)
   local f, v
   for _ = 1, 200 do
     f = launch.retrying(inst, r, "the launch probe", function() return monitor.probe(inst, r, {timeout = 15}) end)
@@ -98,33 +98,37 @@ function launch.probe(inst, r, o)
         f.session and (", tmux session " .. r.session) or "", f.last_line)
       return v
     end
-    if require("gpurent.core").sys.now() > deadline then break end
+    if require("gpurent.util.sys").now() > deadline then break end
     sched.sleep(0.2)
   end
   r:say("launch", "probe: alive=%s but no log line yet after %ss (watch will tell)", tostring(f and f.alive), tostring(o.probe_seconds or 10))
   return v
 end
 
-local function wrapper_opts(r, o)
-  local p = r.profile
-  local durable = profile_mod.durable_tier(p)
+local function wrapper_opts(ctx, o)
+  local r, profile = ctx.run, ctx.run.profile
+  local durable = profile_mod.durable_tier(profile)
+  local env = {}
+  for k, v in pairs(ctx.env or {}) do env[k] = v end
+  for k, v in pairs(o.env or {}) do env[k] = v end
   return {
-    command = launch.expand(r, o.command), env = r.env, hook = r.hook, cred_file = r.cred_file,
-    sync = p.checkpoints.sync or {}, scratch = p.checkpoints.scratch or {},
+    command = launch.expand(r, o.command, ctx.python), env = env, hook = ctx.hook, cred_file = ctx.cred_file,
+    sync = profile.checkpoints.sync or {}, scratch = profile.checkpoints.scratch or {},
     durable_dir = r.paths.durable_ckpt, durable_tier = durable and durable.path,
   }
 end
 
-function launch.run(inst, r, o)
+function launch.run(ctx, o)
   o = o or {}
+  local inst, r = require("gpurent.lifecycle").session(ctx), ctx.run
   if not o.command or o.command == "" then errors.usage("launch: no train command", 0) end
-  local n, bytes = launch.push_code(inst, r)
+  if o.budget then r:say("launch", "%s", r:check_budget(o.budget, o.instance)) end
+  local n, bytes = launch.push_code(inst, r, ctx.code)
   r:say("launch", "pushed %d files (%d bytes) to %s; every SHA-256 re-read on the box and matching", n, bytes, r.paths.code)
-  if r.run_json_path then
-    inst:put(r.run_json_path, r.paths.active .. "/run.json", {verify = true, progress = false})
+  if ctx.run_json then
+    inst:put(ctx.run_json.path, r.paths.active .. "/run.json", {verify = true, progress = false})
   end
-  local wo = wrapper_opts(r, o)
-  for k, v in pairs(o.env or {}) do wo.env = wo.env or {}; wo.env[k] = v end
+  local wo = wrapper_opts(ctx, o)
   local script, version, new = detach.install(inst, r, function(v)
     wo.version = v
     return detach.wrapper(r, wo)
@@ -133,23 +137,12 @@ function launch.run(inst, r, o)
   r:say("launch", "command: %s", wo.command)
   local st = detach.start(inst, r, {script = script, mode = o.mode})
   st.script, st.version = script, version
-  r:say("launch", "started attempt %d under %s%s; outputs and checkpoints in %s; log %s", st.attempt, st.mode,
-    st.mode == "tmux" and (" (session " .. r.session .. ")") or " (tmux absent: nohup + setsid fallback)",
+  -- a nohup job is named as such: nothing here mentions a session it does not have
+  r:say("launch", "started attempt %d under %s; outputs and checkpoints in %s; log %s", st.attempt,
+    st.mode == "tmux" and ("tmux (session " .. r.session .. ")") or (st.mode .. " + setsid (detached from this SSH session)"),
     r.paths.out, r.paths.log)
   launch.probe(inst, r, o)
-  return st
-end
-
--- Relaunch the identical command: probe first (detach.start refuses while alive).
-function launch.relaunch(inst, r, o)
-  o = o or {}
-  local cur = detach.current(inst, r)
-  if not cur.script then error("relaunch: no earlier attempt of " .. r.id .. " on " .. r.host, 0) end
-  local st = detach.start(inst, r, {script = cur.script, mode = o.mode or cur.mode})
-  st.script = cur.script
-  r:say("launch", "relaunched the identical command as attempt %d under %s (%s): it resumes from the latest checkpoint",
-    st.attempt, st.mode, cur.script)
-  return st
+  return {job = st}
 end
 
 return setmetatable(launch, {__call = function(_, ...) return launch.run(...) end})

@@ -4,7 +4,8 @@
 -- a local CPU smoke command whose failure stops the recipe before anything is
 -- launched remotely.
 --
---   prepare(inst, r, opts) -> run_json table (also r.run_json, r.run_json_path)
+--   needs {run, inst} -> produces {code = {dir, files = {{path, bytes, sha256}}, tree_sha256},
+--                                  run_json = {doc, path}}
 --   opts: code_dir (required), smoke (a shell command run locally in code_dir; {tmp}
 --         is a fresh temp dir, {python} the local python3), smoke_timeout (300 s),
 --         config_files {paths}, data {paths}, params {k=v} (recorded as given)
@@ -16,7 +17,7 @@ local json = require "gpurent.util.json"
 local ledger = require "gpurent.state.ledger"
 local errors = require "gpurent.util.errors"
 
-local prepare = {}
+local prepare = {name = "prepare", needs = {"run", "inst"}, produces = {"code", "run_json"}}
 
 local q = require("gpurent.util.shell").quote
 
@@ -50,10 +51,10 @@ function prepare.tree(dir)
 end
 
 local function capture(cmd)
-  local p = io.popen(cmd .. " 2>/dev/null")
-  if not p then return nil end
-  local out = p:read("a")
-  local ok = p:close()
+  local pipe = io.popen(cmd .. " 2>/dev/null")
+  if not pipe then return nil end
+  local out = pipe:read("a")
+  local ok = pipe:close()
   return ok and out or nil
 end
 
@@ -73,9 +74,9 @@ function prepare.smoke(r, cmd, o)
   local timeout = o.smoke_timeout or 300
   local full = string.format("cd %s && timeout %d sh -c %s 2>&1", q(o.code_dir), timeout, q(line))
   r:say("prepare", "local CPU smoke: %s", line)
-  local p = assert(io.popen(full))
-  for l in p:lines() do r:say("prepare", "  smoke| %s", l) end
-  local ok, how, code = p:close()
+  local pipe = assert(io.popen(full))
+  for l in pipe:lines() do r:say("prepare", "  smoke| %s", l) end
+  local ok, how, code = pipe:close()
   os.execute("rm -rf " .. q(tmp))
   if not ok then
     errors.refuse(string.format("prepare: the local smoke command failed (%s %s): nothing was launched on %s",
@@ -84,8 +85,9 @@ function prepare.smoke(r, cmd, o)
   r:say("prepare", "smoke passed")
 end
 
-function prepare.run(inst, r, o)
+function prepare.run(ctx, o)
   o = o or {}
+  local inst, r = require("gpurent.lifecycle").session(ctx), ctx.run
   if not o.code_dir or not fs.is_dir(o.code_dir) then
     errors.usage("prepare: code_dir " .. tostring(o.code_dir) .. " is not a directory", 0)
   end
@@ -94,7 +96,7 @@ function prepare.run(inst, r, o)
     "; do [ -e \"$d\" ] && echo \"exists $d\"; done; true", {timeout = 60, idempotent = true})
   local clash = res.stdout:match("exists ([^\n]+)")
   if clash then errors.refuse("prepare: run id " .. r.id .. " is already used on " .. r.host .. " (" .. clash .. ")", 0) end
-  r:say("prepare", "run id %s (unique on %s); tmux session %s", r.id, r.host, r.session)
+  r:say("prepare", "run id %s (unique on %s)", r.id, r.host)
   local tree = prepare.tree(o.code_dir)
   if #tree.files == 0 then errors.usage("prepare: code_dir " .. o.code_dir .. " holds no files", 0) end
   local git = prepare.git(o.code_dir)
@@ -121,12 +123,11 @@ function prepare.run(inst, r, o)
   fs.mkdirs(dir)
   local path = dir .. "/run.json"
   fs.atomic_write(path, json.encode_stable(doc))
-  r.run_json, r.run_json_path, r.code_files = doc, path, tree.files
-  r.code_dir = o.code_dir
   r:say("prepare", "identities bound into %s", path)
   if o.smoke and o.smoke ~= "" then prepare.smoke(r, o.smoke, o)
   else r:say("prepare", "no smoke command given: skipping the local CPU smoke test (not recommended)") end
-  return doc
+  return {code = {dir = o.code_dir, files = tree.files, tree_sha256 = tree.tree_sha256},
+          run_json = {doc = doc, path = path}}
 end
 
 return setmetatable(prepare, {__call = function(_, ...) return prepare.run(...) end})

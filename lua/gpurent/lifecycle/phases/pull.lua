@@ -8,12 +8,14 @@
 -- writes the result root, its manifest and the local copy.
 -- A count, a size heuristic or an old checkpoint is never evidence; zero files fail.
 --
---   pull(inst, r, opts) -> {result_root =, local_dir =, manifest =, verified =}
---   opts: roster (capsule files per result dir; close.DEFAULT_ROSTER), cells (result
---         directory names = run ids; {r.id}), bundle (result root name; r.id),
+--   needs {run, inst} (uses cells when given) -> produces {verified = {result_root =,
+--         local_dir =, manifest =, verified =, bundle =}}
+--   opts: roster (capsule files per result dir; capsule.DEFAULT_ROSTER), cells (result
+--         directory names = run ids; ctx.cells, else {r.id}), bundle (result root name; r.id),
 --         load_cmd (local command, {} = the checkpoint path), local_dir (r.local_dir),
 --         required (files every result dir must hold; manifest.REQUIRED)
 --   pull.remote_manifest_reader(inst, r, bundle) -> fn() -> text, label   (for the gate)
+--   pull.fetch(inst, r, opts) -> the verified table, under the finish lock, outside a lifecycle
 local storage = require "gpurent.lifecycle.storage"
 local manifest = require "gpurent.lifecycle.manifest"
 local json = require "gpurent.util.json"
@@ -22,8 +24,10 @@ local fs = require "gpurent.util.fs"
 local errors = require "gpurent.util.errors"
 local run_lock = require "gpurent.lifecycle.run_lock"
 local remote = require "gpurent.remote"
+local capsule = require "gpurent.lifecycle.capsule"
 
-local pull = {}
+local pull = {name = "pull", needs = {"run", "inst"}, produces = {"verified"}, finishes = true,
+  report = function(ctx) return "verified results in " .. ctx.verified.local_dir end}
 local q = storage.q
 
 function pull.result_root(r, bundle)
@@ -109,7 +113,7 @@ local function pull_verified(inst, r, o)
   o = o or {}
   local cells = o.cells or {r.id}
   local bundle = o.bundle or r.id
-  local roster = require("gpurent.lifecycle.phases.close").check_roster(r, o.roster or require("gpurent.lifecycle.phases.close").DEFAULT_ROSTER)
+  local roster = capsule.check_roster(r, o.roster or capsule.DEFAULT_ROSTER)
   -- the cell names are a MANIFEST.md roster: letters, digits, . _ - ; no duplicates; not empty
   manifest.parse_roster(table.concat(cells, "\n"))
   local root = pull.result_root(r, bundle)
@@ -170,6 +174,13 @@ local function pull_verified(inst, r, o)
   return {result_root = root, local_dir = local_dir, manifest = m, verified = v, bundle = bundle}
 end
 
-function pull.run(inst, r, o) return run_lock.hold(r, inst, pull_verified, inst, r, o) end
+function pull.fetch(inst, r, o) return run_lock.hold(r, inst, pull_verified, inst, r, o) end
+
+function pull.run(ctx, o)
+  local opts = {}
+  for k, v in pairs(o or {}) do opts[k] = v end
+  opts.cells = opts.cells or ctx.cells
+  return {verified = pull.fetch(require("gpurent.lifecycle").session(ctx), ctx.run, opts)}
+end
 
 return setmetatable(pull, {__call = function(_, ...) return pull.run(...) end})

@@ -1,7 +1,8 @@
 -- Phase -1, one-time setup (LIFECYCLE.md): the key, the durable tier, the
 -- first-contact notice. The host alias itself is gpurent.hosts (`gpurent host add`).
 --
---   setup(inst, r, opts) -> {durable = path, notice_shown = bool}
+--   the phase: needs {run, inst} (connect opened the session) -> produces {durable}
+--   setup.check(inst, r, opts) -> {durable = path, notice_shown = bool}
 --     checks the alias answers, the durable tier exists and is writable, and shows
 --     the profile's conveniences and danger clocks once per host.
 --   setup.install_key(inst, pubkey_text) -> "added" | "present"
@@ -10,7 +11,7 @@ local errors = require "gpurent.util.errors"
 local ledger = require "gpurent.state.ledger"
 local profile_mod = require "gpurent.config.profile"
 
-local setup = {}
+local setup = {name = "setup", needs = {"run", "inst"}, produces = {"durable"}}
 
 -- Like ssh-copy-id: append the key once, with the right modes, over stdin.
 function setup.install_key(inst, pub)
@@ -35,10 +36,10 @@ function setup.notice_text(p)
   return table.concat(lines, "\n")
 end
 
-function setup.run(inst, r, o)
+function setup.check(inst, r, o)
   o = o or {}
-  local p = r.profile
-  local durable = profile_mod.durable_tier(p)
+  local profile = r.profile
+  local durable = profile_mod.durable_tier(profile)
   local res = inst:sh("echo alive; hostname", {timeout = o.timeout or 60, idempotent = true})
   if res.code ~= 0 then error("setup: " .. r.host .. " does not answer: " .. (res.stderr or ""), 0) end
   r:say("setup", "%s answers (%s)", r.host, (res.stdout:match("alive\n([^\n]*)") or "?"))
@@ -55,11 +56,11 @@ function setup.run(inst, r, o)
       tostring(durable.survives and durable.survives.release))
     out.durable = durable.path
   else
-    r:say("setup", "profile %s has no durable tier: results live only on the box until pulled", p.platform)
+    r:say("setup", "profile %s has no durable tier: results live only on the box until pulled", profile.platform)
   end
   local marker = notice_marker(r.host)
   if not fs.exists(marker) or o.show_notice then
-    r:say("setup", setup.notice_text(p))
+    r:say("setup", setup.notice_text(profile))
     fs.mkdirs(marker:match("^(.*)/[^/]*$"))
     fs.atomic_write(marker, os.date("!%Y-%m-%dT%H:%M:%SZ") .. "\n")
     r:notify("first_contact", "first-contact notice shown for " .. r.host)
@@ -68,6 +69,10 @@ function setup.run(inst, r, o)
     r:say("setup", "first-contact notice already shown for %s (%s)", r.host, marker)
   end
   return out
+end
+
+function setup.run(ctx, o)
+  return {durable = setup.check(ctx.inst, ctx.run, o).durable}
 end
 
 return setmetatable(setup, {__call = function(_, ...) return setup.run(...) end})

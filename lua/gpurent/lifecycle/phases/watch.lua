@@ -6,8 +6,12 @@
 -- chain runs on the box, the state lives there and in the ledger, and
 -- `gpurent watch RUN` from any new shell re-attaches.
 --
---   watch(inst, r, opts) -> {state = "finished" | "dead" | "stalled" | "fast_finish" |
---                            "unreachable" | "timeout", verdict =, relaunches =, ticks =}
+--   needs {run, inst} -> produces {watched = {state = "finished", verdict =, facts =,
+--                                  relaunches =, ticks =}}
+--   Any other end ("dead", "stalled", "fast_finish", "unreachable", "timeout") is an
+--   error (kind remote) carrying watch_state = that state and the result as watched;
+--   after a timeout the job still runs (still_running = true).
+--   watch.patrol(inst, r, opts) -> the result whatever the state (no error)
 --   opts (defaults from the run): interval (30 s), stall_seconds (600), expected_seconds,
 --     max_wait (86400 s), max_relaunches (2: attempts beyond the first), probe_failures
 --     (20 ticks unreachable in a row), min_free_bytes (for relaunch after disk-full),
@@ -18,12 +22,12 @@ local monitor = require "gpurent.lifecycle.monitor"
 local storage = require "gpurent.lifecycle.storage"
 local profile_mod = require "gpurent.config.profile"
 local sched = require "gpurent.transport.sched"
-local core = require "gpurent.core"
+local sys = require "gpurent.util.sys"
 local remote = require "gpurent.remote"
+local errors = require "gpurent.util.errors"
 
-local watch = {}
-local q = storage.q
-local now = core.sys.now
+local watch = {name = "watch", needs = {"run", "inst"}, produces = {"watched"}}
+local now = sys.now
 
 local function opt(o, r, k, default)
   if o[k] ~= nil then return o[k] end
@@ -57,7 +61,7 @@ local function say_dead(r, f, v)
   r:say("watch", "  class %s -> remedy %s", t.class, t.remedy)
 end
 
-function watch.run(inst, r, o)
+function watch.patrol(inst, r, o)
   o = o or {}
   local interval = opt(o, r, "interval", 30)
   local stall = opt(o, r, "stall_seconds", 600)
@@ -135,7 +139,7 @@ function watch.run(inst, r, o)
         if not relaunch then
           return {state = "dead", verdict = v, facts = f, ticks = ticks, relaunches = relaunches}
         end
-        require("gpurent.lifecycle.phases.launch").relaunch(inst, r, o)
+        r:relaunch(inst, o)
         relaunches = relaunches + 1
       end
     end
@@ -147,6 +151,16 @@ function watch.run(inst, r, o)
     sched.sleep(interval)
   end
   return {state = "timeout", ticks = ticks, relaunches = relaunches}
+end
+
+function watch.run(ctx, o)
+  local r = ctx.run
+  local w = watch.patrol(require("gpurent.lifecycle").session(ctx), r, o)
+  if w.state == "finished" then return {watched = w}, w.state end
+  local v = w.verdict or {}
+  errors.raise("remote", string.format("run %s ended %s: %s", r.id, w.state,
+    v.why or (v.triage and v.triage.cause) or w.why or ""), 0,
+    {watch_state = w.state, watched = w, detail = w.state, still_running = w.state == "timeout" or nil})
 end
 
 return setmetatable(watch, {__call = function(_, ...) return watch.run(...) end})

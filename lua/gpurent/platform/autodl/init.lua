@@ -40,9 +40,11 @@ end
 
 function autodl.hints.teardown_reminder(host, instance)
   instance = instance or host
+  -- the short command when the alias is the instance's name (or linked by host add --uuid)
+  local cmd = instance == host and string.format("gpurent billing power-off %s --approve %s", host, host)
+    or string.format("gpurent billing power-off %s --ssh %s --approve %s", instance, host, instance)
   return string.format("the meter is still ON for %s. When you are done, power it off " ..
-    "(AutoDL's reversible 关机, disks kept): gpurent billing power-off %s --ssh %s --approve %s (or on the console)",
-    host, instance, host, instance)
+    "(AutoDL's reversible 关机, disks kept): %s (or on the console)", host, cmd)
 end
 
 -- The client, whatever the token: callers that only read what it knows without one
