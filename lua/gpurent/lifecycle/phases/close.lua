@@ -13,7 +13,6 @@
 --                run.json comes from active/<run-id>/, everything else from
 --                active/<run-id>/out/
 --   close.seal(inst, r, opts) -> the same table, under the finish lock, outside a lifecycle
-local storage = require "gpurent.lifecycle.storage"
 local run_lock = require "gpurent.lifecycle.run_lock"
 local remote = require "gpurent.remote"
 local capsule = require "gpurent.lifecycle.capsule"
