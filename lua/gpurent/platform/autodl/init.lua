@@ -40,7 +40,7 @@ end
 
 function autodl.hints.teardown_reminder(host, instance)
   instance = instance or host
-  -- the short command when the alias is the instance's name (or linked by host add --uuid)
+  -- the short command when the alias is the instance's name or linked to it (host add)
   local cmd = instance == host and string.format("gpurent billing power-off %s --approve %s", host, host)
     or string.format("gpurent billing power-off %s --ssh %s --approve %s", instance, host, instance)
   return string.format("the meter is still ON for %s. When you are done, power it off " ..
