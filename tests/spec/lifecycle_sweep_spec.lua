@@ -23,7 +23,7 @@ describe("lifecycle sweep", function()
   local function sweep_args(hosts, extra)
     return "run recipes/autodl_sweep.lua host=" .. hosts .. " project=sw code=examples/tiny-train queue=" .. T.q(queue) ..
       " " .. T.q("train={python} train.py --config {config} --task {task} --epochs {epochs} --out {out}") ..
-      " interval=0.3 stall=20 " .. (extra or "")
+      " interval=0.3 stall=20 " .. T.q("box_load={python} load_check.py {}") .. " " .. (extra or "")
   end
 
   it("names the failing cell in QUEUE DONE and exits non-zero; start=3 runs only cell 3", function()

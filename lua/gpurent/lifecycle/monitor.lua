@@ -144,6 +144,11 @@ end
 function monitor.triage(f)
   local tail = f.tail or {}
   local fm = f.failed
+  if fm and fm.stage == "load-check" then
+    return {class = "load_check", remedy = "stop", evidence = find_in(tail, "load check FAILED") or fm.text,
+      cause = "the command exited 0 but a checkpoint does not load: it was not synced to the durable tier " ..
+        "and will not be sealed (a file that does not load is not a result)"}
+  end
   if fm and fm.stage == "durable-sync" then
     return {class = "durable_sync", remedy = "stop", evidence = find_in(tail, "durable sync FAILED") or fm.text,
       cause = "the command exited 0 but the checked copy to the durable tier failed (check df -i: AD4)"}
