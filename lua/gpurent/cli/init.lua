@@ -34,6 +34,8 @@ cli.COMMANDS = {
   {name = "cost", args = "[--since DATE] [--json]", summary = "accrued cost per run and per instance"},
   {name = "billing", args = "status|power-on|power-off|release|... INSTANCE",
    summary = "the platform's meter, balance, danger clocks; power-on/off and release (gated)"},
+  {name = "clean", args = "HOST [--delete PATH... --approve HOST]",
+   summary = "list an instance's space and inode hogs; delete exact listed targets with approval"},
   {name = "verify", args = "DIR [--json]", summary = "verify a pulled result directory and write PULL_VERIFIED.json"},
   {name = "lib", args = "add|list|update|remove|sync ...", summary = "team-shared recipe libraries (git, pinned in gpurent.lock)"},
   {name = "trust", args = "[DIR] | --list | --revoke [DIR]",

@@ -19,7 +19,7 @@
 --     refusal (exit 3) naming the tier and the dimension, with advice for that one only
 --   storage.full(t, profile) -> {{dim = "bytes"|"inodes", pct=, free=, used=, total=}, ...}
 --     the dimensions of a tier reading that are full
---   storage.dimension_text(t, dim) -> "the fs tier (/root/autodl-fs) inodes: 600/600 used (100%), 0 free"
+--   storage.dimension_text(t, dim) -> "the fs tier (/mnt/fs) inodes (df -i): 600/600 used (100%), 0 free; ..."
 --   storage.advice(profile, t, dim) -> what frees THIS tier in THIS dimension: expanding is
 --     proposed only for bytes of a tier the profile marks expandable, never for inodes
 --   storage.checked_sync(inst, src, dst_tier [, {dir=, name=, profile=, quiet=, say=}])
