@@ -390,7 +390,8 @@ local AD9 = {
   id = "AD9", severity = "high",
   title = "requirements pin would replace the image's torch build",
   symptom = "after pip install -r requirements.txt: `no kernel image is available` at the first forward",
-  fix = "filter framework pins out of the remote install: grep -ivE '^(torch|torchvision|torchaudio)' " ..
+  fix = "filter framework pins (torch, torchvision, torchaudio, nvidia-*) out of the remote install - gpurent's " ..
+        "install phase does (env.install_filter): grep -ivE '^(torch|torchvision|torchaudio|nvidia-)' " ..
         "requirements.txt > /root/req_remote.txt && pip install -r /root/req_remote.txt; smoke " ..
         "torch.cuda.get_device_capability() before launch",
 }
