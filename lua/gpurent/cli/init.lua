@@ -22,6 +22,8 @@ cli.COMMANDS = {
   {name = "repl", args = "HOST | --local", summary = "interactive Lua against a live instance"},
   {name = "tunnel", args = "HOST [LOCAL:]REMOTE ...",
    summary = "forward local ports to ports on an instance (ssh -L), e.g. TensorBoard"},
+  {name = "tensorboard", args = "HOST [--restart]",
+   summary = "the pinned TensorBoard's runs; --restart evicts stale runs (deleted or renamed)"},
   {name = "put", args = "HOST SRC... DST [--json] [--dry-run] [--streams N]",
    summary = "copy local files and trees to an instance: resumable, SHA-256 verified, many files in flight"},
   {name = "get", args = "HOST SRC... DST [--json] [--dry-run] [--streams N]",
