@@ -20,6 +20,7 @@ local params = gpurent.recipe {
     {name = "expected", type = "list", help = "capsule roster",
      default = {"run.json", "train.csv", "best.pth", "best_metrics.json", "test/final/metrics.json"}},
     {name = "load", help = "checkpoint load command ({} = path); with pull=yes"},
+    {name = "box_load", help = "checkpoint load check on the box before the sync and seal ({} = path; default torch)"},
     {name = "pull", type = "boolean", default = false, help = "pull and verify the finished cells"},
     {name = "local_dir", default = "runs", help = "where pulled results go"},
     {name = "floor", default = "64M", help = "free bytes the live tier must have before each cell"},
@@ -69,8 +70,8 @@ local function run_cell(host_ctx, host, c)
   local cmd = params.train:gsub("{config}", c.config):gsub("{task}", c.task):gsub("{epochs}", tostring(c.epochs or 0))
   local out = lifecycle.attempt(r, cell_phases, {tell = false, context = lifecycle.inherit(host_ctx), options = {
     prepare = {code_dir = params.code, command = params.train, params = c},
-    launch = {command = cmd, mode = params.mode},
-    close = {roster = params.expected},
+    launch = {command = cmd, mode = params.mode, roster = params.expected, box_load = params.box_load},
+    close = {roster = params.expected, box_load = params.box_load},
   }})
   if out.ok then
     done[#done + 1] = {cell = c, id = r.id, host = host}

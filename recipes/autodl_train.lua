@@ -14,7 +14,9 @@ local params = gpurent.recipe {
     {name = "smoke", help = "local CPU smoke command run before anything remote ({tmp}: a temp dir)"},
     {name = "expected", type = "list", help = "capsule roster: files every result holds",
      default = {"run.json", "train.csv", "best.pth", "best_metrics.json", "test/final/metrics.json"}},
-    {name = "load", help = "checkpoint load command, run locally; {} is the checkpoint path"},
+    {name = "load", help = "checkpoint load command, run locally; {} is the checkpoint path (default: the box's check)"},
+    {name = "box_load", help = "checkpoint load check on the box before the durable sync and the seal, run in the code " ..
+     "dir; {} is the checkpoint, {python} the box interpreter (default: torch.load weights_only=True, CPU)"},
     {name = "budget", type = "number", help = "spend budget in yuan: the launch is refused beyond it"},
     {name = "notify", type = "boolean", default = false, help = "also send the outcome by WeChat (AutoDL API)"},
     {name = "teardown", type = "boolean", default = false, help = "power off after the verified pull (needs --approve)"},
@@ -47,8 +49,9 @@ lifecycle.run(r, phases.train(), {push = params.notify, options = {
   audit = {ckpt_bytes = params.ckpt_size, gotchas = params.gotchas},
   environment = {secrets = run.secrets_from_env(params.secrets)},
   prepare = {code_dir = params.code, smoke = params.smoke, command = params.train, params = params},
-  launch = {command = params.train, mode = params.mode, budget = params.budget, instance = params.instance},
-  close = {roster = params.expected},
+  launch = {command = params.train, mode = params.mode, budget = params.budget, instance = params.instance,
+            roster = params.expected, box_load = params.box_load},
+  close = {roster = params.expected, box_load = params.box_load},
   pull = {roster = params.expected, load_cmd = params.load, local_dir = params.local_dir},
   teardown = {skip = not params.teardown, instance = params.instance},
 }})

@@ -28,7 +28,7 @@ local train_args = table.concat({
   "run", q(top .. "/recipes/autodl_train.lua"), "project=tiny-demo", "code=" .. q(top .. "/examples/tiny-train"),
   q("train={python} train.py --out {out} --steps " .. params.steps .. " --step-seconds 0.2"),
   q("smoke=python3 train.py --smoke --out {tmp}"),
-  q("load=python3 " .. top .. "/examples/tiny-train/load_check.py {}"),
+  q("load=python3 " .. top .. "/examples/tiny-train/load_check.py {}"), q("box_load={python} load_check.py {}"),
   "local_dir=" .. q(params.local_dir), "interval=1", "stall=60", "gotchas=yes",
 }, " ")
 

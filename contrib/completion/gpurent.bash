@@ -18,7 +18,7 @@ _gpurent() {
   done
   if [ -z "$cmd" ]; then
     if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--verbose --approve --help --version -e -h -V -v" -- "$cur"))
-    else COMPREPLY=($(compgen -W "run recipes exec ssh logs repl tunnel put get check host watch status history cost billing verify lib trust version help" -- "$cur")); fi
+    else COMPREPLY=($(compgen -W "run recipes exec ssh logs repl tunnel tensorboard put get check host watch status history cost billing clean verify lib trust version help" -- "$cur")); fi
     return 0
   fi
   case "$cmd" in
@@ -29,6 +29,7 @@ _gpurent() {
     logs) opts="--follow --help --lines"; verbs=""; kind="" ;;
     repl) opts="--accept-new-host --help --local --profile"; verbs=""; kind="host" ;;
     tunnel) opts="--accept-new-host --help"; verbs="gpu-proj-1"; kind="" ;;
+    tensorboard) opts="--help --port --profile --restart --ssh-config --wait"; verbs=""; kind="" ;;
     put) opts="--accept-new-host --dry-run --help --json --lock-wait --no-resume --no-verify --streams"; verbs=""; kind="" ;;
     get) opts="--accept-new-host --dry-run --help --json --lock-wait --no-resume --no-verify --streams"; verbs=""; kind="" ;;
     check) opts="--accept-new-host --code --fix --help --json --local --only --peer --profile --ssh-config"; verbs=""; kind="host" ;;
@@ -38,6 +39,7 @@ _gpurent() {
     history) opts="--help --json --limit --run"; verbs=""; kind="" ;;
     cost) opts="--help --json --since"; verbs=""; kind="" ;;
     billing) opts="--approve --backoff --discard --dry-run --durable-dir --help --idle --interval --json --mode --no-wait --off --profile --pulled --remote-manifest --retries --ssh --status --stop-stalled --threshold --ttl --warn"; verbs="autostop budget inventory power-off power-on release status"; kind="" ;;
+    clean) opts="--approve --delete --help --json --min-files --profile --ssh-config"; verbs=""; kind="" ;;
     verify) opts="--build --help --json --load-cmd --require --run-id"; verbs=""; kind="dir" ;;
     lib) opts="--force --help --json --profile --ref"; verbs="add list remove sync update"; kind="" ;;
     trust) opts="--help --json --list --revoke"; verbs=""; kind="dir" ;;
@@ -50,7 +52,7 @@ _gpurent() {
     if [ -n "$verbs" ]; then COMPREPLY=($(compgen -W "$verbs" -- "$cur")); return 0; fi
     case "$kind" in
       recipe) COMPREPLY=($(compgen -W "$(gpurent recipes --names 2>/dev/null)" -- "$cur") $(compgen -f -- "$cur")) ;;
-      topic) COMPREPLY=($(compgen -W "run recipes exec ssh logs repl tunnel put get check host watch status history cost billing verify lib trust version help $(gpurent recipes --names 2>/dev/null)" -- "$cur")) ;;
+      topic) COMPREPLY=($(compgen -W "run recipes exec ssh logs repl tunnel tensorboard put get check host watch status history cost billing clean verify lib trust version help $(gpurent recipes --names 2>/dev/null)" -- "$cur")) ;;
       host) COMPREPLY=($(compgen -W "$(_gpurent_hosts)" -- "$cur")) ;;
       dir) COMPREPLY=($(compgen -d -- "$cur")) ;;
     esac

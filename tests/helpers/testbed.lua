@@ -177,7 +177,8 @@ function testbed.train_args(host, o)
   local parts = {
     "run recipes/autodl_train.lua", "host=" .. host, "project=" .. (o.project or "tiny"), "code=examples/tiny-train",
     q("train=" .. train), q("smoke=python3 train.py --smoke --out {tmp}"),
-    q("load=python3 " .. T.root .. "/examples/tiny-train/load_check.py {}"),
+    o.load ~= false and q("load=python3 " .. T.root .. "/examples/tiny-train/load_check.py {}") or "",
+    o.box_load ~= false and q("box_load=" .. (o.box_load or "{python} load_check.py {}")) or "",
     "interval=" .. tostring(o.interval or 0.3), "stall=" .. tostring(o.stall or 20), "local_dir=" .. q(o.local_dir),
     "gotchas=" .. (o.gotchas and "yes" or "no"),
   }

@@ -182,7 +182,20 @@ desc("gotcha probes on the testbed", function()
     sh("clean", "mkdir -p /root/autodl-tmp/checkpoints/exp1 && echo weights > /root/autodl-tmp/checkpoints/exp1/best.pth")
     require("gpurent.lifecycle.storage").checked_sync(I.clean, "/root/autodl-tmp/checkpoints/exp1/best.pth", "fs",
       {dir = "/root/autodl-fs/final_ckpts/exp1", quiet = true})
-    flagged(probe("clean", "AD-DANGER"), "ok", "all 1 checkpoint%(s%) have a durable copy")
+    flagged(probe("clean", "AD-DANGER"), "ok", "all 1 checkpoint%(s%) under .* have a durable copy")
+  end)
+
+  it("AD-DANGER looks where gpurent's runs keep checkpoints: run_root/active/<id>/out and export/<id>", function()
+    sh("peerA", "mkdir -p /root/autodl-tmp/proj/active/run-x/out && echo weights > /root/autodl-tmp/proj/active/run-x/out/best.pth")
+    flagged(probe("peerA", "AD-DANGER"), "warn",
+      "not on the durable tier %(/root/autodl%-fs/final_ckpts%): /root/autodl%-tmp/proj/active/run%-x/out/best%.pth %(no durable copy%)")
+    require("gpurent.lifecycle.storage").checked_sync(I.peerA, "/root/autodl-tmp/proj/active/run-x/out/best.pth", "fs",
+      {dir = "/root/autodl-fs/final_ckpts/run-x", quiet = true})
+    sh("peerA", "mkdir -p /root/autodl-tmp/proj/export/run-y && echo other > /root/autodl-tmp/proj/export/run-y/best.pth")
+    flagged(probe("peerA", "AD-DANGER"), "warn", "proj/export/run%-y/best%.pth %(no durable copy%)$")
+    sh("peerA", "rm -rf /root/autodl-tmp/proj/export/run-y")
+    flagged(probe("peerA", "AD-DANGER"), "ok", "all 1 checkpoint%(s%) under /root/autodl%-tmp/checkpoints and the runs under " ..
+      "/root/autodl%-tmp/%* have a durable copy")
   end)
 
   -- universal -----------------------------------------------------------------

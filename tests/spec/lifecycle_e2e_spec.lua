@@ -29,7 +29,7 @@ describe("lifecycle end to end", function()
     assert.are.equal(0, code, out .. err)
     happy_id = run_id(out)
     assert.truthy(happy_id)
-    for _, phase in ipairs({"connect", "setup", "audit", "environment", "prepare", "launch", "watch", "close", "pull", "teardown"}) do
+    for _, phase in ipairs({"connect", "setup", "audit", "environment", "prepare", "install", "launch", "watch", "close", "pull", "teardown"}) do
       assert.truthy(out:find("[" .. phase .. "]", 1, true), "no output from phase " .. phase)
     end
     assert.truthy(out:find("first contact with this autodl host", 1, true))
@@ -76,7 +76,7 @@ describe("lifecycle end to end", function()
     for _, e in ipairs(L:run_history(happy_id)) do if e.kind == "phase" then phases[#phases + 1] = e.name .. "=" .. e.outcome end end
     L:close()
     assert.are.equal("succeeded", row.status)
-    assert.are.same({"connect=ok", "setup=ok", "audit=ok", "environment=ok", "prepare=ok", "launch=ok", "watch=ok",
+    assert.are.same({"connect=ok", "setup=ok", "audit=ok", "environment=ok", "prepare=ok", "install=ok", "launch=ok", "watch=ok",
       "close=ok", "pull=ok", "teardown=skipped"}, phases)
     -- read top-down, the phases come in the order they ran
     local order = {}

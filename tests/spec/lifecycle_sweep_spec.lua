@@ -14,7 +14,7 @@ describe("lifecycle sweep", function()
     tb = testbed.new()
     tb:up("s1", "--region westDC2 --data-size 256M")
     tb:up("s2", "--region westDC2 --data-size 256M")
-    tb:up("i1", "--region northDC1 --data-size 256M --fs-size 32M --fs-inodes 400")
+    tb:up("i1", "--region northDC1 --data-size 256M --fs-size 64M --fs-inodes 400")
     queue = T.write(tb.dir .. "/queue.txt",
       "# ablation: config task [epochs]\n\nconfigs/ok.json fit 2\n   # a comment, not a cell\nconfigs/crash.json fit\n\nconfigs/ok.json other 1\n")
   end)
@@ -23,7 +23,7 @@ describe("lifecycle sweep", function()
   local function sweep_args(hosts, extra)
     return "run recipes/autodl_sweep.lua host=" .. hosts .. " project=sw code=examples/tiny-train queue=" .. T.q(queue) ..
       " " .. T.q("train={python} train.py --config {config} --task {task} --epochs {epochs} --out {out}") ..
-      " interval=0.3 stall=20 " .. (extra or "")
+      " interval=0.3 stall=20 " .. T.q("box_load={python} load_check.py {}") .. " " .. (extra or "")
   end
 
   it("names the failing cell in QUEUE DONE and exits non-zero; start=3 runs only cell 3", function()
@@ -84,7 +84,7 @@ describe("lifecycle sweep", function()
     T.write(tb.dir .. "/one.txt", "configs/slow.json fit\n")
     local args = "run recipes/autodl_sweep.lua host=i1 project=ic code=examples/tiny-train queue=" .. T.q(tb.dir .. "/one.txt") ..
       " " .. T.q("train={python} train.py --config {config} --task {task} --epochs {epochs} --out {out}") ..
-      " interval=0.3 stall=20 floor_inodes=10"
+      " interval=0.3 stall=20 floor_inodes=10 " .. T.q("box_load={python} load_check.py {}")
     local h = tb:spawn(args)
     assert.truthy(h:wait_for("%[watch%] t%+%d+s attempt 1 RUNNING", 60), h:output())
     -- another user of the region FS eats every inode while the cell trains
@@ -97,6 +97,10 @@ describe("lifecycle sweep", function()
     assert.are_not.equal(0, code, out)
     assert.truthy(out:find("FAILED exit 0 at durable%-sync"), out)
     assert.truthy(out:find("class durable_sync -> remedy stop", 1, true), out)
+    -- the triage names the tier and the dimension that filled, and advises on that one only
+    assert.truthy(out:find("durable tier failed: the fs tier (/root/autodl-fs) inodes (df -i): 400/400 used", 1, true), out)
+    assert.truthy(out:find("full: the fs tier's inodes -> free inodes on /root/autodl-fs", 1, true), out)
+    assert.falsy(out:find("expand", 1, true), out)
     assert.truthy(out:find("QUEUE DONE %S+: 1 cell%(s%) run, 0 ok, 1 failed: cell 1"), out)
     local id = out:match("%-> run (%S+) on i1")
     local log = tb:exec("i1", "cat /root/autodl-tmp/ic/active/" .. id .. "/train.log")

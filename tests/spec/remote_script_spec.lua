@@ -143,7 +143,8 @@ local function wrapper(p, command, o)
   o = o or {}
   return remote.script("run_wrapper", {VERSION = 1, RUN_ID = "r 1", META = p.meta, LOG = p.log, OUT = p.out,
     CODE = p.code, HOOK = o.hook or "", CRED_FILE = "", ENV = "export GR_SPEC='a b'", COMMAND = command,
-    DURABLE_DIR = p.durable, DURABLE_TIER = p.root, SYNC = "best.pth", SCRATCH = "latest.pth"})
+    DURABLE_DIR = p.durable, DURABLE_TIER = p.root, SYNC = "best.pth", SCRATCH = "latest.pth",
+    LOAD_CHECK = o.load_check or ""})
 end
 
 describe("the run wrapper under dash and bash", function()
@@ -167,6 +168,22 @@ describe("the run wrapper under dash and bash", function()
       local code = run_sh(sh, wrapper(p, "exit 7"), {args = "1"})
       assert.are.equal(7, code)
       assert.truthy(T.read(p.meta .. "/a1/FAILED"):match("^exit=7 stage=train "))
+      T.rmtree(p.root)
+    end)
+    it(sh .. ": a best.pth its load check refuses is FAILED stage load-check and never synced", function()
+      local p = run_dirs()
+      local code = run_sh(sh, wrapper(p, 'printf junk > "$GPURENT_OUT/best.pth"',
+        {load_check = 'grep -q "^ckpt" "$CKPT"'}), {args = "1"})
+      assert.are.equal(1, code)
+      assert.truthy(T.read(p.meta .. "/a1/FAILED"):match("^exit=0 stage=load%-check "))
+      assert.is_nil(T.read(p.durable .. "/best.pth"))
+      assert.truthy(T.read(p.log):find("load check FAILED: best.pth does not load", 1, true))
+      T.rmtree(p.root)
+      p = run_dirs()
+      code = run_sh(sh, wrapper(p, 'printf ckpt > "$GPURENT_OUT/best.pth"', {load_check = 'grep -q "^ckpt" "$CKPT"'}),
+        {args = "1"})
+      assert.are.equal(0, code)
+      assert.are.equal("ckpt", T.read(p.durable .. "/best.pth"))
       T.rmtree(p.root)
     end)
     it(sh .. ": exit 0 without the file to sync is FAILED stage durable-sync, exit 1", function()

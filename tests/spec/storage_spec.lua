@@ -96,6 +96,30 @@ desc("storage on the testbed", function()
     assert.matches("df %-i", tostring(err))
   end)
 
+  it("free_gate checks bytes and inodes of every tier the step writes to, naming the one that filled", function()
+    -- fill the fs tier's inode table (300) while its bytes stay nearly free
+    inst:sh("mkdir -p /root/autodl-fs/many && i=0; while touch /root/autodl-fs/many/f$i 2>/dev/null; do i=$((i+1)); done",
+      {timeout = 120})
+    local ok, err = pcall(storage.free_gate, inst, {"data", "fs"}, {floors = {data = {min_bytes = "1M"}}})
+    inst:sh("rm -rf /root/autodl-fs/many", {timeout = 120})
+    assert.is_false(ok)
+    assert.are.equal(3, err.exit)
+    local text = tostring(err)
+    assert.matches("st1 %(root@[^)]*%):/root/autodl%-fs %(fs tier%) is full in inodes", text)
+    assert.matches("the fs tier %(/root/autodl%-fs%) inodes %(df %-i%): 300/300 used %(100%.0%%%), 0 free", text)
+    assert.matches("free inodes on /root/autodl%-fs", text)
+    assert.is_nil(text:find("expand", 1, true), "proposes expanding while the full one is an inode table: " .. text)
+    assert.is_nil(text:find("data tier", 1, true), "names the data tier, which is fine: " .. text)
+    assert.is_truthy(storage.free_gate(inst, {"data", "fs"}, {floors = {data = {min_bytes = "1M"}}}).all.fs)
+    -- the data tier's bytes below the floor: expanding is proposed for it (expandable), not for fs
+    ok, err = pcall(storage.free_gate, inst, {"data", "fs"}, {floors = {data = {min_bytes = "1G"}}})
+    assert.is_false(ok)
+    text = tostring(err)
+    assert.matches("%(data tier%) has .* free, below the floor of 1%.0 GiB", text)
+    assert.matches("or expand the data tier", text)
+    assert.is_nil(text:find("fs tier", 1, true), text)
+  end)
+
   it("free_gate refusal is the process exit code 3 of a recipe", function()
     local dir = T.tmpdir()
     local script = T.write(dir .. "/gate.lua", [[

@@ -390,7 +390,8 @@ local AD9 = {
   id = "AD9", severity = "high",
   title = "requirements pin would replace the image's torch build",
   symptom = "after pip install -r requirements.txt: `no kernel image is available` at the first forward",
-  fix = "filter framework pins out of the remote install: grep -ivE '^(torch|torchvision|torchaudio)' " ..
+  fix = "filter framework pins (torch, torchvision, torchaudio, nvidia-*) out of the remote install - gpurent's " ..
+        "install phase does (env.install_filter): grep -ivE '^(torch|torchvision|torchaudio|nvidia-)' " ..
         "requirements.txt > /root/req_remote.txt && pip install -r /root/req_remote.txt; smoke " ..
         "torch.cuda.get_device_capability() before launch",
 }
@@ -494,22 +495,25 @@ function DANGER.probe(inst, ctx)
   local dur_root = cp.durable_dir and cp.durable_dir:match("^(.*)/{name}$")
   if not live_root then return na(clock .. "; live_dir has no {name} leaf to scan") end
   if not dur_root then return warn(clock .. "; the profile has no durable tier to sync to") end
+  -- gpurent's own runs keep checkpoints in <run_root>/active/<id>/out (and sealed
+  -- exports in <run_root>/export/<id>): every project's run root is scanned too
+  local run_parent, run_suffix = (cp.run_root or ""):match("^(.-)/{project}(.*)$")
   local r = ctx.sh(remote.script("gotcha_danger", {LIVE_ROOT = live_root, DURABLE_ROOT = dur_root,
-    SYNC = remote.lines(cp.sync, "AD-DANGER: sync")}))
+    SYNC = remote.lines(cp.sync, "AD-DANGER: sync"), RUN_PARENT = run_parent or "", RUN_SUFFIX = run_suffix or ""}))
   local _, multi = G.kv(r.stdout)
   if not multi.done then return na("probe output unreadable (exit " .. tostring(r.code) .. ")") end
   local missing, synced = {}, 0
   for _, l in ipairs(multi.ck or {}) do
-    local name, s, ds = l:match("^(%S+) (%d+) (%S+)$")
-    if name and ds ~= s then missing[#missing + 1] = name .. (ds == "none" and " (no durable copy)" or " (durable copy differs in size)")
-    elseif name then synced = synced + 1 end
+    local path, s, ds = l:match("^(.+) (%d+) (%S+)$")
+    if path and ds ~= s then missing[#missing + 1] = path .. (ds == "none" and " (no durable copy)" or " (durable copy differs in size)")
+    elseif path then synced = synced + 1 end
   end
+  local where = live_root .. (run_parent and (" and the runs under " .. cp.run_root:gsub("{project}", "*")) or "")
   if #missing > 0 then
-    return warn(clock .. "; not on the durable tier: " .. table.concat(missing, ", ") ..
-      " under " .. live_root)
+    return warn(clock .. "; not on the durable tier (" .. dur_root .. "): " .. table.concat(missing, ", "))
   end
-  if synced > 0 then return ok(clock .. "; all " .. synced .. " checkpoint(s) have a durable copy") end
-  return ok(clock .. "; no checkpoints under " .. live_root .. " to lose")
+  if synced > 0 then return ok(clock .. "; all " .. synced .. " checkpoint(s) under " .. where .. " have a durable copy") end
+  return ok(clock .. "; no checkpoints under " .. where .. " to lose")
 end
 
 return {AD1, AD2, AD3, AD4, AD5, AD6, AD7, AD8, AD9, DANGER}

@@ -18,7 +18,8 @@
 --   aN/DONE|FAILED    "exit=<code> stage=<stage> at=<epoch>"
 --
 --   detach.wrapper(r, o) -> text            o: command, env {K=V}, hook, cred_file,
---                                              sync {names}, scratch {names}, durable_dir, durable_tier
+--                                              sync {names}, scratch {names}, durable_dir, durable_tier,
+--                                              load_check (shell code, $CKPT: gpurent.lifecycle.capsule)
 --   detach.install(inst, r, text_for_version) -> path, version, created
 --       text_for_version(version) -> the wrapper's text (reuses an identical version)
 --   detach.start(inst, r, {script=, mode="auto"|"tmux"|"nohup"}) -> {mode=, attempt=}
@@ -52,6 +53,7 @@ function detach.wrapper(r, o)
     ENV = table.concat(env, "\n"), COMMAND = o.command,
     DURABLE_DIR = o.durable_dir or r.paths.durable_ckpt or "", DURABLE_TIER = o.durable_tier or "/",
     SYNC = remote.lines(o.sync, "detach.wrapper: sync"), SCRATCH = remote.lines(o.scratch, "detach.wrapper: scratch"),
+    LOAD_CHECK = o.load_check or "",
   }
   if not o.durable_dir and not r.paths.durable_ckpt then
     vars.SYNC = ""   -- no durable tier in this profile: nothing to sync

@@ -55,6 +55,7 @@ gate.NEEDS = {
   release = {evidence = "disk", approval = true},
   delete_durable = {evidence = "run", approval = true},
   power_off = {evidence = false, approval = true},
+  delete_files = {evidence = false, approval = true},   -- `gpurent clean HOST --delete PATH ...`
 }
 
 -- The name to hand to the transport (C checks it again): one the person approved.
@@ -136,6 +137,10 @@ local function approved(o, names)
   if o.action == "power_off" then
     prompt = string.format("gpurent: power off %s%s (reversible; it stops running tasks).", o.instance,
       o.job_running and " while a job is still running" or "")
+  end
+  if o.action == "delete_files" then
+    prompt = string.format("gpurent: delete on %s: %s. This cannot be undone.", o.instance,
+      table.concat(o.targets or {}, ", "))
   end
   local ok, why = approval.ask(o.instance, prompt)
   if ok == true then return "tty" end

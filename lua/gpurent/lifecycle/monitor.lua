@@ -13,7 +13,8 @@
 --             buffered stdout)
 -- A dead job is triaged into a class with a fixed remedy:
 --   probabilistic -> relaunch the identical command (it resumes from its checkpoint)
---   disk_full     -> prune the profile's scratch (keep best), else ask to expand
+--   disk_full     -> prune the profile's scratch (keep best), else ask: naming the tier and
+--                    the dimension (bytes or inodes) that filled, advising on that one only
 --   everything else (code bug, CUDA OOM, cgroup OOM, durable sync) -> stop
 --
 --   monitor.probe_script(r) -> sh text          monitor.parse(r, stdout) -> facts
@@ -57,7 +58,7 @@ end
 
 function monitor.parse(r, stdout)
   local m = storage.parse_measure(r.profile, tiers_of(r), stdout)
-  local f = {tiers = m.tiers, mem = m.mem, tail = {}}
+  local f = {tiers = m.tiers, mem = m.mem, tail = {}, profile = r.profile}
   for line in stdout:gmatch("[^\n]+") do
     local k, v = line:match("^gr_(%w+) ?(.*)$")
     if k == "tail" then f.tail[#f.tail + 1] = v
@@ -141,18 +142,60 @@ function monitor.vanished_causes(f)
   return c
 end
 
+-- The tiers the run writes to (live, durable) that read full, and in which dimension
+-- (bytes or inodes): what a disk-full triage names, and the only ones it advises on.
+function monitor.full_tiers(f)
+  local out, names = {}, {}
+  for name in pairs(f.tiers or {}) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    for _, d in ipairs(storage.full(f.tiers[name], f.profile)) do
+      out[#out + 1] = {tier = name, dim = d.dim, text = storage.dimension_text(f.tiers[name], d.dim),
+        advice = f.profile and storage.advice(f.profile, f.tiers[name], d.dim) or nil}
+    end
+  end
+  return out
+end
+
+local function full_text(full, f)
+  if #full == 0 then
+    local names = {}
+    for name, t in pairs(f.tiers or {}) do
+      names[#names + 1] = string.format("%s %s%% bytes %s%% inodes", name, tostring(t.bytes_pct or "?"), tostring(t.inodes_pct or "?"))
+    end
+    table.sort(names)
+    return "no tier reads full now (" .. table.concat(names, ", ") .. ")"
+  end
+  local parts = {}
+  for _, x in ipairs(full) do parts[#parts + 1] = x.text end
+  return table.concat(parts, "; ")
+end
+
 function monitor.triage(f)
   local tail = f.tail or {}
   local fm = f.failed
+  if fm and fm.stage == "load-check" then
+    return {class = "load_check", remedy = "stop", evidence = find_in(tail, "load check FAILED") or fm.text,
+      cause = "the command exited 0 but a checkpoint does not load: it was not synced to the durable tier " ..
+        "and will not be sealed (a file that does not load is not a result)"}
+  end
   if fm and fm.stage == "durable-sync" then
+    local full = monitor.full_tiers(f)
     return {class = "durable_sync", remedy = "stop", evidence = find_in(tail, "durable sync FAILED") or fm.text,
-      cause = "the command exited 0 but the checked copy to the durable tier failed (check df -i: AD4)"}
+      full = full, cause = "the command exited 0 but the checked copy to the durable tier failed: " .. full_text(full, f)}
   end
   for _, t in ipairs(monitor.TRIAGE) do
     if t.class ~= "code" then
       for _, p in ipairs(t.patterns) do
         local line = find_in(tail, p)
-        if line then return {class = t.class, cause = t.cause, remedy = monitor.REMEDY[t.class], evidence = line} end
+        if line then
+          local out = {class = t.class, cause = t.cause, remedy = monitor.REMEDY[t.class], evidence = line}
+          if t.class == "disk_full" then
+            out.full = monitor.full_tiers(f)
+            out.cause = t.cause .. ": " .. full_text(out.full, f)
+          end
+          return out
+        end
       end
     end
   end

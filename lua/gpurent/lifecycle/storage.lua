@@ -12,8 +12,16 @@
 --   storage.checkpoint_budget(tier_reading, {ckpt_bytes=, count=, scratch_bytes=}) -> verdict
 --   storage.inode_budget(tier_reading, {files=}) -> verdict
 --     verdict = {status = "ok"|"warn"|"fail"|"n/a", need=, free=, text=}
---   storage.free_gate(inst, tier, {min_bytes=, min_inodes=, profile=}) -> tier reading
---     (raises a refusal, exit 3, below either floor)
+--   storage.free_gate(inst, tier | {tier,...}, {min_bytes=, min_inodes=, floors={TIER={min_bytes=,
+--     min_inodes=}}, profile=}) -> tier reading (the first tier's; .all = every tier's)
+--     both bytes AND inodes of every tier the step writes to: below a floor, or full in a
+--     dimension with no floor (at the profile's *_fail_pct, or nothing free), it raises a
+--     refusal (exit 3) naming the tier and the dimension, with advice for that one only
+--   storage.full(t, profile) -> {{dim = "bytes"|"inodes", pct=, free=, used=, total=}, ...}
+--     the dimensions of a tier reading that are full
+--   storage.dimension_text(t, dim) -> "the fs tier (/mnt/fs) inodes (df -i): 600/600 used (100%), 0 free; ..."
+--   storage.advice(profile, t, dim) -> what frees THIS tier in THIS dimension: expanding is
+--     proposed only for bytes of a tier the profile marks expandable, never for inodes
 --   storage.checked_sync(inst, src, dst_tier [, {dir=, name=, profile=, quiet=, say=}])
 --     -> {src, dst, bytes, sha256}   (raises naming `df -i` when the copy fails)
 --   storage.parse_size("10G") -> bytes        storage.human(bytes) -> "9.3 GiB"
@@ -290,35 +298,104 @@ function storage.inode_budget(t, o)
 end
 
 -- ---------------------------------------------------------------------------
+-- Which tier filled, and in which dimension (AD4: inodes fill independently of bytes).
+
+local function fail_pct(p, dim)
+  local th = p and p.storage and p.storage.thresholds or {}
+  return (dim == "bytes" and th.bytes_fail_pct or th.inodes_fail_pct) or 99
+end
+
+local function dim_of(t, dim)
+  if dim == "bytes" then return t.bytes_pct, t.bytes_free, t.bytes_used, t.bytes_total end
+  return t.inodes_pct, t.inodes_free, t.inodes_used, t.inodes_total
+end
+
+function storage.full(t, p)
+  local out = {}
+  for _, dim in ipairs({"bytes", "inodes"}) do
+    local pc, free, used, total = dim_of(t, dim)
+    if free and (free <= 0 or (pc and pc >= fail_pct(p, dim))) then
+      out[#out + 1] = {dim = dim, pct = pc, free = free, used = used, total = total}
+    end
+  end
+  return out
+end
+
+function storage.dimension_text(t, dim)
+  local pc, free, used, total = dim_of(t, dim)
+  local other = dim == "bytes" and "inodes" or "bytes"
+  local opc = dim_of(t, other)
+  if dim == "bytes" then
+    return string.format("the %s tier (%s) bytes (df -B1): %s of %s used (%s%%), %s free; inodes %s%% used", tostring(t.name),
+      tostring(t.path), storage.human(used), storage.human(total), tostring(pc or "?"), storage.human(free), tostring(opc or "?"))
+  end
+  return string.format("the %s tier (%s) inodes (df -i): %s/%s used (%s%%), %s free; bytes %s%% used", tostring(t.name),
+    tostring(t.path), tostring(used or "?"), tostring(total or "?"), tostring(pc or "?"), tostring(free or "?"), tostring(opc or "?"))
+end
+
+function storage.advice(p, t, dim)
+  local tier = p and p.tiers and p.tiers[t.name] or {}
+  if dim == "inodes" then
+    return string.format("free inodes on %s: delete many-file dirs there (per-sample visualisations; `gpurent clean " ..
+      "HOST` lists them)%s; more bytes would not add inodes", t.path,
+      tier.inode_cap and (" - its inode cap (" .. tier.inode_cap .. ") is fixed") or "")
+  end
+  local expand = tier.expandable and (p.storage and p.storage.expandable ~= false)
+  return string.format("free bytes on %s (prune scratch; the hogs: `gpurent clean HOST`)%s", t.path,
+    expand and (", or expand the " .. t.name .. " tier") or "")
+end
+
+-- ---------------------------------------------------------------------------
 -- free_gate: a refusal, not a printed number.
 
 -- A refusal of the free gate: code "free_gate", so a sweep tells it from other refusals.
 local function refuse_free(msg) errors.raise("refusal", msg, 0, {code = "free_gate"}) end
 
+-- One tier, both dimensions: a floor given for it, or "full" without one.
+local function gate_tier(p, t, where, floor)
+  if t.exists == false then refuse_free("free gate: " .. where .. " does not exist") end
+  local min_bytes = floor.min_bytes and storage.parse_size(floor.min_bytes)
+  if not t.bytes_free then refuse_free("free gate: cannot read free bytes of " .. where .. " (df -B1)") end
+  if not t.inodes_free and (floor.min_inodes or p.tiers[t.name].inode_cap) then
+    refuse_free("free gate: cannot read free inodes of " .. where .. " (df -i)")
+  end
+  local low = {}
+  if min_bytes and t.bytes_free < min_bytes then
+    low[#low + 1] = {dim = "bytes", text = string.format("%s has %s free, below the floor of %s", where,
+      storage.human(t.bytes_free), storage.human(min_bytes))}
+  end
+  if floor.min_inodes and t.inodes_free and t.inodes_free < floor.min_inodes then
+    low[#low + 1] = {dim = "inodes", text = string.format("%s has %d inodes free, below the floor of %d", where,
+      t.inodes_free, floor.min_inodes)}
+  end
+  for _, d in ipairs(storage.full(t, p)) do
+    local floored = (d.dim == "bytes" and min_bytes) or (d.dim == "inodes" and floor.min_inodes)
+    if not floored then low[#low + 1] = {dim = d.dim, text = where .. " is full in " .. d.dim} end
+  end
+  if #low == 0 then return end
+  local lines = {}
+  for _, l in ipairs(low) do
+    lines[#lines + 1] = string.format("free gate: %s (%s)\n  %s", l.text, storage.dimension_text(t, l.dim),
+      storage.advice(p, t, l.dim))
+  end
+  refuse_free(table.concat(lines, "\n"))
+end
+
 function storage.free_gate(inst, tier, opts)
   opts = opts or {}
   local p = get_profile(inst, opts)
-  if not p.tiers[tier] then error("storage.free_gate: profile " .. p.platform .. " has no tier " .. tostring(tier), 2) end
-  local t = storage.measure(inst, {profile = p, tiers = {tier}}).tiers[tier]
-  local where = tostring(inst) .. ":" .. t.path
-  if t.exists == false then refuse_free("free gate: " .. where .. " does not exist") end
-  local min_bytes = opts.min_bytes and storage.parse_size(opts.min_bytes)
-  if min_bytes then
-    if not t.bytes_free then refuse_free("free gate: cannot read free bytes of " .. where .. " (df -B1)") end
-    if t.bytes_free < min_bytes then
-      refuse_free(string.format("free gate: %s has %s free, below the floor of %s (df -B1: %s of %s used, %.1f%%)",
-        where, storage.human(t.bytes_free), storage.human(min_bytes), storage.human(t.bytes_used),
-        storage.human(t.bytes_total), t.bytes_pct or 0))
-    end
+  local names = type(tier) == "table" and tier or {tier}
+  for _, name in ipairs(names) do
+    if not p.tiers[name] then error("storage.free_gate: profile " .. p.platform .. " has no tier " .. tostring(name), 2) end
   end
-  if opts.min_inodes then
-    if not t.inodes_free then refuse_free("free gate: cannot read free inodes of " .. where .. " (df -i)") end
-    if t.inodes_free < opts.min_inodes then
-      refuse_free(string.format("free gate: %s has %d inodes free, below the floor of %d (df -i: %d/%d used, %.1f%%)",
-        where, t.inodes_free, opts.min_inodes, t.inodes_used, t.inodes_total, t.inodes_pct or 0))
-    end
+  local m = storage.measure(inst, {profile = p, tiers = names})
+  for i, name in ipairs(names) do
+    local floor = (opts.floors or {})[name] or (i == 1 and type(tier) ~= "table" and opts) or {}
+    gate_tier(p, m.tiers[name], tostring(inst) .. ":" .. m.tiers[name].path .. " (" .. name .. " tier)", floor)
   end
-  return t
+  local first = m.tiers[names[1]]
+  first.all = m.tiers
+  return first
 end
 
 -- ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ COMMAND=@COMMAND@    # the user's command line
 DURABLE_DIR=@DURABLE_DIR@; DURABLE_TIER=@DURABLE_TIER@
 SYNC=@SYNC@          # file names under $OUT to copy to the durable tier, one a line
 SCRATCH=@SCRATCH@    # file names under $OUT pruned after the sync, one a line
+LOAD_CHECK=@LOAD_CHECK@  # shell code: exit 0 when the checkpoint "$CKPT" loads, or empty
 mkdir -p "$D" "$OUT"
 echo $$ > "$D/pid.tmp" && mv -f "$D/pid.tmp" "$D/pid"
 date +%s > "$D/started"
@@ -53,6 +54,22 @@ sync_durable() {
 $SYNC
 EOF_SYNC
 }
+# the load check before the durable sync: a checkpoint that does not load is never synced
+check_loads() {
+  [ -n "$LOAD_CHECK" ] || return 0
+  while IFS= read -r f; do
+    case $f in *.pth|*.pt|*.ckpt) ;; *) continue ;; esac
+    [ -f "$OUT/$f" ] || continue
+    if ( CKPT="$OUT/$f"; export CKPT; eval "$LOAD_CHECK" ) >> "$LOG" 2>&1 < /dev/null; then
+      say "load check passed: $f"
+    else
+      say "load check FAILED: $f does not load (exit $?): not synced to the durable tier"
+      return 1
+    fi
+  done <<EOF_LOAD
+$SYNC
+EOF_LOAD
+}
 prune_scratch() {
   while IFS= read -r f; do [ -n "$f" ] && rm -f "$OUT/$f"; done <<EOF_SCRATCH
 $SCRATCH
@@ -63,6 +80,7 @@ EOF_SCRATCH
 ( eval "$COMMAND" ) >> "$LOG" 2>&1 < /dev/null
 rc=$?
 if [ "$rc" -ne 0 ]; then say "command exited $rc"; mark FAILED "$rc" train; exit "$rc"; fi
+if ! check_loads; then mark FAILED 0 load-check; say "FAILED: the command exited 0 but a checkpoint does not load"; exit 1; fi
 if sync_durable && prune_scratch && mark DONE 0 "done"; then say "DONE (exit 0, durable copy verified)"; exit 0; fi
 mark FAILED 0 durable-sync
 say "FAILED: the command exited 0 but the durable sync failed (see above)"

@@ -6,8 +6,11 @@
 --   needs {run, inst} -> produces {audit = report {tiers, mem, gpus, hogs, budgets, gotchas}}
 --   audit.measure(inst, r, opts) -> the same report, outside a lifecycle
 --   opts: ckpt_bytes ("50M"), ckpt_count (2: latest + best), scratch_bytes ("0"),
---         files (inodes the run writes on the durable tier, 16), gotchas (true | false |
---         {ids}), hogs (true), timeout
+--         files (inodes the run writes on the durable tier, 16), live_files (inodes on
+--         the live tier, 64), gotchas (true | false | {ids}), hogs (true), timeout
+-- Every tier the run writes to is budgeted in both dimensions: the live tier's bytes
+-- (checkpoints) and inodes, the durable tier's bytes (the synced best) and inodes; a
+-- failing budget names its tier and dimension and advises on that one only.
 local storage = require "gpurent.lifecycle.storage"
 local profile_mod = require "gpurent.config.profile"
 local errors = require "gpurent.util.errors"
@@ -109,12 +112,19 @@ function audit.measure(inst, r, o)
   local budgets = {}
   budgets.checkpoint = storage.checkpoint_budget(m.tiers[live.name], {ckpt_bytes = o.ckpt_bytes or "50M",
     count = o.ckpt_count or 2, scratch_bytes = o.scratch_bytes or 0})
+  budgets.live_inodes = storage.inode_budget(m.tiers[live.name], {files = o.live_files or 64})
   if durable then
     budgets.inodes = storage.inode_budget(m.tiers[durable.name], {files = o.files or 16})
+    if durable.name ~= live.name then
+      budgets.durable_bytes = storage.checkpoint_budget(m.tiers[durable.name], {ckpt_bytes = o.ckpt_bytes or "50M", count = 1})
+    end
   end
+  local DIM = {checkpoint = "bytes", live_inodes = "inodes", inodes = "inodes", durable_bytes = "bytes"}
   report.budgets = budgets
-  for name, v in pairs(budgets) do
-    r:say("audit", "%s budget: %s: %s", name, string.upper(v.status), v.text)
+  local order = {"checkpoint", "live_inodes", "durable_bytes", "inodes"}
+  for _, name in ipairs(order) do
+    local v = budgets[name]
+    if v then r:say("audit", "%s budget: %s: %s", name, string.upper(v.status), v.text) end
   end
   -- gotcha probes (gpurent.gotchas); a warning is shown, a budget failure stops
   if o.gotchas ~= false then
@@ -136,10 +146,12 @@ function audit.measure(inst, r, o)
       r:say("audit", "gotcha probes: gpurent.gotchas not available")
     end
   end
-  for name, v in pairs(budgets) do
-    if v.status == "fail" then
-      errors.refuse(string.format("audit: the %s budget fails on %s: %s (free space first, or expand the disk)",
-        name, r.host, v.text), 0)
+  for _, name in ipairs(order) do
+    local v = budgets[name]
+    if v and v.status == "fail" then
+      local t = m.tiers[v.tier]
+      errors.refuse(string.format("audit: the %s budget fails on %s: the %s tier's %s: %s\n  %s", name, r.host,
+        v.tier, DIM[name], v.text, storage.advice(profile, t, DIM[name])), 0)
     end
   end
   return report

@@ -4,12 +4,20 @@
 -- source, no scratch/caches/temp files), then renamed atomically to
 -- export/<run-id> - a rename on one filesystem (the audit checked it). On any
 -- failure the partial capsule moves to quarantine/<run-id>--<attempt> with a
--- REASON file. A sealed export is never overwritten. It runs under the run's
+-- REASON file. Before the rename every checkpoint of the capsule (*.pth .pt .ckpt)
+-- goes through the load check on the box (gpurent.lifecycle.capsule): one that does
+-- not load is quarantined, never sealed (so never synced or listed by pull). The
+-- check is opts.box_load, else the one launch kept in .gpurent/load_check, else the
+-- default torch check. Each file the check passed is marked loaded = true (the
+-- pull's default when no local load= is given). On a validation failure, a
+-- sealed export is never overwritten. It runs under the run's
 -- finish lock (gpurent.run_lock): a second finisher's close would rebuild the
 -- partial capsule under this one's hashing.
 --
 --   needs {run, inst} -> produces {export = {export, files = {{path, bytes, sha256}}, already}}
 --   opts.roster: capsule paths (gpurent.lifecycle.capsule: the rules and the default);
+--   opts.box_load: the load command on the box ({} the checkpoint, {python});
+--   opts.python: the box interpreter for it (ctx.python, else the profile's);
 --                run.json comes from active/<run-id>/, everything else from
 --                active/<run-id>/out/
 --   close.seal(inst, r, opts) -> the same table, under the finish lock, outside a lifecycle
@@ -24,6 +32,35 @@ close.DEFAULT_ROSTER = capsule.DEFAULT_ROSTER
 close.check_roster = capsule.check_roster
 
 -- The on-box steps: lua/gpurent/remote/close_{seal,finish,quarantine}.sh.
+
+-- The load check on the partial capsule's checkpoints; marks each loaded file, adds
+-- a "does not load" reason to bad for the others.
+local function load_checks(inst, r, o, roster, got, bad)
+  local cks = {}
+  for _, f in ipairs(roster) do if capsule.is_checkpoint(f) then cks[#cks + 1] = f end end
+  if #cks == 0 then return end
+  local check = ""
+  if o.box_load then
+    check = capsule.load_check{command = o.box_load,
+      python = o.python or (r.profile.env and r.profile.env.python) or "python3"}.shell
+  end
+  local P = r.paths
+  local res = inst:sh(remote.script("close_load", {PARTIAL = P.partial, CODE = P.code, META = P.meta,
+    FILES = remote.lines(cks, "close: checkpoints"), CHECK = check}), {timeout = o.load_timeout or 900})
+  local loaded = {}
+  for line in res.stdout:gmatch("[^\n]+") do
+    local f = line:match("^loaded (.+)$")
+    if f then loaded[f] = true end
+    local why = line:match("^bad (.+)$")
+    if why then bad[#bad + 1] = why end
+  end
+  for _, f in ipairs(cks) do
+    if not loaded[f] and #bad == 0 then bad[#bad + 1] = "load check gave no verdict for " .. f .. " (exit " ..
+      tostring(res.code) .. "): " .. (res.stderr or "") end
+  end
+  for _, g in ipairs(got) do if loaded[g.path] then g.loaded = true end end
+  if #bad == 0 then r:say("close", "load check on the box passed: %s", table.concat(cks, ", ")) end
+end
 
 local function seal(inst, r, o)
   o = o or {}
@@ -49,6 +86,7 @@ local function seal(inst, r, o)
     r:say("close", "export %s is already sealed with the %d roster files: not rewritten", P.export, #got)
     return {export = P.export, files = got, already = true}
   end
+  if #bad == 0 then load_checks(inst, r, o, roster, got, bad) end
   if #bad == 0 then
     local fin = inst:sh(remote.script("close_finish", {PARTIAL = P.partial, EXPORT = P.export}), {timeout = 120})
     if fin.stdout:match("sealed ") then
@@ -70,7 +108,10 @@ end
 function close.seal(inst, r, o) return run_lock.hold(r, inst, seal, inst, r, o) end
 
 function close.run(ctx, o)
-  return {export = close.seal(require("gpurent.lifecycle").session(ctx), ctx.run, o)}
+  local opts = {}
+  for k, v in pairs(o or {}) do opts[k] = v end
+  opts.python = opts.python or ctx.python
+  return {export = close.seal(require("gpurent.lifecycle").session(ctx), ctx.run, opts)}
 end
 
 return setmetatable(close, {__call = function(_, ...) return close.run(...) end})

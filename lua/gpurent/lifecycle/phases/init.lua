@@ -10,6 +10,8 @@
 -- environment  proxy hook, the image's interpreter, secrets over stdin,
 --              mirrors                                   -> box, python, env, hook, cred_file
 -- prepare (2)  unique run id, identities into run.json, local CPU smoke    -> code, run_json
+-- install      the requirements pushed, the pins probe on them, pip without the
+--              framework pins (env.install_filter), torch unchanged        -> installed
 -- launch (3)   budget, verified code push, detached start, short probe     -> job
 -- watch (4)    one-round-trip probe per tick, classification, fixed remedies -> watched
 -- close (5a)   export/.partial -> validate -> rename to export/<id> | quarantine -> export
@@ -21,7 +23,8 @@
 -- (lifecycle.insert_after(list, "prepare", mine)). Each module also holds its
 -- helpers (phases.launch.expand, phases.prepare.tree, ...).
 local phases = {}
-local ORDER = {"connect", "setup", "audit", "environment", "prepare", "launch", "watch", "close", "pull", "teardown"}
+local ORDER = {"connect", "setup", "audit", "environment", "prepare", "install", "launch", "watch", "close", "pull",
+  "teardown"}
 phases.ORDER = ORDER
 
 -- The whole arc, a fresh list each call (so composing it never changes another's).

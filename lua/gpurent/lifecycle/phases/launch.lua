@@ -7,13 +7,23 @@
 --   given) -> produces {job = {mode, attempt, pid, script, version}}
 --   opts: command (the train command; {python} {out} {code} {run_id} are filled in),
 --         mode ("auto" | "tmux" | "nohup"), probe_seconds (10), env {K=V},
---         budget (yuan: refused once the instance's spend reached it), instance
+--         budget (yuan: refused once the instance's spend reached it), instance,
+--         roster (the capsule's files; capsule.DEFAULT_ROSTER), box_load (the checkpoint
+--         load check on the box: capsule.load_check). When the run will produce
+--         checkpoints (the roster's or the profile's sync list's *.pth/.pt/.ckpt), the
+--         check is settled before anything is pushed: box_load, else the default torch
+--         check, refused before launch when the box's interpreter has no torch. The
+--         wrapper runs it before the durable sync; it is kept in .gpurent/load_check
+--         for close (and `gpurent watch RUN --finish`).
+--   launch.load_check(inst, r, o, python) -> {shell, how, default} | nil (no checkpoints)
 --   launch.expand(r, command [, python]) -> the command with the placeholders filled in
 local detach = require "gpurent.lifecycle.detach"
 local monitor = require "gpurent.lifecycle.monitor"
 local profile_mod = require "gpurent.config.profile"
 local errors = require "gpurent.util.errors"
 local sched = require "gpurent.transport.sched"
+local capsule = require "gpurent.lifecycle.capsule"
+local remote = require "gpurent.remote"
 
 local launch = {name = "launch", needs = {"run", "inst", "code"}, produces = {"job"}}
 local q = detach.q
@@ -105,6 +115,27 @@ function launch.probe(inst, r, o)
   return v
 end
 
+-- The checkpoint load check this run's checkpoints will go through, settled before
+-- the push: a default that cannot run on this box is a refusal now, not a failure
+-- after the paid training.
+function launch.load_check(inst, r, o, python)
+  local cks = capsule.checkpoints(r, o.roster)
+  if #cks == 0 then return nil end
+  local lc = capsule.load_check{command = o.box_load, python = python}
+  if lc.default then
+    local res = inst:sh(q(python) .. " -c 'import torch' 2>&1", {timeout = 120, idempotent = true})
+    if res.code ~= 0 then
+      errors.refuse(string.format("launch: the run will produce checkpoints (%s) and no box_load= was given; the " ..
+        "default load check (torch.load, weights_only=True, on the box) needs torch in %s on %s, which has none " ..
+        "(%s): give box_load=CMD (run on the box in the code dir; {} = the checkpoint, {python} = %s), or install " ..
+        "torch; nothing was launched", table.concat(cks, ", "), python, r.host,
+        ((res.stdout or "") .. (res.stderr or "")):match("([^\n]*Error[^\n]*)") or ("exit " .. tostring(res.code)),
+        python), 0)
+    end
+  end
+  return lc
+end
+
 local function wrapper_opts(ctx, o)
   local r, profile = ctx.run, ctx.run.profile
   local durable = profile_mod.durable_tier(profile)
@@ -123,12 +154,19 @@ function launch.run(ctx, o)
   local inst, r = require("gpurent.lifecycle").session(ctx), ctx.run
   if not o.command or o.command == "" then errors.usage("launch: no train command", 0) end
   if o.budget then r:say("launch", "%s", r:check_budget(o.budget, o.instance)) end
+  local python = ctx.python or (r.profile.env and r.profile.env.python) or "python3"
+  local lc = launch.load_check(inst, r, o, python)
   local n, bytes = launch.push_code(inst, r, ctx.code)
   r:say("launch", "pushed %d files (%d bytes) to %s; every SHA-256 re-read on the box and matching", n, bytes, r.paths.code)
+  if lc then
+    inst:sh(remote.script("put_file", {FILE = r.paths.meta .. "/load_check"}), {stdin = lc.shell, timeout = 60, check = true})
+    r:say("launch", "checkpoint load check on the box before the durable sync and the seal: %s", lc.how)
+  end
   if ctx.run_json then
     inst:put(ctx.run_json.path, r.paths.active .. "/run.json", {verify = true, progress = false})
   end
   local wo = wrapper_opts(ctx, o)
+  wo.load_check = lc and lc.shell or nil
   local script, version, new = detach.install(inst, r, function(v)
     wo.version = v
     return detach.wrapper(r, wo)

@@ -161,10 +161,12 @@ local function pull_verified(inst, r, o)
   if hash.sha256(pulled) ~= msha then
     error("pull: the pulled " .. manifest.FILE .. " is not the one written on the box (changed meanwhile?)", 0)
   end
-  if not o.load_cmd or o.load_cmd == "" then
+  if (not o.load_cmd or o.load_cmd == "") and o.load_check then
+    r:say("pull", "no local load= given: a checkpoint passes when its SHA-256 is one the box's load check passed before the seal")
+  elseif not o.load_cmd or o.load_cmd == "" then
     r:say("pull", "WARNING: no checkpoint load command: verification will refuse checkpoints (a file that does not load is not a result)")
   end
-  local v = manifest.verify(local_dir, {load_cmd = o.load_cmd})
+  local v = manifest.verify(local_dir, {load_cmd = o.load_cmd, load_check = (not o.load_cmd or o.load_cmd == "") and o.load_check or nil})
   pcall(r.ledger, r, function(L)
     L:record_manifest{run_id = r.id, kind = "pull_verified", path = local_dir .. "/" .. manifest.VERIFIED_FILE,
       sha256 = v.manifest_sha256, files = v.files, bytes = v.bytes}
@@ -180,6 +182,8 @@ function pull.run(ctx, o)
   local opts = {}
   for k, v in pairs(o or {}) do opts[k] = v end
   opts.cells = opts.cells or ctx.cells
+  -- no local load= : the box's load check before the seal is the evidence (same bytes)
+  if (not opts.load_cmd or opts.load_cmd == "") and ctx.export then opts.load_check = capsule.loaded_on_box(ctx.export) end
   return {verified = pull.fetch(require("gpurent.lifecycle").session(ctx), ctx.run, opts)}
 end
 

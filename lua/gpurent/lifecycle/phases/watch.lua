@@ -58,6 +58,9 @@ local function say_dead(r, f, v)
     r:say("watch", "  log tail:")
     for i = math.max(1, #lines - 5), #lines do r:say("watch", "    | %s", lines[i]) end
   end
+  for _, x in ipairs(t.full or {}) do
+    if x.advice then r:say("watch", "  full: the %s tier's %s -> %s", x.tier, x.dim, x.advice) end
+  end
   r:say("watch", "  class %s -> remedy %s", t.class, t.remedy)
 end
 
@@ -125,15 +128,29 @@ function watch.patrol(inst, r, o)
         elseif t.remedy == "prune" then
           local freed = watch.prune_scratch(inst, r)
           r:say("watch", "  pruned %d scratch file(s) of finished runs (best kept): %s", #freed, table.concat(freed, ", "))
+          -- re-read the tiers that were full (else the live one): bytes AND inodes
           local live = profile_mod.live_tier(r.profile)
-          local m = storage.measure(inst, {profile = r.profile, tiers = {live.name}}).tiers[live.name]
+          local names, seen = {}, {}
+          for _, x in ipairs(t.full or {}) do if not seen[x.tier] then seen[x.tier] = true; names[#names + 1] = x.tier end end
+          if #names == 0 then names = {live.name} end
+          local m = storage.measure(inst, {profile = r.profile, tiers = names})
+          local still = {}
+          for _, name in ipairs(names) do
+            for _, d in ipairs(storage.full(m.tiers[name], r.profile)) do still[#still + 1] = {t = m.tiers[name], dim = d.dim} end
+          end
           local need = o.min_free_bytes and storage.parse_size(o.min_free_bytes)
-          if need and m.bytes_free and m.bytes_free >= need and attempts_left then
+          local lt = m.tiers[live.name]
+          if need and #still == 0 and (not lt or (lt.bytes_free and lt.bytes_free >= need)) and attempts_left then
             relaunch = true
+          elseif #still > 0 then
+            for _, x in ipairs(still) do
+              r:say("watch", "  still full: %s\n  ASK the person: %s; gpurent deletes nothing else",
+                storage.dimension_text(x.t, x.dim), storage.advice(r.profile, x.t, x.dim))
+            end
           else
-            r:say("watch", "  still %s free on %s: ASK the person to expand the disk (%s) or name what to delete; " ..
-              "gpurent deletes nothing else", storage.human(m.bytes_free), m.path,
-              r.profile.storage and r.profile.storage.expandable and "expandable on this platform" or "if the platform allows")
+            local x = m.tiers[names[1]]
+            r:say("watch", "  %s\n  ASK the person: %s; gpurent deletes nothing else", storage.dimension_text(x, "bytes"),
+              storage.advice(r.profile, x, "bytes"))
           end
         end
         if not relaunch then
