@@ -76,9 +76,10 @@ function clock.short(c, now)
   return string.format("%s off %dd: released in %dd", v.instance, v.days_off, v.days_left)
 end
 
-local function with_ledger(fn, path)
-  if not ledger.exists(path) then return nil end
-  local L = ledger.open(path)
+-- fn(L) on the ledger; nil without one, unless `create` (what the provider shows is recorded).
+local function with_ledger(fn, create)
+  if not create and not ledger.exists() then return nil end
+  local L = ledger.open()
   local ok, res = pcall(fn, L)
   L:close()
   if not ok then error(res, 0) end
@@ -127,7 +128,7 @@ end
 
 function clock.observe(P, items, o)
   o = o or {}
-  if not P.item_facts or not ledger.exists() then return end
+  if not P.item_facts then return end
   local now = o.now or os.time()
   local gone = {}
   with_ledger(function(L)
@@ -159,7 +160,7 @@ function clock.observe(P, items, o)
     for _, c in ipairs(L:open_clocks(clock.NAME)) do
       if c.provider_id and not seen[c.provider_id] and not seen[c.instance] then gone[#gone + 1] = c end
     end
-  end)
+  end, true)
   for _, c in ipairs(gone) do
     local r = with_ledger(function(L) return vanished(L, c, now) end)
     if r then
