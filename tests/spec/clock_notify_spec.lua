@@ -145,6 +145,18 @@ describe("the release clock of a powered-off box", function()
   end)
 end)
 
+describe("the release clock's rules", function()
+  it("come from the profile; a reminder day the box does not live to see is refused, naming the key", function()
+    local clock = require "gpurent.billing.clock"
+    local r = clock.rules(require("gpurent.config.profile").load("autodl"))
+    assert.are.same({days = 15, remind_days = {10, 13, 14}, survivor = "/root/autodl-fs"}, r)
+    assert.is_nil(clock.rules(require("gpurent.config.profile").load("generic-ssh")))
+    local ok, e = pcall(clock.rules, {platform = "x", billing = {auto_release = {after_days = 15, remind_days = {10, 15}}}})
+    assert.is_false(ok)
+    assert.matches("billing.auto_release.remind_days: day 15 is not before after_days 15", tostring(e), 1, true)
+  end)
+end)
+
 describe("notifications within the platform's limits", function()
   local srv
   before_each(function() srv = start() end)

@@ -42,6 +42,13 @@ end
 function clock.rules(p)
   local ar = type(p) == "table" and p.billing and p.billing.auto_release
   if type(ar) ~= "table" or not ar.after_days then return nil end
+  for _, d in ipairs(ar.remind_days or {}) do
+    if d >= ar.after_days then
+      require("gpurent.util.errors").usage(string.format("profile of platform %s: billing.auto_release.remind_days: " ..
+        "day %d is not before after_days %d (the box is released by then): name days below %d",
+        tostring(p.platform), d, ar.after_days, ar.after_days), 0)
+    end
+  end
   local durable = require("gpurent.config.profile").durable_tier(p)
   return {days = ar.after_days, remind_days = ar.remind_days or {}, survivor = durable and durable.path}
 end
