@@ -245,6 +245,9 @@ describe("the release clock at a peer's connect and in the REPL prompt", functio
       admin("/__sim/register", {instance_uuid = "pro-" .. b[1], name = b[1], region = b[2], host = "127.0.0.1", port = 1})
       admin("/__sim/set-state", {instance_uuid = "pro-" .. b[1], status = "shutdown"})
     end
+    local L = require("gpurent.state.ledger").open(tb.state .. "/ledger.sqlite")
+    L:upsert_instance{name = "a2", profile = "autodl"}     -- the ledger knows a2 (a run connected to it)
+    L:close()
     admin("/__sim/wallet", {assets = 10 ^ 9})              -- a2 runs 4 days without arrears
     admin("/__sim/advance", {seconds = 4 * DAY + 60})
     local code, out, err = tb:gpurent("billing status")

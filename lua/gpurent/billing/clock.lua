@@ -9,7 +9,8 @@
 --   clock.powered_off(L, {instance=, profile=, started_at=}) -> clock id | nil
 --   clock.powered_on(L, instance, at?)
 --   clock.observe(P, items, {now=, out=})   the provider's whole list, seen now: each box's
---       ledger row (made for a box started elsewhere; an alias linked by uuid is kept),
+--       ledger row (updated when the ledger knows it, by uuid or name; made for a powered-off
+--       box), its power state (not its meter: that is the billing events'),
 --       power state, region and stop time (a console power-off counts from the provider's
 --       stopped time); a box gone from the list after its clock ran out is explained
 --       (and notified once) as the auto-release. Called by the platform's client.
@@ -145,11 +146,13 @@ function clock.observe(P, items, o)
       seen[it.uuid or ""], seen[it.name or ""] = true, true
       local f = P.item_facts(it)
       local row = row_of(L, it)
-      do                       -- every box of the account: one started elsewhere counts too
+      -- a box the ledger knows, or a powered-off one (its clock runs); the meter column
+      -- is left to the billing events (a meter "on" with no event would read as 0.00)
+      if row or f.powered_off then
         pname = pname or profile_name_for(P)
         local name = row and row.name or it.name
         L:upsert_instance{name = name, profile = row and row.profile or pname, provider_id = it.uuid,
-          power_state = f.power_state, meter = f.meter, at = now}
+          power_state = f.power_state, at = now}
         if f.region then L:set_region(name, f.region) end
         if f.powered_off then
           local open = L.db:query([[SELECT c.started_at FROM danger_clocks c JOIN instances i ON i.id = c.instance_id
