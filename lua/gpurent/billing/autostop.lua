@@ -315,6 +315,11 @@ function autostop.command(ref, opts)
     end
     if opts.status then
       local s = autostop.status(inst, o)
+      if s.last_stop then                    -- told once per stop (gpurent.notify: terminal, ledger, push)
+        require("gpurent.notify").send{kind = "autostop", instance = ref, once = true, profile_name = opts.profile,
+          message = string.format("autostop powered the box off: %s (reason %s: %s)", s.last_stop_text[1] or "?",
+            s.last_stop.reason or "?", s.last_stop.why or "")}
+      end
       if opts.json then
         s.instance = ref
         io.write(json.encode_stable(s), "\n")

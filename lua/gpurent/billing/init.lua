@@ -14,7 +14,9 @@
 --   billing.idle_patrol{read_util=, job_alive=, idle_seconds=, notify=, now=} -> patrol
 --       patrol:tick() -> state {idle=, idle_for=, notified=, why=}
 --   billing.notify{instance=, kind=, message=, push=, out=, ledger_path=, profile=}
---       terminal + ledger + push(m) when given: the platform's channel (P.notify)
+--       gpurent.notify.send: terminal + ledger; push(m) when given (the platform's channel,
+--       P.notify), within its limits (held and summarised when over)
+--   billing.idle_patrol without notify= but with instance=: notifies through gpurent.notify
 local errors = require "gpurent.util.errors"
 local fs = require "gpurent.util.fs"
 local json = require "gpurent.util.json"
@@ -219,9 +221,11 @@ function billing.idle_patrol(o)
     if idle_for >= o.idle_seconds and not p.notified then
       p.notified = true
       state.notified = true
-      if o.notify then
-        o.notify(string.format("idle for %s: GPU at or under %d%% and no job of ours running; the meter is still on",
-          fmt_left(idle_for), threshold))
+      local text = string.format("idle for %s: GPU at or under %d%% and no job of ours running; the meter is still on",
+        fmt_left(idle_for), threshold)
+      if o.notify then o.notify(text)
+      elseif o.instance then
+        require("gpurent.notify").send{kind = "idle", instance = o.instance, message = text, profile_name = o.profile_name}
       end
     end
     return state
@@ -229,25 +233,19 @@ function billing.idle_patrol(o)
   return p
 end
 
--- Terminal always, the ledger always, the platform's push channel when one is given
--- (push{title=, name=, content=} -> sent, why: P.notify).
+-- Terminal always, the ledger always, the push channel when one is given (push{title=,
+-- name=, content=} -> sent, why: P.notify); gpurent.notify keeps the channel's limits.
 function billing.notify(n)
-  local out = n.out or io.stderr
-  out:write(string.format("gpurent: %s: %s\n", n.instance, n.message))
-  local ok, err = pcall(function()
-    local ledger = require "gpurent.state.ledger"
-    local L = ledger.open(n.ledger_path)
-    L:upsert_instance{name = n.instance, profile = n.profile or require("gpurent.config.profile").default_name()}
-    L:notify{kind = n.kind or "idle", message = n.message, instance = n.instance}
-    L:close()
-  end)
-  if not ok then out:write("gpurent: (ledger: ", tostring(err), ")\n") end
-  if n.push then
-    local sent, why = n.push{title = "gpurent: " .. n.instance, name = n.instance, content = n.message}
-    if not sent then out:write("gpurent: push notification not sent: ", tostring(why), "\n") end
-    return sent
+  local P = n.platform
+  if not P and n.push and n.profile then      -- the profile's own channel: counted under its platform
+    local ok, p = pcall(require("gpurent.config.profile").load, n.profile)
+    local okP, of = pcall(require("gpurent.platform").of, ok and p or nil)
+    if okP and of.notify == n.push then P = of end
   end
-  return false
+  local r = require("gpurent.notify").send{kind = n.kind or "idle", message = n.message, instance = n.instance,
+    run_id = n.run_id, push = (P and n.push == P.notify) and true or n.push or false, platform = P,
+    channel = n.channel, limits = n.limits, out = n.out, ledger_path = n.ledger_path, profile_name = n.profile}
+  return r.push == "sent" or r.push == "summarized"
 end
 
 return billing

@@ -42,6 +42,10 @@ local function record(o, it, t)
     L:upsert_instance{name = it.name, profile = o.profile_name or profile_mod.default_name(), provider_id = it.uuid}
     L:record_billing{instance = it.name, action = t.action, outcome = t.outcome, meter = t.meter,
       power_state = t.power_state, request_id = t.request_id, run_id = o.run_id}
+    -- a power-off gpurent caused starts the platform's release clock now (gpurent.billing.clock)
+    if t.action == "power_off" and t.meter == "off" then
+      require("gpurent.billing.clock").powered_off(L, {instance = it.name, profile = load_profile(o), started_at = os.time()})
+    end
     L:close()
   end)
   if not ok then (o.out or io.stderr):write("gpurent: (ledger: ", tostring(err), ")\n") end

@@ -201,6 +201,8 @@ function cli.main(cmd, args)
   local mod = module_of(cmd)
   if not mod then errors.usage("unknown command '" .. cmd .. "' (see gpurent help)", 0) end
   if wants_help(args) then io.write(mod.usage or mod.summary or "", "\n"); return 0 end
+  -- owed at every command: the release clocks' due reminders and held pushes (never fatal)
+  pcall(function() require("gpurent.billing.clock").on_command() end)
   return mod.main(args)
 end
 

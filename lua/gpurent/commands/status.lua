@@ -14,11 +14,20 @@ danger clocks (e.g. release after 15 days powered off), current run and phase.
 thousandths of the currency unit, e.g. "0.088" (exact: no binary-float digits).
 The ledger is $GPURENT_STATE_DIR/ledger.sqlite, else $XDG_STATE_HOME/gpurent/ledger.sqlite.]]
 
-local function clocks_text(clocks)
+-- The release clock of a powered-off box reads in days (gpurent.billing.clock: the
+-- platform's words, e.g. "b1 off 10d: ... releases it in 5d"); other clocks by name.
+local function clocks_text(clocks, row, now)
   local parts = {}
   for _, c in ipairs(clocks) do
-    parts[#parts + 1] = c.seconds_left >= 0 and (c.name .. " in " .. ledger.duration_text(c.seconds_left))
-      or (c.name .. " OVERDUE " .. ledger.duration_text(-c.seconds_left))
+    if c.name == "auto_release" and row.meter == "on" then
+      -- powered on since the ledger last saw the provider's list: the clock no longer runs
+    elseif c.name == "auto_release" and c.started_at then
+      parts[#parts + 1] = require("gpurent.billing.clock").short({instance = row.name, started_at = c.started_at,
+        deadline = c.deadline, profile = row.profile}, now)
+    else
+      parts[#parts + 1] = c.seconds_left >= 0 and (c.name .. " in " .. ledger.duration_text(c.seconds_left))
+        or (c.name .. " OVERDUE " .. ledger.duration_text(-c.seconds_left))
+    end
   end
   return #parts > 0 and table.concat(parts, "; ") or "-"
 end
@@ -90,7 +99,7 @@ function M.main(args)
   local t = {{"INSTANCE", "PROFILE", "POWER", "METER", "ACCRUED", "DANGER CLOCKS", "RUN", "PHASE"}}
   for _, r in ipairs(rows) do
     t[#t + 1] = {display_name(r), r.profile, r.power_state, r.meter, ledger.money_text(r.accrued_cost, r.currency),
-      clocks_text(r.danger_clocks), r.run and r.run.id or "-", phase_text(r.phase, now)}
+      clocks_text(r.danger_clocks, r, now), r.run and r.run.id or "-", phase_text(r.phase, now)}
   end
   io.write(ledger.table_text(t))
   return 0

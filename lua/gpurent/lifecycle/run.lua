@@ -212,9 +212,8 @@ end
 -- Tell the person: terminal + ledger always; the platform's push channel (P.notify)
 -- when asked (push: true) and it has one.
 function Run:tell(message, push)
-  local P = require("gpurent.platform").of(self.profile)
-  pcall(require("gpurent.billing").notify, {instance = self.host, kind = "run", message = message,
-    push = push and P.notify or nil, out = self.out, profile = self.profile_name})
+  pcall(require("gpurent.notify").send, {kind = "run", instance = self.host, run_id = self.id, message = message,
+    push = push and true or false, profile_name = self.profile_name, out = self.out})
 end
 
 -- budget=YUAN: refuse a launch once the instance's spend reached it (needs the API).

@@ -42,6 +42,7 @@ function generic.hints.teardown_reminder(host)
 end
 
 function generic.notify() return false, "no push channel on this platform" end
+function generic.notify_ready() return false, "no push channel on this platform" end
 
 -- The profile's in-instance verb run on the box. The session may be cut as the box
 -- goes down, so a lost connection after the command was sent is not an error.

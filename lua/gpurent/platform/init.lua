@@ -45,6 +45,13 @@
 --   P.notify{title=, name=, content=} -> true | false, why   a push channel beyond the
 --       terminal and the ledger (a chat message); false, why when it has none
 --   P.in_instance_power_off(inst, verb) -> true   the token-less stop from inside the box
+--   P.notify_ready() -> true | false, why   its push channel is configured (gpurent.notify)
+--   P.notify_limits() -> {per_minute=, per_day=} | nil   the channel's limits, from the profile
+--   P.notify_channel              the channel's name for messages (nil: none)
+--   P.item_facts(item) -> {power_state, meter, powered_off, running, stopped_at, region}
+--       what the release clock reads of a list item (optional: gpurent.billing.clock)
+--   P.hints.release_clock(v) / .auto_released(v) / .clock_short(v)   the release clock's
+--       words (optional; v = gpurent.billing.clock.view)
 --
 -- A scheduler platform (issue 19, Slurm) fits this shape: its client reads accounting
 -- (sacct), P.stop is scancel behind the same gate and approval (gate.check needs an

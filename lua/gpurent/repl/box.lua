@@ -17,6 +17,9 @@
 --   b:meter_text() -> "1.23 CNY meter on" | "meter off" | "meter ?" | "meter manual" | nil
 --       (read at most every 30 s; nil when the profile's billing.meter is none)
 --   b:remember(m)   b:invalidate()      keep a fresh reading / read again next time
+--   b:clock_text() -> "b1 off 10d: ... releases it in 5d" | nil   the release clocks the prompt
+--       names (gpurent.billing.clock): a powered-off same-region peer of HOST, or for a
+--       local REPL every powered-off box; read from the ledger at most every 30 s
 --
 -- The prompt must never show a false 0.00: an unknown meter reads "meter ?".
 local box = {}
@@ -203,6 +206,17 @@ local function text_of(m)
   if m.meter ~= "on" then return "meter " .. tostring(m.meter) end
   local cost = m.accrued and require("gpurent.state.ledger").money_text(m.accrued, m.currency) or "?"
   return string.format("%s meter on", cost)
+end
+
+function Box:clock_text()
+  local now = require("gpurent.util.sys").now()
+  if self.clock_cache and now - self.clock_cache.at < METER_TTL then return self.clock_cache.text end
+  local clock = require "gpurent.billing.clock"
+  local views = self.host and clock.peers_of(self.host, self.inst and self.inst.cfg) or clock.open()
+  local parts = {}
+  for _, v in ipairs(views) do parts[#parts + 1] = clock.short(v) end
+  self.clock_cache = {at = now, text = #parts > 0 and table.concat(parts, "; ") or nil}
+  return self.clock_cache.text
 end
 
 -- Keep a meter just read (by meter()) for the prompt.

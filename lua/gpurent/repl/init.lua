@@ -254,8 +254,11 @@ function Session:shell(cmd)
 end
 
 function Session:prompt()
-  local meter = self.host and self.box:meter_text()
-  return string.format("%s%s> ", self.host or "local", meter and (" [" .. meter .. "]") or "")
+  local tags = {}
+  tags[#tags + 1] = self.host and self.box:meter_text() or nil
+  local ok, clocks = pcall(self.box.clock_text, self.box)
+  if ok and clocks then tags[#tags + 1] = clocks end
+  return string.format("%s%s> ", self.host or "local", #tags > 0 and (" [" .. table.concat(tags, " | ") .. "]") or "")
 end
 
 local META_HELPERS = {check = "check", df = "df", gotchas = "gotchas", meter = "meter"}

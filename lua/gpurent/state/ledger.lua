@@ -27,8 +27,17 @@
 --   L:record_billing{instance, action, outcome, meter?, power_state?, price_per_hour?,
 --                    run_id?, request_id?, detail?, at?} -> id  (also updates the instance)
 --   L:record_gate{gate, action, decision, reason?, approved_by?, run_id?, instance?, at?} -> id
---   L:notify{kind, message, run_id?, instance?, at?} -> id
+--   L:notify{kind, message, run_id?, instance?, channel?, push?, pushed_at?, detail?, at?} -> id
+--   L:push_counts(channel, now) -> sent in the last minute, sent in the last day
+--   L:held(channel) -> held rows, oldest first;  L:set_push(id, push, pushed_at?, detail?)
+--   L:mark_summarized(ids, summary_id, at);  L:held_channels() -> {channel...}
 --   L:set_danger_clock{instance, name, deadline, note?, at?}; L:clear_danger_clock(instance, name, at?)
+--   L:open_clock{instance, name, started_at, deadline, note?, at?} -> clock id  (an open clock
+--       of that name is moved in place: the same stretch keeps its id and its reminders)
+--   L:open_clocks(name?) -> {{id, name, started_at, deadline, note, instance, region, provider_id}...}
+--   L:last_clock(instance, name) -> the newest clock row (open or cleared) | nil
+--   L:remind_once(clock_id, day, notification_id?, at?) -> true when not reminded before
+--   L:set_region(instance, region)
 --   L:status(now?) -> {instances...}; L:runs(limit?); L:run_history(run_id)
 --   L:cost{since?, now?} -> {instances = {...}, runs = {...}, totals = {currency = amount}}
 -- Formatting shared by the status/history/cost commands: ledger.time_text(at),
@@ -156,6 +165,23 @@ PRAGMA writable_schema = OFF;]=])
     local v = db:query("PRAGMA schema_version")[1].schema_version
     db:exec("PRAGMA schema_version = " .. math.tointeger(v + 1))
   end},
+  {version = 3, description = "push accounting of notifications, reminders of danger clocks, instance regions", sql = [[
+ALTER TABLE notifications ADD COLUMN channel TEXT;       -- the push channel's platform; NULL: terminal and ledger only
+ALTER TABLE notifications ADD COLUMN push TEXT;          -- sent | held | summarized | failed | none
+ALTER TABLE notifications ADD COLUMN pushed_at INTEGER;  -- when it (or the summary carrying it) went out
+ALTER TABLE notifications ADD COLUMN summary_id INTEGER REFERENCES notifications(id);
+ALTER TABLE notifications ADD COLUMN detail TEXT;        -- why it was held or failed
+CREATE INDEX notifications_push ON notifications(channel, push, pushed_at);
+ALTER TABLE danger_clocks ADD COLUMN started_at INTEGER; -- what starts the clock (e.g. the power-off)
+CREATE TABLE clock_reminders (
+  clock_id        INTEGER NOT NULL REFERENCES danger_clocks(id),
+  day             INTEGER NOT NULL,
+  notification_id INTEGER REFERENCES notifications(id),
+  at              INTEGER NOT NULL,
+  PRIMARY KEY (clock_id, day)
+);
+ALTER TABLE instances ADD COLUMN region TEXT;            -- the provider's region (peers share its durable FS)
+]]},
 }
 
 local function env(k)
@@ -371,10 +397,49 @@ end
 
 function Ledger:notify(t)
   return self:transaction(function()
-    local _, id = self.db:run("INSERT INTO notifications (run_id, instance_id, kind, message, at) VALUES (?, ?, ?, ?, ?)",
+    local _, id = self.db:run([[INSERT INTO notifications (run_id, instance_id, kind, message, at, channel, push,
+        pushed_at, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)]],
       t.run_id, instance_id(self, t.instance, "notify", true), need(t, "kind", "notify"),
-      need(t, "message", "notify"), t.at or os.time())
+      need(t, "message", "notify"), t.at or os.time(), t.channel, t.push, t.pushed_at, t.detail)
     return id
+  end)
+end
+
+-- Pushes that went out on a channel (a summary counts once) in the last 60 s and 86400 s.
+function Ledger:push_counts(channel, now)
+  now = now or os.time()
+  local r = self.db:query([[SELECT coalesce(sum(pushed_at > :now - 60), 0) AS minute, count(*) AS day
+    FROM notifications WHERE channel = :channel AND push = 'sent' AND pushed_at > :now - 86400]],
+    {channel = channel, now = now})[1]
+  return r.minute, r.day
+end
+
+function Ledger:held(channel)
+  return self.db:query([[SELECT n.id, n.kind, n.message, n.at, n.detail, i.name AS instance FROM notifications n
+    LEFT JOIN instances i ON i.id = n.instance_id WHERE n.channel = ? AND n.push = 'held' ORDER BY n.at, n.id]], channel)
+end
+
+function Ledger:held_channels()
+  local out = {}
+  for _, r in ipairs(self.db:query("SELECT DISTINCT channel FROM notifications WHERE push = 'held' ORDER BY channel")) do
+    out[#out + 1] = r.channel
+  end
+  return out
+end
+
+function Ledger:set_push(id, push, pushed_at, detail)
+  self:transaction(function()
+    self.db:run("UPDATE notifications SET push = ?, pushed_at = ?, detail = coalesce(?, detail) WHERE id = ?",
+      push, pushed_at, detail, id)
+  end)
+end
+
+function Ledger:mark_summarized(ids, summary_id, at)
+  self:transaction(function()
+    for _, id in ipairs(ids) do
+      self.db:run("UPDATE notifications SET push = 'summarized', summary_id = ?, pushed_at = ? WHERE id = ? AND push = 'held'",
+        summary_id, at, id)
+    end
   end)
 end
 
@@ -387,6 +452,49 @@ function Ledger:set_danger_clock(t)
       at, iid, need(t, "name", "set_danger_clock"))
     self.db:run("INSERT INTO danger_clocks (instance_id, name, deadline, note, set_at) VALUES (?, ?, ?, ?, ?)",
       iid, t.name, need(t, "deadline", "set_danger_clock"), t.note, at)
+  end)
+end
+
+function Ledger:open_clock(t)
+  local at = t.at or os.time()
+  return self:transaction(function()
+    local iid = instance_id(self, t.instance, "open_clock")
+    local row = self.db:query("SELECT id FROM danger_clocks WHERE instance_id = ? AND name = ? AND cleared_at IS NULL",
+      iid, need(t, "name", "open_clock"))[1]
+    if row then
+      self.db:run("UPDATE danger_clocks SET started_at = ?, deadline = ?, note = coalesce(?, note) WHERE id = ?",
+        need(t, "started_at", "open_clock"), need(t, "deadline", "open_clock"), t.note, row.id)
+      return row.id
+    end
+    local _, id = self.db:run([[INSERT INTO danger_clocks (instance_id, name, deadline, note, set_at, started_at)
+      VALUES (?, ?, ?, ?, ?, ?)]], iid, t.name, t.deadline, t.note, at, t.started_at)
+    return id
+  end)
+end
+
+function Ledger:open_clocks(name)
+  return self.db:query([[SELECT c.id, c.name, c.started_at, c.deadline, c.note, c.set_at, i.name AS instance,
+      i.region, i.provider_id, i.profile FROM danger_clocks c JOIN instances i ON i.id = c.instance_id
+    WHERE c.cleared_at IS NULL AND (:name IS NULL OR c.name = :name) ORDER BY c.deadline, c.id]], {name = name})
+end
+
+function Ledger:last_clock(instance, name)
+  return self.db:query([[SELECT c.*, i.name AS instance, i.power_state, i.profile, i.region FROM danger_clocks c
+    JOIN instances i ON i.id = c.instance_id WHERE (i.name = :inst OR i.provider_id = :inst) AND c.name = :name
+    ORDER BY c.set_at DESC, c.id DESC LIMIT 1]], {inst = instance, name = name})[1]
+end
+
+function Ledger:remind_once(clock_id, day, notification_id, at)
+  return self:transaction(function()
+    local n = self.db:run([[INSERT OR IGNORE INTO clock_reminders (clock_id, day, notification_id, at)
+      VALUES (?, ?, ?, ?)]], clock_id, day, notification_id, at or os.time())
+    return n == 1
+  end)
+end
+
+function Ledger:set_region(instance, region)
+  self:transaction(function()
+    self.db:run("UPDATE instances SET region = ? WHERE name = ?", region, instance)
   end)
 end
 
@@ -444,7 +552,7 @@ function Ledger:status(now)
   for _, inst in ipairs(self.db:query("SELECT * FROM instances ORDER BY name")) do
     local cost = cost_in(self:meter_intervals(inst.id, now))
     local clocks = {}
-    for _, c in ipairs(self.db:query([[SELECT name, deadline, note FROM danger_clocks
+    for _, c in ipairs(self.db:query([[SELECT name, deadline, note, started_at FROM danger_clocks
         WHERE instance_id = ? AND cleared_at IS NULL ORDER BY deadline]], inst.id)) do
       c.seconds_left = c.deadline - now
       clocks[#clocks + 1] = c
@@ -457,7 +565,7 @@ function Ledger:status(now)
       name = inst.name, profile = inst.profile, provider_id = inst.provider_id,
       power_state = inst.power_state, meter = inst.meter, price_per_hour = inst.price_per_hour,
       currency = inst.currency, accrued_cost = round(cost), danger_clocks = clocks,
-      run = run, phase = phase, updated_at = inst.updated_at,
+      run = run, phase = phase, updated_at = inst.updated_at, region = inst.region,
     }
   end
   return out

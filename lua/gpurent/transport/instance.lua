@@ -49,6 +49,9 @@ function instance.connect(target, opts)
   local self = setmetatable({target = target, cfg = cfg, opts = opts, busy = false}, Instance)
   self.conn = ssh.connect(cfg, opts)
   self.label = self.conn.label
+  -- owed at every connect: one line when a same-region peer is powered off and its
+  -- release clock runs (gpurent.billing.clock); never fatal to the connection
+  pcall(function() require("gpurent.billing.clock").connect_warning(target, cfg) end)
   return self
 end
 

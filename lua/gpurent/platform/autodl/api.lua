@@ -16,7 +16,7 @@
 --   c:power_on(uuid, {retries=, backoff=, max_backoff=, wait=true, deadline=})
 --   c:power_off(uuid, {wait=true, deadline=})      -- C refuses both without the person's
 --   c:release(uuid)                                -- approval (gpurent.billing.stop gates them)
---   c:wechat{title=, name=, content=} -> true | false, why   (5/min, 50/day, kept locally)
+--   c:wechat{title=, name=, content=} -> true | false, why   (limits: gpurent.notify, in the ledger)
 --   autodl.in_instance_power_off(inst [, verb]) -- the token-less verb: `shutdown` on the box
 --
 -- Errors are gpurent.errors objects (kind transport or provider) with code=, failure=,
@@ -24,7 +24,6 @@
 -- stays in C and appears in none of them.
 local http = require "gpurent.util.http"
 local json = require "gpurent.util.json"
-local fs = require "gpurent.util.fs"
 local core = require "gpurent.core"
 
 local autodl = {}
@@ -213,6 +212,7 @@ function Client:instances()
     if page >= (d.max_page or 1) then break end
     page = page + 1
   end
+  if self.observe then self.observe(out) end      -- the whole account, seen now (gpurent.billing.clock)
   return out
 end
 
@@ -239,6 +239,8 @@ function Client:find(ref)
   for _, it in ipairs(uuid and all or {}) do
     if it.uuid == uuid then it.alias = ref; return it end
   end
+  local gone = self.explain_missing and self.explain_missing(ref)
+  if gone then error(errors.new("provider", gone, {code = "RecordNotFoundError", provider = "autodl"}), 0) end
   error("AutoDL: no instance " .. tostring(ref) .. " in this account (by uuid or name"
     .. (uuid and (", nor its linked uuid " .. uuid) or "; link an ssh alias with gpurent host add ALIAS --uuid UUID")
     .. ")", 0)
@@ -312,28 +314,11 @@ end
 
 -- ---- WeChat ---------------------------------------------------------------------
 
-local function wechat_log_path(self)
-  local dir = self.state_dir or require("gpurent.state.ledger").state_dir()
-  fs.mkdirs(dir)
-  return dir .. "/wechat-sent.json"
-end
-
--- Keeps AutoDL's limits locally (5 a minute, 50 a day), so a noisy patrol does not
--- spend the day's quota; returns false, why instead of raising when over it.
+-- Sends one message; the API's answer decides (its limits, 5 a minute and 50 a day,
+-- are counted before sending by gpurent.notify, in the ledger). false, why on refusal.
 function Client:wechat(m)
-  local limits = (self.api.endpoints.wechat or {}).limits or {per_minute = 5, per_day = 50}
-  local path = wechat_log_path(self)
-  local sent = fs.exists(path) and json.decode(fs.read_file(path), path) or {}
-  local t, recent, minute = os.time(), {}, 0
-  for _, s in ipairs(sent) do
-    if t - s < 86400 then recent[#recent + 1] = s; if t - s < 60 then minute = minute + 1 end end
-  end
-  if minute >= limits.per_minute then return false, "WeChat limit: " .. limits.per_minute .. " a minute" end
-  if #recent >= limits.per_day then return false, "WeChat limit: " .. limits.per_day .. " a day" end
   local ok, err = pcall(self.act, self, "wechat", {title = m.title, name = m.name or "", content = m.content or ""})
-  if not ok then return false, tostring(err) end
-  recent[#recent + 1] = t
-  fs.atomic_write(path, json.encode(json.array(recent)))
+  if not ok then return false, errors.message(err) end
   return true
 end
 

@@ -9,7 +9,11 @@
 --   autodl.stop(o) -> {decision, status, item}  the guarded power-off / release (billing.stop)
 --   autodl.parse_login("ssh -p 12345 root@connect.westDC2.seetacloud.com") -> {user, host, port}
 --   autodl.hints.unreachable(host) / .teardown_reminder(host, instance) / .no_token
---   autodl.notify{title=, name=, content=} -> true | false, why   (WeChat: 5/min, 50/day)
+--   autodl.notify{title=, name=, content=} -> true | false, why   (WeChat)
+--   autodl.notify_ready() -> true | false, why;  autodl.notify_limits() -> {per_minute=, per_day=}
+--       (the profile's billing.api.endpoints.wechat.limits; gpurent.notify counts them in the ledger)
+--   autodl.item_facts(item) -> {power_state=, meter=, powered_off=, stopped_at=, region=}
+--   autodl.hints.release_clock(c) / .auto_released(c) / .clock_short(c)   the release clock's words
 --   autodl.in_instance_power_off(inst [, verb])   `shutdown` on the box (关机, no token)
 local api = require "gpurent.platform.autodl.api"
 local errors = require "gpurent.util.errors"
@@ -49,7 +53,20 @@ end
 
 -- The client, whatever the token: callers that only read what it knows without one
 -- (find by a linked alias) or print a dry run use it so.
-local function make(o) return api.client(o) end
+-- Every client reports what it lists to the release clock (gpurent.billing.clock), and
+-- asks it why an instance it cannot find is gone; a ledger problem never fails a call.
+local function make(o)
+  local c = api.client(o)
+  c.observe = function(items)
+    local ok, err = pcall(function() require("gpurent.billing.clock").observe(autodl, items) end)
+    if not ok then io.stderr:write("gpurent: (release clock: ", tostring(err), ")\n") end
+  end
+  c.explain_missing = function(ref)
+    local ok, text = pcall(function() return require("gpurent.billing.clock").explain_missing(ref) end)
+    return ok and text or nil
+  end
+  return c
+end
 
 function autodl.client(o)
   local ok, c = pcall(make, o)
@@ -77,10 +94,57 @@ function autodl.parse_login(text)
   return hosts.parse_ssh_command(text, autodl.login_example)
 end
 
+autodl.notify_channel = "WeChat"
+
 function autodl.notify(m)
   local c, why = autodl.client()
   if not c then return false, why end
   return c:wechat(m)
+end
+
+-- WeChat messages go to the account the token belongs to: configured = a token.
+function autodl.notify_ready()
+  local c, why = autodl.client()
+  if not c then return false, why end
+  return true
+end
+
+function autodl.notify_limits()
+  local a = api.profile_api()
+  local w = a and a.endpoints and a.endpoints.wechat or api.DEFAULTS.endpoints.wechat
+  return w.limits
+end
+
+-- ---- the 15-day release clock (关机 15 天后释放) -----------------------------------------
+
+-- What generic policy needs of one list item: its power, when it stopped, its region.
+function autodl.item_facts(it)
+  local billing = require "gpurent.billing"
+  local off = it.status == "shutdown"
+  return {power_state = it.status, meter = it.status == "running" and "on" or (off and "off" or nil), powered_off = off,
+          running = it.status == "running", stopped_at = off and billing.parse_time(it.stopped_at) or nil,
+          region = type(it.region_sign) == "string" and it.region_sign ~= "" and it.region_sign or nil}
+end
+
+local function day(t) return os.date("!%Y-%m-%d", t) end
+
+-- c: {instance, started_at, deadline, days, days_off, days_left, survivor}
+function autodl.hints.release_clock(c)
+  return string.format("%s has been powered off (关机) for %d days, since %s: AutoDL releases (释放) it on %s, " ..
+    "in %d day%s, deleting / and its data disk%s. Power it on to keep it (gpurent billing power-on %s), " ..
+    "or sync what you need to the durable FS first", c.instance, c.days_off, day(c.started_at), day(c.deadline),
+    c.days_left, c.days_left == 1 and "" or "s", c.survivor and ("; only " .. c.survivor .. " survives") or "", c.instance)
+end
+
+function autodl.hints.auto_released(c)
+  return string.format("%s was powered off on %s, %d days ago: AutoDL released it with its data disk " ..
+    "(a box powered off for %d days is released, 关机 15 天后释放)%s", c.instance, day(c.started_at), c.days_off, c.days,
+    c.survivor and ("; only " .. c.survivor .. " of its region survives") or "")
+end
+
+-- For the REPL prompt and the connect warning: one short line.
+function autodl.hints.clock_short(c)
+  return string.format("%s off %dd: AutoDL releases it in %dd", c.instance, c.days_off, c.days_left)
 end
 
 autodl.in_instance_power_off = api.in_instance_power_off
