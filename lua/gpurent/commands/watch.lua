@@ -9,7 +9,9 @@ local errors = require "gpurent.util.errors"
 
 local M = {summary = "re-attach to a run and watch it until it finishes, dies or stalls"}
 M.usage = [[usage: gpurent watch RUN [--interval S] [--stall S] [--max-wait S] [--max-relaunches N] [--once] [--finish] [--json]
-RUN is a run id from the ledger (gpurent history). One probe per tick, one round trip each:
+RUN is a run id from the ledger (gpurent history). A sweep's queue run (SWEEP-HOST) shows
+each cell's state from the box (--once: one line per cell) and follows the on-box queue
+to its QUEUE DONE; --finish then seals the DONE cells and pulls + verifies them. One probe per tick, one round trip each:
 session/process alive, the wrapper's markers, last log line, newest artifact, df -h/-i,
 cgroup memory + oom_kill, GPU. A probabilistic failure is relaunched (the identical command
 resumes from its checkpoint) up to --max-relaunches; anything else stops with its remedy.
@@ -42,6 +44,12 @@ function M.main(args)
   local o = {interval = tonumber(opts.interval), stall_seconds = tonumber(opts.stall),
     max_wait = tonumber(opts.max_wait), max_relaunches = tonumber(opts.max_relaunches)}
   r:say("watch", "re-attaching to %s on %s (ledger status %s)", r.id, r.host, tostring(r.status))
+  if r.kind == "queue" then
+    -- a sweep's on-box queue: per-cell state from the box; --finish seals and pulls its cells
+    local state, code = require("gpurent.lifecycle.queue").reattach(r, opts, o)
+    if opts.json then as_json(r, state, code) end
+    return code
+  end
   if opts.once then
     local inst = r:connect()
     local monitor = require "gpurent.lifecycle.monitor"
