@@ -31,7 +31,7 @@ describe("lifecycle sweep", function()
       " " .. T.q("load=python3 " .. T.root .. "/examples/tiny-train/load_check.py {}")))
     assert.are_not.equal(0, code)
     assert.truthy(out:find("3 cells in", 1, true), out)
-    local done = out:match("QUEUE DONE [^\n]*")
+    local done = out:match("\nQUEUE DONE [^\n]*")
     assert.truthy(done, out .. err)
     assert.truthy(done:find("3 cell(s) run, 2 ok, 1 failed", 1, true), done)
     assert.truthy(done:find("cell 2 (", 1, true), done)
@@ -56,7 +56,7 @@ describe("lifecycle sweep", function()
     local q2 = T.write(tb.dir .. "/two.txt", "configs/ok.json fit 1\nconfigs/ok.json other 1\n")
     local code, out, err = tb:gpurent((sweep_args("s1,deadbox", ""):gsub(T.q(queue):gsub("%p", "%%%0"), T.q(q2))))
     assert.are_not.equal(0, code, out .. err)
-    local done = out:match("QUEUE DONE [^\n]*")
+    local done = out:match("\nQUEUE DONE [^\n]*")
     assert.truthy(done, out .. err)
     assert.truthy(done:find("2 cell(s) run, 2 ok, 0 failed; 1 host(s) failed: host deadbox: ", 1, true), done)
     -- no unlabelled line from a host's runs: each says which host it is about
@@ -65,7 +65,7 @@ describe("lifecycle sweep", function()
         assert.truthy(line:match("^%[s1%] ") or line:match("^%[deadbox%] "), "unlabelled: " .. line)
       end
     end
-    assert.truthy(out:find("\n%[s1%] %[watch%] t%+%d+s attempt 1 FINISHED"), out)
+    assert.truthy(out:find("\n%[s1%] %[cell%] cell %d: run %S+ DONE on the box"), out)
     assert.truthy(out:find("\n%[deadbox%] %[run%] run %S+ FAILED: cannot reach deadbox"), out)
     local sweep = done:match("QUEUE DONE (%S+):")
     local L = require("gpurent.state.ledger").open(tb.state .. "/ledger.sqlite")
@@ -86,7 +86,7 @@ describe("lifecycle sweep", function()
       " " .. T.q("train={python} train.py --config {config} --task {task} --epochs {epochs} --out {out}") ..
       " interval=0.3 stall=20 floor_inodes=10"
     local h = tb:spawn(args)
-    assert.truthy(h:wait_for("%[watch%] t%+%d+s attempt 1 RUNNING", 60), h:output())
+    assert.truthy(h:wait_for("%[watch%] t%+%d+s cell 1 attempt 1 RUNNING", 60), h:output())
     -- another user of the region FS eats every inode while the cell trains
     local o, rc = tb:exec("i1", "mkdir -p /root/autodl-fs/other && i=0; while touch /root/autodl-fs/other/f$i 2>/dev/null; " ..
       "do i=$((i+1)); done; df -i /root/autodl-fs | tail -n 1")
