@@ -4,6 +4,8 @@
 -- so this watcher is as good as the one that started the job. The phases (connect,
 -- watch, and with --finish close and pull) run under gpurent.lifecycle, which owns
 -- the ledger, the finish lock and Ctrl-C (the job keeps running: "detached").
+-- A sweep's queue run (kind "queue") is followed by gpurent.lifecycle.queue instead:
+-- per-cell state from the box, and with --finish the cells sealed, pulled and verified.
 local cli = require "gpurent.cli"
 local errors = require "gpurent.util.errors"
 

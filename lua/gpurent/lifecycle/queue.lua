@@ -420,6 +420,10 @@ local function once(r)
 end
 
 function queue.reattach(r, opts, o)
+  if o.max_relaunches then
+    errors.usage("watch " .. r.id .. ": --max-relaunches does not apply to a sweep's queue run: each cell runs once " ..
+      "on the box (rerun a failed cell with start=N)", 0)
+  end
   if opts.once then return once(r) end
   local P = phases()
   local list = {P.connect, queue.watch}

@@ -91,7 +91,13 @@ run_cell() {
   echo "${oom:-0}" > "$c_m/a1/oom0"
   echo "$c_w" > "$c_m/a1/script"
   cat "$M/mode" > "$c_m/a1/mode" 2>/dev/null
-  bash "$c_w" 1 >> "$c_a/train.log" 2>&1 < /dev/null
+  # its own process group (setsid -w waits for it): stopping the cell (run_stop.sh, by its
+  # exact process group) stops its training, never this queue
+  if command -v setsid >/dev/null 2>&1; then
+    setsid -w bash "$c_w" 1 >> "$c_a/train.log" 2>&1 < /dev/null
+  else
+    bash "$c_w" 1 >> "$c_a/train.log" 2>&1 < /dev/null
+  fi
   c_rc=$?
   if [ -f "$c_m/a1/DONE" ]; then end_cell "$1" "$2" ok "$(cat "$c_m/a1/DONE")"
   elif [ -f "$c_m/a1/FAILED" ]; then end_cell "$1" "$2" failed "$(cat "$c_m/a1/FAILED")"
