@@ -63,15 +63,21 @@ local smoke = lifecycle.phase{name = "smoke", needs = {"run"}, run = function(ct
   smoked = true
   phases.prepare.smoke(ctx.run, params.smoke, {code_dir = params.code})
 end}
+-- which hosts' queues were started (a Ctrl-C after that detaches them: they run on)
+local launched, runs = {}, {}
+local mark = lifecycle.phase{name = "launched", needs = {"run", "job"}, run = function(ctx)
+  launched[ctx.run.host] = true
+end}
 local host_phases = {phases.connect, phases.setup, phases.audit, phases.environment, smoke, phases.prepare,
-  queue.launch, queue.watch}
+  queue.launch, mark, queue.watch}
 if params.pull then host_phases[#host_phases + 1] = phases.pull end
 host_phases[#host_phases + 1] = queue.verdict
 
-local results = gpurent.parallel(params.host, function(host)
+local function run_host(host)
   local r = run.new{host = host, project = params.project, id = sweep .. "-" .. host, recipe = "autodl_sweep",
     parent = sweep, kind = "queue", label = label(host), interval = params.interval, stall_seconds = params.stall,
     max_wait = params.max_wait, roster = params.expected, load_cmd = params.load, local_dir = params.local_dir}
+  runs[host] = r
   return lifecycle.attempt(r, host_phases, {tell = false, options = {
     audit = {gotchas = false, hogs = false},
     prepare = {code_dir = params.code, command = params.train, params = {queue = params.queue, start = params.start}},
@@ -83,7 +89,29 @@ local results = gpurent.parallel(params.host, function(host)
     pull = params.pull and {skip = function(ctx) return #ctx.cells == 0 end,
       roster = params.expected, load_cmd = params.load, local_dir = params.local_dir} or nil,
   }})
-end)
+end
+
+-- one host: its lifecycle owns Ctrl-C (detached, with the re-attach command); several
+-- hosts: a Ctrl-C that ends the fan-out leaves every started queue running, said here
+local results
+if #params.host == 1 then
+  results = {{ok = true, value = run_host(params.host[1])}}
+else
+  local ok, res = pcall(gpurent.parallel, params.host, run_host)
+  if not ok then
+    if not errors.is(res, "interrupted") then error(res, 0) end
+    require("gpurent.util.sys").clear_interrupt()
+    local again = {}
+    for _, host in ipairs(params.host) do
+      if runs[host] then runs[host]:finish(launched[host] and "detached" or "interrupted") end
+      if launched[host] then again[#again + 1] = "`gpurent watch " .. sweep .. "-" .. host .. "`" end
+    end
+    errors.raise("interrupted", string.format("sweep %s interrupted: %s", sweep, #again > 0 and
+      ("the queue keeps running on the box; re-attach with " .. table.concat(again, ", ") .. " (--finish seals and pulls)")
+      or "no queue was started yet"), 0)
+  end
+  results = res
+end
 
 -- a failed host is a host, not a cell: it is named apart from the cells
 local ran, ok, failed, stopped, host_failures, detached = 0, 0, {}, {}, {}, {}

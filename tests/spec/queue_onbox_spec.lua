@@ -1,7 +1,8 @@
 -- queue_onbox_spec.lua: the sweep queue runs ON the box (recipes/autodl_sweep.lua,
 -- gpurent.lifecycle.queue, lua/gpurent/remote/run_queue.sh) on the simulated AutoDL:
 -- it keeps running when the gpurent that launched it is SIGKILLed and `gpurent watch
--- QUEUE_RUN --finish` picks it up, seals and pulls its cells; a failing cell is
+-- QUEUE_RUN --finish` picks it up, seals and pulls its cells; Ctrl-C detaches (the
+-- queue finishes on the box); a failing cell is
 -- recorded on the box and the next one runs, ending QUEUE DONE non-zero; start=N
 -- resumes; two boxes of one region claim disjoint cells of one queue on the region
 -- FS; the per-cell disk gate refuses a cell on inodes, naming the tier.
@@ -65,6 +66,38 @@ describe("on-box sweep queue", function()
       assert.are.equal("succeeded", ledger_status(id))
     end
     assert.are.equal("succeeded", ledger_status(qrun))
+  end)
+
+  it("Ctrl-C detaches: the sweep says how to re-attach and the queue finishes on the box", function()
+    local qf = T.write(tb.dir .. "/c.txt", "configs/ok.json fit 6\nconfigs/ok.json other 6\n")
+    local h = tb:spawn(sweep_args("q1", "cq", qf))
+    assert.truthy(h:wait_for("cell 1 %([^\n]*%) %-> run %S+ on q1", 90), h:output())
+    os.execute("kill -INT " .. h.pid)
+    local code = h:wait(60)
+    local out = h:output()
+    assert.are.equal(130, code, out)
+    local qrun = out:match("%[sweep%] (%S+):") .. "-q1"
+    assert.truthy(out:find("keeps running on the box; re-attach with `gpurent watch " .. qrun .. "`", 1, true), out)
+    assert.are.equal("detached", ledger_status(qrun))
+    local done = tb:exec("q1", "for i in $(seq 120); do grep -q 'QUEUE DONE' " .. meta("cq", qrun) ..
+      "/QDONE 2>/dev/null && break; sleep 0.5; done; cat " .. meta("cq", qrun) .. "/QDONE")
+    assert.truthy(done:find("2 cell(s) run, 2 ok, 0 failed", 1, true), done)
+  end)
+
+  it("Ctrl-C of a sweep over two boxes detaches both queues, naming each re-attach command", function()
+    local qf = T.write(tb.dir .. "/c2.txt", "configs/ok.json fit 6\nconfigs/ok.json other 6\nconfigs/ok.json fit 5\n")
+    local h = tb:spawn(sweep_args("q1,q2", "cq2", qf))
+    assert.truthy(h:wait_for("%[q1%] %[queue%] queue %S+ runs on q1", 90), h:output())
+    assert.truthy(h:wait_for("%[q2%] %[queue%] queue %S+ runs on q2", 90), h:output())
+    os.execute("kill -INT " .. h.pid)
+    local code = h:wait(60)
+    local out = h:output()
+    assert.are.equal(130, code, out)
+    local sweep = out:match("%[sweep%] (%S+):")
+    for _, host in ipairs({"q1", "q2"}) do
+      assert.truthy(out:find("`gpurent watch " .. sweep .. "-" .. host .. "`", 1, true), out)
+      assert.are.equal("detached", ledger_status(sweep .. "-" .. host))
+    end
   end)
 
   it("records a failing cell and runs the next, ending QUEUE DONE non-zero; start=3 runs only cell 3", function()
