@@ -125,6 +125,8 @@ for i, res in ipairs(results) do
   end
   if out and out.status == "detached" then
     detached[#detached + 1] = sweep .. "-" .. params.host[i]
+  elseif out and out.status == "interrupted" then
+    errors.raise("interrupted", "sweep " .. sweep .. " interrupted before its queue started: nothing runs on the box for it", 0)
   elseif not (out and out.ok) and not (out and out.phase == "queue_verdict") then
     host_failures[#host_failures + 1] = "host " .. params.host[i] .. ": " ..
       errors.message(out and out.error or res.error):match("[^\n]*")
