@@ -117,7 +117,8 @@ end
 local ran, ok, failed, stopped, host_failures, detached = 0, 0, {}, {}, {}, {}
 for i, res in ipairs(results) do
   local out = res.ok and res.value or nil
-  local s = out and out.ctx and out.ctx.swept
+  -- a queue that died or timed out still counts the cells that ran (its error carries them)
+  local s = out and ((out.ctx and out.ctx.swept) or (type(out.error) == "table" and out.error.swept))
   if s then
     ran, ok = ran + s.ran, ok + #s.ok
     for _, f in ipairs(s.failed) do failed[#failed + 1] = f end

@@ -2,7 +2,8 @@
 -- gpurent.lifecycle.queue, lua/gpurent/remote/run_queue.sh) on the simulated AutoDL:
 -- it keeps running when the gpurent that launched it is SIGKILLed and `gpurent watch
 -- QUEUE_RUN --finish` picks it up, seals and pulls its cells; Ctrl-C detaches (the
--- queue finishes on the box); a failing cell is
+-- queue finishes on the box); a queue killed on the box is reported with the
+-- start=N that resumes it; a failing cell is
 -- recorded on the box and the next one runs, ending QUEUE DONE non-zero; start=N
 -- resumes; two boxes of one region claim disjoint cells of one queue on the region
 -- FS; the per-cell disk gate refuses a cell on inodes, naming the tier.
@@ -125,6 +126,21 @@ describe("on-box sweep queue", function()
     events = tb:exec("q1", "cat " .. meta("fq", qrun) .. "/cells.log")
     assert.truthy(events:find("^start 3 "), events)
     assert.falsy(events:find("start [12] "), events)
+  end)
+
+  it("a queue killed on the box is reported gone, with the start=N that resumes it", function()
+    local qf = T.write(tb.dir .. "/d.txt", "configs/ok.json fit 6\nconfigs/ok.json other 6\nconfigs/ok.json fit 5\n")
+    local h = tb:spawn(sweep_args("q1", "dq", qf))
+    assert.truthy(h:wait_for("cell 2 %([^\n]*%) %-> run %S+ on q1", 90), h:output())
+    local qrun = h:output():match("%[sweep%] (%S+):") .. "-q1"
+    local o, rc = tb:exec("q1", "kill -9 $(cat " .. meta("dq", qrun) .. "/queue.pid)")
+    assert.are.equal(0, rc, o)
+    local code = h:wait(60)
+    local out = h:output()
+    assert.are_not.equal(0, code, out)
+    assert.truthy(out:find("queue " .. qrun .. " on q1 is gone without QUEUE DONE (cell 2 started and not ended, " ..
+      "1 cell(s) still pending): the box rebooted or the queue was killed; run the rest with start=2", 1, true), out)
+    assert.truthy(out:find("\nQUEUE DONE %S+: 2 cell%(s%) run, 1 ok, 0 failed; 1 cell%(s%) not run; 1 host%(s%) failed"), out)
   end)
 
   it("two boxes of one region claim disjoint cells of one queue on the region FS", function()

@@ -25,7 +25,8 @@
 --                  floor (live tier bytes, 64M), floor_durable (durable tier bytes, 1M),
 --                  floor_inodes (each tier, 100)
 --   queue.watch    needs {run, inst} -> {cells = ids with a result, swept = summary};
---                  opts: interval, stall, max_wait, seal (close each DONE cell), roster
+--                  opts: interval, stall, max_wait, seal (close each DONE cell), roster;
+--                  its errors (watch_state dead, timeout, unreachable) carry `swept` too
 --   queue.verdict  needs {swept}: fails the queue run when a cell failed, the gate
 --                  stopped it, or no cell produced a result
 --   queue.reattach(r, opts, o) -> state, exit code   (`gpurent watch QUEUE_RUN`; opts: the
@@ -209,7 +210,9 @@ function queue.status(inst, r)
       elseif kind == "gate" then
         st.events[#st.events + 1] = {kind = "gate", index = tonumber(n), text = rest}
       end
-    elseif k == "pending" then st.pending = tonumber(v) or 0
+    elseif k == "pending" then
+      local count, nxt = v:match("^(%d+) (%S+)")
+      st.pending, st.next = tonumber(count) or 0, tonumber(nxt)
     elseif k == "done" then
       if v:match("^exit=") then
         st.done = {exit = tonumber(v:match("exit=(%d+)")), ran = tonumber(v:match("ran=(%d+)")),
@@ -310,6 +313,16 @@ local function tick_running(S, t0)
   end
 end
 
+-- What the queue did so far (also carried by a follow error as `swept`, so a sweep
+-- whose queue died or timed out still counts the cells that ran).
+local function summary(S, o)
+  local failed = {}
+  for i, f in ipairs(S.failed) do failed[i] = f end
+  table.sort(failed, function(a, b) return a.index < b.index end)
+  return {ran = S.ran, ok = S.ok, failed = failed, cells = S.cells, stopped = S.stopped, pending = S.pending,
+          exit = S.done and S.done.exit, line = S.done and S.done.line, host = S.r.host, run = S.r.id, shared = o.shared}
+end
+
 function queue.follow(inst, r, o)
   o = o or {}
   local interval = o.interval or r.interval or 30
@@ -325,26 +338,35 @@ function queue.follow(inst, r, o)
         errors.message(st):match("[^\n]*"))
       if fails >= (o.probe_failures or 20) then
         errors.raise("remote", "queue " .. r.id .. ": " .. r.host .. " unreachable", 0,
-          {watch_state = "unreachable", still_running = true})
+          {watch_state = "unreachable", still_running = true, swept = summary(S, o)})
       end
       if require("gpurent.transport.ssh").is_error(st, "timeout") then pcall(inst.reconnect, inst) end
     else
       fails = 0
-      S.st = st
+      S.st, S.pending = st, st.pending
       if #st.table == 0 then
         error("queue: " .. r.id .. " was never started on " .. r.host .. " (no cell table in " .. r.paths.meta .. ")", 0)
       end
       for i = S.handled + 1, #st.events do on_event(S, st.events[i]) end
       S.handled = #st.events
       if st.done then
-        S.done, S.pending = st.done, st.pending
+        S.done = st.done
         r:say("queue", "on the box: %s", st.done.line or "QUEUE DONE")
         break
       end
       if not st.alive then
-        errors.raise("remote", string.format("queue %s on %s is gone without QUEUE DONE (%d cell(s) still pending): " ..
-          "the box rebooted or the queue was killed; run the remaining cells with start=N", r.id, r.host, st.pending), 0,
-          {watch_state = "dead"})
+        -- a cell that started and has no end: its result is not known to the queue, it is rerun too
+        local from, cut = st.next, {}
+        for n in pairs(S.running) do
+          cut[#cut + 1] = tostring(n)
+          if not from or n < from then from = n end
+        end
+        table.sort(cut)
+        errors.raise("remote", string.format("queue %s on %s is gone without QUEUE DONE (%s%d cell(s) still pending): " ..
+          "the box rebooted or the queue was killed%s", r.id, r.host,
+          #cut > 0 and ("cell " .. table.concat(cut, ", ") .. " started and not ended, ") or "", st.pending,
+          from and string.format("; run the rest with start=%d", from) or ""), 0,
+          {watch_state = "dead", swept = summary(S, o)})
       end
       tick_running(S, t0)
     end
@@ -352,13 +374,11 @@ function queue.follow(inst, r, o)
       r:say("queue", "TIMEOUT after %ds: the queue keeps running on %s; re-attach with gpurent watch %s", max_wait,
         r.host, r.id)
       errors.raise("remote", "queue " .. r.id .. " still running after " .. max_wait .. "s", 0,
-        {watch_state = "timeout", still_running = true})
+        {watch_state = "timeout", still_running = true, swept = summary(S, o)})
     end
     sched.sleep(interval)
   end
-  table.sort(S.failed, function(a, b) return a.index < b.index end)
-  return {ran = S.ran, ok = S.ok, failed = S.failed, cells = S.cells, stopped = S.stopped, pending = S.pending,
-          exit = S.done.exit, line = S.done.line, host = r.host, run = r.id, shared = o.shared}
+  return summary(S, o)
 end
 
 queue.watch = {name = "queue_watch", needs = {"run", "inst"}, produces = {"cells", "swept"}}

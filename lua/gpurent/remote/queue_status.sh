@@ -3,7 +3,7 @@
 #   gq_alive 1|0 PID   the queue's tmux session or its exact PID (cmdline holds SCRIPT)
 #   gq_cell LINE       the cell table (N, run id, the queue line)
 #   gq_event LINE      cells.log: start / end / gate events, in order
-#   gq_pending N       cells still waiting in the queue directory
+#   gq_pending N NEXT  cells still waiting in the queue directory, the lowest one
 #   gq_done LINE       the QDONE file, once the queue ended
 M=@META@; S=@SESSION@; Q=@SCRIPT@
 alive=0
@@ -14,8 +14,15 @@ echo "gq_alive $alive ${pid:-none}"
 [ -f "$M/cells" ] && sed 's/^/gq_cell /' "$M/cells"
 [ -f "$M/cells.log" ] && sed 's/^/gq_event /' "$M/cells.log"
 qdir=$(cat "$M/qdir" 2>/dev/null)
-n=0
-if [ -n "$qdir" ]; then for f in "$qdir"/pending/cell.*; do [ -e "$f" ] && n=$((n + 1)); done; fi
-echo "gq_pending $n"
+n=0; next=
+if [ -n "$qdir" ]; then
+  for f in "$qdir"/pending/cell.*; do
+    [ -e "$f" ] || continue
+    n=$((n + 1)); k=${f##*/cell.}
+    case $k in ''|*[!0-9]*) continue ;; esac
+    if [ -z "$next" ] || [ "$k" -lt "$next" ]; then next=$k; fi
+  done
+fi
+echo "gq_pending $n ${next:-none}"
 [ -f "$M/QDONE" ] && sed 's/^/gq_done /' "$M/QDONE"
 true
