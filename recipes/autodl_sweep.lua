@@ -55,6 +55,11 @@ print(string.format("[sweep] %s: %d cells in %s, running %d (from cell %d) on %s
 local function label(host) return #params.host > 1 and host or nil end
 -- several hosts: one queue on the region FS, its cells claimed one at a time
 local shared = #params.host > 1 and {} or nil
+if shared then
+  -- refused before anything runs when the profile has no region-wide durable tier
+  local profile_mod = require "gpurent.config.profile"
+  queue.shared_tier(profile_mod.load(profile_mod.default_name()))
+end
 
 -- the local smoke test, once for the whole sweep
 local smoked = false

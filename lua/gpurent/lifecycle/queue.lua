@@ -33,6 +33,7 @@
 --                  command's flags once, finish; o: interval, stall_seconds, max_wait)
 --   queue.status(inst, r) -> {alive, pid, table, events, pending, done}
 --   queue.cell_id(sweep, n), queue.cell_command(template, cell), queue.gate_lines(profile, o)
+--   queue.shared_tier(profile) -> the region-wide durable tier a shared queue lives on (usage error: none)
 local run = require "gpurent.lifecycle.run"
 local detach = require "gpurent.lifecycle.detach"
 local monitor = require "gpurent.lifecycle.monitor"
@@ -84,15 +85,19 @@ end
 
 -- Where the queue's cells wait: beside the queue run on its own box, or (several boxes)
 -- on the region-shared durable tier.
-function queue.dir(r, o)
-  if not o.shared then return r.paths.meta .. "/queue" end
-  local t = profile_mod.durable_tier(r.profile)
+function queue.shared_tier(p)
+  local t = profile_mod.durable_tier(p)
   if not t or t.scope ~= "region" then
     errors.usage(string.format("queue: several hosts share one queue on a region-wide durable tier, and profile %s " ..
-      "has none (durable tier %s, scope %s): run one sweep per host", tostring(r.profile_name),
+      "has none (durable tier %s, scope %s): run one sweep per host", tostring(p.platform),
       tostring(t and t.name), tostring(t and t.scope)), 0)
   end
-  return t.path .. "/" .. r.project .. "/queues/" .. o.sweep
+  return t
+end
+
+function queue.dir(r, o)
+  if not o.shared then return r.paths.meta .. "/queue" end
+  return queue.shared_tier(r.profile).path .. "/" .. r.project .. "/queues/" .. o.sweep
 end
 
 -- The wrapper a cell gets: launch's, with the queue run's code directory.
