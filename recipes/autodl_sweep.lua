@@ -1,12 +1,16 @@
--- autodl_sweep.lua: a queue of cells (one `<config> <task> [epochs]` per line) with
--- the run_queue semantics of LIFECYCLE.md: blank and # lines skipped and not
--- counted; start=N resumes from cell N; a free-space gate before each cell (abort
--- below the floor); each cell's failure recorded - training OR durable sync; a final
--- `QUEUE DONE` line naming the failed cells; a non-zero exit when any failed.
--- Several hosts (host=a1,a2) fan the queue out: each host takes the next cell, and
--- every output line names its host. A host that fails (before or after its cells) is
--- reported as such, never counted as a cell; a sweep that ran no cell, or whose cells
--- produced no result, fails whatever the exit codes.
+-- autodl_sweep.lua: a queue of cells (one `<config> <task> [epochs]` per line) that
+-- runs ON the boxes (gpurent.lifecycle.queue, on-box lua/gpurent/remote/run_queue.sh,
+-- under the one detach starter): closing the laptop or killing gpurent does not stop
+-- it, and `gpurent watch SWEEP-HOST [--finish]` re-attaches. The run_queue semantics
+-- of LIFECYCLE.md: blank and # lines skipped and not counted; start=N resumes from
+-- cell N; before each cell a disk-budget gate on the bytes and inodes of every tier
+-- the cell writes (it names the tier and the dimension that is short); each cell's
+-- failure recorded - training OR durable sync - and the queue going on; a final
+-- `QUEUE DONE` line naming the failed cells and a non-zero exit when any failed.
+-- Several hosts (host=a1,a2, one region) share one queue on the region FS: a free box
+-- claims the next cell by an atomic rename, and every output line names its host. A
+-- host that fails is reported as such, never counted as a cell; a sweep that ran no
+-- cell, or whose cells produced no result, fails whatever the exit codes.
 local params = gpurent.recipe {
   description = "Run a queue of training cells over one or more AutoDL instances",
   params = {
@@ -24,16 +28,18 @@ local params = gpurent.recipe {
     {name = "pull", type = "boolean", default = false, help = "pull and verify the finished cells"},
     {name = "local_dir", default = "runs", help = "where pulled results go"},
     {name = "floor", default = "64M", help = "free bytes the live tier must have before each cell"},
-    {name = "floor_inodes", type = "integer", default = 100, help = "free inodes on the durable tier before each cell"},
+    {name = "floor_durable", default = "1M", help = "free bytes the durable tier must have before each cell"},
+    {name = "floor_inodes", type = "integer", default = 100, help = "free inodes every tier a cell writes must have"},
     {name = "interval", type = "number", default = 30}, {name = "stall", type = "number", default = 600},
-    {name = "max_relaunches", type = "integer", default = 1}, {name = "max_wait", type = "number", default = 86400},
+    {name = "max_wait", type = "number", default = 86400},
     {name = "mode", default = "auto", allowed = {"auto", "tmux", "nohup"}},
+    {name = "notify", type = "boolean", default = false, help = "also push the sweep's end through the platform's channel"},
   },
 }
 local lifecycle = require "gpurent.lifecycle"
 local phases = require "gpurent.lifecycle.phases"
 local run = require "gpurent.lifecycle.run"
-local storage = require "gpurent.lifecycle.storage"
+local queue = require "gpurent.lifecycle.queue"
 local errors = require "gpurent.util.errors"
 local fs = require "gpurent.util.fs"
 
@@ -49,93 +55,113 @@ print(string.format("[sweep] %s: %d cells in %s, running %d (from cell %d) on %s
   params.start, table.concat(params.host, ", ")))
 -- several hosts print at once: every line of a host's runs starts with [HOST]
 local function label(host) return #params.host > 1 and host or nil end
-
-local nexti, abort, smoked = 1, nil, false
-local done, failed = {}, {}
-
--- before each cell: the live tier's bytes and the durable tier's inodes (abort below the floor)
-local free_gate = lifecycle.phase{name = "free_gate", needs = {"run", "inst"}, run = function(ctx)
-  local profile, box = ctx.run.profile, lifecycle.session(ctx)
-  storage.free_gate(box, profile.checkpoints.live_tier, {profile = profile, min_bytes = params.floor})
-  storage.free_gate(box, profile.checkpoints.durable_tier, {profile = profile, min_inodes = params.floor_inodes})
-end}
-local cell_phases = {free_gate, phases.prepare, phases.launch, phases.watch, phases.close}
-
--- One cell: its own run, starting from its host's session and environment.
-local function run_cell(host_ctx, host, c)
-  local r = run.new{host = host, project = params.project, id = string.format("%s-c%02d", sweep, c.index),
-    recipe = "autodl_sweep", parent = sweep, interval = params.interval, stall_seconds = params.stall,
-    max_relaunches = params.max_relaunches, max_wait = params.max_wait, label = label(host)}
-  r:say("cell", "cell %d (%s %s %s) -> run %s on %s", c.index, c.config, c.task, tostring(c.epochs or ""), r.id, host)
-  local cmd = params.train:gsub("{config}", c.config):gsub("{task}", c.task):gsub("{epochs}", tostring(c.epochs or 0))
-  local out = lifecycle.attempt(r, cell_phases, {tell = false, context = lifecycle.inherit(host_ctx), options = {
-    prepare = {code_dir = params.code, command = params.train, params = c},
-    launch = {command = cmd, mode = params.mode, roster = params.expected, box_load = params.box_load},
-    close = {roster = params.expected, box_load = params.box_load},
-  }})
-  if out.ok then
-    done[#done + 1] = {cell = c, id = r.id, host = host}
-    return r.id
-  end
-  local why = errors.message(out.error):match("[^\n]*")
-  failed[#failed + 1] = {cell = c, id = r.id, why = why}
-  r:say("cell", "cell %d FAILED: %s", c.index, why)
-  if out.phase == "free_gate" and errors.is(out.error, "refusal") then abort = why end
+-- several hosts: one queue on the region FS, its cells claimed one at a time
+local shared = #params.host > 1 and {} or nil
+if shared then
+  -- refused before anything runs when the profile has no region-wide durable tier
+  local profile_mod = require "gpurent.config.profile"
+  queue.shared_tier(profile_mod.load(profile_mod.default_name()))
 end
 
 -- the local smoke test, once for the whole sweep
+local smoked = false
 local smoke = lifecycle.phase{name = "smoke", needs = {"run"}, run = function(ctx)
   if smoked or not params.smoke then return end
   smoked = true
   phases.prepare.smoke(ctx.run, params.smoke, {code_dir = params.code})
 end}
--- each host takes the next cell until the queue is empty (or the free-space gate aborts)
-local queue = lifecycle.phase{name = "queue", needs = {"run", "inst"}, produces = {"cells"}, run = function(ctx)
-  local mine = {}
-  while not abort and nexti <= #todo do
-    local c = todo[nexti]
-    nexti = nexti + 1
-    mine[#mine + 1] = run_cell(ctx, ctx.run.host, c)
-  end
-  return {cells = mine}
+-- which hosts' queues were started (a Ctrl-C after that detaches them: they run on)
+local launched, runs = {}, {}
+local mark = lifecycle.phase{name = "launched", needs = {"run", "job"}, run = function(ctx)
+  launched[ctx.run.host] = true
 end}
-local host_phases = {phases.connect, phases.setup, phases.audit, phases.environment, smoke, queue}
+local host_phases = {phases.connect, phases.setup, phases.audit, phases.environment, smoke, phases.prepare,
+  queue.launch, mark, queue.watch}
 if params.pull then host_phases[#host_phases + 1] = phases.pull end
+host_phases[#host_phases + 1] = queue.verdict
 
-local results = gpurent.parallel(params.host, function(host)
-  local r = run.new{host = host, project = params.project, id = sweep .. "-" .. host, recipe = "autodl_sweep/host",
-    parent = sweep, label = label(host)}
+local function run_host(host)
+  local r = run.new{host = host, project = params.project, id = sweep .. "-" .. host, recipe = "autodl_sweep",
+    parent = sweep, kind = "queue", label = label(host), interval = params.interval, stall_seconds = params.stall,
+    max_wait = params.max_wait, roster = params.expected, load_cmd = params.load, local_dir = params.local_dir}
+  runs[host] = r
   return lifecycle.attempt(r, host_phases, {tell = false, options = {
     audit = {gotchas = false, hogs = false},
+    prepare = {code_dir = params.code, command = params.train, params = {queue = params.queue, start = params.start}},
+    queue_launch = {cells = todo, sweep = sweep, train = params.train, shared = shared, mode = params.mode,
+      floor = params.floor, floor_durable = params.floor_durable, floor_inodes = params.floor_inodes,
+      roster = params.expected, box_load = params.box_load},
+    queue_watch = {seal = true, roster = params.expected, box_load = params.box_load, interval = params.interval,
+      stall = params.stall, max_wait = params.max_wait},
     -- a host whose cells all failed has nothing to pull: its cells are reported as failed
-    pull = params.pull and {skip = function(ctx) return #ctx.cells == 0 end, bundle = sweep .. "-" .. host,
+    pull = params.pull and {skip = function(ctx) return #ctx.cells == 0 end,
       roster = params.expected, load_cmd = params.load, local_dir = params.local_dir} or nil,
   }})
-end)
+end
+
+-- one host: its lifecycle owns Ctrl-C (detached, with the re-attach command); several
+-- hosts: a Ctrl-C that ends the fan-out leaves every started queue running, said here
+local results
+if #params.host == 1 then
+  results = {{ok = true, value = run_host(params.host[1])}}
+else
+  local ok, res = pcall(gpurent.parallel, params.host, run_host)
+  if not ok then
+    if not errors.is(res, "interrupted") then error(res, 0) end
+    require("gpurent.util.sys").clear_interrupt()
+    local again = {}
+    for _, host in ipairs(params.host) do
+      if runs[host] then runs[host]:finish(launched[host] and "detached" or "interrupted") end
+      if launched[host] then again[#again + 1] = "`gpurent watch " .. sweep .. "-" .. host .. "`" end
+    end
+    errors.raise("interrupted", string.format("sweep %s interrupted: %s", sweep, #again > 0 and
+      ("the queue keeps running on the box; re-attach with " .. table.concat(again, ", ") .. " (--finish seals and pulls)")
+      or "no queue was started yet"), 0)
+  end
+  results = res
+end
 
 -- a failed host is a host, not a cell: it is named apart from the cells
-local host_failures = {}
+local ran, ok, failed, stopped, host_failures, detached = 0, 0, {}, {}, {}, {}
 for i, res in ipairs(results) do
   local out = res.ok and res.value or nil
-  if not (out and out.ok) then
+  -- a queue that died or timed out still counts the cells that ran (its error carries them)
+  local s = out and ((out.ctx and out.ctx.swept) or (type(out.error) == "table" and out.error.swept))
+  if s then
+    ran, ok = ran + s.ran, ok + #s.ok
+    for _, f in ipairs(s.failed) do failed[#failed + 1] = f end
+    if s.stopped then stopped[#stopped + 1] = params.host[i] .. ": " .. s.stopped end
+  end
+  if out and out.status == "detached" then
+    detached[#detached + 1] = sweep .. "-" .. params.host[i]
+  elseif out and out.status == "interrupted" then
+    errors.raise("interrupted", "sweep " .. sweep .. " interrupted before its queue started: nothing runs on the box for it", 0)
+  elseif not (out and out.ok) and not (out and out.phase == "queue_verdict") then
     host_failures[#host_failures + 1] = "host " .. params.host[i] .. ": " ..
       errors.message(out and out.error or res.error):match("[^\n]*")
   end
 end
-table.sort(failed, function(a, b) return a.cell.index < b.cell.index end)
+if #detached > 0 then
+  errors.raise("interrupted", string.format("sweep %s detached: the queue keeps running on the box; re-attach with %s",
+    sweep, "`gpurent watch " .. table.concat(detached, "`, `gpurent watch ") .. "` (--finish seals and pulls)"), 0)
+end
+table.sort(failed, function(a, b) return a.index < b.index end)
 local names = {}
-for _, f in ipairs(failed) do names[#names + 1] = string.format("cell %d (%s: %s)", f.cell.index, f.id, f.why) end
-local ran = #done + #failed
-if abort then print("[sweep] aborted at the free-space gate: " .. abort) end
-print(string.format("QUEUE DONE %s: %d cell(s) run, %d ok, %d failed%s%s%s", sweep, ran, #done, #failed,
+for _, f in ipairs(failed) do names[#names + 1] = string.format("cell %d (%s: %s)", f.index, f.id, f.why) end
+for _, why in ipairs(stopped) do print("[sweep] stopped at the disk gate on " .. why) end
+local summary = string.format("QUEUE DONE %s: %d cell(s) run, %d ok, %d failed%s%s%s", sweep, ran, ok, #failed,
   #failed > 0 and (": " .. table.concat(names, "; ")) or "",
   ran < #todo and string.format("; %d cell(s) not run", #todo - ran) or "",
-  #host_failures > 0 and ("; " .. #host_failures .. " host(s) failed: " .. table.concat(host_failures, "; ")) or ""))
-if #failed > 0 or abort or #host_failures > 0 or #done == 0 then
+  #host_failures > 0 and ("; " .. #host_failures .. " host(s) failed: " .. table.concat(host_failures, "; ")) or "")
+print(summary)
+-- the ledger's notification line always; the platform's push when asked, within its limits
+pcall(require("gpurent.notify").send, {kind = "sweep", message = summary, instance = params.host[1],
+  push = params.notify, out = io.stderr})
+if #failed > 0 or #stopped > 0 or #host_failures > 0 or ok == 0 then
   local why = {}
-  if #done == 0 then why[#why + 1] = "no cell produced a result" end
+  if ran == 0 then why[#why + 1] = "no cell ran" elseif ok == 0 then why[#why + 1] = "no cell produced a result" end
   if #failed > 0 then why[#why + 1] = #failed .. " cell(s) failed" end
-  if abort then why[#why + 1] = "aborted at the free-space gate" end
+  if #stopped > 0 then why[#why + 1] = "stopped at the disk gate" end
   if #host_failures > 0 then why[#why + 1] = #host_failures .. " host(s) failed" end
   errors.raise("remote", "sweep " .. sweep .. ": " .. table.concat(why, ", "), 0)
 end

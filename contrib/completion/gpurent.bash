@@ -34,7 +34,7 @@ _gpurent() {
     get) opts="--accept-new-host --dry-run --help --json --lock-wait --no-resume --no-verify --streams"; verbs=""; kind="" ;;
     check) opts="--accept-new-host --code --fix --help --json --local --only --peer --profile --ssh-config"; verbs=""; kind="host" ;;
     host) opts="--help --identity --install-key --json --known-hosts --no-contact --profile --uuid"; verbs="add list set-port"; kind="" ;;
-    watch) opts="--finish --help --interval --json --max-relaunches --max-wait --once --stall"; verbs=""; kind="" ;;
+    watch) opts="--finish --help --interval --json --max-relaunches --max-wait --notify --once --stall"; verbs=""; kind="" ;;
     status) opts="--help --json"; verbs=""; kind="" ;;
     history) opts="--help --json --limit --run"; verbs=""; kind="" ;;
     cost) opts="--help --json --since"; verbs=""; kind="" ;;

@@ -4,12 +4,16 @@
 -- so this watcher is as good as the one that started the job. The phases (connect,
 -- watch, and with --finish close and pull) run under gpurent.lifecycle, which owns
 -- the ledger, the finish lock and Ctrl-C (the job keeps running: "detached").
+-- A sweep's queue run (kind "queue") is followed by gpurent.lifecycle.queue instead:
+-- per-cell state from the box, and with --finish the cells sealed, pulled and verified.
 local cli = require "gpurent.cli"
 local errors = require "gpurent.util.errors"
 
 local M = {summary = "re-attach to a run and watch it until it finishes, dies or stalls"}
-M.usage = [[usage: gpurent watch RUN [--interval S] [--stall S] [--max-wait S] [--max-relaunches N] [--once] [--finish] [--json]
-RUN is a run id from the ledger (gpurent history). One probe per tick, one round trip each:
+M.usage = [[usage: gpurent watch RUN [--interval S] [--stall S] [--max-wait S] [--max-relaunches N] [--once] [--finish] [--notify] [--json]
+RUN is a run id from the ledger (gpurent history). A sweep's queue run (SWEEP-HOST) shows
+each cell's state from the box (--once: one line per cell) and follows the on-box queue
+to its QUEUE DONE; --finish then seals the DONE cells and pulls + verifies them. One probe per tick, one round trip each:
 session/process alive, the wrapper's markers, last log line, newest artifact, df -h/-i,
 cgroup memory + oom_kill, GPU. A probabilistic failure is relaunched (the identical command
 resumes from its checkpoint) up to --max-relaunches; anything else stops with its remedy.
@@ -17,7 +21,9 @@ resumes from its checkpoint) up to --max-relaunches; anything else stops with it
 --finish: once it FINISHED, do what the interrupted recipe would have: seal the export
 (close) and pull + verify it (pull), with the roster, load command and local dir recorded
 for the run in the ledger. One gpurent at a time finishes a run: while another holds
-the run's finish lock, --finish stops naming its host and PID (exit 3).
+the run's finish lock, --finish stops naming its host and PID (exit 3). The outcome of
+--finish is a notification line in the ledger; --notify also pushes it through the
+platform's channel, within its limits.
 --json: the progress lines go to stderr and stdout gets one JSON object at the end:
 {"run", "host", "state", "exit_code"} (with --once also "why" and "status", the line).
 Exit codes: 0 finished, 1 dead or unreachable, 2 usage, 3 another gpurent is finishing
@@ -34,14 +40,25 @@ end
 
 function M.main(args)
   local opts, pos = cli.options(args, {interval = "value", stall = "value", max_wait = "value",
-    max_relaunches = "value", once = "flag", finish = "flag", json = "flag"}, M.usage)
+    max_relaunches = "value", once = "flag", finish = "flag", notify = "flag", json = "flag"}, M.usage)
   if opts.help then io.write(M.usage, "\n"); return 0 end
   if #pos ~= 1 then errors.usage(M.usage, 0) end
+  if opts.notify and not opts.finish then errors.usage("gpurent watch: --notify goes with --finish (it pushes the outcome)", 0) end
   -- with --json, stdout carries only the JSON document: the progress lines go to stderr
   local r = require("gpurent.lifecycle.run").load(pos[1], {out = opts.json and io.stderr or nil})
   local o = {interval = tonumber(opts.interval), stall_seconds = tonumber(opts.stall),
     max_wait = tonumber(opts.max_wait), max_relaunches = tonumber(opts.max_relaunches)}
   r:say("watch", "re-attaching to %s on %s (ledger status %s)", r.id, r.host, tostring(r.status))
+  if r.kind == "queue" then
+    -- a sweep's on-box queue: per-cell state from the box; --finish seals and pulls its cells
+    local state, code = require("gpurent.lifecycle.queue").reattach(r, opts, o)
+    if opts.finish then
+      pcall(require("gpurent.notify").send, {kind = "watch_finish", instance = r.host, run_id = r.id, push = opts.notify,
+        message = string.format("queue %s on %s: %s (exit %d)", r.id, r.host, tostring(state), code), out = io.stderr})
+    end
+    if opts.json then as_json(r, state, code) end
+    return code
+  end
   if opts.once then
     local inst = r:connect()
     local monitor = require "gpurent.lifecycle.monitor"
@@ -58,7 +75,9 @@ function M.main(args)
   if opts.finish then list[#list + 1] = phases.close; list[#list + 1] = phases.pull end
   -- the job runs on the box already: Ctrl-C detaches; without --finish a finished
   -- job leaves the run's status to the finisher
-  local out = lifecycle.attempt(r, list, {tell = false, partial = not opts.finish, context = {job = {reattached = true}},
+  -- --finish ends the run: the engine's notification says how (pushed with --notify)
+  local out = lifecycle.attempt(r, list, {tell = opts.finish and true or false, push = opts.notify,
+    partial = not opts.finish, context = {job = {reattached = true}},
     options = {watch = o, close = opts.finish and {roster = r.roster} or nil,
                pull = opts.finish and {roster = r.roster, load_cmd = r.load_cmd, local_dir = r.local_dir} or nil}})
   local state = out.ok and "finished" or (type(out.error) == "table" and out.error.watch_state)
