@@ -29,7 +29,12 @@
 -- in_flight = the most files that were in flight at once}).
 -- Directories move with many files in flight over SFTP channels of their own
 -- (see "trees" below; opts.streams: how many channels, 1-8, default 4;
--- opts.pipelined=false: one file at a time over the libssh2 session, as before).
+-- opts.pipelined=false: one file at a time over the libssh2 session, as before),
+-- and a re-sent tree skips what is already there (see "incremental re-send").
+-- A large file on a long link moves as blocks over several channels at once
+-- (see "one large file over several streams"; opts.streams sets the count, 1 the
+-- single stream). Results carry sent (file data that crossed the link), and
+-- streams for a file.
 local lfs = require "lfs"
 local core = require "gpurent.core"
 local ssh = require "gpurent.ssh"
@@ -105,8 +110,14 @@ local function basename(p) return p:match("([^/]+)/*$") or p end
 -- sha256 of a remote file (or of its first n bytes) by running sha256sum there.
 -- The file is read on stdin: sha256sum then prints "HASH  -", never the name
 -- (which it would escape with a leading backslash when it holds \ or a newline).
+-- openssl's SHA-256 is several times faster than coreutils' (SHA-NI); sha256sum
+-- where the box has no openssl. Both print the hash first on each line.
+local BOX_SHA = "{ if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi; }"
+local BOX_SHA_NAMES = "if command -v openssl >/dev/null 2>&1; then xargs -0 openssl dgst -sha256 -r --; " ..
+  "else xargs -0 sha256sum --; fi"
+
 local function remote_sha256(conn, path, n)
-  local cmd = n and string.format("head -c %d < %s | sha256sum", n, q(path)) or ("sha256sum < " .. q(path))
+  local cmd = n and string.format("head -c %d < %s | %s", n, q(path), BOX_SHA) or (BOX_SHA .. " < " .. q(path))
   local r = instance._exec(conn, cmd, {timeout = 3600})
   if r.code ~= 0 then return nil, r.stderr end
   return r.stdout:match("^(%x+)")
@@ -230,7 +241,7 @@ local function put_file_owned(inst, src, dst, opts)
       end
     end
     return {path = dst, bytes = size, sent = size - offset, resumed_from = offset, sha256 = sha,
-            elapsed = now() - t0, verified = opts.verify and true or nil}
+            elapsed = now() - t0, verified = opts.verify and true or nil, streams = 1}
   end)
 end
 
@@ -389,11 +400,12 @@ end
 local Engine = {}
 Engine.__index = Engine
 
-local function new_engine(inst, conn, opts, nchan)
-  local e = setmetatable({inst = inst, conn = conn, opts = opts, stall = opts.stall_timeout or 120, chans = {},
-    next_id = 1, waiters = {}, replies = {}, ignore = {}, bytes = 0, files = 0}, Engine)
-  -- Channels open one at a time (libssh2 keeps a channel open's state per
-  -- session), each one's subsystem request and INIT overlapping the next's open.
+-- Open nchan more SFTP channels on the engine's session. Channels open one at a
+-- time (libssh2 keeps a channel open's state per session), each one's subsystem
+-- request and INIT overlapping the next's open.
+function Engine:open_channels(nchan)
+  local e, conn = self, self.conn
+  local target = #self.chans + nchan
   local ok, err = pcall(function()
     local to_open, deadline = nchan, now() + 30
     while true do
@@ -432,7 +444,7 @@ local function new_engine(inst, conn, opts, nchan)
         end
         if c.phase == "ready" then ready = ready + 1 end
       end
-      if to_open == 0 and ready == nchan then return end
+      if to_open == 0 and ready == target then return end
       for _, c in ipairs(e.chans) do
         if c.phase == "init" and c.raw:buffered() then progressed = true end
       end
@@ -442,7 +454,24 @@ local function new_engine(inst, conn, opts, nchan)
     end
   end)
   if not ok then e:close(); error(err, 0) end
+end
+
+-- An engine on conn with nchan SFTP channels open.
+local function new_engine(inst, conn, opts, nchan)
+  local e = setmetatable({inst = inst, conn = conn, opts = opts, stall = opts.stall_timeout or 120, chans = {},
+    next_id = 1, waiters = {}, replies = {}, ignore = {}, bytes = 0, files = 0}, Engine)
+  e:open_channels(nchan)
   return e
+end
+
+-- The rest of a tree's channels, once it is known that files will move.
+function Engine:widen(streams, files)
+  for _, f in ipairs(files) do
+    if not f.unchanged then
+      if #self.chans < streams then self:open_channels(streams - #self.chans) end
+      return
+    end
+  end
 end
 
 function Engine:close()
@@ -684,12 +713,13 @@ function Engine:sync(waiting)
 end
 
 -- Entries of the remote directories dirs -> {dir = {{name, type, size, mode, mtime, atime}...}}
+-- (missing_ok: false for a directory that cannot be opened)
 function Engine:list_dirs(dirs, missing_ok)
   local fns = {}
   for i, dir in ipairs(dirs) do
     fns[i] = function(c)
       local t, body = self:call(c, P.OPENDIR, spack(">s4", dir))
-      if t ~= P.HANDLE and missing_ok then return {} end
+      if t ~= P.HANDLE and missing_ok then return false end
       if t ~= P.HANDLE then self:fail("open directory", dir, t, body) end
       local h = sunpack(">s4", body, 5)
       local hp = spack(">s4", h)
@@ -744,9 +774,9 @@ local function remote_hashes(conn, items)
     if p then whole[#whole + 1], wi[#whole + 1] = p, i end
   end
   if #whole > 0 then
-    local r = instance._exec(conn, "xargs -0 sha256sum --", {stdin = table.concat(whole, "\0") .. "\0", timeout = 3600})
+    local r = instance._exec(conn, BOX_SHA_NAMES, {stdin = table.concat(whole, "\0") .. "\0", timeout = 3600})
     local lines = {}
-    for line in r.stdout:gmatch("[^\n]*\n") do lines[#lines + 1] = line:match("^\\?(%x+)  ") or false end
+    for line in r.stdout:gmatch("[^\n]*\n") do lines[#lines + 1] = line:match("^\\?(%x+) ") or false end
     if #lines == #whole and r.code == 0 then
       for k, h in ipairs(lines) do out[wi[k]] = h end
     end
@@ -837,9 +867,9 @@ local function hashes_job(eng, paths)
     local ok, err = pcall(function()
       local out = {}
       if #paths > 0 then
-        local stdout, _, code = exec_in_job(eng, "xargs -0 sha256sum --", table.concat(paths, "\0") .. "\0")
+        local stdout, _, code = exec_in_job(eng, BOX_SHA_NAMES, table.concat(paths, "\0") .. "\0")
         local lines = {}
-        for line in stdout:gmatch("[^\n]*\n") do lines[#lines + 1] = line:match("^\\?(%x+)  ") or false end
+        for line in stdout:gmatch("[^\n]*\n") do lines[#lines + 1] = line:match("^\\?(%x+) ") or false end
         if #lines == #paths and code == 0 then out = lines
         else   -- a file it could not read: one by one, each answering
           local items = {}
@@ -1092,7 +1122,7 @@ local function get_file_owned(inst, src, dst, opts)
       end
     end
     return {path = dst, bytes = rst.size, sent = rst.size - offset, resumed_from = offset, sha256 = sha,
-            elapsed = now() - t0, verified = opts.verify and true or nil}
+            elapsed = now() - t0, verified = opts.verify and true or nil, streams = 1}
   end)
 end
 
@@ -1352,7 +1382,7 @@ function transfer._get_tree(inst, src, dst, opts)
   local done = {}
   local function run(conn)
     trace("get: connected")
-    local eng = new_engine(inst, conn, opts, streams_of(opts))
+    local eng = new_engine(inst, conn, opts, 1)   -- widened once it is known that files move
     trace("get: channels open")
     local ok, res = pcall(function()
       local tree, level = {}, {src}
@@ -1410,6 +1440,8 @@ function transfer._get_tree(inst, src, dst, opts)
       trace("get: directories made")
       for k, h in ipairs(remote_hashes(conn, items)) do idx[k][1][idx[k][2]] = h or nil end
       trace("get: resumable prefixes hashed on the box")
+      eng:widen(streams_of(opts), files)
+      trace("get: channels widened")
       local whole = {}
       if opts.verify then
         for _, f in ipairs(files) do
@@ -1594,14 +1626,30 @@ function transfer._put_tree(inst, src, dst, opts)
   local done = {}
   local function run(conn)
     trace("put: connected")
-    local eng = new_engine(inst, conn, opts, streams_of(opts))
+    local eng = new_engine(inst, conn, opts, 1)   -- widened once it is known that files move
     trace("put: channels open")
     local held = {}
     local ok, r = pcall(function()
+      -- what is on the box already, every destination directory listed at once: its
+      -- files are compared below, and a directory there (a real one, as its parent
+      -- lists it, never a symlink to one) is not made again
+      local existing, lists, all, is_dir = {}, {}, {}, {}
+      if opts.resume ~= false then
+        for depth = 0, #levels do for _, d in ipairs(levels[depth]) do all[#all + 1] = d end end
+        lists = eng:list_dirs(all, true)
+        for i, d in ipairs(all) do
+          for _, e in ipairs(lists[i] or {}) do
+            local p = d .. "/" .. e.name
+            if e.type == "file" then existing[p] = e elseif e.type == "directory" then is_dir[p] = true end
+          end
+        end
+        if lists[1] then is_dir[all[1]] = true end   -- the top one may be a link to a directory
+        trace("put: destination listed")
+      end
       for depth = 0, #levels do   -- parents first; each depth's directories at once
         local fns = {}
-        for i, d in ipairs(levels[depth]) do
-          fns[i] = function(c)
+        for _, d in ipairs(levels[depth]) do
+          if not is_dir[d] then fns[#fns + 1] = function(c)
             if eng:simple(c, P.MKDIR, spack(">s4", d) .. pack_attrs({mode = 493})) then return end
             -- below the top one, an existing directory must not be a symlink (it could lead out of the tree)
             local st = eng:stat(c, d, depth > 0)
@@ -1609,24 +1657,19 @@ function transfer._put_tree(inst, src, dst, opts)
               ssh.error("transfer", conn, "cannot create remote directory " .. d ..
                 (st and (": a " .. st.type .. " is in the way (never written through)") or ""))
             end
-          end
+          end end
         end
         eng:run(fns, 512)
       end
       trace("put: directories made")
-      local existing = {}
       if opts.resume ~= false then   -- what is already on the box is not sent again
-        local all = {}
-        for depth = 0, #levels do for _, d in ipairs(levels[depth]) do all[#all + 1] = d end end
-        local lists = eng:list_dirs(all, true)
-        for i, d in ipairs(all) do
-          for _, e in ipairs(lists[i]) do if e.type == "file" then existing[d .. "/" .. e.name] = e end end
-        end
         local pending = {}
         for _, f in ipairs(files) do if not done[f.dst] then pending[#pending + 1] = f end end
         compare_existing(conn, pending, function(f) return existing[f.dst] and existing[f.dst].size end, "put")
         trace("put: compared with what is on the box")
       end
+      eng:widen(streams_of(opts), files)
+      trace("put: channels widened")
       local total = 0
       for _, f in ipairs(files) do total = total + f.size end
       local prog = tree_progress(opts, "put", src, total, #files)
@@ -1666,7 +1709,9 @@ function transfer._put_tree(inst, src, dst, opts)
         end
       end
       eng.verify_closed = false
-      local vjob = opts.verify and verify_job(eng) or nil
+      local moving = false
+      for _, f in ipairs(files) do if not f.unchanged and not done[f.dst] then moving = true; break end end
+      local vjob = opts.verify and moving and verify_job(eng) or nil
       if vjob then   -- the last file job closes the verifier's input
         local left = #fns
         for i, fn in ipairs(fns) do
