@@ -1244,9 +1244,9 @@ end
 -- a resume; anything else is sent whole. A result's sent counts the file data
 -- that crossed the link (0 for an unchanged file).
 
--- files: {src, dst, size}; existing(f) -> size of f's destination or nil;
--- remote_of(f), local_of(f) -> the path hashed on each side -> marks f.unchanged
--- (hex) or f.grown (the destination's size, a prefix of the source).
+-- files: {src, dst, size}; existing(f) -> the size of f's destination, or nil when
+-- there is none -> marks f.unchanged (its hex) or f.grown (the destination's size:
+-- a prefix of the source). verb says which side is the box's.
 local function compare_existing(conn, files, existing, verb)
   local items, cands = {}, {}
   for _, f in ipairs(files) do
