@@ -567,7 +567,9 @@ end
 -- files instead of an fsync each; Engine.sync_dir names the filesystem).
 local POLL, HASHES, SYNCED = {}, {}, {}
 
--- Run fns (job functions) with up to limit in flight -> their results in order.
+-- Run fns (job functions) with up to limit in flight -> their results in order
+-- (self.per_chan: instead, that many per usable channel, as channels are added by
+-- a background job; a channel marked busy is pumped but given no new job).
 -- background: job functions run at once beside them, outside the limit (their
 -- results are dropped). A failing job stops new ones from starting; those
 -- running finish; the first error is raised.
@@ -577,12 +579,16 @@ function Engine:run(fns, limit, on_progress, background)
   local results, nexti, active, first_err = {}, 1, 0, nil
   local nchan = #self.chans
   local pollers, hash_waiters, sync_waiters = {}, {}, {}
-  local load, chan_of = {}, {}   -- jobs running per channel: a new job goes to the least loaded
-  for _, c in ipairs(self.chans) do load[c] = 0 end
+  local load, chan_of, fg = {}, {}, 0   -- jobs running per channel: a new job goes to the least loaded
   local function ended(co)
     active = active - 1
     local c = chan_of[co]
-    if c then load[c] = load[c] - 1; chan_of[co] = nil end
+    if c then load[c] = load[c] - 1; chan_of[co] = nil; fg = fg - 1 end
+  end
+  local function usable()
+    local n = 0
+    for _, c in ipairs(self.chans) do if not c.busy then n = n + 1 end end
+    return n
   end
   local function step(co, i, arg)
     local ok, v = coroutine.resume(co, arg)
@@ -599,10 +605,12 @@ function Engine:run(fns, limit, on_progress, background)
       self.waiters[v] = {co, i}
     end
   end
-  for _, fn in ipairs(background or {}) do
+  -- a job may start a background job of its own (the opener, one per channel)
+  function self.spawn(fn)
     active = active + 1
-    step(coroutine.create(function() return fn(self.chans[1]) end), nil)
+    step(coroutine.create(fn), nil)
   end
+  for _, fn in ipairs(background or {}) do self.spawn(function() return fn(self.chans[1]) end) end
   local function on_packet(t, body)
     if #body < 4 then return end
     local id = sunpack(">I4", body)
@@ -613,21 +621,24 @@ function Engine:run(fns, limit, on_progress, background)
   end
   local last_progress = now()
   while true do
-    while not first_err and nexti <= #fns and active < limit do
+    while not first_err and nexti <= #fns and fg < (self.per_chan and self.per_chan * usable() or limit) do
       local i, fn = nexti, fns[nexti]
-      nexti = nexti + 1
-      active = active + 1
       local c = self.chans[(i - 1) % nchan + 1]
-      for _, o in ipairs(self.chans) do if load[o] < load[c] then c = o end end
+      for _, o in ipairs(self.chans) do
+        if not o.busy and (c.busy or (load[o] or 0) < (load[c] or 0)) then c = o end
+      end
+      if c.busy then break end
+      nexti = nexti + 1
+      active, fg = active + 1, fg + 1
       if active > (self.peak or 0) then self.peak = active end
       local co = coroutine.create(function() return fn(c) end)
-      chan_of[co], load[c] = c, load[c] + 1
+      chan_of[co], load[c] = c, (load[c] or 0) + 1
       step(co, i)
     end
     if active == 0 then break end
     local progressed, pending = false, false
     local h = self.holder
-    if h and h ~= "exec" then     -- only the call that left a packet partly sent may go on
+    if type(h) == "table" then    -- only the call that left a packet partly sent may go on
       local p, held
       if h[2] == "w" then p, held = h[1]:flush() else p, held = h[1]:pump(on_packet) end
       if not held then self.holder = nil end
@@ -644,7 +655,7 @@ function Engine:run(fns, limit, on_progress, background)
         pending = pending or c.pending ~= nil
       end
     end
-    if #pollers > 0 and (not self.holder or self.holder == "exec") then
+    if #pollers > 0 and type(self.holder) ~= "table" then   -- a job holding the session is among them
       local ps = pollers
       pollers = {}
       self.polled = false
@@ -801,20 +812,21 @@ end
 
 -- An exec channel's non-blocking call inside a job -> its results, or false, dirs when
 -- it would block. A call that leaves a packet partly sent holds the session
--- (eng.holder = "exec") until it is repeated to completion.
+-- (eng.holder = the job's coroutine) until it is repeated to completion.
 local function exec_try(eng, fn, ...)
-  while eng.holder and eng.holder ~= "exec" do coroutine.yield(POLL) end
+  local me = coroutine.running()
+  while eng.holder and eng.holder ~= me do coroutine.yield(POLL) end
   for _ = 1, math.huge do
     local r, a, b, c = fn(...)
     if r ~= false then
-      if eng.holder == "exec" then eng.holder = nil end
+      if eng.holder == me then eng.holder = nil end
       return r, a, b, c
     end
     if (a & 2) == 0 then
-      if eng.holder == "exec" then eng.holder = nil end
+      if eng.holder == me then eng.holder = nil end
       return false, a
     end
-    eng.holder = "exec"
+    eng.holder = me
     coroutine.yield(POLL)
   end
 end
@@ -828,9 +840,85 @@ local function exec_step(eng, fn, ...)
   end
 end
 
+-- In a job: write all of data on raw, holding the session while a packet is
+-- partly sent (as exec_try does for exec channels).
+local function raw_write_all(eng, raw, data)
+  local me = coroutine.running()
+  local pos = 1
+  while pos <= #data do
+    while eng.holder and eng.holder ~= me do coroutine.yield(POLL) end
+    local k, held = raw:write(data, pos)
+    if k == false then
+      if (held & 2) ~= 0 then eng.holder = me elseif eng.holder == me then eng.holder = nil end
+      coroutine.yield(POLL)
+    else
+      pos = pos + k
+      eng.polled = true
+      if held then eng.holder = me; coroutine.yield(POLL)
+      elseif eng.holder == me then eng.holder = nil end
+    end
+  end
+end
+
+-- In a job: read raw until one whole SFTP packet is in -> type, body.
+local function raw_read_packet(eng, raw)
+  local me = coroutine.running()
+  local buf = ""
+  while true do
+    while eng.holder and eng.holder ~= me do coroutine.yield(POLL) end
+    local data, eof, held = raw:read()
+    if data == false then
+      if (eof & 2) ~= 0 then eng.holder = me elseif eng.holder == me then eng.holder = nil end
+      coroutine.yield(POLL)
+    else
+      if held then eng.holder = me elseif eng.holder == me then eng.holder = nil end
+      if eof and data == "" then ssh.error("connection", eng.conn, "the SFTP channel was closed by the box") end
+      buf = buf .. data
+      eng.polled = true
+      if #buf >= 5 and #buf >= 4 + sunpack(">I4", buf) then
+        return buf:byte(5), buf:sub(6, 4 + sunpack(">I4", buf))
+      end
+      if held then coroutine.yield(POLL) end
+    end
+  end
+end
+
+-- A background job: open n more SFTP channels while the first ones already move
+-- data, one at a time (libssh2 keeps one channel open's state per session). Each
+-- joins eng.chans marked busy, ready(c) runs on it (opening a file handle through
+-- the engine), then it takes jobs.
+local function opener_job(eng, n, ready)
+  return function()
+    local sess = eng.conn.sess
+    for _ = 1, n do
+      if eng.failed then return end
+      local raw = exec_step(eng, sess.sftp_raw, sess)
+      eng.spawn(function()   -- its start, INIT and handle overlap the next channel's open
+      exec_step(eng, raw.start, raw)
+      raw_write_all(eng, raw, spack(">I4BI4", 5, 1, 3))
+      local t, body = raw_read_packet(eng, raw)
+      if t ~= 2 then ssh.error("transfer", eng.conn, "SFTP server answered INIT with packet type " .. t) end
+      local c = setmetatable({raw = raw, eng = eng, out = {}, inbuf = "", ipos = 1, exts = {}, phase = "ready",
+        busy = true}, Chan)
+      local _, pos = sunpack(">I4", body)
+      while pos <= #body do
+        local name, data
+        name, data, pos = sunpack(">s4s4", body, pos)
+        c.exts[name] = data
+      end
+      eng.chans[#eng.chans + 1] = c
+      trace("opener: channel " .. #eng.chans .. " up")
+      ready(c)
+      c.busy = nil
+      trace("opener: channel " .. #eng.chans .. " ready")
+      end)
+    end
+  end
+end
+
 -- In a job: run cmd on the box over an exec channel of its own, stepped between
 -- the SFTP channels' turns -> stdout, stderr, exit code. A call that leaves a
--- packet partly sent holds the session (eng.holder = "exec") until repeated.
+-- packet partly sent holds the session (eng.holder = the job) until repeated.
 local function exec_in_job(eng, cmd, stdin)
   local conn = eng.conn
   local function try(fn, ...) return exec_try(eng, fn, ...) end
@@ -1932,17 +2020,16 @@ local function put_ranged(inst, src, dst, opts, n)
     local fresh = not (pst and pst.size and pst.size > 0 and pst.size <= size)
     local have = fresh and 0 or blocks_already_there(conn, blocks, block, pst.size, src, part)
     trace("range put: planned")
-    local eng = new_engine(inst, conn, opts, n)
-    trace("range put: channels open")
+    local eng = new_engine(inst, conn, opts, 1)   -- the others open while the first moves data
+    trace("range put: first channel open")
     local state = {blocks = {}, size = size}   -- the source is whole: hashed at once
     local prog = progress(opts, "put", src, size, have)
     local f = assert(io.open(src, "rb"))
     local ok, err = pcall(function()
-      -- one OPEN per stream at once; only the first truncates, and no stream writes
-      -- before every OPEN is answered
-      on_each_channel(eng, function(c, k)
-        c.range_handle = spack(">s4", eng:open(c, part, FXF_WRITE | FXF_CREAT | ((fresh and k == 1) and FXF_TRUNC or 0),
-          {mode = 384}))
+      -- the first stream's OPEN truncates (a fresh .part) before any stream writes;
+      -- the streams opened later open it as it is
+      on_each_channel(eng, function(c)
+        c.range_handle = spack(">s4", eng:open(c, part, FXF_WRITE | FXF_CREAT | (fresh and FXF_TRUNC or 0), {mode = 384}))
       end)
       trace("range put: handles open")
       local window = 32
@@ -1974,7 +2061,10 @@ local function put_ranged(inst, src, dst, opts, n)
           b.done = true
         end
       end
-      eng:run(fns, n * RANGE_JOBS, function() prog.update(have + eng.bytes) end, {follow_hash_job(eng, src, state)})
+      eng.per_chan = RANGE_JOBS
+      eng:run(fns, nil, function() prog.update(have + eng.bytes) end, {follow_hash_job(eng, src, state),
+        opener_job(eng, n - 1, function(c) c.range_handle = spack(">s4", eng:open(c, part, FXF_WRITE | FXF_CREAT)) end)})
+      eng.per_chan = nil
       trace("range put: blocks written")
       if lfs.attributes(src, "size") ~= size then
         error("put: " .. src .. " changed while it was read (" .. size .. " bytes expected)", 0)
@@ -2040,7 +2130,7 @@ local function get_ranged(inst, src, dst, opts, n)
     local have = fresh and 0 or blocks_already_there(conn, blocks, block, psize, part, src)
     local fh, ferr = io.open(part, fresh and "wb" or "r+b")
     if not fh then error("get: cannot write " .. part .. ": " .. tostring(ferr), 0) end
-    local eng = new_engine(inst, conn, opts, n)
+    local eng = new_engine(inst, conn, opts, 1)   -- the others open while the first moves data
     local state = {blocks = blocks, size = size}
     local prog = progress(opts, "get", src, size, have)
     local ok, err = pcall(function()
@@ -2088,9 +2178,12 @@ local function get_ranged(inst, src, dst, opts, n)
           b.done = true
         end
       end
-      local background = {follow_hash_job(eng, part, state)}
-      if opts.verify then background[2] = hashes_job(eng, {src}) end
-      eng:run(fns, n * RANGE_JOBS, function() prog.update(have + eng.bytes) end, background)
+      local background = {follow_hash_job(eng, part, state),
+        opener_job(eng, n - 1, function(c) c.range_handle = spack(">s4", eng:open(c, src, FXF_READ)) end)}
+      if opts.verify then background[3] = hashes_job(eng, {src}) end
+      eng.per_chan = RANGE_JOBS
+      eng:run(fns, nil, function() prog.update(have + eng.bytes) end, background)
+      eng.per_chan = nil
       on_each_channel(eng, function(c) eng:post(c, P.CLOSE, c.range_handle) end)
     end)
     local cok, cerr = fh:close()
