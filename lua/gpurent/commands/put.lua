@@ -2,7 +2,9 @@
 -- this module with the other direction): files and directory trees over gpurent's
 -- own connection, with the guarantees of gpurent.transfer (lua/gpurent/transfer.lua):
 -- .part + rename, the destination lock, resume, mode and mtime, every file's SHA-256
--- verified on both ends (by default here), trees with many files in flight.
+-- verified on both ends (by default here), trees with many files in flight (a rerun
+-- skips what is already there, by size and SHA-256), a large file over several
+-- streams on a long link. The "done" JSON line counts the file data sent.
 local cli = require "gpurent.cli"
 local errors = require "gpurent.errors"
 
@@ -17,7 +19,9 @@ stderr), many files in flight at once. When DST is an existing directory each SR
 lands inside it under its own name; with several SRCs it must be one.
 Each file is written to DST.part and renamed when complete; a rerun after an
 interruption resumes every .part whose prefix hashes the same on both sides.
-Every file's SHA-256 is verified on both ends unless --no-verify.
+Every file's SHA-256 is verified on both ends unless --no-verify. Sending a tree
+again skips every file whose copy has the same size and SHA-256, and sends only
+the new bytes of one that grew (--no-resume sends everything).
 --json        one JSON object per line on stdout: a "file" line per file moved, then a
               "done" line (or an "error" line); progress lines as JSON on stderr
 --dry-run     list what would move (a "plan" line per file with --json); moves nothing
