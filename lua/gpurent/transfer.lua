@@ -724,8 +724,8 @@ function Engine:sync(waiting)
 end
 
 -- Entries of the remote directories dirs -> {dir = {{name, type, size, mode, mtime, atime}...}}
--- (missing_ok: false for a directory that cannot be opened)
-function Engine:list_dirs(dirs, missing_ok)
+-- (missing_ok: false for a directory that cannot be opened; background: jobs run beside)
+function Engine:list_dirs(dirs, missing_ok, background)
   local fns = {}
   for i, dir in ipairs(dirs) do
     fns[i] = function(c)
@@ -766,7 +766,7 @@ function Engine:list_dirs(dirs, missing_ok)
       return out
     end
   end
-  return self:run(fns, 512)
+  return self:run(fns, 512, nil, background)
 end
 
 -- One exec hashing items on the box: "all:PATH" (the whole file) or "N:PATH"
@@ -1470,12 +1470,15 @@ function transfer._get_tree(inst, src, dst, opts)
   local done = {}
   local function run(conn)
     trace("get: connected")
-    local eng = new_engine(inst, conn, opts, 1)   -- widened once it is known that files move
+    local eng = new_engine(inst, conn, opts, 1)   -- the others open while the first lists
     trace("get: channels open")
     local ok, res = pcall(function()
       local tree, level = {}, {src}
+      -- the tree's other channels open while the first lists it
+      local opener = {opener_job(eng, streams_of(opts) - 1, function() end)}
       while #level > 0 do          -- one round of listings per depth, every directory of it at once
-        local lists = eng:list_dirs(level)
+        local lists = eng:list_dirs(level, false, opener)
+        opener = nil
         local nextl = {}
         for i, d in ipairs(level) do
           tree[d] = lists[i]
@@ -1714,7 +1717,7 @@ function transfer._put_tree(inst, src, dst, opts)
   local done = {}
   local function run(conn)
     trace("put: connected")
-    local eng = new_engine(inst, conn, opts, 1)   -- widened once it is known that files move
+    local eng = new_engine(inst, conn, opts, 1)   -- the others open while the first lists
     trace("put: channels open")
     local held = {}
     local ok, r = pcall(function()
@@ -1724,7 +1727,7 @@ function transfer._put_tree(inst, src, dst, opts)
       local existing, lists, all, is_dir = {}, {}, {}, {}
       if opts.resume ~= false then
         for depth = 0, #levels do for _, d in ipairs(levels[depth]) do all[#all + 1] = d end end
-        lists = eng:list_dirs(all, true)
+        lists = eng:list_dirs(all, true, {opener_job(eng, streams_of(opts) - 1, function() end)})
         for i, d in ipairs(all) do
           for _, e in ipairs(lists[i] or {}) do
             local p = d .. "/" .. e.name
