@@ -1,6 +1,6 @@
 -- bench/relay.lua: bench/relay.py (an emulated long link) in front of a loopback
 -- sshd fixture (tests/helpers/sshd.lua), for benches and tests:
---   local link = relay.start(fx, rtt_ms)   -- link.port, link.config (ssh_config: h1 via the relay)
+--   local link = relay.start(fx, rtt_ms [, {rate_mibps = R}])   -- link.port, link.config (ssh_config: h1 via the relay)
 --   fx:connect-like: gpurent.connect("h1", {config = link.config}); link:stop()
 -- The relay's known_hosts line is the fixture's key under the relay's port.
 local relay = {}
@@ -8,14 +8,16 @@ local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
 local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 local function read(p) local f = io.open(p); if not f then return nil end local s = f:read("a"); f:close(); return s end
 
-function relay.start(fx, rtt_ms)
-  local dir = fx.dir .. "/relay" .. tostring(rtt_ms)
+function relay.start(fx, rtt_ms, opts)
+  local rate = opts and opts.rate_mibps
+  local dir = fx.dir .. "/relay" .. tostring(rtt_ms) .. (rate and ("r" .. rate) or "")
   os.execute("mkdir -p " .. q(dir))
   local portfile = dir .. "/port"
   os.remove(portfile)
   local addr = read(fx.config):match("HostName%s+(%S+)") or "127.0.0.1"
-  local p = io.popen(string.format("python3 %s --rtt-ms %s --target %s:%d > %s 2> %s & echo $!",
-    q(here .. "/relay.py"), tostring(rtt_ms), addr, fx.port, q(portfile), q(dir .. "/err")))
+  local p = io.popen(string.format("python3 %s --rtt-ms %s --target %s:%d%s > %s 2> %s & echo $!",
+    q(here .. "/relay.py"), tostring(rtt_ms), addr, fx.port, rate and (" --rate-mibps " .. rate) or "", q(portfile),
+    q(dir .. "/err")))
   local pid = tonumber(p:read("l"))
   p:close()
   local port

@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """bench/relay.py: a long link emulated in user space (the kernel here has no netem).
 
-    python3 bench/relay.py --rtt-ms 50 --target 127.0.0.1:2222 [--listen 127.0.0.1:0]
+    python3 bench/relay.py --rtt-ms 50 --target 127.0.0.1:2222 [--listen 127.0.0.1:0] [--rate-mibps R]
 
 Listens on --listen (port 0: any free port), prints "PORT\\n" on stdout once it
 accepts, and relays every connection to --target, delaying each direction by
 RTT/2. Buffering is unbounded: bytes read are queued with their delivery time
 and the reader never waits for the writer, so what is in flight is bounded only
 by the tools' own windows (SSH channel windows, TCP windows of the two loopback
-legs are never the limit). Loopback only; runs until killed (SIGTERM/SIGINT).
+legs are never the limit). --rate-mibps paces each direction of each connection to
+R MiB/s (tests use it to stop a transfer midway). Loopback only; runs until
+killed (SIGTERM/SIGINT).
 Used by bench/tree_bench.sh and usable by tests (tests/spec/transfer_tree_spec.lua).
 """
 import argparse
@@ -25,7 +27,7 @@ def hostport(s):
     return host or "127.0.0.1", int(port)
 
 
-async def pipe(reader, writer, delay):
+async def pipe(reader, writer, delay, rate):
     loop = asyncio.get_running_loop()
     queue = asyncio.Queue()  # unbounded: (deliver_at, bytes); b"" marks EOF
 
@@ -54,13 +56,15 @@ async def pipe(reader, writer, delay):
                 writer.write(data)
                 # drain only paces this writer; the reader above never waits for it
                 await writer.drain()
+                if rate:
+                    await asyncio.sleep(len(data) / rate)
         except (ConnectionError, OSError):
             pass
 
     await asyncio.gather(pump_in(), pump_out())
 
 
-async def handle(creader, cwriter, target, delay):
+async def handle(creader, cwriter, target, delay, rate):
     try:
         sreader, swriter = await asyncio.open_connection(*target)
     except OSError:
@@ -71,7 +75,7 @@ async def handle(creader, cwriter, target, delay):
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
-        await asyncio.gather(pipe(creader, swriter, delay), pipe(sreader, cwriter, delay))
+        await asyncio.gather(pipe(creader, swriter, delay, rate), pipe(sreader, cwriter, delay, rate))
     finally:
         for w in (cwriter, swriter):
             try:
@@ -85,13 +89,15 @@ async def main():
     ap.add_argument("--rtt-ms", type=float, required=True)
     ap.add_argument("--target", required=True, help="HOST:PORT (loopback)")
     ap.add_argument("--listen", default="127.0.0.1:0")
+    ap.add_argument("--rate-mibps", type=float, default=0.0, help="pace each direction (0: unpaced)")
     a = ap.parse_args()
     target, listen = hostport(a.target), hostport(a.listen)
     for h in (target[0], listen[0]):
         if not h.startswith("127.") and h not in ("localhost", "::1"):
             sys.exit("relay: loopback only, not " + h)
     delay = a.rtt_ms / 2000.0
-    server = await asyncio.start_server(lambda r, w: handle(r, w, target, delay), *listen)
+    rate = a.rate_mibps * 1048576
+    server = await asyncio.start_server(lambda r, w: handle(r, w, target, delay, rate), *listen)
     port = server.sockets[0].getsockname()[1]
     print(port, flush=True)
     stop = asyncio.Event()

@@ -53,12 +53,19 @@ local ok, err = xpcall(function()
       tree, down .. "/results", clean_down)
     time("gpurent put", "up", string.format("GPURENT_SSH_CONFIG=%s %s put h1 %s %s", q(cfg), BIN, q(tree), q(up)),
       tree, up .. "/results", clean_up)
+    -- the same tree again, unchanged: nothing is sent (sizes and SHA-256 compared on both ends)
+    time("gpurent put", "again", string.format("GPURENT_SSH_CONFIG=%s %s put h1 %s %s", q(cfg), BIN, q(tree), q(up)),
+      tree, up .. "/results", function() end)
+    time("gpurent get", "again", string.format("GPURENT_SSH_CONFIG=%s %s get h1 %s %s", q(cfg), BIN, q(remote), q(down)),
+      tree, down .. "/results", function() sh("mkdir -p " .. q(down) .. " && cp -a " .. q(tree) .. " " .. q(down)) end)
   end
   if want("rsync") and have("rsync") then
     time("rsync -a", "down", string.format("rsync -a -e %s h1:%s %s", q(S), q(remote), q(down .. "/")),
       tree, down .. "/results", clean_down)
     time("rsync -a", "up", string.format("rsync -a -e %s %s h1:%s", q(S), q(tree), q(up .. "/")),
       tree, up .. "/results", clean_up)
+    time("rsync -a", "again", string.format("rsync -a -e %s %s h1:%s", q(S), q(tree), q(up .. "/")),
+      tree, up .. "/results", function() end)
   end
   if want("sftp") then
     local batch = work .. "/batch"
@@ -86,6 +93,10 @@ local ok, err = xpcall(function()
       print(string.format("  %-14s %10s %10s", label, d and string.format("%.2f", d) or "n/a", u and string.format("%.2f", u) or "n/a"))
     end
   end
+  print(string.format("  unchanged re-send: gpurent put %s s, gpurent get %s s, rsync -a (up) %s s",
+    by["gpurent put/again"] and string.format("%.2f", by["gpurent put/again"]) or "n/a",
+    by["gpurent get/again"] and string.format("%.2f", by["gpurent get/again"]) or "n/a",
+    by["rsync -a/again"] and string.format("%.2f", by["rsync -a/again"]) or "n/a"))
   for _, r in ipairs(rows) do if not r.t then print("  " .. r.name .. " " .. r.dir .. ": " .. r.note) end end
   local function ratio(a, b) return (a and b) and string.format("%.2fx", b / a) or "n/a" end
   local gd, gu = by["gpurent get/down"], by["gpurent put/up"]

@@ -210,6 +210,23 @@ static int sftp_stat(lua_State *L) {
     return 1;
 }
 
+/* sftp:windows() -> send, receive: the window the server granted this SFTP
+ * channel (what one channel may have in flight uploading) and the receive window
+ * of the raw channels (downloading); gpurent.transfer sizes a file's streams
+ * from them and the round-trip time. */
+#define RAW_WINDOW (16u << 20)
+static int sftp_windows(lua_State *L) {
+    struct gr_sftp *sf = check_sftp(L);
+    LIBSSH2_CHANNEL *ch = libssh2_sftp_get_channel(sf->sftp);
+    if (!ch) return luaL_error(L, "%s: SFTP session has no channel", sf->gs->host);
+    unsigned long initial = 0;
+    unsigned long now = libssh2_channel_window_write_ex(ch, &initial);
+    if (now > initial) initial = now;   /* libssh2 1.10 leaves the initial size 0 on its SFTP channel */
+    lua_pushinteger(L, (lua_Integer)initial);
+    lua_pushinteger(L, (lua_Integer)RAW_WINDOW);
+    return 2;
+}
+
 /* sftp:setstat(path, {mode=, mtime=, atime=}) */
 static int sftp_setstat(lua_State *L) {
     struct gr_sftp *sf = check_sftp(L);
@@ -628,7 +645,6 @@ static int xfer_gc(lua_State *L) {
  * The channel's receive window is large so downloads are bounded by the link,
  * not by libssh2's default 2 MiB. */
 #define RAW_MT "gpurent.sftp.raw"
-#define RAW_WINDOW (16u << 20)
 typedef struct { LIBSSH2_CHANNEL *ch; gr_session *gs; } gr_raw;
 
 static gr_raw *check_raw(lua_State *L) {
@@ -765,7 +781,7 @@ void gr_sftp_register(lua_State *L) {
     static const luaL_Reg sftp_methods[] = {
         {"stat", sftp_stat}, {"setstat", sftp_setstat}, {"rename", sftp_rename},
         {"unlink", sftp_unlink}, {"mkdir", sftp_mkdir}, {"statvfs", sftp_statvfs}, {"readlink", sftp_readlink},
-        {"symlink", sftp_symlink},
+        {"symlink", sftp_symlink}, {"windows", sftp_windows},
         {"open", sftp_open}, {NULL, NULL}
     };
     static const luaL_Reg handle_methods[] = {

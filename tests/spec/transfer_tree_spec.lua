@@ -1,8 +1,9 @@
 -- transfer_tree_spec: directory trees with many files in flight (issue 16): a tree
--- of 2000 entries with empty files and deep paths round-tripped and verified both
+-- of 5000 entries with empty files and deep paths round-tripped and verified both
 -- ways, the same through an emulated 20 ms link (bench/relay.py), an interrupted
--- tree get resumed, and the `gpurent put` / `gpurent get` verbs: exit codes, JSON
--- lines, --dry-run. Speed is measured by bench/tree_bench.sh, never asserted here.
+-- tree get resumed, an unchanged tree re-sent moving no file data (the transfer's
+-- own count of bytes sent) and a changed one moving only what changed, and the
+-- `gpurent put` / `gpurent get` verbs: exit codes, JSON lines, --dry-run. Speed is measured by bench/tree_bench.sh, never asserted here.
 package.path = T.root .. "/bench/?.lua;" .. package.path
 local sshd = require "sshd"
 local relay = require "relay"
@@ -33,11 +34,11 @@ end
 
 local function count(t) local n = 0; for _ in pairs(t) do n = n + 1 end; return n end
 
--- 2023 entries: 1752 files (291 of them empty) in 40 directories, a 30-deep chain
+-- 5023 entries: 4752 files (791 of them empty) in 40 directories, a 30-deep chain
 -- of directories with a file at the bottom, and some links.
 local function make_tree(root)
   sh(string.format([[mkdir -p %s && cd %s && for d in $(seq 1 40); do mkdir d$d; done &&
-    for i in $(seq 1 1750); do d=d$(( i %% 40 + 1 )); if [ $((i %% 6)) -eq 0 ]; then : > $d/e$i; else
+    for i in $(seq 1 4750); do d=d$(( i %% 40 + 1 )); if [ $((i %% 6)) -eq 0 ]; then : > $d/e$i; else
       head -c $(( (i * 37) %% 9000 + 1 )) /dev/urandom > $d/f$i; fi; done &&
     p=deep; for i in $(seq 1 30); do p=$p/level$i; done; mkdir -p $p && echo bottom > $p/leaf.txt &&
     for i in $(seq 1 200); do ln -s ../d1/f$i d2/l$i; done &&
@@ -63,20 +64,20 @@ describe("trees with many files in flight", function()
     T.rmtree(dir)
   end)
 
-  it("round-trips 2000 entries with empty files and deep paths, every file verified, many in flight", function()
+  it("round-trips 5000 entries with empty files and deep paths, every file verified, many in flight", function()
     local src = dir .. "/tree"
     make_tree(src)
     local want = snapshot(src)
-    assert.is_true(count(want) >= 2000)
+    assert.is_true(count(want) >= 5000)
     local up = inst:put(src, fx.home .. "/tree", {verify = true, progress = false})
-    assert.equal(1752, #up.files)
+    assert.equal(4752, #up.files)
     assert.equal(200, #up.links)
     for _, f in ipairs(up.files) do assert.is_true(f.verified, f.path) end
     assert.is_true(up.in_flight >= 100, "files in flight at once: " .. tostring(up.in_flight))
     assert.same(want, snapshot(fx.home .. "/tree"))
     assert.equal("", no_leftovers(fx.home .. "/tree"))
     local down = inst:get(fx.home .. "/tree", dir .. "/back", {verify = true, progress = false})
-    assert.equal(1752, #down.files)
+    assert.equal(4752, #down.files)
     for _, f in ipairs(down.files) do assert.is_true(f.verified, f.path) end
     assert.is_true(down.in_flight >= 100, "files in flight at once: " .. tostring(down.in_flight))
     assert.same(want, snapshot(dir .. "/back"))
@@ -85,6 +86,34 @@ describe("trees with many files in flight", function()
     local a, b = lfs.attributes(src .. "/d3/f2"), lfs.attributes(dir .. "/back/d3/f2")
     assert.equal(a.modification, b.modification)
     assert.equal(a.permissions, b.permissions)
+  end)
+
+  it("re-sending an unchanged tree moves no file data; a changed one moves only what changed", function()
+    local src = dir .. "/again"
+    sh(string.format([[mkdir -p %s/sub && cd %s && for i in $(seq 1 200); do head -c $((i * 50)) /dev/urandom > f$i; done &&
+      head -c 2000000 /dev/urandom > sub/big && printf 'line 1\n' > sub/train.log && : > empty]], T.q(src), T.q(src)))
+    local total = 0
+    for i = 1, 200 do total = total + i * 50 end
+    total = total + 2000000 + 7
+    local first = inst:put(src, fx.home, {verify = true, progress = false})
+    assert.equal(total, first.sent)
+    local again = inst:put(src, fx.home, {verify = true, progress = false})
+    assert.equal(203, #again.files)
+    assert.equal(0, again.sent)                      -- the transfer's own count of file data sent
+    for _, f in ipairs(again.files) do assert.is_true(f.unchanged and f.verified and f.sent == 0, f.path) end
+    os.execute("mkdir -p " .. T.q(dir .. "/here"))
+    assert.equal(total, inst:get(fx.home .. "/again", dir .. "/here", {verify = true, progress = false}).sent)
+    assert.equal(0, inst:get(fx.home .. "/again", dir .. "/here", {verify = true, progress = false}).sent)
+    -- a log that grew sends only its new bytes; a rewritten file is sent whole
+    sh(string.format("printf 'line 2\n' >> %s && head -c 500 /dev/urandom > %s", T.q(src .. "/sub/train.log"),
+      T.q(src .. "/f7")))
+    local changed = inst:put(src, fx.home, {verify = true, progress = false})
+    assert.equal(7 + 500, changed.sent)
+    assert.same(snapshot(src), snapshot(fx.home .. "/again"))
+    local back = inst:get(fx.home .. "/again", dir .. "/here", {verify = true, progress = false})
+    assert.equal(7 + 500, back.sent)
+    assert.same(snapshot(src), snapshot(dir .. "/here/again"))
+    assert.equal("", no_leftovers(dir .. "/here") .. no_leftovers(fx.home .. "/again"))
   end)
 
   it("a two-file tree verifies (the box hashes while the files move)", function()

@@ -2,7 +2,9 @@
 -- this module with the other direction): files and directory trees over gpurent's
 -- own connection, with the guarantees of gpurent.transfer (lua/gpurent/transport/transfer.lua):
 -- .part + rename, the destination lock, resume, mode and mtime, every file's SHA-256
--- verified on both ends (by default here), trees with many files in flight.
+-- verified on both ends (by default here), trees with many files in flight (a rerun
+-- skips what is already there, by size and SHA-256), a large file over several
+-- streams on a long link. The "done" JSON line counts the file data sent.
 local cli = require "gpurent.cli"
 local errors = require "gpurent.util.errors"
 
@@ -17,12 +19,16 @@ stderr), many files in flight at once. When DST is an existing directory each SR
 lands inside it under its own name; with several SRCs it must be one.
 Each file is written to DST.part and renamed when complete; a rerun after an
 interruption resumes every .part whose prefix hashes the same on both sides.
-Every file's SHA-256 is verified on both ends unless --no-verify.
+Every file's SHA-256 is verified on both ends unless --no-verify. Sending a tree
+again skips every file whose copy has the same size and SHA-256, and sends only
+the new bytes of one that grew (--no-resume sends everything).
 --json        one JSON object per line on stdout: a "file" line per file moved, then a
               "done" line (or an "error" line); progress lines as JSON on stderr
 --dry-run     list what would move (a "plan" line per file with --json); moves nothing
 --no-resume   start every file from its first byte
---streams N   SFTP channels a tree is moved over (1-8, default 4)
+--streams N   SFTP channels in flight at once (1-8): a tree's files spread over them
+              (default 4); a large file's blocks too (default: chosen from the
+              round-trip time and the window, one stream on a short link)
 --lock-wait S wait up to S seconds for another transfer's lock on a destination file
 A progress line (bytes, files, rate, ETA) is drawn on stderr when it is a terminal.
 Exit codes: 0 all moved (and verified); 1 a transfer failed (what moved is kept, the
@@ -68,7 +74,7 @@ local function run(verb, host, srcs, dst, o)
   local lfs = require "lfs"
   local inst = require("gpurent.transport.instance").connect(host, {accept_new_host = o.accept_new_host})
   local t0 = gpurent.now()
-  local files, bytes = 0, 0
+  local files, bytes, sent = 0, 0, 0
   local ok, err = pcall(function()
     if #srcs > 1 then   -- several sources: DST must be a directory to put them in
       local isdir
@@ -94,10 +100,11 @@ local function run(verb, host, srcs, dst, o)
         local r = transfer[verb](inst, src, dst, topts)
         local list = r.files or {r}
         for _, f in ipairs(list) do
-          files, bytes = files + 1, bytes + f.bytes
+          files, bytes, sent = files + 1, bytes + f.bytes, sent + (f.sent or 0)
           if o.json then
             emit({event = "file", op = verb, path = f.path, bytes = f.bytes, sent = f.sent,
-              resumed_from = f.resumed_from, sha256 = f.sha256, verified = f.verified or false})
+              resumed_from = f.resumed_from, sha256 = f.sha256, verified = f.verified or false,
+              unchanged = f.unchanged or nil, streams = f.streams})
           end
         end
         if o.json then
@@ -112,9 +119,10 @@ local function run(verb, host, srcs, dst, o)
   local elapsed = gpurent.now() - t0
   if o.json then
     emit({event = "done", op = verb, dry_run = o.dry_run or false, files = files, bytes = bytes,
+      sent = not o.dry_run and sent or nil,
       elapsed = elapsed, verified = (o.verify and not o.dry_run) or false})
   elseif not o.dry_run then
-    io.stderr:write(string.format("%s: %d file(s), %d bytes in %.2fs%s\n", verb, files, bytes, elapsed,
+    io.stderr:write(string.format("%s: %d file(s), %d bytes (%d sent) in %.2fs%s\n", verb, files, bytes, sent, elapsed,
       o.verify and ", SHA-256 verified on both ends" or ""))
   end
 end

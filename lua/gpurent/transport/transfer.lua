@@ -29,7 +29,12 @@
 -- in_flight = the most files that were in flight at once}).
 -- Directories move with many files in flight over SFTP channels of their own
 -- (see "trees" below; opts.streams: how many channels, 1-8, default 4;
--- opts.pipelined=false: one file at a time over the libssh2 session, as before).
+-- opts.pipelined=false: one file at a time over the libssh2 session, as before),
+-- and a re-sent tree skips what is already there (see "incremental re-send").
+-- A large file on a long link moves as blocks over several channels at once
+-- (see "one large file over several streams"; opts.streams sets the count, 1 the
+-- single stream). Results carry sent (file data that crossed the link), and
+-- streams for a file.
 local lfs = require "lfs"
 local core = require "gpurent.core"
 local ssh = require "gpurent.transport.ssh"
@@ -105,8 +110,14 @@ local function basename(p) return p:match("([^/]+)/*$") or p end
 -- sha256 of a remote file (or of its first n bytes) by running sha256sum there.
 -- The file is read on stdin: sha256sum then prints "HASH  -", never the name
 -- (which it would escape with a leading backslash when it holds \ or a newline).
+-- openssl's SHA-256 is several times faster than coreutils' (SHA-NI); sha256sum
+-- where the box has no openssl. Both print the hash first on each line.
+local BOX_SHA = "{ if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi; }"
+local BOX_SHA_NAMES = "if command -v openssl >/dev/null 2>&1; then xargs -0 openssl dgst -sha256 -r --; " ..
+  "else xargs -0 sha256sum --; fi"
+
 local function remote_sha256(conn, path, n)
-  local cmd = n and string.format("head -c %d < %s | sha256sum", n, q(path)) or ("sha256sum < " .. q(path))
+  local cmd = n and string.format("head -c %d < %s | %s", n, q(path), BOX_SHA) or (BOX_SHA .. " < " .. q(path))
   local r = instance._exec(conn, cmd, {timeout = 3600})
   if r.code ~= 0 then return nil, r.stderr end
   return r.stdout:match("^(%x+)")
@@ -230,12 +241,16 @@ local function put_file_owned(inst, src, dst, opts)
       end
     end
     return {path = dst, bytes = size, sent = size - offset, resumed_from = offset, sha256 = sha,
-            elapsed = now() - t0, verified = opts.verify and true or nil}
+            elapsed = now() - t0, verified = opts.verify and true or nil, streams = 1}
   end)
 end
 
 local function put_file(inst, src, dst, opts)
-  return owning(inst, "put", dst, opts, function() return put_file_owned(inst, src, dst, opts) end)
+  local n = transfer._file_streams(inst, opts, "put", lfs.attributes(src, "size") or 0, dst:match("^(.*)/[^/]*$") or ".")
+  return owning(inst, "put", dst, opts, function()
+    if n > 1 then return transfer._put_ranged(inst, src, dst, opts, n) end
+    return put_file_owned(inst, src, dst, opts)
+  end)
 end
 
 local function remote_stat(inst, path)
@@ -298,7 +313,7 @@ end
 -- each; on the box by fsync@openssh.com per file. Names are never parsed from
 -- sha256sum's output (only the hash that starts each line).
 local TREE_JOBS, TREE_CHUNK, TREE_WINDOW = 256, 65536, 32
-local P = {OPEN = 3, CLOSE = 4, READ = 5, WRITE = 6, LSTAT = 7, FSETSTAT = 10, OPENDIR = 11, READDIR = 12,
+local P = {OPEN = 3, CLOSE = 4, READ = 5, WRITE = 6, LSTAT = 7, SETSTAT = 9, FSETSTAT = 10, OPENDIR = 11, READDIR = 12,
            REMOVE = 13, MKDIR = 14, STAT = 17, RENAME = 18, READLINK = 19, SYMLINK = 20, EXTENDED = 200,
            STATUS = 101, HANDLE = 102, DATA = 103, NAME = 104, ATTRS = 105}
 local FXF_READ, FXF_WRITE, FXF_CREAT, FXF_TRUNC = 1, 2, 8, 16
@@ -385,11 +400,12 @@ end
 local Engine = {}
 Engine.__index = Engine
 
-local function new_engine(inst, conn, opts, nchan)
-  local e = setmetatable({inst = inst, conn = conn, opts = opts, stall = opts.stall_timeout or 120, chans = {},
-    next_id = 1, waiters = {}, replies = {}, ignore = {}, bytes = 0, files = 0}, Engine)
-  -- Channels open one at a time (libssh2 keeps a channel open's state per
-  -- session), each one's subsystem request and INIT overlapping the next's open.
+-- Open nchan more SFTP channels on the engine's session. Channels open one at a
+-- time (libssh2 keeps a channel open's state per session), each one's subsystem
+-- request and INIT overlapping the next's open.
+function Engine:open_channels(nchan)
+  local e, conn = self, self.conn
+  local target = #self.chans + nchan
   local ok, err = pcall(function()
     local to_open, deadline = nchan, now() + 30
     while true do
@@ -428,7 +444,7 @@ local function new_engine(inst, conn, opts, nchan)
         end
         if c.phase == "ready" then ready = ready + 1 end
       end
-      if to_open == 0 and ready == nchan then return end
+      if to_open == 0 and ready == target then return end
       for _, c in ipairs(e.chans) do
         if c.phase == "init" and c.raw:buffered() then progressed = true end
       end
@@ -438,7 +454,24 @@ local function new_engine(inst, conn, opts, nchan)
     end
   end)
   if not ok then e:close(); error(err, 0) end
+end
+
+-- An engine on conn with nchan SFTP channels open.
+local function new_engine(inst, conn, opts, nchan)
+  local e = setmetatable({inst = inst, conn = conn, opts = opts, stall = opts.stall_timeout or 120, chans = {},
+    next_id = 1, waiters = {}, replies = {}, ignore = {}, bytes = 0, files = 0}, Engine)
+  e:open_channels(nchan)
   return e
+end
+
+-- The rest of a tree's channels, once it is known that files will move.
+function Engine:widen(streams, files)
+  for _, f in ipairs(files) do
+    if not f.unchanged then
+      if #self.chans < streams then self:open_channels(streams - #self.chans) end
+      return
+    end
+  end
 end
 
 function Engine:close()
@@ -534,7 +567,9 @@ end
 -- files instead of an fsync each; Engine.sync_dir names the filesystem).
 local POLL, HASHES, SYNCED = {}, {}, {}
 
--- Run fns (job functions) with up to limit in flight -> their results in order.
+-- Run fns (job functions) with up to limit in flight -> their results in order
+-- (self.per_chan: instead, that many per usable channel, as channels are added by
+-- a background job; a channel marked busy is pumped but given no new job).
 -- background: job functions run at once beside them, outside the limit (their
 -- results are dropped). A failing job stops new ones from starting; those
 -- running finish; the first error is raised.
@@ -544,13 +579,24 @@ function Engine:run(fns, limit, on_progress, background)
   local results, nexti, active, first_err = {}, 1, 0, nil
   local nchan = #self.chans
   local pollers, hash_waiters, sync_waiters = {}, {}, {}
+  local load, chan_of, fg = {}, {}, 0   -- jobs running per channel: a new job goes to the least loaded
+  local function ended(co)
+    active = active - 1
+    local c = chan_of[co]
+    if c then load[c] = load[c] - 1; chan_of[co] = nil; fg = fg - 1 end
+  end
+  local function usable()
+    local n = 0
+    for _, c in ipairs(self.chans) do if not c.busy then n = n + 1 end end
+    return n
+  end
   local function step(co, i, arg)
     local ok, v = coroutine.resume(co, arg)
     if not ok then
-      active = active - 1
+      ended(co)
       if not first_err then first_err = v; self.failed = true end
     elseif coroutine.status(co) == "dead" then
-      active = active - 1
+      ended(co)
       if i then results[i] = v end
     elseif v == POLL then pollers[#pollers + 1] = {co, i}
     elseif v == HASHES then hash_waiters[#hash_waiters + 1] = {co, i}
@@ -559,10 +605,12 @@ function Engine:run(fns, limit, on_progress, background)
       self.waiters[v] = {co, i}
     end
   end
-  for _, fn in ipairs(background or {}) do
+  -- a job may start a background job of its own (the opener, one per channel)
+  function self.spawn(fn)
     active = active + 1
-    step(coroutine.create(function() return fn(self.chans[1]) end), nil)
+    step(coroutine.create(fn), nil)
   end
+  for _, fn in ipairs(background or {}) do self.spawn(function() return fn(self.chans[1]) end) end
   local function on_packet(t, body)
     if #body < 4 then return end
     local id = sunpack(">I4", body)
@@ -573,18 +621,24 @@ function Engine:run(fns, limit, on_progress, background)
   end
   local last_progress = now()
   while true do
-    while not first_err and nexti <= #fns and active < limit do
+    while not first_err and nexti <= #fns and fg < (self.per_chan and self.per_chan * usable() or limit) do
       local i, fn = nexti, fns[nexti]
-      nexti = nexti + 1
-      active = active + 1
       local c = self.chans[(i - 1) % nchan + 1]
+      for _, o in ipairs(self.chans) do
+        if not o.busy and (c.busy or (load[o] or 0) < (load[c] or 0)) then c = o end
+      end
+      if c.busy then break end
+      nexti = nexti + 1
+      active, fg = active + 1, fg + 1
       if active > (self.peak or 0) then self.peak = active end
-      step(coroutine.create(function() return fn(c) end), i)
+      local co = coroutine.create(function() return fn(c) end)
+      chan_of[co], load[c] = c, (load[c] or 0) + 1
+      step(co, i)
     end
     if active == 0 then break end
     local progressed, pending = false, false
     local h = self.holder
-    if h and h ~= "exec" then     -- only the call that left a packet partly sent may go on
+    if type(h) == "table" then    -- only the call that left a packet partly sent may go on
       local p, held
       if h[2] == "w" then p, held = h[1]:flush() else p, held = h[1]:pump(on_packet) end
       if not held then self.holder = nil end
@@ -601,7 +655,7 @@ function Engine:run(fns, limit, on_progress, background)
         pending = pending or c.pending ~= nil
       end
     end
-    if #pollers > 0 and (not self.holder or self.holder == "exec") then
+    if #pollers > 0 and type(self.holder) ~= "table" then   -- a job holding the session is among them
       local ps = pollers
       pollers = {}
       self.polled = false
@@ -621,6 +675,7 @@ function Engine:run(fns, limit, on_progress, background)
       for _, w in ipairs(hw) do step(w[1], w[2]) end
       progressed = true
     end
+    if active == 0 then progressed = true end   -- the last job ended in this turn: nothing to wait for
     if not progressed then
       -- reading one channel drains the socket for all: data read for another
       -- is in libssh2's buffers, where polling the socket would not see it
@@ -669,11 +724,13 @@ function Engine:sync(waiting)
 end
 
 -- Entries of the remote directories dirs -> {dir = {{name, type, size, mode, mtime, atime}...}}
-function Engine:list_dirs(dirs)
+-- (missing_ok: false for a directory that cannot be opened; background: jobs run beside)
+function Engine:list_dirs(dirs, missing_ok, background)
   local fns = {}
   for i, dir in ipairs(dirs) do
     fns[i] = function(c)
       local t, body = self:call(c, P.OPENDIR, spack(">s4", dir))
+      if t ~= P.HANDLE and missing_ok then return false end
       if t ~= P.HANDLE then self:fail("open directory", dir, t, body) end
       local h = sunpack(">s4", body, 5)
       local hp = spack(">s4", h)
@@ -709,7 +766,7 @@ function Engine:list_dirs(dirs)
       return out
     end
   end
-  return self:run(fns, 512)
+  return self:run(fns, 512, nil, background)
 end
 
 -- One exec hashing items on the box: "all:PATH" (the whole file) or "N:PATH"
@@ -728,9 +785,9 @@ local function remote_hashes(conn, items)
     if p then whole[#whole + 1], wi[#whole + 1] = p, i end
   end
   if #whole > 0 then
-    local r = instance._exec(conn, "xargs -0 sha256sum --", {stdin = table.concat(whole, "\0") .. "\0", timeout = 3600})
+    local r = instance._exec(conn, BOX_SHA_NAMES, {stdin = table.concat(whole, "\0") .. "\0", timeout = 3600})
     local lines = {}
-    for line in r.stdout:gmatch("[^\n]*\n") do lines[#lines + 1] = line:match("^\\?(%x+)  ") or false end
+    for line in r.stdout:gmatch("[^\n]*\n") do lines[#lines + 1] = line:match("^\\?(%x+) ") or false end
     if #lines == #whole and r.code == 0 then
       for k, h in ipairs(lines) do out[wi[k]] = h end
     end
@@ -755,20 +812,21 @@ end
 
 -- An exec channel's non-blocking call inside a job -> its results, or false, dirs when
 -- it would block. A call that leaves a packet partly sent holds the session
--- (eng.holder = "exec") until it is repeated to completion.
+-- (eng.holder = the job's coroutine) until it is repeated to completion.
 local function exec_try(eng, fn, ...)
-  while eng.holder and eng.holder ~= "exec" do coroutine.yield(POLL) end
+  local me = coroutine.running()
+  while eng.holder and eng.holder ~= me do coroutine.yield(POLL) end
   for _ = 1, math.huge do
     local r, a, b, c = fn(...)
     if r ~= false then
-      if eng.holder == "exec" then eng.holder = nil end
+      if eng.holder == me then eng.holder = nil end
       return r, a, b, c
     end
     if (a & 2) == 0 then
-      if eng.holder == "exec" then eng.holder = nil end
+      if eng.holder == me then eng.holder = nil end
       return false, a
     end
-    eng.holder = "exec"
+    eng.holder = me
     coroutine.yield(POLL)
   end
 end
@@ -782,9 +840,85 @@ local function exec_step(eng, fn, ...)
   end
 end
 
+-- In a job: write all of data on raw, holding the session while a packet is
+-- partly sent (as exec_try does for exec channels).
+local function raw_write_all(eng, raw, data)
+  local me = coroutine.running()
+  local pos = 1
+  while pos <= #data do
+    while eng.holder and eng.holder ~= me do coroutine.yield(POLL) end
+    local k, held = raw:write(data, pos)
+    if k == false then
+      if (held & 2) ~= 0 then eng.holder = me elseif eng.holder == me then eng.holder = nil end
+      coroutine.yield(POLL)
+    else
+      pos = pos + k
+      eng.polled = true
+      if held then eng.holder = me; coroutine.yield(POLL)
+      elseif eng.holder == me then eng.holder = nil end
+    end
+  end
+end
+
+-- In a job: read raw until one whole SFTP packet is in -> type, body.
+local function raw_read_packet(eng, raw)
+  local me = coroutine.running()
+  local buf = ""
+  while true do
+    while eng.holder and eng.holder ~= me do coroutine.yield(POLL) end
+    local data, eof, held = raw:read()
+    if data == false then
+      if (eof & 2) ~= 0 then eng.holder = me elseif eng.holder == me then eng.holder = nil end
+      coroutine.yield(POLL)
+    else
+      if held then eng.holder = me elseif eng.holder == me then eng.holder = nil end
+      if eof and data == "" then ssh.error("connection", eng.conn, "the SFTP channel was closed by the box") end
+      buf = buf .. data
+      eng.polled = true
+      if #buf >= 5 and #buf >= 4 + sunpack(">I4", buf) then
+        return buf:byte(5), buf:sub(6, 4 + sunpack(">I4", buf))
+      end
+      if held then coroutine.yield(POLL) end
+    end
+  end
+end
+
+-- A background job: open n more SFTP channels while the first ones already move
+-- data, one at a time (libssh2 keeps one channel open's state per session). Each
+-- joins eng.chans marked busy, ready(c) runs on it (opening a file handle through
+-- the engine), then it takes jobs.
+local function opener_job(eng, n, ready)
+  return function()
+    local sess = eng.conn.sess
+    for _ = 1, n do
+      if eng.failed then return end
+      local raw = exec_step(eng, sess.sftp_raw, sess)
+      eng.spawn(function()   -- its start, INIT and handle overlap the next channel's open
+      exec_step(eng, raw.start, raw)
+      raw_write_all(eng, raw, spack(">I4BI4", 5, 1, 3))
+      local t, body = raw_read_packet(eng, raw)
+      if t ~= 2 then ssh.error("transfer", eng.conn, "SFTP server answered INIT with packet type " .. t) end
+      local c = setmetatable({raw = raw, eng = eng, out = {}, inbuf = "", ipos = 1, exts = {}, phase = "ready",
+        busy = true}, Chan)
+      local _, pos = sunpack(">I4", body)
+      while pos <= #body do
+        local name, data
+        name, data, pos = sunpack(">s4s4", body, pos)
+        c.exts[name] = data
+      end
+      eng.chans[#eng.chans + 1] = c
+      trace("opener: channel " .. #eng.chans .. " up")
+      ready(c)
+      c.busy = nil
+      trace("opener: channel " .. #eng.chans .. " ready")
+      end)
+    end
+  end
+end
+
 -- In a job: run cmd on the box over an exec channel of its own, stepped between
 -- the SFTP channels' turns -> stdout, stderr, exit code. A call that leaves a
--- packet partly sent holds the session (eng.holder = "exec") until repeated.
+-- packet partly sent holds the session (eng.holder = the job) until repeated.
 local function exec_in_job(eng, cmd, stdin)
   local conn = eng.conn
   local function try(fn, ...) return exec_try(eng, fn, ...) end
@@ -821,9 +955,9 @@ local function hashes_job(eng, paths)
     local ok, err = pcall(function()
       local out = {}
       if #paths > 0 then
-        local stdout, _, code = exec_in_job(eng, "xargs -0 sha256sum --", table.concat(paths, "\0") .. "\0")
+        local stdout, _, code = exec_in_job(eng, BOX_SHA_NAMES, table.concat(paths, "\0") .. "\0")
         local lines = {}
-        for line in stdout:gmatch("[^\n]*\n") do lines[#lines + 1] = line:match("^\\?(%x+)  ") or false end
+        for line in stdout:gmatch("[^\n]*\n") do lines[#lines + 1] = line:match("^\\?(%x+) ") or false end
         if #lines == #paths and code == 0 then out = lines
         else   -- a file it could not read: one by one, each answering
           local items = {}
@@ -908,6 +1042,20 @@ local function hash_prefix_local(path, n)
   end
   f:close()
   return h, left == 0
+end
+
+-- Copy a local file (a grown file's old copy into its .part).
+local function copy_local(from, to)
+  local a = assert(io.open(from, "rb"))
+  local b, err = io.open(to, "wb")
+  if not b then a:close(); error("get: cannot write " .. to .. ": " .. tostring(err), 0) end
+  while true do
+    local chunk = a:read(1 << 20)
+    if not chunk then break end
+    assert(b:write(chunk))
+  end
+  a:close()
+  assert(b:close())
 end
 
 -- Aggregated progress for a tree: bytes and files.
@@ -1062,12 +1210,16 @@ local function get_file_owned(inst, src, dst, opts)
       end
     end
     return {path = dst, bytes = rst.size, sent = rst.size - offset, resumed_from = offset, sha256 = sha,
-            elapsed = now() - t0, verified = opts.verify and true or nil}
+            elapsed = now() - t0, verified = opts.verify and true or nil, streams = 1}
   end)
 end
 
-local function get_file(inst, src, dst, opts)
-  return owning(inst, "get", dst, opts, function() return get_file_owned(inst, src, dst, opts) end)
+local function get_file(inst, src, dst, opts, size)
+  local n = transfer._file_streams(inst, opts, "get", size or 0, src)
+  return owning(inst, "get", dst, opts, function()
+    if n > 1 then return transfer._get_ranged(inst, src, dst, opts, n) end
+    return get_file_owned(inst, src, dst, opts)
+  end)
 end
 
 -- A remote directory's entries as {name, type}, sorted by name.
@@ -1121,7 +1273,7 @@ function transfer.get(inst, src, dst, opts)
   if not st then error(inst.label .. ": get: no such remote file: " .. src, 2) end
   refuse_special("get", src, st.type or "file", " on " .. inst.label)
   if lfs.attributes(dst, "mode") == "directory" then dst = dst:gsub("/+$", "") .. "/" .. basename(src) end
-  if st.type ~= "directory" then return get_file(inst, src, dst, opts) end
+  if st.type ~= "directory" then return get_file(inst, src, dst, opts, st.size) end
   if opts.pipelined ~= false then return transfer._get_tree(inst, src, dst, opts) end
   return copy_tree("get", src, dst, {
     prepare = local_prepare(dst),
@@ -1169,6 +1321,49 @@ function transfer.plan(inst, verb, src, dst)
 end
 
 -- ---- trees (the engine above) ------------------------------------------------------
+
+-- ---- incremental re-send -----------------------------------------------------------
+-- Before a tree moves (unless resume=false), each file whose destination already
+-- exists is compared by size and SHA-256 (the box hashes its side in one exec):
+-- the same bytes are not sent again (the file is "unchanged": its mode and mtime
+-- are set when they differ, and it counts as verified, its hash having just been
+-- compared on both ends); a destination that is a prefix of the source (a log
+-- that grew) is copied to the .part on its side and the rest is appended as for
+-- a resume; anything else is sent whole. A result's sent counts the file data
+-- that crossed the link (0 for an unchanged file).
+
+-- files: {src, dst, size}; existing(f) -> the size of f's destination, or nil when
+-- there is none -> marks f.unchanged (its hex) or f.grown (the destination's size:
+-- a prefix of the source). verb says which side is the box's.
+local function compare_existing(conn, files, existing, verb)
+  local items, cands = {}, {}
+  for _, f in ipairs(files) do
+    local dsz = existing(f)
+    if dsz and (dsz == f.size or (dsz > 0 and dsz < f.size)) then
+      local same = dsz == f.size
+      -- hashed on the box: put the destination (whole), get the source (whole or its first dsz bytes)
+      if verb == "put" then items[#items + 1] = "all:" .. f.dst
+      else items[#items + 1] = (same and "all:" or (dsz .. ":")) .. f.src end
+      cands[#cands + 1] = {f, dsz, same}
+    end
+  end
+  if #items == 0 then return end
+  local remote = remote_hashes(conn, items)
+  for k, cand in ipairs(cands) do
+    local f, dsz, same = cand[1], cand[2], cand[3]
+    local here = verb == "put" and f.src or f.dst
+    local lh = same and hash.sha256_file(here) or (verb == "put" and hash_prefix_local(f.src, dsz):hex()
+      or hash.sha256_file(here))
+    if remote[k] and lh == remote[k] then
+      if same then f.unchanged = lh else f.grown, f.grown_sha = dsz, lh end
+    end
+  end
+end
+
+local function unchanged_result(f)
+  return {path = f.dst, bytes = f.size, sent = 0, resumed_from = f.size, sha256 = f.unchanged, elapsed = 0,
+          unchanged = true, verified = true}
+end
 
 local function get_one(eng, c, f, opts)
   local t0 = now()
@@ -1275,12 +1470,15 @@ function transfer._get_tree(inst, src, dst, opts)
   local done = {}
   local function run(conn)
     trace("get: connected")
-    local eng = new_engine(inst, conn, opts, streams_of(opts))
+    local eng = new_engine(inst, conn, opts, 1)   -- the others open while the first lists
     trace("get: channels open")
     local ok, res = pcall(function()
       local tree, level = {}, {src}
+      -- the tree's other channels open while the first lists it
+      local opener = {opener_job(eng, streams_of(opts) - 1, function() end)}
       while #level > 0 do          -- one round of listings per depth, every directory of it at once
-        local lists = eng:list_dirs(level)
+        local lists = eng:list_dirs(level, false, opener)
+        opener = nil
         local nextl = {}
         for i, d in ipairs(level) do
           tree[d] = lists[i]
@@ -1308,10 +1506,21 @@ function transfer._get_tree(inst, src, dst, opts)
       local prepare = local_prepare(dst)
       for _, d in ipairs(dirs) do prepare(d) end
       eng.sync_dir = dst
+      if opts.resume ~= false then   -- what is already here is not sent again
+        local pending = {}
+        for _, f in ipairs(files) do if not done[f.dst] then pending[#pending + 1] = f end end
+        compare_existing(conn, pending, function(f)
+          return lfs.symlinkattributes(f.dst, "mode") == "file" and lfs.attributes(f.dst, "size") or nil
+        end, "get")
+        for _, f in ipairs(pending) do   -- a grown file resumes from a .part that starts as the old copy
+          if f.grown and not lfs.symlinkattributes(f.dst .. ".part", "mode") then copy_local(f.dst, f.dst .. ".part") end
+        end
+        trace("get: compared with what is here")
+      end
       -- the box's hashes, one exec for the tree: resumable prefixes, and (verify) whole files
       local items, idx = {}, {}
       for _, f in ipairs(files) do
-        if not done[f.dst] then
+        if not done[f.dst] and not f.unchanged then
           local lsz = lfs.symlinkattributes(f.dst .. ".part", "mode") == "file" and lfs.attributes(f.dst .. ".part", "size")
           if opts.resume ~= false and lsz and lsz > 0 and lsz <= f.size then
             f.resume = lsz
@@ -1322,10 +1531,12 @@ function transfer._get_tree(inst, src, dst, opts)
       trace("get: directories made")
       for k, h in ipairs(remote_hashes(conn, items)) do idx[k][1][idx[k][2]] = h or nil end
       trace("get: resumable prefixes hashed on the box")
+      eng:widen(streams_of(opts), files)
+      trace("get: channels widened")
       local whole = {}
       if opts.verify then
         for _, f in ipairs(files) do
-          if not done[f.dst] then whole[#whole + 1] = f.src; f.hash_index = #whole end
+          if not done[f.dst] and not f.unchanged then whole[#whole + 1] = f.src; f.hash_index = #whole end
         end
       end
       eng.hashes = nil
@@ -1336,7 +1547,13 @@ function transfer._get_tree(inst, src, dst, opts)
       for i, f in ipairs(files) do
         fns[i] = function(c)
           local r = done[f.dst]
-          if not r then
+          if not r and f.unchanged then
+            local lst = lfs.attributes(f.dst)
+            if f.mode and octal_mode(lst.permissions) ~= f.mode then core.ssh.chmod(f.dst, f.mode) end
+            if f.mtime and lst.modification ~= f.mtime then lfs.touch(f.dst, f.atime or f.mtime, f.mtime) end
+            r = unchanged_result(f)
+            done[f.dst] = r
+          elseif not r then
             local lpath = f.dst .. ".part.lock"
             local h, why, holder = lock.acquire_local(lpath, {wait = opts.lock_wait})
             if not h then locked_error(inst, "get", f.dst, why, holder, "rm -- " .. q(lpath)) end
@@ -1364,7 +1581,8 @@ function transfer._get_tree(inst, src, dst, opts)
       res.in_flight = eng.peak
       prog(eng, true)
       trace("get: files moved")
-      for _, f in ipairs(res.files) do res.bytes = res.bytes + f.bytes end
+      res.sent = 0   -- file data that crossed the link
+      for _, f in ipairs(res.files) do res.bytes, res.sent = res.bytes + f.bytes, res.sent + f.sent end
       local lfns = {}
       for i, l in ipairs(links) do
         lfns[i] = function(c)
@@ -1499,14 +1717,30 @@ function transfer._put_tree(inst, src, dst, opts)
   local done = {}
   local function run(conn)
     trace("put: connected")
-    local eng = new_engine(inst, conn, opts, streams_of(opts))
+    local eng = new_engine(inst, conn, opts, 1)   -- the others open while the first lists
     trace("put: channels open")
     local held = {}
     local ok, r = pcall(function()
+      -- what is on the box already, every destination directory listed at once: its
+      -- files are compared below, and a directory there (a real one, as its parent
+      -- lists it, never a symlink to one) is not made again
+      local existing, lists, all, is_dir = {}, {}, {}, {}
+      if opts.resume ~= false then
+        for depth = 0, #levels do for _, d in ipairs(levels[depth]) do all[#all + 1] = d end end
+        lists = eng:list_dirs(all, true, {opener_job(eng, streams_of(opts) - 1, function() end)})
+        for i, d in ipairs(all) do
+          for _, e in ipairs(lists[i] or {}) do
+            local p = d .. "/" .. e.name
+            if e.type == "file" then existing[p] = e elseif e.type == "directory" then is_dir[p] = true end
+          end
+        end
+        if lists[1] then is_dir[all[1]] = true end   -- the top one may be a link to a directory
+        trace("put: destination listed")
+      end
       for depth = 0, #levels do   -- parents first; each depth's directories at once
         local fns = {}
-        for i, d in ipairs(levels[depth]) do
-          fns[i] = function(c)
+        for _, d in ipairs(levels[depth]) do
+          if not is_dir[d] then fns[#fns + 1] = function(c)
             if eng:simple(c, P.MKDIR, spack(">s4", d) .. pack_attrs({mode = 493})) then return end
             -- below the top one, an existing directory must not be a symlink (it could lead out of the tree)
             local st = eng:stat(c, d, depth > 0)
@@ -1514,11 +1748,19 @@ function transfer._put_tree(inst, src, dst, opts)
               ssh.error("transfer", conn, "cannot create remote directory " .. d ..
                 (st and (": a " .. st.type .. " is in the way (never written through)") or ""))
             end
-          end
+          end end
         end
         eng:run(fns, 512)
       end
       trace("put: directories made")
+      if opts.resume ~= false then   -- what is already on the box is not sent again
+        local pending = {}
+        for _, f in ipairs(files) do if not done[f.dst] then pending[#pending + 1] = f end end
+        compare_existing(conn, pending, function(f) return existing[f.dst] and existing[f.dst].size end, "put")
+        trace("put: compared with what is on the box")
+      end
+      eng:widen(streams_of(opts), files)
+      trace("put: channels widened")
       local total = 0
       for _, f in ipairs(files) do total = total + f.size end
       local prog = tree_progress(opts, "put", src, total, #files)
@@ -1527,9 +1769,19 @@ function transfer._put_tree(inst, src, dst, opts)
         fns[i] = function(c)
           local r1 = done[f.dst]
           if r1 then eng.bytes = eng.bytes + f.size; eng.files = eng.files + 1; return r1 end
+          if f.unchanged then
+            local e = existing[f.dst]
+            if e.mode ~= f.mode or e.mtime ~= f.mtime then
+              eng:simple(c, P.SETSTAT, spack(">s4", f.dst) .. pack_attrs({mode = f.mode, mtime = f.mtime, atime = f.atime}))
+            end
+            r1 = unchanged_result(f)
+            done[f.dst], eng.files = r1, eng.files + 1
+            return r1
+          end
           local lpath = f.dst .. ".part.lock"
           -- the .part's size asked for with the lock (read only once the lock is ours)
-          local stat_id = opts.resume ~= false and eng:send(c, P.STAT, spack(">s4", f.dst .. ".part")) or nil
+          local grow = f.grown and not existing[f.dst .. ".part"]   -- the .part starts as the old copy
+          local stat_id = opts.resume ~= false and not grow and eng:send(c, P.STAT, spack(">s4", f.dst .. ".part")) or nil
           local h, why, holder = lock.acquire_remote(tree_box_ops(eng, c), lpath,
             {wait = opts.lock_wait, on_stale = stale_notice("put")})
           if not h then
@@ -1537,6 +1789,10 @@ function transfer._put_tree(inst, src, dst, opts)
             locked_error(inst, "put", f.dst, why, holder, "rm -- " .. q(lpath) .. " on the box")
           end
           held[#held + 1] = h
+          if grow then
+            local _, _, code = exec_in_job(eng, "cp -- " .. q(f.dst) .. " " .. q(f.dst .. ".part"), "")
+            if code == 0 then stat_id = eng:send(c, P.STAT, spack(">s4", f.dst .. ".part")) end
+          end
           r1 = put_one(eng, c, f, opts, stat_id)
           done[f.dst] = r1
           eng.files = eng.files + 1
@@ -1544,14 +1800,16 @@ function transfer._put_tree(inst, src, dst, opts)
         end
       end
       eng.verify_closed = false
-      local vjob = opts.verify and verify_job(eng) or nil
+      local moving = false
+      for _, f in ipairs(files) do if not f.unchanged and not done[f.dst] then moving = true; break end end
+      local vjob = opts.verify and moving and verify_job(eng) or nil
       if vjob then   -- the last file job closes the verifier's input
         local left = #fns
         for i, fn in ipairs(fns) do
           fns[i] = function(c)
             local ok1, r1 = pcall(fn, c)
             left = left - 1
-            if ok1 and r1 then eng:verify_push(i, r1.path) end
+            if ok1 and r1 and not r1.unchanged then eng:verify_push(i, r1.path) end
             if left == 0 then eng.verify_closed = true end
             if not ok1 then error(r1, 0) end
             return r1
@@ -1563,12 +1821,13 @@ function transfer._put_tree(inst, src, dst, opts)
       res.in_flight = eng.peak
       prog(eng, true)
       trace("put: files moved")
-      for _, f in ipairs(res.files) do res.bytes = res.bytes + f.bytes end
+      res.sent = 0   -- file data that crossed the link
+      for _, f in ipairs(res.files) do res.bytes, res.sent = res.bytes + f.bytes, res.sent + f.sent end
       if opts.verify then   -- what is on disk under the final names, hashed on the box
         local got = eng.verified_hashes or {}
         local missing = {}
         for i, f in ipairs(res.files) do
-          if not got[i] then missing[#missing + 1] = i end
+          if not got[i] and not res.files[i].unchanged then missing[#missing + 1] = i end
         end
         if #missing > 0 then   -- an answer the stream could not give: one by one
           local items = {}
@@ -1579,7 +1838,8 @@ function transfer._put_tree(inst, src, dst, opts)
         for i = 1, #res.files do
           local h = got[i]
           local f = res.files[i]
-          if h ~= f.sha256 then
+          if f.unchanged then   -- compared on both ends before it was skipped
+          elseif h ~= f.sha256 then
             instance._exec(conn, "mv -f -- " .. q(f.path) .. " " .. q(f.path .. ".part"), {timeout = 60})
             done[f.path] = nil
             bad[#bad + 1] = string.format("%s: local %s, remote %s on disk; moved back to %s.part", printable(f.path),
@@ -1625,5 +1885,334 @@ function transfer._put_tree(inst, src, dst, opts)
   end
   return inst:_call(opts.idempotent ~= false, run)
 end
+
+-- ---- one large file over several streams ----------------------------------------
+-- A large file on a long link moves as blocks of RANGE_BLOCK bytes over several
+-- raw SFTP channels at once (the engine above): each block is a job with its own
+-- requests in flight, written at its offset in the one .part, and a new block
+-- goes to the least loaded channel. How many streams: opts.streams when given
+-- (1 = the single-stream path above), else for a file of RANGE_MIN bytes or more
+-- enough that RTT x RANGE_RATE bytes are in flight, given the window one channel
+-- may have in flight (sftp:windows(): the server's grant for uploads, the raw
+-- channels' 16 MiB receive window for downloads, of which a stream asks for up
+-- to 8 MiB): 2 to 8; a round trip under RANGE_MIN_RTT (loopback, a LAN) keeps
+-- one stream, where the transfer is CPU-bound and the C pump is fastest.
+-- Resume: the .part's whole blocks are hashed on both sides (here; on the box by
+-- one `split --filter=sha256sum`) and only the blocks that differ or are missing
+-- are sent: a killed multi-stream transfer leaves holes anywhere in the .part,
+-- and a hole hashes differently from the data. The whole-file SHA-256 is
+-- computed by a background job that reads the file in order behind the written
+-- blocks; with verify it is compared with the box's sha256sum (get: running
+-- while the blocks move, checked before the rename; put: of the renamed file,
+-- moved back to .part on a mismatch), so a .part assembled wrongly never gets
+-- the final name.
+local RANGE_BLOCK, RANGE_MIN, RANGE_RATE, RANGE_MIN_RTT = 4 << 20, 16 << 20, 128 << 20, 0.002
+local RANGE_JOBS = 2     -- blocks in flight per stream
+
+-- How many streams a file of size bytes moves over -> n (1: the single-stream path).
+local function file_streams(inst, opts, verb, size, path)
+  if opts.streams then return size > 0 and streams_of(opts) or 1 end
+  if size < RANGE_MIN then return 1 end
+  return inst:_call(true, function(conn)
+    local sftp = inst:_sftp(conn)   -- started by put/get's first stat
+    local t0 = now()
+    ssh.run(conn, now() + 60, "stat " .. path, sftp.stat, sftp, path)
+    local rtt = now() - t0
+    if rtt < RANGE_MIN_RTT then return 1 end
+    local send, recv = sftp:windows()
+    local per = verb == "put" and send or math.min(recv, 8 << 20)
+    trace(string.format("streams: rtt %.3f s, window %d", rtt, per))
+    return math.max(2, math.min(8, math.ceil(rtt * RANGE_RATE / math.max(per, TREE_CHUNK))))
+  end)
+end
+
+-- The blocks of a file of size bytes for n streams: {{off, len}...}, block size:
+-- RANGE_BLOCK, or smaller (down to 1 MiB) so that every stream has a few blocks
+-- (a resume keeps whole blocks only).
+local function range_blocks(size, n)
+  local want = (size + 4 * n * RANGE_JOBS - 1) // (4 * n * RANGE_JOBS)
+  local block = math.min(RANGE_BLOCK, math.max(1 << 20, (want + TREE_CHUNK - 1) // TREE_CHUNK * TREE_CHUNK))
+  local blocks = {}
+  for off = 0, size - 1, block do blocks[#blocks + 1] = {off = off, len = math.min(block, size - off)} end
+  return blocks, block
+end
+
+local function hash_region(f, off, len)
+  local h = hash.sha256_new()
+  f:seek("set", off)
+  local left = len
+  while left > 0 do
+    local chunk = f:read(math.min(left, 1 << 20))
+    if not chunk then return nil end
+    h:update(chunk)
+    left = left - #chunk
+  end
+  return h:hex()
+end
+
+-- Mark the blocks the .part already holds (same SHA-256 on both sides) done ->
+-- bytes they cover. part_size: the .part's size; local_path/remote_path: the
+-- file on each side to hash (one of them is the .part).
+local function blocks_already_there(conn, blocks, block, part_size, local_path, remote_path)
+  local covered = 0
+  for _, b in ipairs(blocks) do
+    if b.off + b.len <= part_size then covered = b.off + b.len end
+  end
+  if covered == 0 then return 0 end
+  local r = instance._exec(conn, string.format("head -c %d < %s | split -b %d --filter=sha256sum", covered,
+    q(remote_path), block), {timeout = 3600})
+  local remote = {}
+  for line in r.stdout:gmatch("[^\n]*\n") do remote[#remote + 1] = line:match("^(%x+)") or false end
+  local f = io.open(local_path, "rb")
+  if r.code ~= 0 or not f then if f then f:close() end return 0 end
+  local have = 0
+  for i, b in ipairs(blocks) do
+    if b.off + b.len > covered then break end
+    if remote[i] and hash_region(f, b.off, b.len) == remote[i] then b.done = true; have = have + b.len end
+  end
+  f:close()
+  return have
+end
+
+-- A background job: the SHA-256 of the file at path read in order, never past
+-- the first block not yet done (state.blocks) -> state.sha. Writers flush a
+-- block before marking it done, so what it reads is on the file.
+local function follow_hash_job(eng, path, state)
+  return function()
+    local f = assert(io.open(path, "rb"))
+    local h, pos, k, size = hash.sha256_new(), 0, 1, state.size
+    while pos < size and not eng.failed do
+      while state.blocks[k] and state.blocks[k].done do k = k + 1 end
+      local upto = state.blocks[k] and state.blocks[k].off or size
+      if upto > pos then
+        f:seek("set", pos)
+        local data = f:read(math.min(upto - pos, 1 << 20))
+        if not data then break end
+        h:update(data)
+        pos = pos + #data
+        eng.polled = true
+      end
+      coroutine.yield(POLL)
+    end
+    f:close()
+    if pos == size then state.sha = h:hex() end
+  end
+end
+
+-- Run fns[k](chan k) once on every channel of eng, at once.
+local function on_each_channel(eng, fn)
+  local fns = {}
+  for k, c in ipairs(eng.chans) do fns[k] = function() return fn(c, k) end end
+  return eng:run(fns, #fns)
+end
+
+local function ranged_result(dst, size, have, sha, t0, verified, n)
+  return {path = dst, bytes = size, sent = size - have, resumed_from = have, sha256 = sha, elapsed = now() - t0,
+          verified = verified or nil, streams = n}
+end
+
+local function put_ranged(inst, src, dst, opts, n)
+  local st = lfs.attributes(src)
+  if not st then error("put: cannot read " .. src, 0) end
+  local size, part = st.size, dst .. ".part"
+  return inst:_call(opts.idempotent ~= false, function(conn)
+    local t0 = now()
+    local blocks, block = range_blocks(size, n)
+    local sftp = inst:_sftp(conn)
+    local pst = opts.resume ~= false and ssh.run(conn, now() + 60, "stat " .. part, sftp.stat, sftp, part) or nil
+    local fresh = not (pst and pst.size and pst.size > 0 and pst.size <= size)
+    local have = fresh and 0 or blocks_already_there(conn, blocks, block, pst.size, src, part)
+    trace("range put: planned")
+    local eng = new_engine(inst, conn, opts, 1)   -- the others open while the first moves data
+    trace("range put: first channel open")
+    local state = {blocks = {}, size = size}   -- the source is whole: hashed at once
+    local prog = progress(opts, "put", src, size, have)
+    local f = assert(io.open(src, "rb"))
+    local ok, err = pcall(function()
+      -- the first stream's OPEN truncates (a fresh .part) before any stream writes;
+      -- the streams opened later open it as it is
+      on_each_channel(eng, function(c)
+        c.range_handle = spack(">s4", eng:open(c, part, FXF_WRITE | FXF_CREAT | (fresh and FXF_TRUNC or 0), {mode = 384}))
+      end)
+      trace("range put: handles open")
+      local window = 32
+      local fns = {}
+      for i, b in ipairs(blocks) do
+        fns[i] = function(c)
+          if b.done then return end
+          f:seek("set", b.off)
+          local data = f:read(b.len)
+          if not data or #data ~= b.len then
+            error("put: " .. src .. " changed while it was read (shorter than " .. size .. " bytes)", 0)
+          end
+          local inflight, head, tail = {}, 1, 0
+          local function ack()
+            local id, len = inflight[head][1], inflight[head][2]
+            inflight[head] = nil
+            head = head + 1
+            local t, body = eng:await(id)
+            if status_of(t, body) ~= 0 then eng:fail("write", part, t, body) end
+            eng.bytes = eng.bytes + len
+          end
+          for pos = 1, #data, TREE_CHUNK do
+            local piece = data:sub(pos, pos + TREE_CHUNK - 1)
+            tail = tail + 1
+            inflight[tail] = {eng:send(c, P.WRITE, c.range_handle .. spack(">I8I4", b.off + pos - 1, #piece), piece), #piece}
+            while tail - head + 1 >= window do ack() end
+          end
+          while head <= tail do ack() end
+          b.done = true
+        end
+      end
+      eng.per_chan = RANGE_JOBS
+      eng:run(fns, nil, function() prog.update(have + eng.bytes) end, {follow_hash_job(eng, src, state),
+        opener_job(eng, n - 1, function(c) c.range_handle = spack(">s4", eng:open(c, part, FXF_WRITE | FXF_CREAT)) end)})
+      eng.per_chan = nil
+      trace("range put: blocks written")
+      if lfs.attributes(src, "size") ~= size then
+        error("put: " .. src .. " changed while it was read (" .. size .. " bytes expected)", 0)
+      end
+      -- every write is acknowledged: the mode and mtime, the fsync and the closes
+      -- (sent together: the server answers them in order)
+      on_each_channel(eng, function(c, k)
+        local id1, id2
+        if k == 1 then
+          id1 = eng:send(c, P.FSETSTAT, c.range_handle .. pack_attrs({mode = octal_mode(st.permissions),
+            mtime = st.modification, atime = st.access}))
+          id2 = c.exts["fsync@openssh.com"] and eng:send(c, P.EXTENDED, spack(">s4", "fsync@openssh.com") .. c.range_handle)
+        end
+        local id3 = eng:send(c, P.CLOSE, c.range_handle)
+        if id1 then
+          local t, body = eng:await(id1)
+          if status_of(t, body) ~= 0 then eng:fail("set mode/mtime", part, t, body) end
+        end
+        if id2 then eng:await(id2) end
+        local t, body = eng:await(id3)
+        if status_of(t, body) ~= 0 then eng:fail("close", part, t, body) end
+      end)
+      if not eng:run({function(c) return eng:rename(c, part, dst, true) or false end}, 1)[1] then
+        local r = instance._exec(conn, "mv -f -- " .. q(part) .. " " .. q(dst), {})
+        if r.code ~= 0 then ssh.error("transfer", conn, "cannot rename " .. part .. " to " .. dst .. ": " .. r.stderr) end
+      end
+    end)
+    f:close()
+    eng:close()
+    if not ok then
+      if ssh.is_connection_loss(conn, err) then error(err, 0) end
+      explain_write_error(conn, sftp, dst:match("^(.*)/[^/]*$") or ".", size - have, err)
+    end
+    prog.update(size, true)
+    trace("range put: closed and renamed")
+    local sha = state.sha or hash.sha256_file(src)
+    if opts.verify then   -- what is on disk under the final name, not what was streamed
+      local remote = remote_sha256(conn, dst)
+      if remote ~= sha then
+        instance._exec(conn, "mv -f -- " .. q(dst) .. " " .. q(part), {timeout = 60})
+        ssh.error("transfer", conn, string.format("SHA-256 mismatch after upload of %s: local %s, remote %s on disk; " ..
+          "moved back to %s", src, sha, tostring(remote), part), {reason = "verify"})
+      end
+    end
+    return ranged_result(dst, size, have, sha, t0, opts.verify, n)
+  end)
+end
+
+local function get_ranged(inst, src, dst, opts, n)
+  local part = dst .. ".part"
+  return inst:_call(opts.idempotent ~= false, function(conn)
+    local t0 = now()
+    local sftp = inst:_sftp(conn)
+    local rst = ssh.run(conn, now() + 60, "stat " .. src, sftp.stat, sftp, src)
+    if not rst then ssh.error("transfer", conn, "no such remote file: " .. src) end
+    local size = rst.size
+    local blocks, block = range_blocks(size, n)
+    local pmode = lfs.symlinkattributes(part, "mode")
+    if pmode == "link" then os.remove(part); pmode = nil end
+    if pmode and pmode ~= "file" then error("get: cannot write " .. part .. ": a " .. pmode .. " is in the way", 0) end
+    local psize = pmode and lfs.attributes(part, "size") or 0
+    local fresh = opts.resume == false or psize == 0 or psize > size
+    local have = fresh and 0 or blocks_already_there(conn, blocks, block, psize, part, src)
+    local fh, ferr = io.open(part, fresh and "wb" or "r+b")
+    if not fh then error("get: cannot write " .. part .. ": " .. tostring(ferr), 0) end
+    local eng = new_engine(inst, conn, opts, 1)   -- the others open while the first moves data
+    local state = {blocks = blocks, size = size}
+    local prog = progress(opts, "get", src, size, have)
+    local ok, err = pcall(function()
+      on_each_channel(eng, function(c) c.range_handle = spack(">s4", eng:open(c, src, FXF_READ)) end)
+      local _, recv = sftp:windows()
+      local window = math.max(4, math.min(8 << 20, recv) // (RANGE_JOBS * TREE_CHUNK))
+      local fns = {}
+      for i, b in ipairs(blocks) do
+        fns[i] = function(c)
+          if b.done then return end
+          -- READs over the block, window at a time; a short answer asks again for the rest
+          local inflight, head, tail, nexto, stop = {}, 1, 0, b.off, b.off + b.len
+          local function issue()
+            local len = math.min(TREE_CHUNK, stop - nexto)
+            tail = tail + 1
+            inflight[tail] = {eng:send(c, P.READ, c.range_handle .. spack(">I8I4", nexto, len)), nexto, len}
+            nexto = nexto + len
+          end
+          while nexto < stop and tail - head + 1 < window do issue() end
+          while head <= tail do
+            local r = inflight[head]
+            inflight[head] = nil
+            head = head + 1
+            local t, body = eng:await(r[1])
+            if t == P.DATA then
+              local data = sunpack(">s4", body, 5)
+              fh:seek("set", r[2])
+              local w, werr = fh:write(data)
+              if not w then error("write error on " .. part .. ": " .. tostring(werr), 0) end
+              eng.bytes = eng.bytes + #data
+              if #data < r[3] then   -- short: ask for the rest of this piece
+                if #data == 0 then error(src .. " changed during download (it ends before " .. size .. " bytes)", 0) end
+                tail = tail + 1
+                inflight[tail] = {eng:send(c, P.READ, c.range_handle .. spack(">I8I4", r[2] + #data, r[3] - #data)),
+                                  r[2] + #data, r[3] - #data}
+              end
+            elseif status_of(t, body) == 1 then
+              ssh.error("transfer", conn, string.format("%s changed during download (it ends before %d bytes); %s kept for resume",
+                src, size, part))
+            else eng:fail("read", src, t, body) end
+            while nexto < stop and tail - head + 1 < window do issue() end
+          end
+          local fok, ferr2 = fh:flush()
+          if not fok then error("write error on " .. part .. ": " .. tostring(ferr2), 0) end
+          b.done = true
+        end
+      end
+      local background = {follow_hash_job(eng, part, state),
+        opener_job(eng, n - 1, function(c) c.range_handle = spack(">s4", eng:open(c, src, FXF_READ)) end)}
+      if opts.verify then background[3] = hashes_job(eng, {src}) end
+      eng.per_chan = RANGE_JOBS
+      eng:run(fns, nil, function() prog.update(have + eng.bytes) end, background)
+      eng.per_chan = nil
+      on_each_channel(eng, function(c) eng:post(c, P.CLOSE, c.range_handle) end)
+    end)
+    local cok, cerr = fh:close()
+    eng:close()
+    if not ok then error(err, 0) end
+    if not cok then error("write error on " .. part .. ": " .. tostring(cerr), 0) end
+    prog.update(size, true)
+    require("gpurent.fs").fsync(part)
+    local sha = state.sha or hash.sha256_file(part)
+    if opts.verify then
+      if eng.hash_error then error(eng.hash_error, 0) end
+      local remote = eng.hashes and eng.hashes[1]
+      if remote ~= sha then
+        os.remove(part)
+        ssh.error("transfer", conn, string.format("SHA-256 mismatch after download of %s: local %s, remote %s; %s removed",
+          src, sha, tostring(remote), part), {reason = "verify"})
+      end
+    end
+    if rst.mode then core.ssh.chmod(part, rst.mode) end
+    if rst.mtime then lfs.touch(part, rst.atime or rst.mtime, rst.mtime) end
+    local rok, rerr = os.rename(part, dst)
+    if not rok then error("get: cannot rename " .. part .. " to " .. dst .. ": " .. tostring(rerr), 0) end
+    return ranged_result(dst, size, have, sha, t0, opts.verify, n)
+  end)
+end
+
+transfer._file_streams, transfer._put_ranged, transfer._get_ranged = file_streams, put_ranged, get_ranged
 
 return transfer
