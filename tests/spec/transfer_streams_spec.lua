@@ -7,7 +7,7 @@
 package.path = T.root .. "/bench/?.lua;" .. package.path
 local sshd = require "sshd"
 local relay = require "relay"
-local hash = require "gpurent.hash"
+local hash = require "gpurent.util.hash"
 local lfs = require "lfs"
 local core = require "gpurent.core"
 

@@ -2194,7 +2194,7 @@ local function get_ranged(inst, src, dst, opts, n)
     if not ok then error(err, 0) end
     if not cok then error("write error on " .. part .. ": " .. tostring(cerr), 0) end
     prog.update(size, true)
-    require("gpurent.fs").fsync(part)
+    require("gpurent.util.fs").fsync(part)
     local sha = state.sha or hash.sha256_file(part)
     if opts.verify then
       if eng.hash_error then error(eng.hash_error, 0) end
