@@ -1,0 +1,89 @@
+-- billing_money_spec.lua: money that matches the bill (issue 18), against the testbed's
+-- real AutoDL API server (tests/sim/autodl-api) and the real gpurent binary: cost and
+-- status from the provider's own state and price (instances started on the console
+-- included), reconciled against the wallet's accumulated spend; the one budget gate;
+-- `billing create` waiting for stock.
+local api = require "autodl_api"
+local billing = require "gpurent.billing"
+local json = require "gpurent.util.json"
+
+local function admin_ok(srv, route, body)
+  local env = srv:admin(route, body)
+  assert.are.equal("Success", env.code, json.encode(env))
+  return env.data
+end
+
+describe("cost that matches the bill", function()
+  local srv
+  setup(function()
+    srv = api.start{}
+    -- started on the console an hour ago at 2 yuan/h: gpurent sent nothing
+    admin_ok(srv, "/__sim/register", {instance_uuid = "pro-c1", name = "con1", region = "westDC2",
+      host = "127.0.0.1", port = 2222, status = "running", price_per_hour = 2, started_ago = 3600})
+    -- a whole stretch run elsewhere: half an hour at 4 yuan/h, then powered off
+    admin_ok(srv, "/__sim/register", {instance_uuid = "pro-c2", name = "con2", region = "westDC2",
+      host = "127.0.0.1", port = 2223, status = "running", price_per_hour = 4, started_ago = 1800})
+    admin_ok(srv, "/__sim/set-state", {instance_uuid = "pro-c2", status = "shutdown"})
+  end)
+  teardown(function() srv:stop() end)
+
+  it("counts an instance started on the console at the provider's price and times", function()
+    local code, out, err = T.run("cost", {env = srv:env()})
+    assert.are.equal(0, code, err)
+    assert.matches("con1%s+1h00m%s+2%.00 CNY", out)
+    assert.matches("con2%s+30m0%ds%s+2%.00 CNY", out)
+    -- the ledger beside the wallet: the difference is printed, here nothing
+    assert.matches("wallet: spent to date 4.00 yuan (the provider's); ledger 4.00; difference +0.00", out, 1, true)
+    code, out, err = T.run("cost --json", {env = srv:env()})
+    assert.are.equal(0, code, err)
+    local doc = json.decode(out)
+    assert.is_true(doc.provider.refreshed)
+    assert.are.equal("4.000", doc.provider.wallet_accumulate)
+    -- a second refresh adds nothing twice
+    code, out = T.run("cost", {env = srv:env()})
+    assert.matches("con2%s+30m0%ds%s+2%.00 CNY", out)
+  end)
+
+  it("shows the difference when the wallet spent what the ledger never saw", function()
+    local w = admin_ok(srv, "/__sim/wallet", {})
+    admin_ok(srv, "/__sim/wallet", {accumulate = w.accumulate + 1500})
+    local code, out, err = T.run("cost", {env = srv:env()})
+    assert.are.equal(0, code, err)
+    assert.matches("difference %+1%.50 %(not in the ledger", out)
+  end)
+
+  it("says the ledger was not refreshed when there is no token", function()
+    local code, out, err = T.run("cost", {env = "GPURENT_STATE_DIR=" .. T.q(srv.state) .. " HOME=" .. T.q(srv.dir)
+      .. " AUTODL_TOKEN= AUTODL_TOKEN_FILE="})
+    assert.are.equal(0, code, err)
+    assert.matches("provider: not asked %(.*token", out)
+  end)
+
+  it("status shows the provider's power state for a linked alias", function()
+    local env = srv:env("GPURENT_HOSTS_FILE=" .. T.q(srv.dir .. "/hosts_config"))
+    local code, out, err = T.run("host add box1 --uuid pro-c1 --no-contact", {env = env})
+    assert.are.equal(0, code, err .. out)
+    code, out, err = T.run("status", {env = env})
+    assert.are.equal(0, code, err)
+    assert.matches("box1[^\n]*running%s+on", out)
+    assert.matches("con2[^\n]*stopped%s+off", out)
+    admin_ok(srv, "/__sim/set-state", {instance_uuid = "pro-c1", status = "shutdown"})
+    code, out = T.run("status --json", {env = env})
+    local doc = json.decode(out)
+    local seen
+    for _, r in ipairs(doc.instances) do
+      for _, n in ipairs(r.names) do if n == "box1" then seen = r end end
+    end
+    assert.is_truthy(seen, out)
+    assert.are.equal("stopped", seen.power_state)
+  end)
+
+  it("bills a no-GPU start at its own price when the seed gives one", function()
+    admin_ok(srv, "/__sim/register", {instance_uuid = "pro-n1", name = "nogpu1", region = "westDC2",
+      host = "127.0.0.1", port = 2224, status = "shutdown", price_per_hour = 3, no_gpu_price_per_hour = 0.1})
+    admin_ok(srv, "/__sim/set-state", {instance_uuid = "pro-n1", status = "running", mode = "non_gpu", started_ago = 36000})
+    local code, out, err = T.run("cost", {env = srv:env()})
+    assert.are.equal(0, code, err)
+    assert.matches("nogpu1%s+10h00m%s+1%.00 CNY", out)
+  end)
+end)
