@@ -87,3 +87,58 @@ describe("cost that matches the bill", function()
     assert.matches("nogpu1%s+10h00m%s+1%.00 CNY", out)
   end)
 end)
+
+describe("the budget gate", function()
+  local srv, ledger_path
+  setup(function()
+    srv = api.start{}
+    ledger_path = srv.dir .. "/gate-ledger.sqlite"
+    -- a box at 830% of its budget: 8.3 h at 2 yuan/h on the alias's linked instance
+    local L = require("gpurent.state.ledger").open(ledger_path)
+    local t = os.time()
+    L:upsert_instance{name = "gpu-box", profile = "autodl", provider_id = "pro-g1"}
+    L:upsert_instance{name = "g1", profile = "autodl", provider_id = "pro-g1"}
+    L:record_billing{instance = "g1", action = "status", outcome = "ok", meter = "on", price_per_hour = 2,
+      at = t - 8 * 3600 - 1080}
+    L:record_billing{instance = "g1", action = "status", outcome = "ok", meter = "off", at = t}
+    L:close()
+  end)
+  teardown(function() srv:stop() end)
+
+  local function gate(o)
+    o.ledger_path, o.refresh = ledger_path, false
+    return pcall(billing.budget_gate, o)
+  end
+
+  it("refuses a launch or a sweep cell beyond the budget (exit 3, naming spent and budget)", function()
+    for _, action in ipairs({"launch", "sweep cell 2"}) do
+      local ok, err = gate{instance = "gpu-box", action = action, budgets = {["gpu-box"] = {yuan = 2, warn = 0.8}}}
+      assert.is_false(ok)
+      assert.are.equal(3, require("gpurent.util.errors").exit_code(err))
+      assert.matches("budget exceeded for gpu-box: 16.60 of 2.00 yuan (830%)", err.msg, 1, true)
+      assert.matches(action .. " refused", err.msg, 1, true)
+    end
+    -- the budget set on the provider's name or uuid gates the alias too
+    assert.is_false((gate{instance = "gpu-box", action = "launch", budgets = {g1 = {yuan = 2}}}))
+    assert.is_false((gate{instance = "gpu-box", action = "launch", budgets = {["pro-g1"] = {yuan = 2}}}))
+    -- the account's budget gates every box
+    local ok, err = gate{instance = "other", action = "launch", budgets = {[billing.ACCOUNT] = {yuan = 10}}}
+    assert.is_false(ok)
+    assert.matches("account budget exceeded: spent 16.60 of 10.00 yuan", err.msg, 1, true)
+    -- under budget: allowed, with its state
+    assert.are.equal("ok", select(2, gate{instance = "gpu-box", action = "launch", budgets = {g1 = {yuan = 100}}}))
+    assert.are.equal("none", select(2, gate{instance = "gpu-box", action = "launch", budgets = {}}))
+  end)
+
+  it("refuses power-on of a box whose console stretch spent its budget (nothing sent)", function()
+    admin_ok(srv, "/__sim/register", {instance_uuid = "pro-s1", name = "spent1", region = "westDC2",
+      host = "127.0.0.1", port = 2225, status = "running", price_per_hour = 2, started_ago = 8 * 3600 + 1080})
+    admin_ok(srv, "/__sim/set-state", {instance_uuid = "pro-s1", status = "shutdown"})
+    local code, out, err = T.run("billing budget spent1 2", {env = srv:env()})
+    assert.are.equal(0, code, err)
+    code, out, err = T.run("billing power-on spent1 --no-wait", {env = srv:env()})
+    assert.are.equal(3, code, out .. err)
+    assert.matches("budget exceeded for spent1: 16.60 of 2.00 yuan (830%); power_on refused", err, 1, true)
+    assert.are.equal(0, #srv:journal("/power_on"))
+  end)
+end)
