@@ -281,7 +281,7 @@ function M.main(args)
   opts.profile_table = profile_mod.load(opts.profile_name)
   opts.platform = platform.of(opts.profile_table)
   if verb == "create" and not (opts.platform.verbs or {}).create then
-    return require("gpurent.platform.generic").create()     -- no API to create with: refuses
+    return platform.of("generic").create()     -- no API to create with: refuses
   end
   local c = opts.platform.require_client{dry_run = opts.dry_run}
   if verb == "create" then return create(c, ref, opts) end

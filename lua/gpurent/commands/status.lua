@@ -98,7 +98,11 @@ function M.main(args)
       clocks_text(r.danger_clocks), r.run and r.run.id or "-", phase_text(r.phase, now)}
   end
   io.write(ledger.table_text(t))
-  if not fresh then io.write("power and cost as last recorded (provider not asked: ", tostring(why), ")\n") end
+  local linked = false
+  for _, r in ipairs(rows) do linked = linked or r.provider_id ~= nil end
+  if not fresh and linked then
+    io.stderr:write("gpurent: power and cost as last recorded (provider not asked: ", tostring(why), ")\n")
+  end
   return 0
 end
 
