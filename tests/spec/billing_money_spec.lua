@@ -142,3 +142,92 @@ describe("the budget gate", function()
     assert.are.equal(0, #srv:journal("/power_on"))
   end)
 end)
+
+describe("billing create", function()
+  local testbed = require "testbed"
+  local tb, url
+  local SPEC = "sim-nvidia-geforce-rtx-4090"
+
+  local function admin(route, body)
+    local p = io.popen(string.format("curl -sS --noproxy '*' -m 10 -X POST -H 'Content-Type: application/json' -d %s %s",
+      T.q(json.encode(body)), T.q(url .. route)))
+    local out = p:read("a")
+    p:close()
+    local env = json.decode(out)
+    assert.are.equal("Success", env.code, out)
+    return env.data
+  end
+  local function creates() return #tb:api_calls("/pro/create") end
+
+  setup(function()
+    local ok, why = testbed.available()
+    if not ok then return pending(why) end
+    tb = testbed.new()
+    local out, rc = tb:sim("api-up --settle-delay 0.2")
+    assert(rc == 0, out)
+    url = testbed.read(tb.dir .. "/api.url"):match("%S+")
+  end)
+  teardown(function() if tb then tb:down() end end)
+
+  local base = "billing create new1 --gpu-spec " .. SPEC .. " --image base-image-sim"
+
+  it("refuses without --approve NAME and sends nothing (exit 3)", function()
+    local code, out, err = tb:gpurent(base)
+    assert.are.equal(3, code, out .. err)
+    assert.matches("create new1 starts a meter: pass --approve new1", err, 1, true)
+    code, _, err = tb:gpurent(base .. " --approve other")
+    assert.are.equal(3, code, err)
+    assert.are.equal(0, creates())
+  end)
+
+  it("refuses beyond the account's budget before anything is sent (exit 3)", function()
+    admin("/__sim/register", {instance_uuid = "pro-old", name = "old1", region = "westDC2", host = "127.0.0.1",
+      port = 2299, status = "running", price_per_hour = 2, started_ago = 3600})
+    admin("/__sim/set-state", {instance_uuid = "pro-old", status = "shutdown"})
+    local code, _, err = tb:gpurent("billing budget --account 1.5")
+    assert.are.equal(0, code, err)
+    code, _, err = tb:gpurent(base .. " --approve new1")
+    assert.are.equal(3, code, err)
+    assert.matches("account budget exceeded: spent 2.00 of 1.50 yuan", err, 1, true)
+    assert.are.equal(0, creates())
+    code, _, err = tb:gpurent("billing budget --account 100")
+    assert.are.equal(0, code, err)
+  end)
+
+  it("gives up out of stock after its bound in count, printed", function()
+    admin("/__sim/stock", {data_center = "westDC2", gpu_spec_uuid = SPEC, count = 0})
+    local code, out, err = tb:gpurent(base .. " --approve new1 --stock-attempts 3 --stock-backoff 1s --stock-wait 1m")
+    assert.are.equal(1, code, out .. err)
+    assert.matches("attempt 1/3, next in 1s (gives up after 3 attempts or 60s)", out, 1, true)
+    assert.matches("no stock for " .. SPEC .. " in any data centre after 3 attempt(s)", err, 1, true)
+    assert.are.equal(3, creates())
+    admin("/__sim/stock", {clear = true})
+  end)
+
+  it("waits for stock, takes the first data centre that has it, and registers the alias in one step", function()
+    admin("/__sim/stock", {data_center = "westDC2", gpu_spec_uuid = SPEC, count = 0})
+    admin("/__sim/stock", {data_center = "beijingDC1", gpu_spec_uuid = SPEC, count = 1})
+    admin("/__sim/faults", {out_of_stock = 1})
+    local before = creates()
+    -- the person's own ssh setup: ~/.ssh/config (which create's Include joins), the sim's key
+    local code, out, err = tb:gpurent(base .. " --approve new1 --data-center westDC2,beijingDC1 --stock-backoff 1s"
+      .. " --identity " .. T.q(tb.dir .. "/client/id_ed25519"), {own_ssh_config = true})
+    assert.are.equal(0, code, out .. err)
+    assert.matches("out of stock for " .. SPEC .. " in westDC2, beijingDC1", out, 1, true)
+    assert.matches("new1: created pro%-%S+ %(beijingDC1%) after 2 attempt%(s%); running", out)
+    assert.are.equal(2, creates() - before)
+    local body = tb:api_calls("/pro/create")[creates()].body
+    assert.are.same({"westDC2", "beijingDC1"}, body.data_center_list)
+    assert.are.equal("new1", body.instance_name)
+    -- the alias answers over ssh, and billing knows it by the alias
+    local hosts = testbed.read(tb.home .. "/.ssh/gpurent_config")
+    assert.matches("Host new1", hosts, 1, true)
+    assert.matches("host key of new1: ssh%-ed25519 SHA256:%S+ %(recorded in", out)
+    code, out, err = tb:gpurent("exec new1 -- echo hello-from-new1", {own_ssh_config = true})
+    assert.are.equal(0, code, out .. err)
+    assert.matches("hello-from-new1", out, 1, true)
+    code, out, err = tb:gpurent("billing status new1")
+    assert.are.equal(0, code, err)
+    assert.matches(": running, 1.98 yuan/h", out, 1, true)
+  end)
+end)

@@ -26,7 +26,7 @@ M.usage = [[usage:
   gpurent billing budget --account YUAN [--warn FRACTION]
   gpurent billing create NAME --gpu-spec SPEC --image IMAGE [--data-center DC,...] [--gpus N]
                           [--cuda V] [--disk-gb N] [--start-command CMD] [--stock-attempts N]
-                          [--stock-wait 10m] [--stock-backoff 10s] [--approve NAME] [--dry-run] [--profile NAME]
+                          [--stock-wait 10m] [--stock-backoff 10s] [--identity KEY] [--approve NAME] [--dry-run] [--profile NAME]
   gpurent billing autostop TARGET (--idle 30m | --ttl 6h) [--interval 60s] [--stop-stalled]
                           [--threshold PCT] [--mode tmux|nohup] [--profile NAME]
   gpurent billing autostop TARGET --status [--json] | --off
@@ -64,7 +64,8 @@ refused; past --warn (default 0.8) it warns. --account sets one budget for the w
 create starts a meter: it needs --approve NAME and passes the budget gate first; out of
 stock it retries with a growing wait, at most --stock-attempts (6) tries within --stock-wait
 (10m), the first wait --stock-backoff (10s) then doubling, then gives up naming both; the new instance, once running, becomes the ssh alias
-NAME linked to its uuid (as `gpurent host add NAME --uuid UUID`).
+NAME linked to its uuid (as `gpurent host add NAME --uuid UUID [--identity KEY]`), and its
+host key is recorded at a first contact.
 Every verb that talks to the API refreshes the ledger from the provider (gpurent cost).
 Exit codes: 0 ok, 1 error, 2 usage, 3 refused by the gate or the budget.]]
 
@@ -74,7 +75,7 @@ local SPEC = {json = "flag", dry_run = "flag", no_wait = "flag", retries = "valu
               -- create
               gpu_spec = "value", image = "value", data_center = "value", gpus = "value", cuda = "value",
               disk_gb = "value", start_command = "value", stock_attempts = "value", stock_wait = "value",
-              stock_backoff = "value",
+              stock_backoff = "value", identity = "value",
               -- autostop (lua/gpurent/billing/autostop.lua)
               idle = "value", ttl = "value", interval = "value", stop_stalled = "flag", threshold = "value",
               mode = "value", profile = "value", off = "flag", status = "flag"}
@@ -224,12 +225,27 @@ local function create(c, name, opts)
   io.write(string.format("%s: created %s (%s) after %d attempt(s); running\n", name, r.uuid,
     r.item.region_sign or "?", r.attempts))
   local hosts = require "gpurent.hosts"
+  r.ssh.identity = opts.identity
   local file = hosts.write_host(name, r.ssh)
   io.write(string.format("added host %s -> %s@%s:%d in %s\n", name, r.ssh.user, r.ssh.host, r.ssh.port, file))
   ledger_billing{instance = name, uuid = r.uuid, profile = opts.profile_name, action = "create", outcome = "ok",
     meter = "on", power_state = "running", price = billing.price_per_hour(r.item)}
   io.write(string.format("%s is linked to instance %s (%s yuan/h, meter ON): billing and status accept either name\n",
     name, r.uuid, money(billing.price_per_hour(r.item))))
+  -- first contact: the address came from the authenticated API, so its host key is
+  -- recorded as `gpurent host add` records it (accept-new)
+  local ok, err = pcall(function()
+    local inst = require("gpurent.transport.instance").connect(name, {accept_new_host = true})
+    local hk = inst.conn and inst.conn.hostkey
+    if hk then io.write(string.format("host key of %s: %s %s%s\n", name, hk.type, hk.fingerprint,
+      hk.added and (" (recorded in " .. hk.added .. ")") or " (already known)")) end
+    inst:close()
+  end)
+  if not ok then
+    io.stderr:write(string.format("gpurent: %s is created and registered (its meter is ON), but the first contact failed: %s\n",
+      name, errors.message(err)))
+    return 1
+  end
   return 0
 end
 
