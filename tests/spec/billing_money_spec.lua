@@ -231,3 +231,79 @@ describe("billing create", function()
     assert.matches(": running, 1.98 yuan/h", out, 1, true)
   end)
 end)
+
+describe("the watchdog's budget", function()
+  local simbox = require "simbox"
+  local ok_sim, why = simbox.available()
+  if not ok_sim then pending("testbed unavailable: " .. tostring(why)); return end
+  local run = require "gpurent.lifecycle.run"
+  local detach = require "gpurent.lifecycle.detach"
+  local profile = require "gpurent.config.profile"
+  local core = require "gpurent.core"
+  local box, env, r
+
+  setup(function()
+    box = simbox.new()
+    -- 36 yuan/h: a hundredth of a yuan a second
+    box:up("mb1", "--price-per-hour 36")
+    local token = T.read(box.dir .. "/api.token"):match("%S+")
+    local url = T.read(box.dir .. "/api.url"):match("%S+")
+    env = box:env() .. " GPURENT_STATE_DIR=" .. T.q(box.dir .. "/state") .. " HOME=" .. T.q(box.dir)
+      .. " AUTODL_TOKEN=" .. T.q(token) .. " GPURENT_AUTODL_BASE_URL=" .. T.q(url)
+    -- a training job that keeps writing checkpoints and never ends by itself
+    local inst = box.insts.mb1
+    local p = inst.profile
+    r = {id = "proj-money", host = "mb1", session = run.session_name("proj-money"), paths = run.paths(p, "proj", "proj-money")}
+    inst:sh("mkdir -p " .. T.q(r.paths.code) .. " " .. T.q(r.paths.out), {check = true})
+    local wo = {command = 'i=0; while :; do i=$((i+1)); echo "weights $i" > "$GPURENT_OUT/ep$i.pth"; sleep 1; done',
+      sync = {"best.pth"}, scratch = {}, durable_dir = r.paths.durable_ckpt, durable_tier = profile.durable_tier(p).path}
+    local script = detach.install(inst, r, function(v) wo.version = v; return detach.wrapper(r, wo) end)
+    detach.start(inst, r, {script = script})
+    -- the person's push token on the box (gpurent never copies it there)
+    assert.are.equal(0, (box:exec("mb1", "mkdir -p /root/.gpurent/autostop && printf %s " .. T.q(token)
+      .. " > /root/.gpurent/autostop/push.token")))
+  end)
+  teardown(function() if box then box:down() end end)
+
+  it("warns at the threshold, then syncs the running job's newest checkpoint and parks the box", function()
+    local code, out, err = T.run("billing autostop mb1 --budget 0.15 --budget-warn 50 --interval 1s", {env = env})
+    assert.are.equal(0, code, out .. err)
+    assert.matches("the spend reaches 0%.15 yuan %(now %d%.%d%d at 36%.00 yuan/h; warning at 50%%%)", out)
+    local deadline, st = core.sys.now() + 60, nil
+    repeat
+      core.sys.sleep(0.5)
+      local _, info = pcall(box.info, box, "mb1")
+      st = type(info) == "table" and info.status or st
+    until st == "shutdown" or core.sys.now() > deadline
+    assert.are.equal("shutdown", st)
+    local d = box.dir .. "/instances/mb1/root/.gpurent/autostop/"
+    local log = T.read(d .. "watchdog.log")
+    local warn_at = log:find("BUDGET WARNING: spent 0.0", 1, true) or log:find("BUDGET WARNING: spent 0.1", 1, true)
+    local sync_at = log:find("budget sync: ", 1, true)
+    local off_at = log:find("POWER OFF (budget)", 1, true)
+    assert.is_truthy(warn_at, log)
+    assert.is_truthy(sync_at and off_at and warn_at < sync_at and sync_at < off_at, log)
+    assert.matches("push sent %(budget warning%)", log)
+    local last = T.read(d .. "last-stop")
+    assert.matches("reason=budget", last, 1, true)
+    -- the durable copy is the newest checkpoint the job had written, byte for byte
+    local synced = log:match("budget sync: (%S+) %-> (%S+) %(%d+ bytes, sha256 verified%)")
+    local src, dst = log:match("budget sync: (%S+) %-> (%S+) ")
+    assert.is_truthy(synced, log)
+    local function host(pth)
+      if pth:find("^/root/autodl%-fs/") then return box.dir .. "/regions/westDC2/" .. pth:sub(#"/root/autodl-fs/" + 1) end
+      return box.dir .. "/instances/mb1/data/" .. pth:sub(#"/root/autodl-tmp/" + 1)
+    end
+    assert.matches("^" .. r.paths.durable_ckpt:gsub("%p", "%%%0"), dst)
+    assert.are.equal(T.read(host(src)), T.read(host(dst)))
+    local n = tonumber(src:match("ep(%d+)%.pth$"))
+    -- the newest at sync time: only what the job wrote in the seconds the power-off took is newer
+    local newest = n
+    while T.read(host((src:gsub("ep%d+", "ep" .. (newest + 1))))) do newest = newest + 1 end
+    assert.is_true(n >= 2 and newest - n <= 3, "synced ep" .. n .. ", newest ep" .. newest)
+    -- the push reached the platform's channel
+    local wechat = T.read(box.dir .. "/wechat.jsonl") or ""
+    assert.matches('"title": "gpurent: budget warning"', wechat, 1, true)
+    assert.matches('"title": "gpurent: budget spent"', wechat, 1, true)
+  end)
+end)

@@ -138,10 +138,11 @@ function meter.reconcile(ledger_total, wallet)
   local w = wallet and wallet.accumulate
   if not w then return nil end
   local d = w - ledger_total
+  local cents = math.floor(math.abs(d) * 100 + 0.5)
   return {ledger = ledger_total, wallet = w, difference = d,
-    text = string.format("wallet: spent to date %.2f yuan (the provider's); ledger %.2f; difference %s%.2f%s",
-      w, ledger_total, d >= 0 and "+" or "-", math.abs(d),
-      math.abs(d) >= 0.005 and " (not in the ledger: spend before it began, storage while powered off, "
+    text = string.format("wallet: spent to date %.2f yuan (the provider's); ledger %.2f; difference %s%d.%02d%s",
+      w, ledger_total, (d >= 0 or cents == 0) and "+" or "-", cents // 100, cents % 100,
+      cents > 0 and " (not in the ledger: spend before it began, storage while powered off, "
         .. "instances released before gpurent saw them)" or "")}
 end
 

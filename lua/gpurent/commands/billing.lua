@@ -27,8 +27,8 @@ M.usage = [[usage:
   gpurent billing create NAME --gpu-spec SPEC --image IMAGE [--data-center DC,...] [--gpus N]
                           [--cuda V] [--disk-gb N] [--start-command CMD] [--stock-attempts N]
                           [--stock-wait 10m] [--stock-backoff 10s] [--identity KEY] [--approve NAME] [--dry-run] [--profile NAME]
-  gpurent billing autostop TARGET (--idle 30m | --ttl 6h) [--interval 60s] [--stop-stalled]
-                          [--threshold PCT] [--mode tmux|nohup] [--profile NAME]
+  gpurent billing autostop TARGET (--idle 30m | --ttl 6h | --budget YUAN) [--interval 60s] [--stop-stalled]
+                          [--threshold PCT] [--budget-warn PCT] [--mode tmux|nohup] [--profile NAME]
   gpurent billing autostop TARGET --status [--json] | --off
 
 INSTANCE is the platform's instance uuid or name (the profile's platform: --profile NAME,
@@ -57,7 +57,12 @@ terminal. power-off needs only approval where the profile calls it reversible.
 autostop installs a watchdog ON the box (TARGET: ssh_config alias or user@host:port) that
 runs the profile's in-instance power-off (billing.meter_stop.in_instance_verb; reversible) once
 the box is idle for the window (no job of ours, last job's durable sync verified, GPU idle,
-nobody logged in) or the TTL has passed; arming it is your approval of that power-off.
+nobody logged in) or the TTL has passed, or (--budget YUAN) once the box's spend reaches
+YUAN: the price and the spend so far come from the API at arming; it warns at --budget-warn
+PCT (80) in its log, `--status` and, when you put the platform's push token in
+~/.gpurent/autostop/push.token on the box, a push; at the budget it copies each running
+job's newest checkpoint to the job's durable dir (sha256 re-read), then powers off, jobs
+or not. Arming it is your approval of that power-off.
 budget: a billable step (power-on, create, a run's launch, each sweep cell) on a box whose
 spend (the ledger, refreshed from the provider's state and price) reached its budget is
 refused; past --warn (default 0.8) it warns. --account sets one budget for the whole account.
@@ -78,7 +83,7 @@ local SPEC = {json = "flag", dry_run = "flag", no_wait = "flag", retries = "valu
               stock_backoff = "value", identity = "value",
               -- autostop (lua/gpurent/billing/autostop.lua)
               idle = "value", ttl = "value", interval = "value", stop_stalled = "flag", threshold = "value",
-              mode = "value", profile = "value", off = "flag", status = "flag"}
+              mode = "value", profile = "value", off = "flag", status = "flag", budget = "value", budget_warn = "value"}
 
 local function ledger_billing(t)
   local ok, err = pcall(function()

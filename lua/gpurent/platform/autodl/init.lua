@@ -11,6 +11,8 @@
 --   autodl.hints.unreachable(host) / .teardown_reminder(host, instance) / .no_token
 --   autodl.notify{title=, name=, content=} -> true | false, why   (WeChat: 5/min, 50/day)
 --   autodl.in_instance_power_off(inst [, verb])   `shutdown` on the box (关机, no token)
+--   autodl.push_target() -> {url=, auth_header=}   the WeChat route, for an on-box push whose
+--       token the person puts on the box (the autostop watchdog's budget warning)
 --   autodl.create{client=, name=, gpu_spec=, image=, cuda=, gpus=, data_centers=, disk_gb=,
 --                 start_command=, attempts=, max_wait=, backoff=, deadline=}
 --       -> {uuid=, item=, ssh = {host, port, user}, attempts=}   (a new meter: callers gate it)
@@ -86,6 +88,12 @@ function autodl.notify(m)
 end
 
 autodl.in_instance_power_off = api.in_instance_power_off
+
+function autodl.push_target()
+  local ok, _, url, auth = pcall(require("gpurent.core").provider.describe, "autodl", "wechat")
+  if not ok then return {} end
+  return {url = url, auth_header = auth}
+end
 
 -- Create an instance and wait until it runs; its ssh address from the snapshot.
 function autodl.create(o)
