@@ -14,7 +14,7 @@ local platform = require "gpurent.platform"
 local profile_mod = require "gpurent.config.profile"
 local stop = require "gpurent.billing.stop"
 
-local M = {summary = "the platform's meter, balance, danger clocks; power-on/off and release (gated)"}
+local M = {summary = "the platform's meter, balance, budgets, danger clocks; create, power-on/off and release (gated)"}
 M.usage = [[usage:
   gpurent billing status [INSTANCE] [--json]
   gpurent billing power-on INSTANCE [--dry-run] [--no-wait] [--retries N] [--backoff S]
