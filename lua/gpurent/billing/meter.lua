@@ -9,7 +9,8 @@
 -- difference is shown, never hidden (spend before the ledger began, storage while
 -- off, instances released before gpurent saw them).
 --
---   meter.refresh(client, {profile=, currency=, now=, ledger_path=}) -> {instances = {...}, wallet = {...}}
+--   meter.refresh(client, {profile=, currency=, now=, ledger_path=, items=, wallet=})
+--       -> {instances = {...}, wallet = {...}}   (items/wallet: already read from the API)
 --   meter.try_refresh(o) -> report | nil, why    the default profile's platform, when it has a client
 --   meter.group(L, ref) -> {rows}, uuid           ledger rows of one box (name, alias or uuid)
 --   meter.spent(ref, now [, ledger_path]) -> yuan the ledger's metered cost of that box
@@ -94,8 +95,8 @@ function meter.refresh(client, o)
   o = o or {}
   o.now = o.now or os.time()
   o.per_yuan = o.per_yuan or client.per_yuan
-  local items = client:instances()
-  local wallet = client:balance()
+  local items = o.items or client:instances()
+  local wallet = o.wallet or client:balance()
   local L <close> = ledger.open(o.ledger_path)
   local out = {}
   L:transaction(function()

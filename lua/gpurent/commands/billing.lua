@@ -26,7 +26,8 @@ M.usage = [[usage:
   gpurent billing budget --account YUAN [--warn FRACTION]
   gpurent billing create NAME --gpu-spec SPEC --image IMAGE [--data-center DC,...] [--gpus N]
                           [--cuda V] [--disk-gb N] [--start-command CMD] [--stock-attempts N]
-                          [--stock-wait 10m] [--stock-backoff 10s] [--identity KEY] [--approve NAME] [--dry-run] [--profile NAME]
+                          [--stock-wait 10m] [--stock-backoff 10s] [--identity KEY] [--approve NAME]
+                          [--dry-run] [--profile NAME]
   gpurent billing autostop TARGET (--idle 30m | --ttl 6h | --budget YUAN) [--interval 60s] [--stop-stalled]
                           [--threshold PCT] [--budget-warn PCT] [--mode tmux|nohup] [--profile NAME]
   gpurent billing autostop TARGET --status [--json] | --off
@@ -68,9 +69,9 @@ spend (the ledger, refreshed from the provider's state and price) reached its bu
 refused; past --warn (default 0.8) it warns. --account sets one budget for the whole account.
 create starts a meter: it needs --approve NAME and passes the budget gate first; out of
 stock it retries with a growing wait, at most --stock-attempts (6) tries within --stock-wait
-(10m), the first wait --stock-backoff (10s) then doubling, then gives up naming both; the new instance, once running, becomes the ssh alias
-NAME linked to its uuid (as `gpurent host add NAME --uuid UUID [--identity KEY]`), and its
-host key is recorded at a first contact.
+(10m), the first wait --stock-backoff (10s) then doubling, then gives up naming both; the
+new instance, once running, becomes the ssh alias NAME linked to its uuid by
+`gpurent host add NAME --uuid UUID [--identity KEY]` (first contact included).
 Every verb that talks to the API refreshes the ledger from the provider (gpurent cost).
 Exit codes: 0 ok, 1 error, 2 usage, 3 refused by the gate or the budget.]]
 
@@ -111,6 +112,9 @@ local function status(c, ref, opts)
   local bal = c:balance()
   local items = ref and {c:find(ref)} or c:instances()
   local all = ref and c:instances() or items
+  -- the ledger follows the provider (cost, status, budgets); a failure is said, not fatal
+  local ok, err = pcall(require("gpurent.billing.meter").refresh, c, {profile = opts.profile_name, items = all, wallet = bal})
+  if not ok then io.stderr:write("gpurent: the ledger was not refreshed: ", errors.message(err), "\n") end
   local burn, now = 0, os.time()
   for _, it in ipairs(all) do
     if it.status == "running" then burn = burn + (billing.price_per_hour(it) or 0) end
@@ -229,29 +233,18 @@ local function create(c, name, opts)
   if c.dry_run then return 0 end
   io.write(string.format("%s: created %s (%s) after %d attempt(s); running\n", name, r.uuid,
     r.item.region_sign or "?", r.attempts))
-  local hosts = require "gpurent.hosts"
-  r.ssh.identity = opts.identity
-  local file = hosts.write_host(name, r.ssh)
-  io.write(string.format("added host %s -> %s@%s:%d in %s\n", name, r.ssh.user, r.ssh.host, r.ssh.port, file))
   ledger_billing{instance = name, uuid = r.uuid, profile = opts.profile_name, action = "create", outcome = "ok",
     meter = "on", power_state = "running", price = billing.price_per_hour(r.item)}
-  io.write(string.format("%s is linked to instance %s (%s yuan/h, meter ON): billing and status accept either name\n",
-    name, r.uuid, money(billing.price_per_hour(r.item))))
-  -- first contact: the address came from the authenticated API, so its host key is
-  -- recorded as `gpurent host add` records it (accept-new)
-  local ok, err = pcall(function()
-    local inst = require("gpurent.transport.instance").connect(name, {accept_new_host = true})
-    local hk = inst.conn and inst.conn.hostkey
-    if hk then io.write(string.format("host key of %s: %s %s%s\n", name, hk.type, hk.fingerprint,
-      hk.added and (" (recorded in " .. hk.added .. ")") or " (already known)")) end
-    inst:close()
-  end)
-  if not ok then
-    io.stderr:write(string.format("gpurent: %s is created and registered (its meter is ON), but the first contact failed: %s\n",
-      name, errors.message(err)))
-    return 1
+  io.write(string.format("%s: meter ON at %s yuan/h\n", name, money(billing.price_per_hour(r.item))))
+  -- the alias in the same step, by `gpurent host add NAME --uuid UUID`'s own code: the
+  -- snapshot's address, the ledger link, the first contact (host key, setup)
+  local args = {"add", name, "--uuid", r.uuid, "--profile", opts.profile_name}
+  if opts.identity then args[#args + 1] = "--identity"; args[#args + 1] = opts.identity end
+  local rc = require("gpurent.commands.host").main(args)
+  if rc ~= 0 then
+    io.stderr:write(string.format("gpurent: %s is created and registered (its meter is ON), but the first contact failed\n", name))
   end
-  return 0
+  return rc
 end
 
 -- --pulled and --discard may be given many times: taken out before cli.options.
@@ -294,6 +287,10 @@ function M.main(args)
   end
   if verb == "autostop" then return require("gpurent.billing.autostop").command(ref, opts) end
   if opts.account then errors.usage("--account belongs to gpurent billing budget", 0) end
+  for _, k in ipairs({"gpu_spec", "image", "data_center", "gpus", "cuda", "disk_gb", "start_command", "stock_attempts",
+      "stock_wait", "stock_backoff", "identity"}) do
+    if opts[k] and verb ~= "create" then errors.usage("--" .. k:gsub("_", "-") .. " belongs to gpurent billing create", 0) end
+  end
   local verbs = {status = true, ["power-on"] = true, ["power-off"] = true, release = true, inventory = true,
                  create = true}
   if not verbs[verb] then errors.usage("unknown billing verb " .. verb .. "\n" .. M.usage, 0) end
@@ -306,12 +303,7 @@ function M.main(args)
   end
   local c = opts.platform.require_client{dry_run = opts.dry_run}
   if verb == "create" then return create(c, ref, opts) end
-  if verb == "status" then
-    -- the ledger follows the provider (cost, status, budgets); what fails is said, not fatal
-    local ok, err = pcall(require("gpurent.billing.meter").refresh, c, {profile = opts.profile_name})
-    if not ok then io.stderr:write("gpurent: the ledger was not refreshed: ", errors.message(err), "\n") end
-    return status(c, ref, opts)
-  end
+  if verb == "status" then return status(c, ref, opts) end
   if verb == "power-on" then return power_on(c, ref, opts) end
   if verb == "power-off" then
     power_off(c, ref, opts)

@@ -365,6 +365,14 @@ function Client:wechat(m)
   return true
 end
 
+-- The WeChat route as C would send it (URL after the base-URL override, the auth
+-- header's name): for an on-box push whose token the person puts on the box.
+function autodl.push_target()
+  local ok, _, url, auth = pcall(core.provider.describe, PROVIDER, "wechat")
+  if not ok then return {} end
+  return {url = url, auth_header = auth}
+end
+
 -- ---- the token-less verb ----------------------------------------------------------
 
 -- Power the box off from inside, without a token: the profile's in-instance verb

@@ -89,11 +89,7 @@ end
 
 autodl.in_instance_power_off = api.in_instance_power_off
 
-function autodl.push_target()
-  local ok, _, url, auth = pcall(require("gpurent.core").provider.describe, "autodl", "wechat")
-  if not ok then return {} end
-  return {url = url, auth_header = auth}
-end
+autodl.push_target = api.push_target
 
 -- Create an instance and wait until it runs; its ssh address from the snapshot.
 function autodl.create(o)
