@@ -143,6 +143,18 @@ describe("the budget gate", function()
   end)
 end)
 
+describe("billing create (refusals without a server)", function()
+  it("refuses on a platform without an API, and create's options on other verbs (exit 2)", function()
+    local env = "GPURENT_STATE_DIR=" .. T.q(T.tmpdir()) .. " AUTODL_TOKEN= AUTODL_TOKEN_FILE="
+    local code, _, err = T.run("billing create x1 --gpu-spec s --image i --approve x1 --profile generic-ssh", {env = env})
+    assert.are.equal(2, code, err)
+    assert.matches("no API to create instances with", err, 1, true)
+    code, _, err = T.run("billing power-on x1 --gpu-spec s", {env = env})
+    assert.are.equal(2, code, err)
+    assert.matches("--gpu-spec belongs to gpurent billing create", err, 1, true)
+  end)
+end)
+
 describe("billing create", function()
   local testbed = require "testbed"
   local tb, url
@@ -269,6 +281,15 @@ describe("the watchdog's budget", function()
     local code, out, err = T.run("billing autostop mb1 --budget 0.15 --budget-warn 50 --interval 1s", {env = env})
     assert.are.equal(0, code, out .. err)
     assert.matches("the spend reaches 0%.15 yuan %(now %d%.%d%d at 36%.00 yuan/h; warning at 50%%%)", out)
+    -- what the watchdog reckons is shown by --status (its readings), before it parks the box
+    local st_out
+    for _ = 1, 20 do
+      local c2, o2 = T.run("billing autostop mb1 --status", {env = env})
+      st_out = o2
+      if c2 == 0 and o2:find("budget: spent", 1, true) then break end
+      core.sys.sleep(0.25)
+    end
+    assert.matches("budget: spent 0%.%d%d of 0%.15 yuan %(%d+%%%) at 36%.00/h", st_out)
     local deadline, st = core.sys.now() + 60, nil
     repeat
       core.sys.sleep(0.5)
