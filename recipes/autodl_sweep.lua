@@ -34,6 +34,7 @@ local params = gpurent.recipe {
     {name = "max_wait", type = "number", default = 86400},
     {name = "mode", default = "auto", allowed = {"auto", "tmux", "nohup"}},
     {name = "notify", type = "boolean", default = false, help = "also push the sweep's end through the platform's channel"},
+    {name = "budget", type = "number", help = "spend budget in yuan per box: the sweep is refused beyond it"},
   },
 }
 local lifecycle = require "gpurent.lifecycle"
@@ -90,7 +91,7 @@ local function run_host(host)
     prepare = {code_dir = params.code, command = params.train, params = {queue = params.queue, start = params.start}},
     queue_launch = {cells = todo, sweep = sweep, train = params.train, shared = shared, mode = params.mode,
       floor = params.floor, floor_durable = params.floor_durable, floor_inodes = params.floor_inodes,
-      roster = params.expected, box_load = params.box_load},
+      roster = params.expected, box_load = params.box_load, budget = params.budget},
     queue_watch = {seal = true, roster = params.expected, box_load = params.box_load, interval = params.interval,
       stall = params.stall, max_wait = params.max_wait},
     -- a host whose cells all failed has nothing to pull: its cells are reported as failed

@@ -105,6 +105,17 @@ describe("lifecycle end to end", function()
     assert.falsy(testbed.read(dir2 .. "/" .. happy_id .. "/PULL_MANIFEST.json"))
   end)
 
+  it("refuses the launch beyond the spend budget: nothing pushed, nothing started (exit 3)", function()
+    -- a1 has billed at the simulated price since it booted: far beyond a budget of 0.0001 yuan
+    local code, out, err = tb:gpurent(testbed.train_args("a1", {project = "broke", more = "budget=0.0001"}))
+    assert.are.equal(3, code, out .. err)
+    assert.truthy(err:find("budget exceeded for a1: ", 1, true), err)
+    assert.truthy(err:find("launch refused", 1, true), err)
+    assert.falsy(out:find("[launch] pushed", 1, true), out)
+    local o = tb:exec("a1", "ls /root/autodl-tmp/broke/active 2>/dev/null | wc -l")
+    assert.are.equal("0", o:match("%d+"), o)
+  end)
+
   it("refuses to go on when the audit's checkpoint budget fails", function()
     local code, out, err = tb:gpurent("run recipes/audit.lua host=a1 project=tiny gotchas=no ckpt_size=1G")
     assert.are.equal(3, code, out .. err)

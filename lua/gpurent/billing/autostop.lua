@@ -11,7 +11,12 @@
 --   STATE/config                   KEY='value' lines the watchdog sources once at start
 --                                  (INSTANCE IDLE TTL INTERVAL STALL STOP_STALLED THRESHOLD
 --                                  STOP_VERB JOB_GLOB LOG_REL OUT_REL SESSION SESSION_PREFIX
---                                  STATE DURABLE ARMED_AT), replaced only with no live watchdog
+--                                  STATE DURABLE ARMED_AT; with --budget also BUDGET_MILLI
+--                                  SPENT_MILLI PRICE_MILLI BUDGET_WARN CKPT_GLOB PUSH_URL
+--                                  PUSH_AUTH_HEADER PUSH_TOKEN_FILE), replaced only with no live watchdog
+--   STATE/push.token               the platform's push token, when the PERSON puts it there
+--                                  (gpurent never copies its token to a box): the budget
+--                                  warning and the budget stop are then pushed too
 --   STATE/pid                      "PID STARTTIME" written by the watchdog itself; it is
 --                                  signalled only while /proc/PID matches both and its
 --                                  cmdline names STATE/autostop-
@@ -32,7 +37,11 @@
 --   autostop.layout(profile, instance) -> {state=, durable=, verb=, job_glob=, ...}
 --   autostop.config_text(cfg) -> text            autostop.script_text() -> text, sha256
 --   autostop.arm(inst, {instance=, idle=, ttl=, interval=, stop_stalled=, threshold=,
---                        stall=, mode=, profile=}) -> {pid=, mode=, script=, reused=}
+--                        stall=, mode=, profile=, budget=, budget_warn=}) -> {pid=, mode=, script=, reused=}
+--       budget (yuan): the watchdog parks the box when the spend reaches it (after the
+--       durable copy of each running job's newest checkpoint), warning at budget_warn %;
+--       the price and the spend so far come from the platform's API at arming
+--       (autostop.budget_config), so the on-box script stays generic
 --   autostop.off(inst, {instance=, profile=}) -> {pid=, session=, removed=, text=}
 --   autostop.status(inst, {instance=, profile=}) -> {armed=, alive=, pid=, config=, readings=, ...}
 --   autostop.command(ref, opts) -> exit code     (`gpurent billing autostop`)
@@ -116,6 +125,11 @@ end
 local CONFIG_KEYS = {"INSTANCE", "IDLE", "TTL", "INTERVAL", "STALL", "STOP_STALLED", "THRESHOLD", "STOP_VERB",
   "JOB_GLOB", "LOG_REL", "OUT_REL", "SESSION", "SESSION_PREFIX", "DURABLE"}
 
+-- Written only when set (the watchdog has a default for each: no budget).
+local OPTIONAL_KEYS = {"BUDGET_MILLI", "SPENT_MILLI", "PRICE_MILLI", "BUDGET_WARN", "CKPT_GLOB", "PUSH_URL",
+  "PUSH_AUTH_HEADER", "PUSH_TOKEN_FILE"}
+autostop.CKPT_GLOB = "*.pth *.pt *.ckpt *.safetensors"
+
 function autostop.config_text(c)
   local lines = {"# gpurent autostop config (written by lua/gpurent/billing/autostop.lua); sourced by the watchdog",
     'STATE="' .. autostop.STATE .. '"'}
@@ -123,6 +137,9 @@ function autostop.config_text(c)
     local v = c[k]
     if v == nil then error("autostop.config_text: no " .. k, 2) end
     lines[#lines + 1] = k .. "=" .. q(v)
+  end
+  for _, k in ipairs(OPTIONAL_KEYS) do
+    if c[k] ~= nil then lines[#lines + 1] = k .. "=" .. q(c[k]) end
   end
   return table.concat(lines, "\n") .. "\n"
 end
@@ -149,10 +166,35 @@ local function load_profile(o)
   return profile_mod.load(o.profile or profile_mod.default_name())
 end
 
+-- The budget's inputs, from the platform's API (the price) and the ledger refreshed
+-- from it (the spend so far on this box, every linked name): money in thousandths.
+function autostop.budget_config(p, o)
+  local P = require("gpurent.platform").of(p)
+  local c, why = P.client()
+  if not c then
+    errors.usage("--budget needs the platform's API for the price and the spend so far: " .. tostring(why), 0)
+  end
+  local meter = require "gpurent.billing.meter"
+  local it = c:find(o.instance)
+  meter.refresh(c, {profile = type(o.profile) == "string" and o.profile or profile_mod.default_name()})
+  local price = require("gpurent.billing").price_per_hour(it, c.per_yuan)
+  if not price then error("autostop --budget: the API gives no price for " .. tostring(o.instance), 0) end
+  local spent = meter.spent(o.instance)
+  local push = P.push_target and P.push_target() or {}
+  return {BUDGET_MILLI = math.floor(o.budget * 1000 + 0.5), SPENT_MILLI = math.floor(spent * 1000 + 0.5),
+    PRICE_MILLI = math.floor(price * 1000 + 0.5), BUDGET_WARN = o.budget_warn or 80, CKPT_GLOB = autostop.CKPT_GLOB,
+    PUSH_URL = push.url or "", PUSH_AUTH_HEADER = push.auth_header or "Authorization", PUSH_TOKEN_FILE = "push.token"},
+    {spent = spent, price = price}
+end
+
 function autostop.arm(inst, o)
   local p = load_profile(o)
   local L = autostop.layout(p, o.instance or inst.target or "instance")
-  if not o.idle and not o.ttl then errors.usage("autostop: give --idle DURATION and/or --ttl DURATION", 0) end
+  if not o.idle and not o.ttl and not o.budget then
+    errors.usage("autostop: give --idle DURATION and/or --ttl DURATION and/or --budget YUAN", 0)
+  end
+  local bcfg, bfacts = {}, nil
+  if o.budget then bcfg, bfacts = autostop.budget_config(p, o) end
   local interval = o.interval or autostop.DEFAULT_INTERVAL
   local text, sha = autostop.script_text()
   local short = sha:sub(1, 16)
@@ -162,14 +204,17 @@ function autostop.arm(inst, o)
     INSTANCE = L.instance, IDLE = o.idle or 0, TTL = o.ttl or 0, INTERVAL = interval,
     STALL = o.stall or o.idle or autostop.DEFAULT_STALL, STOP_STALLED = o.stop_stalled and 1 or 0,
     THRESHOLD = o.threshold or 5, STOP_VERB = L.verb, JOB_GLOB = L.job_glob, LOG_REL = L.log_rel,
-    OUT_REL = L.out_rel, SESSION = L.session, SESSION_PREFIX = L.session_prefix, DURABLE = L.durable}
+    OUT_REL = L.out_rel, SESSION = L.session, SESSION_PREFIX = L.session_prefix, DURABLE = L.durable,
+    BUDGET_MILLI = bcfg.BUDGET_MILLI, SPENT_MILLI = bcfg.SPENT_MILLI, PRICE_MILLI = bcfg.PRICE_MILLI,
+    BUDGET_WARN = bcfg.BUDGET_WARN, CKPT_GLOB = bcfg.CKPT_GLOB, PUSH_URL = bcfg.PUSH_URL,
+    PUSH_AUTH_HEADER = bcfg.PUSH_AUTH_HEADER, PUSH_TOKEN_FILE = bcfg.PUSH_TOKEN_FILE}
   -- one round trip: stop the live watchdog (exact PID), replace the config, start
   local out = run_box(inst, "arm", remote.script("autostop_arm",
     {SESSION = autostop.SESSION, SHORT = short, MODE = o.mode or "auto"}), {stdin = cfg})
   return {pid = tonumber(out:match("gr_pid (%d+)")), starttime = out:match("gr_pid %d+ (%d+)"),
     mode = out:match("gr_mode (%a+)"), armed_at = tonumber(out:match("gr_armed_at (%d+)")),
     script = installed:match("gr_script %a+ (%S+)"), reused = installed:match("gr_script reused") ~= nil,
-    replaced = tonumber(out:match("gr_stopped_pid (%d+)")), layout = L, interval = interval}
+    replaced = tonumber(out:match("gr_stopped_pid (%d+)")), layout = L, interval = interval, budget = bfacts}
 end
 
 function autostop.off(inst, o)
@@ -251,6 +296,10 @@ function autostop.render_status(name, s)
       (r.running or "") ~= "" and r.running or "none", (r.last_job or "") ~= "" and r.last_job or "none",
       r.last_job_state or "")
     if (r.stalled or "") ~= "" then lines[#lines + 1] = "  STALLED: " .. r.stalled .. " (alive, GPU idle, nothing new on disk)" end
+    if (r.budget or "") ~= "" then
+      lines[#lines + 1] = "  budget: " .. r.budget .. ((r.budget_warned or "") ~= "" and
+        string.format("; WARNING given at %s%%", c.BUDGET_WARN or "?") or "")
+    end
   end
   if s.last_stop then
     lines[#lines + 1] = string.format("  last stop: %s", s.last_stop_text[1] or "")
@@ -268,8 +317,19 @@ local function arm_options(ref, opts)
   o.ttl = opts.ttl and autostop.parse_duration(opts.ttl, "--ttl")
   o.interval = opts.interval and autostop.parse_duration(opts.interval, "--interval")
   o.stop_stalled, o.mode = opts.stop_stalled, opts.mode
-  if not o.idle and not o.ttl then
-    errors.usage("gpurent billing autostop " .. ref .. ": give --idle DURATION and/or --ttl DURATION (or --status, --off)", 0)
+  if opts.budget then
+    o.budget = tonumber(opts.budget)
+    if not o.budget or o.budget <= 0 then errors.usage("--budget wants a positive number of yuan, not " .. opts.budget, 0) end
+  end
+  if opts.budget_warn then
+    o.budget_warn = math.tointeger(tonumber(opts.budget_warn))
+    if not o.budget or not o.budget_warn or o.budget_warn < 1 or o.budget_warn > 100 then
+      errors.usage("--budget-warn wants an integer percent 1..100, with --budget", 0)
+    end
+  end
+  if not o.idle and not o.ttl and not o.budget then
+    errors.usage("gpurent billing autostop " .. ref .. ": give --idle DURATION and/or --ttl DURATION and/or --budget YUAN"
+      .. " (or --status, --off)", 0)
   end
   if opts.threshold then
     o.threshold = tonumber(opts.threshold)
@@ -289,6 +349,11 @@ local function print_armed(ref, o, r)
     "%, no job of ours running, no SSH session) with the last job's durable sync verified" end
   if o.ttl then conds[#conds + 1] = "the TTL of " .. dur(o.ttl) .. " has passed with no job running and the last job synced" end
   if o.stop_stalled then conds[#conds + 1] = "every live job is stalled (--stop-stalled)" end
+  if o.budget then
+    conds[#conds + 1] = string.format("the spend reaches %.2f yuan (now %.2f at %.2f yuan/h; warning at %d%%), " ..
+      "jobs or not, after copying each running job's newest checkpoint to its durable dir", o.budget,
+      r.budget.spent, r.budget.price, o.budget_warn or 80)
+  end
   io.write(string.format("autostop on %s: ARMED, watchdog PID %d under %s%s (script %s%s)\n", ref, r.pid or -1,
     r.mode or "?", r.mode == "tmux" and (" session " .. autostop.SESSION) or " (tmux absent: nohup + setsid)",
     r.script or "?", r.reused and ", unchanged" or ""))

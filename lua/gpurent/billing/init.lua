@@ -10,6 +10,11 @@
 --   billing.budget_state(spent, budget) -> "none" | "ok" | "warn" | "exceeded", text
 --   billing.budgets() / billing.set_budget(instance, yuan, warn_fraction)
 --   billing.check_billable(instance, spent, action [, budget]) -- refuses (exit 3) over budget
+--   billing.budget_gate{instance=, action=, client=?, profile=?, refresh=?, now=, ledger_path=}
+--       -> state, text   THE budget gate of every new billable step (launch, each sweep cell,
+--       create, power-on): refreshes the ledger from the provider when it can, then refuses
+--       (exit 3) a box whose spend reached its budget, or any step once the account's
+--       budget (billing.ACCOUNT, `gpurent billing budget --account YUAN`) is spent
 --   billing.parse_gpu_util(text) -> {percent...} | nil, why  (nvidia-smi csv, noheader, nounits)
 --   billing.idle_patrol{read_util=, job_alive=, idle_seconds=, notify=, now=} -> patrol
 --       patrol:tick() -> state {idle=, idle_for=, notified=, why=}
@@ -25,6 +30,7 @@ local billing = {}
 
 billing.AUTO_RELEASE_DAYS = 15
 billing.WARN_FRACTION = 0.8
+billing.ACCOUNT = "*"          -- the budgets.json key of the account-wide budget
 
 -- ---- time ---------------------------------------------------------------------
 
@@ -173,6 +179,69 @@ function billing.check_billable(instance, spent, action, budget)
     io.stderr:write(string.format("gpurent: warning: %s has spent %s of its budget\n", instance, text))
   end
   return state, text
+end
+
+-- The budget of a box: set on any of its names (an ssh alias, the provider's name, its uuid).
+local function budget_of(names, all)
+  for _, n in ipairs(names) do if all[n] then return all[n], n end end
+  return nil
+end
+
+-- Names and ledger spend of a box, every row linked to it counted once.
+local function box_spend(ref, now, path)
+  local ledger = require "gpurent.state.ledger"
+  local meter = require "gpurent.billing.meter"
+  local names, total = {ref}, 0
+  if not ledger.exists(path) then return names, 0 end
+  local L <close> = ledger.open(path)
+  local rows, uuid = meter.group(L, ref)
+  if uuid then names[#names + 1] = uuid end
+  local mine = {}
+  for _, r in ipairs(rows) do mine[r.name] = true; if r.name ~= ref then names[#names + 1] = r.name end end
+  local account = 0
+  for _, r in ipairs(L:status(now)) do
+    account = account + (r.accrued_cost or 0)
+    if mine[r.name] then total = total + (r.accrued_cost or 0) end
+  end
+  return names, total, account
+end
+
+function billing.budget_gate(o)
+  local now = o.now or os.time()
+  local meter = require "gpurent.billing.meter"
+  local refreshed, why = nil, nil
+  if o.refresh ~= false then
+    if o.client then
+      local ok, r = pcall(meter.refresh, o.client, {profile = o.profile or require("gpurent.config.profile").default_name(),
+        now = now, ledger_path = o.ledger_path})
+      refreshed, why = ok and r or nil, not ok and errors.message(r) or nil
+    else
+      refreshed, why = meter.try_refresh{profile = o.profile, now = now}
+    end
+  end
+  local names, spent, account = box_spend(o.instance, now, o.ledger_path)
+  local all = o.budgets or billing.budgets()
+  local note = (refreshed or o.refresh == false) and "" or (" (ledger only: " .. tostring(why or "not refreshed") .. ")")
+  local acct = all[billing.ACCOUNT]
+  if acct then
+    local st, text = billing.budget_state(account or 0, acct)
+    if st == "exceeded" then
+      errors.refuse(string.format("account budget exceeded: spent %s%s; %s on %s refused (raise it: gpurent billing budget --account YUAN)",
+        text, note, o.action, o.instance), 0)
+    elseif st == "warn" then
+      io.stderr:write(string.format("gpurent: warning: the account has spent %s of its budget\n", text))
+    end
+  end
+  local budget, key = budget_of(names, all)
+  if not budget then return "none", "no budget set" end
+  local st, text = billing.budget_state(spent, budget)
+  if st == "exceeded" then
+    errors.refuse(string.format("budget exceeded for %s: %s%s; %s refused (raise it: gpurent billing budget %s YUAN)",
+      o.instance, text, note, o.action, key), 0)
+  elseif st == "warn" then
+    io.stderr:write(string.format("gpurent: warning: %s has spent %s of its budget\n", o.instance, text))
+  end
+  return st, text
 end
 
 -- ---- idle detection ----------------------------------------------------------------

@@ -14,7 +14,7 @@ local platform = require "gpurent.platform"
 local profile_mod = require "gpurent.config.profile"
 local stop = require "gpurent.billing.stop"
 
-local M = {summary = "the platform's meter, balance, danger clocks; power-on/off and release (gated)"}
+local M = {summary = "the platform's meter, balance, budgets, danger clocks; create, power-on/off and release (gated)"}
 M.usage = [[usage:
   gpurent billing status [INSTANCE] [--json]
   gpurent billing power-on INSTANCE [--dry-run] [--no-wait] [--retries N] [--backoff S]
@@ -23,8 +23,13 @@ M.usage = [[usage:
   gpurent billing release INSTANCE [--pulled DIR]... [--discard GLOB]...
                           [--remote-manifest TARGET:PATH | --durable-dir DIR] [--approve INSTANCE] [--dry-run]
   gpurent billing budget INSTANCE YUAN [--warn FRACTION]
-  gpurent billing autostop TARGET (--idle 30m | --ttl 6h) [--interval 60s] [--stop-stalled]
-                          [--threshold PCT] [--mode tmux|nohup] [--profile NAME]
+  gpurent billing budget --account YUAN [--warn FRACTION]
+  gpurent billing create NAME --gpu-spec SPEC --image IMAGE [--data-center DC,...] [--gpus N]
+                          [--cuda V] [--disk-gb N] [--start-command CMD] [--stock-attempts N]
+                          [--stock-wait 10m] [--stock-backoff 10s] [--identity KEY] [--approve NAME]
+                          [--dry-run] [--profile NAME]
+  gpurent billing autostop TARGET (--idle 30m | --ttl 6h | --budget YUAN) [--interval 60s] [--stop-stalled]
+                          [--threshold PCT] [--budget-warn PCT] [--mode tmux|nohup] [--profile NAME]
   gpurent billing autostop TARGET --status [--json] | --off
 
 INSTANCE is the platform's instance uuid or name (the profile's platform: --profile NAME,
@@ -54,15 +59,33 @@ terminal. power-off needs only approval where the profile calls it reversible.
 autostop installs a watchdog ON the box (TARGET: ssh_config alias or user@host:port) that
 runs the profile's in-instance power-off (billing.meter_stop.in_instance_verb; reversible) once
 the box is idle for the window (no job of ours, last job's durable sync verified, GPU idle,
-nobody logged in) or the TTL has passed; arming it is your approval of that power-off.
+nobody logged in) or the TTL has passed, or (--budget YUAN) once the box's spend reaches
+YUAN: the price and the spend so far come from the API at arming; it warns at --budget-warn
+PCT (80) in its log, `--status` and, when you put the platform's push token in
+~/.gpurent/autostop/push.token on the box, a push; at the budget it copies each running
+job's newest checkpoint to the job's durable dir (sha256 re-read), then powers off, jobs
+or not. Arming it is your approval of that power-off.
+budget: a billable step (power-on, create, a run's launch, each sweep cell) on a box whose
+spend (the ledger, refreshed from the provider's state and price) reached its budget is
+refused; past --warn (default 0.8) it warns. --account sets one budget for the whole account.
+create starts a meter: it needs --approve NAME and passes the budget gate first; out of
+stock it retries with a growing wait, at most --stock-attempts (6) tries within --stock-wait
+(10m), the first wait --stock-backoff (10s) then doubling, then gives up naming both; the
+new instance, once running, becomes the ssh alias NAME linked to its uuid by
+`gpurent host add NAME --uuid UUID [--identity KEY]` (first contact included).
+Every verb that talks to the API refreshes the ledger from the provider (gpurent cost).
 Exit codes: 0 ok, 1 error, 2 usage, 3 refused by the gate or the budget.]]
 
 local SPEC = {json = "flag", dry_run = "flag", no_wait = "flag", retries = "value", backoff = "value",
               remote_manifest = "value", durable_dir = "value", warn = "value", ssh = "value",
-              deadline = "value",
+              deadline = "value", account = "flag",
+              -- create
+              gpu_spec = "value", image = "value", data_center = "value", gpus = "value", cuda = "value",
+              disk_gb = "value", start_command = "value", stock_attempts = "value", stock_wait = "value",
+              stock_backoff = "value", identity = "value",
               -- autostop (lua/gpurent/billing/autostop.lua)
               idle = "value", ttl = "value", interval = "value", stop_stalled = "flag", threshold = "value",
-              mode = "value", profile = "value", off = "flag", status = "flag"}
+              mode = "value", profile = "value", off = "flag", status = "flag", budget = "value", budget_warn = "value"}
 
 local function ledger_billing(t)
   local ok, err = pcall(function()
@@ -90,6 +113,9 @@ local function status(c, ref, opts)
   local bal = c:balance()
   local items = ref and {c:find(ref)} or c:instances()
   local all = ref and c:instances() or items
+  -- the ledger follows the provider (cost, status, budgets); a failure is said, not fatal
+  local ok, err = pcall(require("gpurent.billing.meter").refresh, c, {profile = opts.profile_name, items = all, wallet = bal})
+  if not ok then io.stderr:write("gpurent: the ledger was not refreshed: ", errors.message(err), "\n") end
   local burn, now = 0, os.time()
   for _, it in ipairs(all) do
     if it.status == "running" then burn = burn + (billing.price_per_hour(it) or 0) end
@@ -143,9 +169,8 @@ end
 
 local function power_on(c, ref, opts)
   local it = c:find(ref)
-  local budget = billing.budgets()[it.name] or billing.budgets()[it.uuid]
-  -- spend so far: the ledger's metered intervals, plus the stretch running now
-  billing.check_billable(it.name, billing.spent(it), "power_on", budget)
+  -- spend so far: the ledger refreshed from the provider (every stretch it billed)
+  billing.budget_gate{instance = it.alias or it.name, action = "power_on", client = c, profile = opts.profile_name}
   local st = c:power_on(it.uuid, {retries = tonumber(opts.retries), backoff = tonumber(opts.backoff),
     wait = not opts.no_wait, deadline = tonumber(opts.deadline)})
   if c.dry_run then return 0 end
@@ -177,6 +202,55 @@ local function release(c, ref, opts)
   return 0
 end
 
+local function positive_int(v, what)
+  local n = v and math.tointeger(tonumber(v))
+  if v and (not n or n < 1) then errors.usage(what .. " wants a positive integer, not " .. tostring(v), 0) end
+  return n
+end
+
+-- A new instance: approval and the budget gate first (nothing is sent on a refusal),
+-- then create with the stock bound, then the host alias and its ledger link.
+local function create(c, name, opts)
+  require("gpurent.lifecycle.run").check_name("instance name", name)
+  if not opts.gpu_spec or not opts.image then
+    errors.usage("gpurent billing create " .. name .. " needs --gpu-spec SPEC and --image IMAGE", 0)
+  end
+  local dcs
+  if opts.data_center then
+    dcs = {}
+    for dc in opts.data_center:gmatch("[^,%s]+") do dcs[#dcs + 1] = dc end
+    if #dcs == 0 then errors.usage("--data-center wants DC[,DC...]", 0) end
+  end
+  local o = {client = c, name = name, gpu_spec = opts.gpu_spec, image = opts.image, data_centers = dcs,
+    gpus = positive_int(opts.gpus, "--gpus"), cuda = opts.cuda and positive_int(opts.cuda, "--cuda"),
+    disk_gb = opts.disk_gb and math.tointeger(tonumber(opts.disk_gb)), start_command = opts.start_command,
+    attempts = positive_int(opts.stock_attempts, "--stock-attempts"),
+    max_wait = opts.stock_wait and require("gpurent.billing.autostop").parse_duration(opts.stock_wait, "--stock-wait"),
+    backoff = opts.stock_backoff and require("gpurent.billing.autostop").parse_duration(opts.stock_backoff, "--stock-backoff"),
+    deadline = tonumber(opts.deadline)}
+  if opts.disk_gb and not o.disk_gb then errors.usage("--disk-gb wants an integer", 0) end
+  if not c.dry_run and not gate.approved_name({name}) then
+    errors.refuse(string.format("create %s starts a meter: pass --approve %s to approve it; nothing was sent", name, name), 0)
+  end
+  billing.budget_gate{instance = name, action = "create", client = c, profile = opts.profile_name}
+  local r = opts.platform.create(o)
+  if c.dry_run then return 0 end
+  io.write(string.format("%s: created %s (%s) after %d attempt(s); running\n", name, r.uuid,
+    r.item.region_sign or "?", r.attempts))
+  ledger_billing{instance = name, uuid = r.uuid, profile = opts.profile_name, action = "create", outcome = "ok",
+    meter = "on", power_state = "running", price = billing.price_per_hour(r.item)}
+  io.write(string.format("%s: meter ON at %s yuan/h\n", name, money(billing.price_per_hour(r.item))))
+  -- the alias in the same step, by `gpurent host add NAME --uuid UUID`'s own code: the
+  -- snapshot's address, the ledger link, the first contact (host key, setup)
+  local args = {"add", name, "--uuid", r.uuid, "--profile", opts.profile_name}
+  if opts.identity then args[#args + 1] = "--identity"; args[#args + 1] = opts.identity end
+  local rc = require("gpurent.commands.host").main(args)
+  if rc ~= 0 then
+    io.stderr:write(string.format("gpurent: %s is created and registered (its meter is ON), but the first contact failed\n", name))
+  end
+  return rc
+end
+
 -- --pulled and --discard may be given many times: taken out before cli.options.
 local REPEATED = {pulled = true, discard = true}
 local function repeated_options(args)
@@ -206,23 +280,40 @@ function M.main(args)
     errors.usage("--pulled and --discard belong to release (and power-off), not to " .. tostring(verb), 0)
   end
   if verb == "budget" then
-    if not ref or not tonumber(pos[3]) then errors.usage("usage: gpurent billing budget INSTANCE YUAN [--warn F]", 0) end
+    if opts.account then table.insert(pos, 2, billing.ACCOUNT); ref = billing.ACCOUNT end
+    if not ref or not tonumber(pos[3]) or pos[4] then
+      errors.usage("usage: gpurent billing budget INSTANCE YUAN [--warn F] | --account YUAN [--warn F]", 0)
+    end
     billing.set_budget(ref, tonumber(pos[3]), tonumber(opts.warn))
-    io.write(string.format("budget for %s: %s yuan (warn at %d%%)\n", ref, pos[3],
+    io.write(string.format("budget for %s: %s yuan (warn at %d%%)\n", ref == billing.ACCOUNT and "the account" or ref, pos[3],
       math.floor(100 * (tonumber(opts.warn) or billing.WARN_FRACTION) + 0.5)))
     return 0
   end
   if verb == "autostop" then return require("gpurent.billing.autostop").command(ref, opts) end
-  local verbs = {status = true, ["power-on"] = true, ["power-off"] = true, release = true, inventory = true}
+  if opts.account then errors.usage("--account belongs to gpurent billing budget", 0) end
+  for _, k in ipairs({"gpu_spec", "image", "data_center", "gpus", "cuda", "disk_gb", "start_command", "stock_attempts",
+      "stock_wait", "stock_backoff", "identity"}) do
+    if opts[k] and verb ~= "create" then errors.usage("--" .. k:gsub("_", "-") .. " belongs to gpurent billing create", 0) end
+  end
+  local verbs = {status = true, ["power-on"] = true, ["power-off"] = true, release = true, inventory = true,
+                 create = true}
   if not verbs[verb] then errors.usage("unknown billing verb " .. verb .. "\n" .. M.usage, 0) end
   if verb ~= "status" and not ref then errors.usage("gpurent billing " .. verb .. " needs INSTANCE", 0) end
   opts.profile_name = opts.profile or profile_mod.default_name()
   opts.profile_table = profile_mod.load(opts.profile_name)
   opts.platform = platform.of(opts.profile_table)
+  if verb == "create" and not (opts.platform.verbs or {}).create then
+    return platform.of("generic").create()     -- no API to create with: refuses
+  end
   local c = opts.platform.require_client{dry_run = opts.dry_run}
+  if verb == "create" then return create(c, ref, opts) end
   if verb == "status" then return status(c, ref, opts) end
   if verb == "power-on" then return power_on(c, ref, opts) end
-  if verb == "power-off" then return power_off(c, ref, opts) end
+  if verb == "power-off" then
+    power_off(c, ref, opts)
+    pcall(require("gpurent.billing.meter").refresh, c, {profile = opts.profile_name})
+    return 0
+  end
   if verb == "inventory" then
     if not pos[3] then errors.usage("usage: gpurent billing inventory TARGET INSTANCE (TARGET: the box's ssh alias)", 0) end
     stop.take_inventory(c, ref, pos[3], {profile = opts.profile_table, profile_name = opts.profile_name})

@@ -1,8 +1,12 @@
 -- gpurent cost: what the metered time recorded in the ledger cost, per instance and
--- per run (the instance's metered time inside the run's window), since a date.
+-- per run (the instance's metered time inside the run's window), since a date. It
+-- first refreshes the ledger from the platform's API when the default profile has one
+-- (gpurent.billing.meter: instances started elsewhere count) and sets the ledger's
+-- total beside the wallet's accumulated spend.
 local cli = require "gpurent.cli"
 local json = require "gpurent.util.json"
 local ledger = require "gpurent.state.ledger"
+local meter = require "gpurent.billing.meter"
 local money = require "gpurent.util.money"
 
 local M = {summary = "accrued cost per run and per instance (from the ledger)"}
@@ -10,6 +14,10 @@ M.usage = [[usage: gpurent cost [--since DATE] [--json]
 DATE is local time: YYYY-MM-DD, or YYYY-MM-DD HH:MM[:SS] (a T may replace the space).
 Cost is metered time (billing events that turned the meter on and off) times the
 price per hour in force; a run's cost is its instance's metered time during the run.
+With the platform's API at hand (the default profile's token), the ledger is first
+refreshed from the provider's own state, price and start/stop times (instances started
+on the console count too), and its total is shown beside the wallet's accumulated
+spend with the difference.
 --json: money (cost, totals) is a decimal string in thousandths of the currency unit,
 e.g. "0.088" (exact: no binary-float digits).]]
 
@@ -41,6 +49,7 @@ function M.main(args)
     if not since then gpurent.usage_error("--since: cannot read date " .. string.format("%q", opts.since) ..
       " (expected YYYY-MM-DD or YYYY-MM-DD HH:MM[:SS])", 0) end
   end
+  local fresh, why = meter.try_refresh()
   local path = ledger.default_path()
   if not ledger.exists(path) then
     if opts.json then io.write(json.encode_stable({ledger = path, instances = json.array(), runs = json.array(), totals = {}}))
@@ -49,8 +58,13 @@ function M.main(args)
   end
   local L <close> = ledger.open(path)
   local report = L:cost{since = since}
+  local all_time = 0
+  for _, v in pairs((since and L:cost{} or report).totals) do all_time = all_time + v end
+  local rec = fresh and meter.reconcile(all_time, fresh.wallet)
   if opts.json then
     report.ledger = path
+    report.provider = rec and money.fields({refreshed = true, wallet_accumulate = rec.wallet, ledger_total = rec.ledger,
+      difference = rec.difference}, {"wallet_accumulate", "ledger_total", "difference"}) or {refreshed = false, why = why}
     for _, i in ipairs(report.instances) do money.fields(i, {"cost", "price_per_hour"}) end
     for _, r in ipairs(report.runs) do money.fields(r, {"cost", "price_per_hour"}) end
     for cur, v in pairs(report.totals) do report.totals[cur] = money.decimal(v) end
@@ -74,6 +88,7 @@ function M.main(args)
   for cur, v in pairs(report.totals) do totals[#totals + 1] = ledger.money_text(v, cur ~= "?" and cur or nil) end
   table.sort(totals)
   io.write("\ntotal: ", #totals > 0 and table.concat(totals, ", ") or "0.00", "\n")
+  io.write(rec and (rec.text .. "\n") or ("provider: not asked (" .. tostring(why or "no client") .. "); the ledger only\n"))
   return 0
 end
 

@@ -1,14 +1,18 @@
 -- gpurent status: what the ledger says about each instance: profile, power state,
 -- meter, accrued cost, danger clocks, and the current run and phase. Reads only; until
 -- the billing and lifecycle code record live state, it shows what the ledger holds.
+-- Power state and cost are first refreshed from the platform's API when the default
+-- profile has one (gpurent.billing.meter), for every row linked to an instance.
 local cli = require "gpurent.cli"
 local json = require "gpurent.util.json"
 local ledger = require "gpurent.state.ledger"
 local money = require "gpurent.util.money"
+local meter = require "gpurent.billing.meter"
 
 local M = {summary = "instances, meters, accrued cost, danger clocks, current run (from the ledger)"}
 M.usage = [[usage: gpurent status [--json]
-Shows each instance the ledger knows: profile, power state, meter, accrued cost,
+Shows each instance the ledger knows: profile, power state, meter, accrued cost
+(refreshed first from the provider's API when the default profile's token is set),
 danger clocks (e.g. release after 15 days powered off), current run and phase.
 --json: the same as JSON; money (accrued_cost, price_per_hour) is a decimal string in
 thousandths of the currency unit, e.g. "0.088" (exact: no binary-float digits).
@@ -85,6 +89,7 @@ function M.main(args)
   local opts, rest = cli.options(args, {json = "flag"}, M.usage)
   if opts.help then io.write(M.usage, "\n"); return 0 end
   if #rest > 0 then gpurent.usage_error("status takes no arguments\n" .. M.usage, 0) end
+  local fresh, why = meter.try_refresh()
   local path = ledger.default_path()
   if not ledger.exists(path) then
     if opts.json then io.write(json.encode_stable({ledger = path, instances = json.array()}))
@@ -102,6 +107,11 @@ function M.main(args)
       clocks_text(r.danger_clocks, r, now), r.run and r.run.id or "-", phase_text(r.phase, now)}
   end
   io.write(ledger.table_text(t))
+  local linked = false
+  for _, r in ipairs(rows) do linked = linked or r.provider_id ~= nil end
+  if not fresh and linked then
+    io.stderr:write("gpurent: power and cost as last recorded (provider not asked: ", tostring(why), ")\n")
+  end
   return 0
 end
 

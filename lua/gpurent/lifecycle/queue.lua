@@ -19,7 +19,7 @@
 -- Phases (gpurent.lifecycle):
 --   queue.launch   needs {run, inst, code} (uses python, env, hook, cred_file, run_json)
 --                  -> {job, queue}; opts: cells (parsed queue lines to run), sweep (id), roster and
---                  box_load (the checkpoint load check, as launch's),
+--                  box_load (the checkpoint load check, as launch's), budget (yuan, as launch's),
 --                  train (command template: {config} {task} {epochs} and launch's
 --                  {python} {out} {code} {run_id} {project}), shared (a table shared by
 --                  the sweep's hosts: one queue directory on the region FS), mode,
@@ -140,6 +140,10 @@ function queue.launch.run(ctx, o)
   end
   if not o.sweep or not o.train then errors.usage("queue: options sweep and train are required", 0) end
   local qdir = queue.dir(r, o)
+  -- the budget gate before the box's meter runs the cells (on the box, the armed
+  -- autostop watchdog parks it when the budget is spent: gpurent billing autostop --budget)
+  local budget_line = r:check_budget(o.budget, o.instance, "sweep of " .. #o.cells .. " cell(s)")
+  if budget_line then r:say("queue", "%s", budget_line) end
   -- the checkpoint load check, settled before anything is pushed (as for a single run):
   -- each cell's wrapper runs it before the durable sync, and its seal before sealing
   local lc = phases().launch.load_check(inst, r, {roster = o.roster, box_load = o.box_load},

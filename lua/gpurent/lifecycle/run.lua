@@ -217,21 +217,22 @@ function Run:tell(message, push)
 end
 
 -- budget=YUAN: refuse a launch once the instance's spend reached it (needs the API).
-function Run:check_budget(yuan, instance)
-  if not yuan then return nil end
-  local ok, res = pcall(function()
-    local client, why = require("gpurent.platform").of(self.profile).client()
-    if not client then return why .. ": the budget of " .. yuan .. " yuan is not checked" end
-    local billing = require "gpurent.billing"
-    local it = client:find(instance or self.host)
-    local state, text = billing.check_billable(it.name, billing.spent(it), "launch", {yuan = yuan})
-    return "budget " .. state .. ": " .. text
-  end)
-  if not ok then
-    if errors.is_refusal(res) then error(res, 0) end
-    return "budget not checked: " .. tostring(res)
+-- The budget gate of a launch or a sweep (billing.budget_gate): the ledger refreshed
+-- from the provider, the budget set with `gpurent billing budget` on any name of the
+-- box, the account's, and `yuan` when the recipe gives one (budget=). A refusal (exit
+-- 3) names spent and budget. -> the line to say, or nil when no budget applies.
+function Run:check_budget(yuan, instance, action)
+  local billing = require "gpurent.billing"
+  local name = instance or self.host
+  local budgets
+  if yuan then
+    budgets = billing.budgets()
+    budgets[name] = {yuan = yuan}
   end
-  return res
+  local state, text = billing.budget_gate{instance = name, action = action or "launch", profile = self.profile_name,
+    budgets = budgets}
+  if state == "none" then return nil end
+  return "budget " .. state .. ": " .. text
 end
 
 -- A queue file (LIFECYCLE.md queue semantics): one cell per line, `<config> <task>

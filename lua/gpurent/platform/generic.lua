@@ -44,6 +44,12 @@ end
 function generic.notify() return false, "no push channel on this platform" end
 function generic.notify_ready() return false, "no push channel on this platform" end
 
+-- No API to create with: the person rents the box, then `gpurent host add` it.
+function generic.create()
+  errors.usage("this platform has no API to create instances with: rent the box where you rent it, " ..
+    "then gpurent host add NAME 'ssh -p PORT user@host'", 0)
+end
+
 -- The profile's in-instance verb run on the box. The session may be cut as the box
 -- goes down, so a lost connection after the command was sent is not an error.
 function generic.in_instance_power_off(inst, verb)

@@ -32,6 +32,9 @@
 --       the guarded meter-stop: o.verb = "power_off" | "release", as gpurent.billing.stop
 --       documents (ref, inst | target, pulled, discard, ...); the client is made when
 --       o.client is absent. Teardown, `gpurent billing` and the REPL call only this.
+--   P.create(o) -> {uuid, item, ssh, attempts}   a new instance (a new meter): o.client,
+--       name, gpu_spec, image, data_centers, gpus, ...; waits for stock within a printed bound,
+--       then for `running`; generic refuses (no API). `gpurent billing create` gates it.
 --   P.parse_login(text) -> {user, host, port}  the console's login string, for
 --       `gpurent host add NAME 'TEXT'`; raises a usage error quoting P.login_example
 --   P.login_example               the login string as the console shows it

@@ -19,7 +19,15 @@
 #   ttl:   ARMED_AT + TTL has passed, no job alive, last job synced (a hard cap: GPU
 #          readings and open sessions do not hold it off);
 #   stalled (STOP_STALLED=1 only): every live job is stalled - GPU idle and no new
-#          log line or artifact for STALL seconds - and nobody is logged in.
+#          log line or artifact for STALL seconds - and nobody is logged in;
+#   budget (BUDGET_MILLI > 0 only): the spend, SPENT_MILLI at arming plus PRICE_MILLI
+#          per hour since ARMED_AT (money in thousandths, from the platform's API at
+#          arming), reached BUDGET_MILLI: a hard cap, jobs or not. First each running
+#          job's newest checkpoint (CKPT_GLOB under its out dir) is copied to the job's
+#          durable dir (its wrapper's DURABLE_DIR) and re-read (sha256), then the verb.
+#          At BUDGET_WARN percent it warns once: watchdog.log, readings (budget_warned),
+#          the durable events.log, and a push (POST PUSH_URL, header PUSH_AUTH_HEADER
+#          from PUSH_TOKEN_FILE) when that token file exists on the box.
 # A reading that fails, times out or is garbage counts as activity: never stop on
 # doubt. It writes why to $STATE/last-stop and to the durable tier ($DURABLE/last-stop,
 # $DURABLE/events.log) before the verb, and never releases anything.
@@ -33,6 +41,10 @@ CONF=${1:?usage: autostop-HASH.sh CONFIG}
 IDLE=${IDLE:-0}; TTL=${TTL:-0}; STALL=${STALL:-1800}; STOP_STALLED=${STOP_STALLED:-0}
 THRESHOLD=${THRESHOLD:-5}; GPU_TIMEOUT=${GPU_TIMEOUT:-20}; LIFETIME=${LIFETIME:-2678400}
 SESSION=${SESSION:-gpurent-autostop}; SESSION_PREFIX=${SESSION_PREFIX:-gr-}
+BUDGET_MILLI=${BUDGET_MILLI:-0}; SPENT_MILLI=${SPENT_MILLI:-0}; PRICE_MILLI=${PRICE_MILLI:-0}
+BUDGET_WARN=${BUDGET_WARN:-80}; CKPT_GLOB=${CKPT_GLOB:-'*.pth *.pt *.ckpt *.safetensors'}
+PUSH_URL=${PUSH_URL:-}; PUSH_AUTH_HEADER=${PUSH_AUTH_HEADER:-Authorization}; PUSH_TOKEN_FILE=${PUSH_TOKEN_FILE:-}
+case $PUSH_TOKEN_FILE in ''|/*) ;; *) PUSH_TOKEN_FILE="$STATE/$PUSH_TOKEN_FILE";; esac     # relative: in STATE
 mkdir -p "$STATE" || exit 2
 LOGF="$STATE/watchdog.log"
 
@@ -87,7 +99,7 @@ EOF
 # dir; gpurent.detach writes current, aN/pid, aN/started, aN/DONE|FAILED there).
 # Sets RUNNING, RUN_IDS, JOB_SESSIONS, JOB_DOUBT, LAST_ID, LAST_STATE, STALL_IDS, QUIET.
 scan_jobs() {
-  RUNNING=0; RUN_IDS=; JOB_SESSIONS=; JOB_DOUBT=; LAST_ID=; LAST_STATE=none; last_at=-1
+  RUNNING=0; RUN_IDS=; RUN_METAS=; JOB_SESSIONS=; JOB_DOUBT=; LAST_ID=; LAST_STATE=none; last_at=-1
   STALL_IDS=; QUIET=
   for M in $JOB_GLOB; do
     [ -f "$M/current" ] || continue                       # installed, never started
@@ -107,7 +119,7 @@ scan_jobs() {
     is_uint "$started" || started=0
     if [ "$alive" = 1 ]; then
       st="running"
-      RUNNING=$((RUNNING + 1)); RUN_IDS="$RUN_IDS${RUN_IDS:+ }$id"
+      RUNNING=$((RUNNING + 1)); RUN_IDS="$RUN_IDS${RUN_IDS:+ }$id"; RUN_METAS="$RUN_METAS${RUN_METAS:+ }$M"
       # stalled: no new log line or artifact for STALL seconds (the GPU part is the caller's)
       newest=$started
       lm=$(stat -c %Y "$A/$LOG_REL" 2>/dev/null); is_uint "$lm" && [ "$lm" -gt "$newest" ] && newest=$lm
@@ -164,6 +176,75 @@ read_tmux() {
   IFS=$old_ifs
 }
 
+# ---- the budget -------------------------------------------------------------------
+
+yuan() { printf '%d.%02d' $(($1 / 1000)) $(($1 % 1000 / 10)); }
+
+# Sets SPENT_NOW (thousandths) and BUDGET_TEXT; BUDGET_MILLI=0 is no budget.
+read_budget() {
+  SPENT_NOW=0; BUDGET_TEXT=
+  [ "$BUDGET_MILLI" -gt 0 ] || return 0
+  SPENT_NOW=$((SPENT_MILLI + PRICE_MILLI * (NOW - ARMED_AT) / 3600))
+  BUDGET_TEXT="spent $(yuan "$SPENT_NOW") of $(yuan "$BUDGET_MILLI") yuan ($((SPENT_NOW * 100 / BUDGET_MILLI))%) at $(yuan "$PRICE_MILLI")/h"
+}
+
+jtext() { printf '%s' "$1" | tr -d '"\134' | tr '\n\t' '  '; }     # safe inside a JSON string
+
+# The platform's push, when the person put its token on the box (never copied by gpurent).
+push() {
+  [ -n "$PUSH_URL" ] && [ -n "$PUSH_TOKEN_FILE" ] && [ -r "$PUSH_TOKEN_FILE" ] || return 1
+  have curl || { log "push skipped: no curl"; return 1; }
+  body=$(printf '{"title": "gpurent: %s", "name": "%s", "content": "%s"}' "$(jtext "$1")" "$(jtext "$INSTANCE")" \
+    "$(jtext "$2")")
+  if out=$(curl -sS -m 20 -X POST -H "Content-Type: application/json" \
+      -H "$PUSH_AUTH_HEADER: $(tr -d ' \r\n' < "$PUSH_TOKEN_FILE")" -d "$body" "$PUSH_URL" 2>&1); then
+    log "push sent ($1): $(printf '%s' "$out" | head -c 200)"
+  else
+    log "push failed ($1): $(printf '%s' "$out" | head -c 200)"
+  fi
+}
+
+BUDGET_WARNED=
+warn_budget() {
+  BUDGET_WARNED=$NOW
+  log "BUDGET WARNING: $BUDGET_TEXT; the box is parked at $(yuan "$BUDGET_MILLI") yuan"
+  [ -n "$DURABLE" ] && mkdir -p "$DURABLE" 2>/dev/null &&
+    printf '%s BUDGET WARNING %s\n' "$(utc)" "$BUDGET_TEXT" >> "$DURABLE/events.log" 2>/dev/null
+  push "budget warning" "$INSTANCE: $BUDGET_TEXT; parked at $(yuan "$BUDGET_MILLI") yuan"
+}
+
+# Each running job's newest checkpoint to its durable dir, re-read before trusting it.
+BUDGET_SYNCED=
+budget_sync() {
+  BUDGET_SYNCED=
+  for M in $RUN_METAS; do
+    A=${M%/*}
+    for w in "$M"/run-v*.sh; do :; done                   # any version: DURABLE_DIR is the run's
+    dst=$(sed -n "s/^DURABLE_DIR='\([^']*\)'.*/\1/p" "$w" 2>/dev/null | head -n 1)
+    set -f
+    # shellcheck disable=SC2086 # CKPT_GLOB: words, kept literal by set -f
+    set -- $CKPT_GLOB
+    set +f
+    names=
+    for g in "$@"; do names="$names${names:+ -o }-name $g"; done
+    set -f
+    # shellcheck disable=SC2086 # names: find's -name tests, globs kept literal by set -f
+    f=$(find "$A/$OUT_REL" -type f \( $names \) -printf '%T@ %p\n' 2>/dev/null | sort -n | tail -n 1 | cut -d' ' -f2-)
+    set +f
+    if [ -z "$f" ]; then log "budget sync: ${A##*/}: no checkpoint ($CKPT_GLOB) under $A/$OUT_REL"; continue; fi
+    if [ -z "$dst" ]; then log "budget sync: ${A##*/}: no durable dir in $w"; continue; fi
+    b=${f##*/}
+    if mkdir -p "$dst" && cp "$f" "$dst/$b.part" && mv -f "$dst/$b.part" "$dst/$b" &&
+       [ "$(sha256sum < "$f")" = "$(sha256sum < "$dst/$b")" ]; then
+      log "budget sync: $f -> $dst/$b ($(wc -c < "$dst/$b") bytes, sha256 verified)"
+      BUDGET_SYNCED="$BUDGET_SYNCED${BUDGET_SYNCED:+ }$dst/$b"
+    else
+      rm -f "$dst/$b.part" 2>/dev/null
+      log "budget sync FAILED: $f -> $dst/$b (parking anyway: the power-off keeps every disk)"
+    fi
+  done
+}
+
 # ---- stopping ---------------------------------------------------------------------
 
 STOP_TRIES=0
@@ -180,6 +261,8 @@ power_off() {
     echo "last_job=$LAST_ID $LAST_STATE"
     echo "running=$RUN_IDS"
     echo "stalled=$STALL_IDS $QUIET"
+    echo "budget=$BUDGET_TEXT"
+    echo "budget_synced=$BUDGET_SYNCED"
     echo "sessions=$PTYS who=$WHO tmux_other=$TMUX_OTHER"
     echo "watchdog_pid=$$"
     echo "note=reversible power-off (disks kept); nothing was released"
@@ -219,6 +302,8 @@ write_readings() {
     echo "sessions=$PTYS"
     echo "who=$WHO"
     echo "tmux_other=$TMUX_OTHER"
+    echo "budget=$BUDGET_TEXT"
+    echo "budget_warned=$BUDGET_WARNED"
     echo "ticks=$TICK"
   } | put "$STATE/readings"
 }
@@ -227,14 +312,14 @@ write_readings() {
 
 add() { act="$act${act:+; }$*"; }
 
-log "watchdog $$ armed: idle=${IDLE}s ttl=${TTL}s interval=${INTERVAL}s stall=${STALL}s stop_stalled=$STOP_STALLED verb='$STOP_VERB'"
+log "watchdog $$ armed: idle=${IDLE}s ttl=${TTL}s interval=${INTERVAL}s stall=${STALL}s stop_stalled=$STOP_STALLED verb='$STOP_VERB' budget=${BUDGET_MILLI} spent=${SPENT_MILLI} price=${PRICE_MILLI}/h (thousandths)"
 IDLE_SINCE=; GPU_IDLE_SINCE=; LAST_VERDICT=; STALL_REPORTED=
 MAX_TICKS=$((LIFETIME / INTERVAL + 1))
 TICK=0
 while [ "$TICK" -lt "$MAX_TICKS" ]; do
   TICK=$((TICK + 1))
   NOW=$(date +%s)
-  read_gpu; scan_jobs; read_sessions; read_tmux
+  read_gpu; scan_jobs; read_sessions; read_tmux; read_budget
   if [ "$GPU_OK" = 1 ] && [ "$GPU_BUSY" = 0 ]; then GPU_IDLE_SINCE=${GPU_IDLE_SINCE:-$NOW}; else GPU_IDLE_SINCE=; fi
 
   act=
@@ -291,6 +376,14 @@ while [ "$TICK" -lt "$MAX_TICKS" ]; do
       stop=stalled; stop_why="stalled: $STALLED ($QUIET), GPU idle $((NOW - GPU_IDLE_SINCE))s; --stop-stalled was armed"
     else
       verdict=stalled; why="STALLED: $STALLED ($QUIET); $why"
+    fi
+  fi
+  if [ "$BUDGET_MILLI" -gt 0 ]; then
+    [ -z "$BUDGET_WARNED" ] && [ $((SPENT_NOW * 100)) -ge $((BUDGET_MILLI * BUDGET_WARN)) ] && warn_budget
+    if [ "$SPENT_NOW" -ge "$BUDGET_MILLI" ] && [ "$STOP_TRIES" -lt 3 ]; then
+      push "budget spent" "$INSTANCE: $BUDGET_TEXT; parking it (reversible power-off, disks kept)"
+      budget_sync
+      stop=budget; stop_why="budget: $BUDGET_TEXT${RUN_IDS:+; running $RUN_IDS}${BUDGET_SYNCED:+; synced $BUDGET_SYNCED}"
     fi
   fi
   if [ -n "$stop" ]; then

@@ -153,7 +153,9 @@ function launch.run(ctx, o)
   o = o or {}
   local inst, r = require("gpurent.lifecycle").session(ctx), ctx.run
   if not o.command or o.command == "" then errors.usage("launch: no train command", 0) end
-  if o.budget then r:say("launch", "%s", r:check_budget(o.budget, o.instance)) end
+  -- every launch passes the budget gate (a budget set with `gpurent billing budget`, or budget=)
+  local budget_line = r:check_budget(o.budget, o.instance, "launch")
+  if budget_line then r:say("launch", "%s", budget_line) end
   local python = ctx.python or (r.profile.env and r.profile.env.python) or "python3"
   local lc = launch.load_check(inst, r, o, python)
   local n, bytes = launch.push_code(inst, r, ctx.code)

@@ -16,6 +16,10 @@
 --   c:power_on(uuid, {retries=, backoff=, max_backoff=, wait=true, deadline=})
 --   c:power_off(uuid, {wait=true, deadline=})      -- C refuses both without the person's
 --   c:release(uuid)                                -- approval (gpurent.billing.stop gates them)
+--   c:create(params, {attempts=, max_wait=, backoff=, max_backoff=}) -> uuid, tries
+--       POST create (billable: gpurent.platform.autodl.create gates it), retried while the
+--       API answers GpuStockNotEnough: at most `attempts` tries within `max_wait` seconds,
+--       each wait printed with the bound
 --   c:wechat{title=, name=, content=} -> true | false, why   (limits: gpurent.notify, in the ledger)
 --   autodl.in_instance_power_off(inst [, verb]) -- the token-less verb: `shutdown` on the box
 --
@@ -301,6 +305,30 @@ function Client:power_on(uuid, o)
   return self:wait_status(uuid, "running", o)
 end
 
+function Client:create(params, o)
+  o = o or {}
+  local attempts, max_wait = o.attempts or 6, o.max_wait or 600
+  local backoff, started = o.backoff or 10, self.now()
+  for attempt = 1, attempts do
+    local ok, res = pcall(self.act, self, "create", params)
+    if ok then return res, attempt end
+    if not (autodl.is_error(res) and res.code == "GpuStockNotEnough") then error(res, 0) end
+    local waited = self.now() - started
+    if attempt == attempts or waited + backoff > max_wait then
+      errors.raise("provider", string.format("AutoDL: no stock for %s in %s after %d attempt(s) over %ds " ..
+        "(bound: %d attempts, %ds); nothing was created (last request_id %s)", tostring(params.gpu_spec_uuid),
+        table.concat(params.data_center_list or {"any data centre"}, ", "), attempt, math.floor(waited + 0.5),
+        attempts, max_wait, tostring(res.request_id)), 0, {code = res.code})
+    end
+    self.out:write(string.format("AutoDL: out of stock for %s in %s (request_id %s); attempt %d/%d, next in %gs " ..
+      "(gives up after %d attempts or %ds)\n", tostring(params.gpu_spec_uuid),
+      table.concat(params.data_center_list or {"any data centre"}, ", "), tostring(res.request_id), attempt, attempts,
+      backoff, attempts, max_wait))
+    self.sleep(backoff)
+    backoff = math.min(backoff * 2, o.max_backoff or 120)
+  end
+end
+
 function Client:power_off(uuid, o)
   o = o or {}
   local _, _, dry = self:act("power_off", {instance_uuid = uuid})
@@ -320,6 +348,14 @@ function Client:wechat(m)
   local ok, err = pcall(self.act, self, "wechat", {title = m.title, name = m.name or "", content = m.content or ""})
   if not ok then return false, errors.message(err) end
   return true
+end
+
+-- The WeChat route as C would send it (URL after the base-URL override, the auth
+-- header's name): for an on-box push whose token the person puts on the box.
+function autodl.push_target()
+  local ok, _, url, auth = pcall(core.provider.describe, PROVIDER, "wechat")
+  if not ok then return {} end
+  return {url = url, auth_header = auth}
 end
 
 -- ---- the token-less verb ----------------------------------------------------------

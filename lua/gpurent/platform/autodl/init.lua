@@ -15,6 +15,11 @@
 --   autodl.item_facts(item) -> {power_state=, meter=, powered_off=, stopped_at=, region=}
 --   autodl.hints.release_clock(c) / .auto_released(c) / .clock_short(c)   the release clock's words
 --   autodl.in_instance_power_off(inst [, verb])   `shutdown` on the box (关机, no token)
+--   autodl.push_target() -> {url=, auth_header=}   the WeChat route, for an on-box push whose
+--       token the person puts on the box (the autostop watchdog's budget warning)
+--   autodl.create{client=, name=, gpu_spec=, image=, cuda=, gpus=, data_centers=, disk_gb=,
+--                 start_command=, attempts=, max_wait=, backoff=, deadline=}
+--       -> {uuid=, item=, ssh = {host, port, user}, attempts=}   (a new meter: callers gate it)
 local api = require "gpurent.platform.autodl.api"
 local errors = require "gpurent.util.errors"
 local hosts = require "gpurent.hosts"
@@ -27,6 +32,7 @@ autodl.api = api
 -- deletes the system and data disks.
 autodl.verbs = {
   power_on = {billable = true},
+  create = {billable = true},
   power_off = {gated = true},
   release = {gated = true, irreversible = true},
 }
@@ -148,5 +154,27 @@ function autodl.hints.clock_short(c)
 end
 
 autodl.in_instance_power_off = api.in_instance_power_off
+
+autodl.push_target = api.push_target
+
+-- Create an instance and wait until it runs; its ssh address from the snapshot.
+function autodl.create(o)
+  local c = o.client
+  local params = {instance_name = o.name, gpu_spec_uuid = o.gpu_spec, image_uuid = o.image,
+    cuda_v_from = o.cuda or 118, req_gpu_amount = o.gpus or 1, expand_system_disk_by_gb = o.disk_gb or 0,
+    data_center_list = o.data_centers, start_command = o.start_command}
+  local uuid, tries = c:create(params, {attempts = o.attempts, max_wait = o.max_wait, backoff = o.backoff})
+  if c.dry_run then return nil end
+  if type(uuid) ~= "string" or uuid == "" then
+    errors.raise("provider", "AutoDL: create answered Success without an instance uuid", 0)
+  end
+  c:wait_status(uuid, "running", {deadline = o.deadline or 300})
+  local snap = c:snapshot(uuid)
+  local port = math.tointeger(tonumber(snap.ssh.port))
+  if not snap.ssh.host or not port then
+    errors.raise("provider", "AutoDL: the snapshot of the new instance " .. uuid .. " has no ssh host/port", 0)
+  end
+  return {uuid = uuid, item = c:find(uuid), attempts = tries, ssh = {host = snap.ssh.host, port = port, user = "root"}}
+end
 
 return autodl
