@@ -29,7 +29,8 @@ BIN      ?= gpurent
 DEBS = build-essential pkg-config liblua5.4-dev lua5.4 libssh2-1-dev libyaml-dev \
        libcurl4-openssl-dev libssl-dev libsqlite3-dev libedit-dev lua-filesystem \
        lua-cjson lua-busted openssh-server openssh-client tmux sqlite3 python3 \
-       iproute2 util-linux procps curl git hyperfine valgrind shellcheck dash
+       iproute2 util-linux procps curl git hyperfine valgrind shellcheck dash \
+       munge slurmctld slurmd slurm-client slurmdbd mariadb-server
 # Only for `make bench` (peer tools) and `make fuzz` (clang's libFuzzer runtime).
 BENCH_DEBS = openssl pssh rsync ansible-core
 FUZZ_DEBS  = clang libclang-rt-14-dev
