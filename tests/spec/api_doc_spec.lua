@@ -42,7 +42,8 @@ describe("docs/API.md examples", function()
                         "gpurent.lifecycle.monitor", "gpurent.lifecycle.detach", "gpurent.billing", "gpurent.platform.autodl.api",
                         "gpurent.billing.stop", "gpurent.platform", "gpurent.hosts", "gpurent.lifecycle.gate", "gpurent.billing.inventory", "gpurent.billing.coverage",
                         "gpurent.gotchas", "gpurent.config.lib", "gpurent.config.trust", "gpurent.transport.lock", "gpurent.lifecycle.run_lock",
-                        "gpurent.util.shell", "gpurent.util.http", "gpurent.util.pretty", "gpurent.util.errors"}) do
+                        "gpurent.util.shell", "gpurent.util.http", "gpurent.util.pretty", "gpurent.util.errors",
+                        "gpurent.lifecycle", "gpurent.platform", "gpurent.remote", "gpurent.notify", "gpurent.hosts"}) do
       assert.truthy(text:find(m, 1, true), "docs/API.md does not cover " .. m)
     end
   end)
