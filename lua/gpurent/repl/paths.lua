@@ -93,7 +93,7 @@ end
 
 local function sftp_entries(inst, conn, dir, deadline)
   local ssh = require "gpurent.transport.ssh"
-  local sftp = inst:_sftp(conn)
+  local sftp = inst:sftp_of(conn)
   local h = ssh.run(conn, deadline, "open directory " .. dir, sftp.open, sftp, dir, "d")
   local out, links = {}, 0
   for _ = 1, MAX_ENTRIES do
@@ -120,7 +120,7 @@ local function remote_list(inst, dir)
   local now = require("gpurent.util.sys").now()
   local hit = cache[key]
   if hit and now - hit.at < CACHE_SECONDS then return hit.entries end
-  local ok, entries = pcall(inst._call, inst, true, function(conn)
+  local ok, entries = pcall(inst.with_session, inst, true, function(conn)
     return sftp_entries(inst, conn, sftp_dir(dir), now + REMOTE_SECONDS)
   end)
   entries = ok and entries or {}

@@ -26,6 +26,15 @@
 --     port; 0 any free), remote_host; see gpurent.tunnel (fwd.url, fwd:serve(), fwd:close())
 --   inst:close()
 --
+-- For the rest of the transport layer (gpurent.transfer, gpurent.lock, the REPL's
+-- path completion), which run several steps on one connection:
+--   inst:with_session(idempotent, fn) -> fn(conn)'s result, with the instance locked
+--     (one call at a time), reconnecting first if the session died, re-run once on a
+--     lost connection when idempotent
+--   inst:sftp_of(conn) -> the connection's SFTP session (started on first use)
+--   instance.exec_on(conn, cmd [, opts]) -> {stdout, stderr, code}: a command on a
+--     connection the caller holds through with_session
+--
 -- A lost connection is reopened by the next call (bounded backoff); the call that
 -- saw it is re-run only when idempotent (transfers are: they resume).
 local core = require "gpurent.core"
@@ -87,7 +96,7 @@ end
 
 -- Run fn(conn) with the instance locked; reconnect first if the session died;
 -- re-run once on a lost connection when idempotent.
-function Instance:_call(idempotent, fn)
+function Instance:with_session(idempotent, fn)
   self:_lock()
   local ok, r = pcall(function()
     if not self.conn or not self.conn.sess:alive() then self:reconnect() end
@@ -539,7 +548,7 @@ function Instance:sh(cmd, opts)
   if opts.to ~= nil and (type(opts.to) ~= "string" or opts.to == "") then
     error("sh: to= must be a local file path (a string), got " .. tostring(opts.to), 2)
   end
-  local r = self:_call(opts.idempotent, function(conn) return exec(conn, cmd, opts, cap) end)
+  local r = self:with_session(opts.idempotent, function(conn) return exec(conn, cmd, opts, cap) end)
   if opts.check and (r.code ~= 0 or r.signal) then
     local why = r.signal and ("killed by signal " .. r.signal) or ("exit code " .. r.code)
     local tail = last_lines(r.stderr, 10)
@@ -552,7 +561,7 @@ end
 
 -- ---- transfers (policy in gpurent.transfer) ----------------------------------
 
-function Instance:_sftp(conn)
+function Instance:sftp_of(conn)
   if not conn.sftp then
     conn.sftp = ssh.run(conn, now() + 30, "start SFTP", conn.sess.sftp_init, conn.sess)
   end
@@ -568,6 +577,6 @@ function Instance:get(src, dst, opts)
 end
 
 instance.Instance = Instance
-instance._exec = exec  -- unlocked, for gpurent.transfer (which holds the lock)
+instance.exec_on = exec  -- unlocked: for a caller inside with_session (which holds the lock)
 instance._pid_grabber = pid_grabber  -- for its spec
 return instance

@@ -139,8 +139,8 @@ function lock.box_ops(inst)
   local ssh = require "gpurent.transport.ssh"
   local function sftp_call(op, path, ...)
     local args = table.pack(...)
-    return inst:_call(true, function(conn)
-      local sftp = inst:_sftp(conn)
+    return inst:with_session(true, function(conn)
+      local sftp = inst:sftp_of(conn)
       return ssh.run(conn, now() + 60, op .. " " .. path, sftp[op], sftp, table.unpack(args, 1, args.n))
     end)
   end

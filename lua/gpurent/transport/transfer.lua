@@ -118,7 +118,7 @@ local BOX_SHA_NAMES = "if command -v openssl >/dev/null 2>&1; then xargs -0 open
 
 local function remote_sha256(conn, path, n)
   local cmd = n and string.format("head -c %d < %s | %s", n, q(path), BOX_SHA) or (BOX_SHA .. " < " .. q(path))
-  local r = instance._exec(conn, cmd, {timeout = 3600})
+  local r = instance.exec_on(conn, cmd, {timeout = 3600})
   if r.code ~= 0 then return nil, r.stderr end
   return r.stdout:match("^(%x+)")
 end
@@ -195,10 +195,10 @@ local function put_file_owned(inst, src, dst, opts)
   local size, mode = st.size, octal_mode(st.permissions)
   local part = dst .. ".part"
   local rdir = dst:match("^(.*)/[^/]*$") or "."
-  return inst:_call(opts.idempotent ~= false, function(conn)
+  return inst:with_session(opts.idempotent ~= false, function(conn)
     local t0 = now()
     local stall = opts.stall_timeout or 120
-    local sftp = inst:_sftp(conn)
+    local sftp = inst:sftp_of(conn)
     local function run(op, step, ...) return ssh.run(conn, now() + stall, op, step, ...) end
     local offset = 0
     if opts.resume ~= false then
@@ -229,13 +229,13 @@ local function put_file_owned(inst, src, dst, opts)
     x:finish()
     local renamed = run("rename " .. part, sftp.rename, sftp, part, dst)
     if not renamed then
-      local r = instance._exec(conn, "mv -f -- " .. q(part) .. " " .. q(dst), {})
+      local r = instance.exec_on(conn, "mv -f -- " .. q(part) .. " " .. q(dst), {})
       if r.code ~= 0 then ssh.error("transfer", conn, "cannot rename " .. part .. " to " .. dst .. ": " .. r.stderr) end
     end
     if opts.verify then   -- what is on disk under the final name, not what was streamed
       local remote = remote_sha256(conn, dst)
       if remote ~= sha then
-        instance._exec(conn, "mv -f -- " .. q(dst) .. " " .. q(part), {timeout = 60})
+        instance.exec_on(conn, "mv -f -- " .. q(dst) .. " " .. q(part), {timeout = 60})
         ssh.error("transfer", conn, string.format("SHA-256 mismatch after upload of %s: local %s, remote %s on disk; " ..
           "moved back to %s", src, sha, tostring(remote), part), {reason = "verify"})
       end
@@ -254,8 +254,8 @@ local function put_file(inst, src, dst, opts)
 end
 
 local function remote_stat(inst, path)
-  return inst:_call(true, function(conn)
-    local sftp = inst:_sftp(conn)
+  return inst:with_session(true, function(conn)
+    local sftp = inst:sftp_of(conn)
     return ssh.run(conn, now() + 60, "stat " .. path, sftp.stat, sftp, path) or false
   end)
 end
@@ -263,8 +263,8 @@ end
 -- Make a remote directory; below the top one (the caller's choice), an existing
 -- one must be a directory, not a symlink to one (it could lead out of the tree).
 local function remote_mkdir(inst, path, top)
-  inst:_call(true, function(conn)
-    local sftp = inst:_sftp(conn)
+  inst:with_session(true, function(conn)
+    local sftp = inst:sftp_of(conn)
     local ok = ssh.run(conn, now() + 60, "mkdir " .. path, sftp.mkdir, sftp, path, 493)
     if not ok then
       local st = ssh.run(conn, now() + 60, "lstat " .. path, sftp.stat, sftp, path, not top)
@@ -279,8 +279,8 @@ end
 -- Recreate a symlink on the box: same target bytes, replacing a file or link
 -- of that name (never a directory).
 local function remote_symlink(inst, target, path)
-  inst:_call(true, function(conn)
-    local sftp = inst:_sftp(conn)
+  inst:with_session(true, function(conn)
+    local sftp = inst:sftp_of(conn)
     local function run(op, step, ...) return ssh.run(conn, now() + 60, op .. " " .. path, step, ...) end
     local st = run("lstat", sftp.stat, sftp, path, true)
     if st and st.type == "directory" then ssh.error("transfer", conn, "cannot create symlink " .. path .. ": a directory is in the way") end
@@ -785,7 +785,7 @@ local function remote_hashes(conn, items)
     if p then whole[#whole + 1], wi[#whole + 1] = p, i end
   end
   if #whole > 0 then
-    local r = instance._exec(conn, BOX_SHA_NAMES, {stdin = table.concat(whole, "\0") .. "\0", timeout = 3600})
+    local r = instance.exec_on(conn, BOX_SHA_NAMES, {stdin = table.concat(whole, "\0") .. "\0", timeout = 3600})
     local lines = {}
     for line in r.stdout:gmatch("[^\n]*\n") do lines[#lines + 1] = line:match("^\\?(%x+) ") or false end
     if #lines == #whole and r.code == 0 then
@@ -799,7 +799,7 @@ local function remote_hashes(conn, items)
   if #rest == 0 then return out end
   local script = [[xargs -0 sh -c 'for a; do n=${a%%:*}; f=${a#*:}; if [ "$n" = all ]; then ]] ..
     [[sha256sum < "$f" 2>/dev/null || echo x; else head -c "$n" < "$f" 2>/dev/null | sha256sum; fi; done' sh]]
-  local r = instance._exec(conn, script, {stdin = table.concat(rest, "\0") .. "\0", timeout = 3600})
+  local r = instance.exec_on(conn, script, {stdin = table.concat(rest, "\0") .. "\0", timeout = 3600})
   local got = {}
   for line in r.stdout:gmatch("[^\n]*\n") do got[#got + 1] = line:match("^(%x+)") or false end
   if #got ~= #rest then
@@ -1158,10 +1158,10 @@ end
 
 local function get_file_owned(inst, src, dst, opts)
   local part = dst .. ".part"
-  return inst:_call(opts.idempotent ~= false, function(conn)
+  return inst:with_session(opts.idempotent ~= false, function(conn)
     local t0 = now()
     local stall = opts.stall_timeout or 120
-    local sftp = inst:_sftp(conn)
+    local sftp = inst:sftp_of(conn)
     local function run(op, step, ...) return ssh.run(conn, now() + stall, op, step, ...) end
     local rst = run("stat " .. src, sftp.stat, sftp, src)
     if not rst then ssh.error("transfer", conn, "no such remote file: " .. src) end
@@ -1224,8 +1224,8 @@ end
 
 -- A remote directory's entries as {name, type}, sorted by name.
 local function remote_children(inst, dir)
-  return inst:_call(true, function(conn)
-    local sftp = inst:_sftp(conn)
+  return inst:with_session(true, function(conn)
+    local sftp = inst:sftp_of(conn)
     local h = ssh.run(conn, now() + 60, "open directory " .. dir, sftp.open, sftp, dir, "d")
     local out = {}
     while true do
@@ -1260,8 +1260,8 @@ local function local_symlink(target, path)
 end
 
 local function remote_readlink(inst, path)
-  return inst:_call(true, function(conn)
-    local sftp = inst:_sftp(conn)
+  return inst:with_session(true, function(conn)
+    local sftp = inst:sftp_of(conn)
     local t, why = ssh.run(conn, now() + 60, "readlink " .. path, sftp.readlink, sftp, path)
     if not t then ssh.error("transfer", conn, "cannot read symlink " .. path .. ": " .. tostring(why)) end
     return t
@@ -1599,7 +1599,7 @@ function transfer._get_tree(inst, src, dst, opts)
     if not ok then error(res, 0) end
     return res
   end
-  return inst:_call(opts.idempotent ~= false, run)
+  return inst:with_session(opts.idempotent ~= false, run)
 end
 
 local function put_one(eng, c, f, opts, stat_id)
@@ -1675,7 +1675,7 @@ local function put_one(eng, c, f, opts, stat_id)
   end
   if not eng:rename(c, part, f.dst, true) then
     while eng.holder do coroutine.yield(POLL) end
-    local r = instance._exec(eng.conn, "mv -f -- " .. q(part) .. " " .. q(f.dst), {})
+    local r = instance.exec_on(eng.conn, "mv -f -- " .. q(part) .. " " .. q(f.dst), {})
     if r.code ~= 0 then ssh.error("transfer", eng.conn, "cannot rename " .. part .. " to " .. f.dst .. ": " .. r.stderr) end
   end
   return {path = f.dst, bytes = f.size, sent = f.size - offset, resumed_from = offset, sha256 = hs:hex(),
@@ -1840,7 +1840,7 @@ function transfer._put_tree(inst, src, dst, opts)
           local f = res.files[i]
           if f.unchanged then   -- compared on both ends before it was skipped
           elseif h ~= f.sha256 then
-            instance._exec(conn, "mv -f -- " .. q(f.path) .. " " .. q(f.path .. ".part"), {timeout = 60})
+            instance.exec_on(conn, "mv -f -- " .. q(f.path) .. " " .. q(f.path .. ".part"), {timeout = 60})
             done[f.path] = nil
             bad[#bad + 1] = string.format("%s: local %s, remote %s on disk; moved back to %s.part", printable(f.path),
               f.sha256, tostring(h or "unreadable"), printable(f.path))
@@ -1883,7 +1883,7 @@ function transfer._put_tree(inst, src, dst, opts)
     if not ok then error(r, 0) end
     return r
   end
-  return inst:_call(opts.idempotent ~= false, run)
+  return inst:with_session(opts.idempotent ~= false, run)
 end
 
 -- ---- one large file over several streams ----------------------------------------
@@ -1913,8 +1913,8 @@ local RANGE_JOBS = 2     -- blocks in flight per stream
 local function file_streams(inst, opts, verb, size, path)
   if opts.streams then return size > 0 and streams_of(opts) or 1 end
   if size < RANGE_MIN then return 1 end
-  return inst:_call(true, function(conn)
-    local sftp = inst:_sftp(conn)   -- started by put/get's first stat
+  return inst:with_session(true, function(conn)
+    local sftp = inst:sftp_of(conn)   -- started by put/get's first stat
     local t0 = now()
     ssh.run(conn, now() + 60, "stat " .. path, sftp.stat, sftp, path)
     local rtt = now() - t0
@@ -1959,7 +1959,7 @@ local function blocks_already_there(conn, blocks, block, part_size, local_path, 
     if b.off + b.len <= part_size then covered = b.off + b.len end
   end
   if covered == 0 then return 0 end
-  local r = instance._exec(conn, string.format("head -c %d < %s | split -b %d --filter=sha256sum", covered,
+  local r = instance.exec_on(conn, string.format("head -c %d < %s | split -b %d --filter=sha256sum", covered,
     q(remote_path), block), {timeout = 3600})
   local remote = {}
   for line in r.stdout:gmatch("[^\n]*\n") do remote[#remote + 1] = line:match("^(%x+)") or false end
@@ -2015,10 +2015,10 @@ local function put_ranged(inst, src, dst, opts, n)
   local st = lfs.attributes(src)
   if not st then error("put: cannot read " .. src, 0) end
   local size, part = st.size, dst .. ".part"
-  return inst:_call(opts.idempotent ~= false, function(conn)
+  return inst:with_session(opts.idempotent ~= false, function(conn)
     local t0 = now()
     local blocks, block = range_blocks(size, n)
-    local sftp = inst:_sftp(conn)
+    local sftp = inst:sftp_of(conn)
     local pst = opts.resume ~= false and ssh.run(conn, now() + 60, "stat " .. part, sftp.stat, sftp, part) or nil
     local fresh = not (pst and pst.size and pst.size > 0 and pst.size <= size)
     local have = fresh and 0 or blocks_already_there(conn, blocks, block, pst.size, src, part)
@@ -2091,7 +2091,7 @@ local function put_ranged(inst, src, dst, opts, n)
         if status_of(t, body) ~= 0 then eng:fail("close", part, t, body) end
       end)
       if not eng:run({function(c) return eng:rename(c, part, dst, true) or false end}, 1)[1] then
-        local r = instance._exec(conn, "mv -f -- " .. q(part) .. " " .. q(dst), {})
+        local r = instance.exec_on(conn, "mv -f -- " .. q(part) .. " " .. q(dst), {})
         if r.code ~= 0 then ssh.error("transfer", conn, "cannot rename " .. part .. " to " .. dst .. ": " .. r.stderr) end
       end
     end)
@@ -2107,7 +2107,7 @@ local function put_ranged(inst, src, dst, opts, n)
     if opts.verify then   -- what is on disk under the final name, not what was streamed
       local remote = remote_sha256(conn, dst)
       if remote ~= sha then
-        instance._exec(conn, "mv -f -- " .. q(dst) .. " " .. q(part), {timeout = 60})
+        instance.exec_on(conn, "mv -f -- " .. q(dst) .. " " .. q(part), {timeout = 60})
         ssh.error("transfer", conn, string.format("SHA-256 mismatch after upload of %s: local %s, remote %s on disk; " ..
           "moved back to %s", src, sha, tostring(remote), part), {reason = "verify"})
       end
@@ -2118,9 +2118,9 @@ end
 
 local function get_ranged(inst, src, dst, opts, n)
   local part = dst .. ".part"
-  return inst:_call(opts.idempotent ~= false, function(conn)
+  return inst:with_session(opts.idempotent ~= false, function(conn)
     local t0 = now()
-    local sftp = inst:_sftp(conn)
+    local sftp = inst:sftp_of(conn)
     local rst = ssh.run(conn, now() + 60, "stat " .. src, sftp.stat, sftp, src)
     if not rst then ssh.error("transfer", conn, "no such remote file: " .. src) end
     local size = rst.size
