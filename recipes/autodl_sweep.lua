@@ -76,7 +76,7 @@ local launched, runs = {}, {}
 local mark = lifecycle.phase{name = "launched", needs = {"run", "job"}, run = function(ctx)
   launched[ctx.run.host] = true
 end}
-local host_phases = {phases.connect, phases.setup, phases.audit, phases.environment, smoke, phases.prepare,
+local host_phases = {phases.connect, phases.setup, phases.audit, phases.environment, smoke, phases.prepare, phases.install,
   queue.launch, mark, queue.watch}
 if params.pull then host_phases[#host_phases + 1] = phases.pull end
 host_phases[#host_phases + 1] = queue.verdict

@@ -239,7 +239,12 @@ function billing.budget_gate(o)
     errors.refuse(string.format("budget exceeded for %s: %s%s; %s refused (raise it: gpurent billing budget %s YUAN)",
       o.instance, text, note, o.action, key), 0)
   elseif st == "warn" then
-    io.stderr:write(string.format("gpurent: warning: %s has spent %s of its budget\n", o.instance, text))
+    -- past the warn fraction: the terminal line, the ledger, and the platform's push
+    -- when configured (within its limits: gpurent.notify)
+    local msg = string.format("warning: %s has spent %s of its budget (%s)", o.instance, text, o.action)
+    local sent = pcall(require("gpurent.notify").send, {kind = "budget", message = msg, instance = o.instance,
+      push = true, profile_name = o.profile, ledger_path = o.ledger_path, out = io.stderr})
+    if not sent then io.stderr:write("gpurent: ", msg, "\n") end
   end
   return st, text
 end
