@@ -50,6 +50,17 @@ describe("autostop (pure)", function()
     assert.are.equal(2, code)
   end)
 
+  it("on an unreachable (powered-off) box, --status and --off say where the watchdog wrote why it stopped", function()
+    local env = "GPURENT_SSH_CONFIG=/dev/null"
+    for _, verb in ipairs({"--status", "--off"}) do
+      local code, _, err = T.run("billing autostop root@127.0.0.1:1 " .. verb, {env = env})
+      assert.are.equal(1, code, err)
+      assert.matches("A powered-off box has no SSH", err, 1, true)
+      assert.matches("/.gpurent/autostop/root_127.0.0.1_1/last-stop", err, 1, true)
+      assert.matches("same region", err, 1, true)
+    end
+  end)
+
   it("quotes config values for the sourcing shell", function()
     local text = autostop.config_text{INSTANCE = "a'b", IDLE = 6, TTL = 0, INTERVAL = 1, STALL = 6, STOP_STALLED = 0,
       THRESHOLD = 5, STOP_VERB = "shutdown", JOB_GLOB = "/x/*", LOG_REL = "l", OUT_REL = "o", SESSION = "s",

@@ -369,7 +369,19 @@ function autostop.command(ref, opts)
   if not ref then errors.usage("gpurent billing autostop needs INSTANCE (an ssh_config alias or user@host:port)", 0) end
   local arming = not opts.off and not opts.status
   local o = arming and arm_options(ref, opts) or {instance = ref, profile = opts.profile}
-  local inst = require("gpurent.transport.instance").connect(ref)
+  local okc, inst = pcall(require("gpurent.transport.instance").connect, ref)
+  if not okc then
+    if not errors.is(inst, "transport") then error(inst, 0) end
+    -- most often a powered-off box: say where its watchdog's account of the stop lives
+    local okl, lay = pcall(autostop.layout, profile_mod.load(opts.profile or profile_mod.default_name()), ref)
+    local durable = okl and lay.durable ~= "" and lay.durable or nil
+    local where = durable and string.format("its watchdog wrote why it stopped to %s/last-stop on the durable tier: " ..
+      "read it from a running peer of the same region (gpurent exec PEER -- cat %s/last-stop), or ", durable, durable)
+      or "its watchdog wrote why it stopped on the box itself: "
+    errors.raise("transport", string.format("cannot reach %s (%s).\n  A powered-off box has no SSH: %spower it on " ..
+      "(gpurent billing power-on) to %s the watchdog.", ref, errors.message(inst):match("[^\n]*"), where,
+      arming and "arm" or (opts.off and "disarm" or "read")), 0, {code = inst.code})
+  end
   local ok, rc = pcall(function()
     if opts.off then
       local r = autostop.off(inst, o)
