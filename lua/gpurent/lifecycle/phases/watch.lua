@@ -118,6 +118,14 @@ function watch.patrol(inst, r, o)
           "gpurent never restarts a live job", v.why, tostring(f.pid))
         return {state = "stalled", verdict = v, facts = f, ticks = ticks, relaunches = relaunches}
       elseif v.state == "dead" then
+        -- one probe reads df before the log tail: a writer that filled the disk in
+        -- between leaves "disk full" evidence with no tier reading full. Read once more
+        -- so the triage names the tier and dimension that filled.
+        if v.triage and v.triage.class == "disk_full" and #(v.triage.full or {}) == 0 then
+          local ok2, f2 = pcall(monitor.probe, inst, r, {timeout = o.probe_timeout or math.max(10, 3 * interval)})
+          local v2 = ok2 and monitor.classify(f2, {stall_seconds = stall, expected_seconds = expected})
+          if v2 and v2.state == "dead" then f, v = f2, v2 end
+        end
         say_dead(r, f, v)
         local t = v.triage
         local attempts_left = (f.attempt or 1) <= max_relaunches
