@@ -9,6 +9,9 @@ local BIN = arg[1] or "./gpurent"
 local RTT = tonumber(os.getenv("COMPRESS_RTT_MS") or "50")
 local FILES = tonumber(os.getenv("COMPRESS_FILES") or "200")
 local MIB = tonumber(os.getenv("COMPRESS_MIB") or "20")
+-- a second run paces each direction of each connection to this rate (a public link's
+-- bandwidth, where compression pays); "0" skips it
+local RATE = tonumber(os.getenv("COMPRESS_RATE_MIBPS") or "4")
 
 local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 local function have(cmd) return os.execute("command -v " .. cmd .. " >/dev/null 2>&1") end
@@ -16,14 +19,16 @@ local function sh(cmd) assert(os.execute(cmd), "bench: failed: " .. cmd) end
 
 local fx = sshd.start{addrs = 1}
 local link
-local ok, err = xpcall(function()
-  link = relay.start(fx, RTT, {count = true})
+local work = fx.dir .. "/compressbench"
+local tree = work .. "/texts"
+local remote = fx.home .. "/texts"
+local size
+
+-- One table: every tool both ways through one relay (rate: MiB/s per direction, or nil).
+local function bench(rate)
+  link = relay.start(fx, RTT, {count = true, rate_mibps = rate})
   local cfg = link.config
-  local work = fx.dir .. "/compressbench"
-  local tree = work .. "/texts"
-  local size = text_tree.make(tree, FILES, MIB * 1048576)
-  local remote = fx.home .. "/texts"
-  sh("cp -a " .. q(tree) .. " " .. q(remote))
+  local bw = rate and string.format("%g MiB/s each way", rate) or "unlimited bandwidth"
   local S = "ssh -F " .. q(cfg)
   local rows = {}
   local function fresh(p) sh("rm -rf " .. q(p) .. " && mkdir -p " .. q(p)) end
@@ -45,7 +50,8 @@ local ok, err = xpcall(function()
       io.stderr:write(string.format("  %-22s %-4s %.2f s, %.1f MiB on the link\n", name, dir, t, wire / 1048576))
     end
   end
-  io.stderr:write(string.format("compress bench: %d text files, %.1f MiB, at RTT %g ms\n", FILES, size / 1048576, RTT))
+  io.stderr:write(string.format("compress bench: %d text files, %.1f MiB, at RTT %g ms, %s\n", FILES, size / 1048576,
+    RTT, bw))
   local G = "GPURENT_SSH_CONFIG=" .. q(cfg) .. " " .. BIN
   time("gpurent get/put", "down", string.format("%s get h1 %s %s", G, q(remote), q(down)))
   time("gpurent get/put", "up", string.format("%s put h1 %s %s", G, q(tree), q(up)))
@@ -57,13 +63,13 @@ local ok, err = xpcall(function()
       time("rsync " .. flags, "up", string.format("rsync %s -e %s %s h1:%s", flags, q(S), q(tree), q(up .. "/")))
     end
   end
-  print(string.format("Text tree (logs + JSON) of %d files, %.1f MiB, RTT %g ms (bench/relay.py), once each",
-    FILES, size / 1048576, RTT))
-  print(string.format("  %-20s %10s %10s %14s", "tool", "get/down s", "put/up s", "MiB on link up"))
+  print(string.format("Text tree (logs + JSON) of %d files, %.1f MiB, RTT %g ms, %s (bench/relay.py), once each",
+    FILES, size / 1048576, RTT, bw))
+  print(string.format("  %-20s %10s %10s %16s", "tool", "get/down s", "put/up s", "MiB on link (put)"))
   for _, name in ipairs({"gpurent get/put", "gpurent --compress", "rsync -a", "rsync -az"}) do
     local d, u = rows[name .. "/down"], rows[name .. "/up"]
     if d or u then
-      print(string.format("  %-20s %10s %10s %14s", name, d and string.format("%.2f", d.t) or "n/a",
+      print(string.format("  %-20s %10s %10s %16s", name, d and string.format("%.2f", d.t) or "n/a",
         u and string.format("%.2f", u.t) or "n/a", u and string.format("%.1f", u.wire / 1048576) or "n/a"))
     end
   end
@@ -73,6 +79,15 @@ local ok, err = xpcall(function()
     ratio(gz["gpurent --compress/down"], rz["rsync -az/down"]), ratio(gz["gpurent --compress/up"], rz["rsync -az/up"])))
   print(string.format("  gpurent --compress vs gpurent: get %s, put %s",
     ratio(gz["gpurent --compress/down"], gz["gpurent get/put/down"]), ratio(gz["gpurent --compress/up"], gz["gpurent get/put/up"])))
+  link:stop()
+  link = nil
+end
+
+local ok, err = xpcall(function()
+  size = text_tree.make(tree, FILES, MIB * 1048576)
+  sh("cp -a " .. q(tree) .. " " .. q(remote))
+  bench(nil)
+  if RATE > 0 then print(); bench(RATE) end
 end, debug.traceback)
 if link then link:stop() end
 fx:stop()

@@ -34,6 +34,7 @@ def hostport(s):
 async def pipe(reader, writer, delay, rate):
     loop = asyncio.get_running_loop()
     queue = asyncio.Queue()  # unbounded: (deliver_at, bytes); b"" marks EOF
+    free_at = [0.0]  # --rate-mibps: when the bytes written so far have gone out
 
     async def pump_in():
         try:
@@ -62,7 +63,13 @@ async def pipe(reader, writer, delay, rate):
                 # drain only paces this writer; the reader above never waits for it
                 await writer.drain()
                 if rate:
-                    await asyncio.sleep(len(data) / rate)
+                    # a token bucket: small packets accrue their time and the sleep comes
+                    # once it is worth one (asyncio's timers round up to 1 ms, so a sleep
+                    # per small packet would pace far below the rate)
+                    free_at[0] = max(free_at[0], loop.time()) + len(data) / rate
+                    wait = free_at[0] - loop.time()
+                    if wait > 0.005:
+                        await asyncio.sleep(wait)
         except (ConnectionError, OSError):
             pass
 
