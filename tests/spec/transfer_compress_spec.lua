@@ -123,4 +123,20 @@ describe("compression (zlib) on gpurent's connections", function()
     end
     assert.same(snapshot(src), snapshot(dir .. "/cli_down"))
   end)
+
+  it("--compress against a server that declines it says so and moves the files uncompressed", function()
+    local plain = sshd.start{addrs = 1, sshd_options = "Compression no"}
+    local ok, err = pcall(function()
+      local src = dir .. "/declined"
+      text_tree.make(src, 2, 8192)
+      local p = io.popen(string.format("%s %s put --compress h1 %s %s 2>&1", plain:env(), T.q(T.bin), T.q(src),
+        T.q(plain.home .. "/declined")))
+      local out = p:read("a")
+      assert.is_true(p:close(), out)
+      assert.matches("h1 declined compression (its sshd has Compression no): moving uncompressed", out, 1, true)
+      assert.same(snapshot(src), snapshot(plain.home .. "/declined"))
+    end)
+    plain:stop()
+    if not ok then error(err, 0) end
+  end)
 end)

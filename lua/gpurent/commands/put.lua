@@ -80,6 +80,10 @@ local function run(verb, host, srcs, dst, o)
   local t0 = gpurent.now()
   local files, bytes, sent = 0, 0, 0
   local compression = inst:compression()
+  if o.compress and compression == "none" then   -- the server chose: said, not hidden
+    io.stderr:write(string.format("gpurent: %s: %s declined compression (its sshd has Compression no): " ..
+      "moving uncompressed\n", verb, host))
+  end
   local ok, err = pcall(function()
     if #srcs > 1 then   -- several sources: DST must be a directory to put them in
       local isdir
