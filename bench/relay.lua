@@ -1,6 +1,7 @@
 -- bench/relay.lua: bench/relay.py (an emulated long link) in front of a loopback
 -- sshd fixture (tests/helpers/sshd.lua), for benches and tests:
---   local link = relay.start(fx, rtt_ms [, {rate_mibps = R}])   -- link.port, link.config (ssh_config: h1 via the relay)
+--   local link = relay.start(fx, rtt_ms [, {rate_mibps = R, count = true}])   -- link.port, link.config (ssh_config: h1 via the relay)
+--   link:bytes() (with count): bytes the relay delivered so far, both directions (lags up to 20 ms)
 --   fx:connect-like: gpurent.connect("h1", {config = link.config}); link:stop()
 -- The relay's known_hosts line is the fixture's key under the relay's port.
 local relay = {}
@@ -10,13 +11,16 @@ local function read(p) local f = io.open(p); if not f then return nil end local 
 
 function relay.start(fx, rtt_ms, opts)
   local rate = opts and opts.rate_mibps
+  local count = opts and opts.count
   local dir = fx.dir .. "/relay" .. tostring(rtt_ms) .. (rate and ("r" .. rate) or "")
   os.execute("mkdir -p " .. q(dir))
   local portfile = dir .. "/port"
   os.remove(portfile)
   local addr = read(fx.config):match("HostName%s+(%S+)") or "127.0.0.1"
-  local p = io.popen(string.format("python3 %s --rtt-ms %s --target %s:%d%s > %s 2> %s & echo $!",
-    q(here .. "/relay.py"), tostring(rtt_ms), addr, fx.port, rate and (" --rate-mibps " .. rate) or "", q(portfile),
+  local countfile = dir .. "/count"
+  local p = io.popen(string.format("python3 %s --rtt-ms %s --target %s:%d%s%s > %s 2> %s & echo $!",
+    q(here .. "/relay.py"), tostring(rtt_ms), addr, fx.port, rate and (" --rate-mibps " .. rate) or "",
+    count and (" --count " .. q(countfile)) or "", q(portfile),
     q(dir .. "/err")))
   local pid = tonumber(p:read("l"))
   p:close()
@@ -41,6 +45,10 @@ function relay.start(fx, rtt_ms, opts)
   end
   f = io.open(fx.known_hosts, "a"); f:write(table.concat(extra, "\n"), "\n"); f:close()
   local link = {pid = pid, port = port, config = config}
+  function link:bytes()
+    gpurent.sleep(0.1)   -- the relay rewrites the count every 20 ms
+    return tonumber((read(countfile) or ""):match("^(%d+)")) or 0
+  end
   function link:stop()
     if self.pid then os.execute("kill " .. self.pid .. " 2>/dev/null"); self.pid = nil end
   end

@@ -194,6 +194,33 @@ static int sess_method_pref(lua_State *L) {
     return 1;
 }
 
+/* sess:compress(on) before handshake: offer zlib (zlib@openssh.com, zlib) in both
+ * directions; the server chooses, as with OpenSSH's Compression yes. */
+static int sess_compress(lua_State *L) {
+    gr_session *gs = gr_ssh_check(L, 1);
+    int rc = libssh2_session_flag(gs->s, LIBSSH2_FLAG_COMPRESS, lua_toboolean(L, 2) ? 1 : 0);
+    if (rc != 0) return gr_ssh_fail(L, gs, "compression flag", rc);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* sess:negotiated(kind) after handshake -> the algorithm agreed for kind: "kex",
+ * "hostkey", "cipher"/"cipher_sc", "mac"/"mac_sc", "comp"/"comp_sc" ("none" when
+ * not compressing; _sc is server to client). */
+static int sess_negotiated(lua_State *L) {
+    static const char *const kinds[] = {"kex", "hostkey", "cipher", "cipher_sc", "mac", "mac_sc",
+                                        "comp", "comp_sc", NULL};
+    static const int types[] = {LIBSSH2_METHOD_KEX, LIBSSH2_METHOD_HOSTKEY, LIBSSH2_METHOD_CRYPT_CS,
+                                LIBSSH2_METHOD_CRYPT_SC, LIBSSH2_METHOD_MAC_CS, LIBSSH2_METHOD_MAC_SC,
+                                LIBSSH2_METHOD_COMP_CS, LIBSSH2_METHOD_COMP_SC};
+    gr_session *gs = gr_ssh_check(L, 1);
+    int i = luaL_checkoption(L, 2, NULL, kinds);
+    const char *name = libssh2_session_methods(gs->s, types[i]);
+    if (!name) return luaL_error(L, "%s: no %s algorithm negotiated (before the handshake?)", gs->host, kinds[i]);
+    lua_pushstring(L, name);
+    return 1;
+}
+
 static int sess_handshake(lua_State *L) {
     gr_session *gs = gr_ssh_check(L, 1);
     int rc = libssh2_session_handshake(gs->s, gs->fd);
@@ -701,6 +728,7 @@ static int ssh_chmod(lua_State *L) {
 int gr_open_ssh(lua_State *L) {
     static const luaL_Reg sess_methods[] = {
         {"method_pref", sess_method_pref}, {"handshake", sess_handshake},
+        {"compress", sess_compress}, {"negotiated", sess_negotiated},
         {"hostkey", sess_hostkey}, {"userauth_list", sess_userauth_list},
         {"auth_pubkey", sess_auth_pubkey}, {"auth_password", sess_auth_password},
         {"auth_agent", sess_auth_agent}, {"authenticated", sess_authenticated},

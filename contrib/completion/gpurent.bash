@@ -30,8 +30,8 @@ _gpurent() {
     repl) opts="--accept-new-host --help --local --profile"; verbs=""; kind="host" ;;
     tunnel) opts="--accept-new-host --help"; verbs="gpu-proj-1"; kind="" ;;
     tensorboard) opts="--help --port --profile --restart --ssh-config --wait"; verbs=""; kind="" ;;
-    put) opts="--accept-new-host --dry-run --help --json --lock-wait --no-resume --no-verify --streams"; verbs=""; kind="" ;;
-    get) opts="--accept-new-host --dry-run --help --json --lock-wait --no-resume --no-verify --streams"; verbs=""; kind="" ;;
+    put) opts="--accept-new-host --compress --dry-run --help --json --lock-wait --no-resume --no-verify --streams"; verbs=""; kind="" ;;
+    get) opts="--accept-new-host --compress --dry-run --help --json --lock-wait --no-resume --no-verify --streams"; verbs=""; kind="" ;;
     check) opts="--accept-new-host --code --fix --help --json --local --only --peer --profile --ssh-config"; verbs=""; kind="host" ;;
     host) opts="--help --identity --install-key --json --known-hosts --no-contact --profile --uuid"; verbs="add list set-port"; kind="" ;;
     watch) opts="--finish --help --interval --json --max-relaunches --max-wait --notify --once --stall"; verbs=""; kind="" ;;

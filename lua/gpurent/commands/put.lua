@@ -11,7 +11,7 @@ local errors = require "gpurent.util.errors"
 local M = {}
 
 local USAGE = [[usage: gpurent %s HOST SRC... DST [--json] [--dry-run] [--no-verify] [--no-resume]
-                   [--streams N] [--lock-wait S] [--accept-new-host]
+                   [--streams N] [--lock-wait S] [--compress] [--accept-new-host]
 %s
 HOST is an ssh_config alias or user@host:port. A directory is copied with its whole
 tree (symlinks recreated as symlinks, FIFOs/sockets/devices skipped with a line on
@@ -30,6 +30,8 @@ the new bytes of one that grew (--no-resume sends everything).
               (default 4); a large file's blocks too (default: chosen from the
               round-trip time and the window, one stream on a short link)
 --lock-wait S wait up to S seconds for another transfer's lock on a destination file
+--compress    zlib compression on the connection (for logs, JSON, source: text that
+              shrinks; default: ssh_config's Compression for HOST)
 A progress line (bytes, files, rate, ETA) is drawn on stderr when it is a terminal.
 Exit codes: 0 all moved (and verified); 1 a transfer failed (what moved is kept, the
 rest is left as .part for a rerun); 2 usage; 3 host key refused; 130 interrupted.]]
@@ -45,7 +47,7 @@ M.usage = M.usage_of("put")
 local function parse(verb, args)
   local usage = M.usage_of(verb)
   local opts, pos = cli.options(args, {json = "flag", dry_run = "flag", no_verify = "flag", no_resume = "flag",
-    streams = "value", lock_wait = "value", accept_new_host = "flag"}, usage)
+    streams = "value", lock_wait = "value", compress = "flag", accept_new_host = "flag"}, usage)
   if #pos < 3 then errors.usage(verb .. " needs HOST, at least one SRC and DST\n" .. usage, 0) end
   if pos[1]:sub(1, 1) == "-" then errors.usage(verb .. ": HOST " .. pos[1] .. " looks like an option\n" .. usage, 0) end
   local function number(name, lo, hi)
@@ -61,7 +63,8 @@ local function parse(verb, args)
   local lock_wait = number("lock_wait", 0, 86400)
   local srcs = table.move(pos, 2, #pos - 1, 1, {})
   return pos[1], srcs, pos[#pos], {json = opts.json, dry_run = opts.dry_run, verify = not opts.no_verify,
-    resume = not opts.no_resume, streams = streams, lock_wait = lock_wait, accept_new_host = opts.accept_new_host}
+    resume = not opts.no_resume, streams = streams, lock_wait = lock_wait, accept_new_host = opts.accept_new_host,
+    compress = opts.compress or nil}
 end
 
 local function emit(t)
@@ -72,9 +75,15 @@ end
 local function run(verb, host, srcs, dst, o)
   local transfer = require "gpurent.transport.transfer"
   local lfs = require "lfs"
-  local inst = require("gpurent.transport.instance").connect(host, {accept_new_host = o.accept_new_host})
+  local inst = require("gpurent.transport.instance").connect(host, {accept_new_host = o.accept_new_host,
+    compress = o.compress})
   local t0 = gpurent.now()
   local files, bytes, sent = 0, 0, 0
+  local compression = inst:compression()
+  if o.compress and compression == "none" then   -- the server chose: said, not hidden
+    io.stderr:write(string.format("gpurent: %s: %s declined compression (its sshd has Compression no): " ..
+      "moving uncompressed\n", verb, host))
+  end
   local ok, err = pcall(function()
     if #srcs > 1 then   -- several sources: DST must be a directory to put them in
       local isdir
@@ -120,7 +129,7 @@ local function run(verb, host, srcs, dst, o)
   if o.json then
     emit({event = "done", op = verb, dry_run = o.dry_run or false, files = files, bytes = bytes,
       sent = not o.dry_run and sent or nil,
-      elapsed = elapsed, verified = (o.verify and not o.dry_run) or false})
+      elapsed = elapsed, verified = (o.verify and not o.dry_run) or false, compression = compression})
   elseif not o.dry_run then
     io.stderr:write(string.format("%s: %d file(s), %d bytes (%d sent) in %.2fs%s\n", verb, files, bytes, sent, elapsed,
       o.verify and ", SHA-256 verified on both ends" or ""))

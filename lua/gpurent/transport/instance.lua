@@ -7,7 +7,10 @@
 --   gpurent.connect(target [, opts]) -> inst
 --     target: ssh_config alias or user@host:port; opts: accept_new_host,
 --     connect_timeout, password/passphrase (gpurent.secret), config (ssh_config path),
---     max_output (the capture cap for this instance's calls)
+--     max_output (the capture cap for this instance's calls), compress (true: zlib
+--     compression on this connection and every session it opens for transfers and
+--     tunnels; false: none; default ssh_config's Compression; the method agreed is
+--     inst:compression(): "zlib@openssh.com", "zlib" or "none" when the server declined)
 --   inst:sh(cmd [, opts]) -> {code, signal, stdout, stderr, elapsed}
 --     opts: stdin (string|secret), env {NAME=string|secret} (sent over stdin, never
 --     in argv), timeout (s: then the channel is closed and the command's remote
@@ -54,6 +57,9 @@ local RECONNECT_DELAYS = {0.2, 0.5, 1.0}
 
 function instance.connect(target, opts)
   opts = opts or {}
+  if opts.compress ~= nil and type(opts.compress) ~= "boolean" then
+    error("connect: compress must be true or false, got " .. tostring(opts.compress), 2)
+  end
   local cfg = sshconfig.resolve(target, {config = opts.config})
   local self = setmetatable({target = target, cfg = cfg, opts = opts, busy = false}, Instance)
   self.conn = ssh.connect(cfg, opts)
@@ -62,6 +68,11 @@ function instance.connect(target, opts)
   -- release clock runs (gpurent.billing.clock); never fatal to the connection
   pcall(function() require("gpurent.billing.clock").connect_warning(target, cfg) end)
   return self
+end
+
+-- The compression method the live connection agreed ("none" when not compressing).
+function Instance:compression()
+  return self.conn and self.conn.compression
 end
 
 -- Errors that reconnecting cannot fix: a refused host key or rejected credentials.

@@ -7,7 +7,9 @@
 --   ssh.connect(cfg, opts) -> conn      cfg from sshconfig.resolve; opts:
 --       accept_new_host, connect_timeout, password (secret), passphrase (secret),
 --       accept_flag (the caller's command-line flag for accept_new_host, named in
---       the refusal of an unknown host key; without it the hint is an ssh command)
+--       the refusal of an unknown host key; without it the hint is an ssh command),
+--       compress (true/false: zlib compression; default ssh_config's Compression);
+--       conn.compression is the method agreed ("zlib@openssh.com", "zlib" or "none")
 --   The transport is TCP, or the stdio of ProxyCommand, or of ProxyJump as OpenSSH
 --   defines it (ProxyCommand `ssh -W '[%h]:%p' JUMP`, with -J for the rest of a chain
 --   and -F for gpurent's config file): the jump hosts' keys are checked by that ssh
@@ -598,10 +600,21 @@ local function set_prefs(conn)
   if cfg.kexalgorithms then pref("kex", cfg.kexalgorithms, "KexAlgorithms") end
 end
 
+-- Compression: opts.compress (connect{compress=}, `--compress`) when given, else
+-- ssh_config's Compression. libssh2 reads the flag only at the handshake, so it is set
+-- before it; the server picks (zlib@openssh.com after auth, or zlib), and
+-- conn.compression records what was agreed ("none" when the server declined).
+local function wants_compression(conn, opts)
+  if opts.compress ~= nil then return opts.compress and true or false end
+  return conn.cfg.compression and true or false
+end
+
 local function handshake(conn, opts, deadline)
   local ok, err = pcall(function()
     set_prefs(conn)
+    if wants_compression(conn, opts) then conn.sess:compress(true) end
     ssh.run(conn, deadline, "SSH handshake", conn.sess.handshake, conn.sess)
+    conn.compression = conn.sess:negotiated("comp")
   end)
   if ok then return end
   conn.sess:close("handshake failed")

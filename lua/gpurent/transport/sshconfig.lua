@@ -11,7 +11,7 @@
 --       certificatefiles={...} (ECDSA certificates only: see cert_refusal), serveraliveinterval, serveralivecountmax, connecttimeout,
 --       connectionattempts, addressfamily, knownhostsfiles={...}, globalknownhostsfiles,
 --       stricthostkeychecking, hashknownhosts, hostkeyalias, batchmode,
---       pubkeyauthentication, passwordauthentication, proxyjump, proxycommand,
+--       pubkeyauthentication, passwordauthentication, proxyjump, proxycommand, compression,
 --       ciphers/macs/kexalgorithms/hostkeyalgorithms (set only when not OpenSSH's default),
 --       config (the -F file given, if any), files={the config files}}
 -- GPURENT_SSH_CONFIG names the user config file (like ssh -F: no system file then).
@@ -93,7 +93,7 @@ class(HONOURED, [[host hostname user port identityfile identitiesonly identityag
   proxyjump proxycommand connecttimeout connectionattempts serveraliveinterval serveralivecountmax
   ciphers macs kexalgorithms hostkeyalgorithms pubkeyauthentication passwordauthentication
   batchmode addressfamily canonicalizehostname canonicaldomains canonicalizefallbacklocal
-  canonicalizemaxdots canonicalizepermittedcnames certificatefile]])
+  canonicalizemaxdots canonicalizepermittedcnames certificatefile compression]])
 -- Where or how to connect, and gpurent cannot do it: an error unless at the default.
 class(REFUSED, [[bindaddress bindinterface checkhostip knownhostscommand revokedhostkeys
   nohostauthenticationforlocalhost verifyhostkeydns pkcs11provider securitykeyprovider
@@ -106,7 +106,7 @@ local REASONS = {}
 -- ControlMaster/Path/Persist: a fresh connection reaches the same host with the same
 -- checks. UpdateHostKeys: gpurent never rotates known_hosts entries (as `no`).
 -- ForwardAgent: never forwarded (docs/RELIABILITY.md, security_spec).
-class(IRRELEVANT, [[addkeystoagent casignaturealgorithms clearallforwardings compression
+class(IRRELEVANT, [[addkeystoagent casignaturealgorithms clearallforwardings
   controlmaster controlpath controlpersist dynamicforward enableescapecommandline enablesshkeysign
   escapechar exitonforwardfailure fingerprinthash forkafterauthentication forwardagent forwardx11
   forwardx11timeout forwardx11trusted gatewayports gssapiauthentication gssapikeyexchange
@@ -445,6 +445,7 @@ function sshconfig.resolve(target, opts)
     passwordauthentication = g.passwordauthentication ~= "no",
     proxyjump = g.proxyjump ~= "none" and g.proxyjump or nil,
     proxycommand = g.proxycommand ~= "none" and g.proxycommand or nil,
+    compression = yes(g.compression),
     ciphers = non_default(g, "ciphers"), macs = non_default(g, "macs"),
     kexalgorithms = non_default(g, "kexalgorithms"), hostkeyalgorithms = non_default(g, "hostkeyalgorithms"),
     files = (read_files(file)),
