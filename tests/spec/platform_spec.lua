@@ -16,11 +16,11 @@ describe("gpurent.platform", function()
     end
     assert.are.equal("generic", platform.of({platform = "no-such-provider"}).name)
     assert.are.equal("generic", platform.of(nil).name)
-    assert.are.same({"autodl"}, platform.names())
+    assert.are.same({"autodl", "slurm"}, platform.names())
   end)
 
   it("every platform provides the whole interface", function()
-    for _, P in ipairs({platform.of("generic-ssh"), platform.of("autodl")}) do
+    for _, P in ipairs({platform.of("generic-ssh"), platform.of("autodl"), platform.of("slurm")}) do
       for _, f in ipairs({"client", "require_client", "stop", "parse_login", "notify", "in_instance_power_off"}) do
         assert.are.equal("function", type(P[f]), P.name .. "." .. f)
       end

@@ -23,6 +23,7 @@
 --   detach.install(inst, r, text_for_version) -> path, version, created
 --       text_for_version(version) -> the wrapper's text (reuses an identical version)
 --   detach.start(inst, r, {script=, mode="auto"|"tmux"|"nohup"}) -> {mode=, attempt=}
+--       (the platform's P.start_detached instead when it has one: gpurent.platform)
 --       the start itself is gpurent's one detach starter, detach_start in
 --       lua/gpurent/remote/detach.sh (tmux when present/asked, else nohup + setsid),
 --       shared with the autostop watchdog; an on-box queue includes it the same way
@@ -86,8 +87,12 @@ function detach.install(inst, r, text_for_version)
 end
 
 -- The guard + start (remote/run_start.sh, with the one detach starter remote/detach.sh).
+-- A platform with its own starter (a scheduler's batch submission) supplies it as
+-- P.start_detached(inst, r, o) -> {mode=, attempt=, how=}: the same wrapper, its way.
 function detach.start(inst, r, o)
   o = o or {}
+  local P = r.profile and require("gpurent.platform").of(r.profile)
+  if P and P.start_detached then return P.start_detached(inst, r, o) end
   local script = remote.script("run_start", {META = r.paths.meta, SESSION = r.session, SCRIPT = o.script,
     LOG = r.paths.log, MODE = o.mode or "auto"})
   -- not idempotent: a lost connection mid-start must be probed, never blindly re-run

@@ -56,6 +56,7 @@ gate.NEEDS = {
   delete_durable = {evidence = "run", approval = true},
   power_off = {evidence = false, approval = true},
   delete_files = {evidence = false, approval = true},   -- `gpurent clean HOST --delete PATH ...`
+  cancel_job = {evidence = false, approval = true},     -- a scheduler's stop verb (scancel): as a meter stop
 }
 
 -- The name to hand to the transport (C checks it again): one the person approved.

@@ -8,6 +8,7 @@
 -- State is decided from those facts, never from a grep of a cumulative log:
 --   finished  no session, no process, and the wrapper's marker says exit 0
 --   dead      no session, no process, and no success marker (FAILED, or vanished)
+--   pending   the platform's scheduler holds the job queued (P.job_state): not stalled
 --   stalled   alive, but the newest log line and artifact are older than the window
 --   running   alive and moving (a frozen log with advancing artifacts is noted as
 --             buffered stdout)
@@ -95,7 +96,15 @@ function monitor.probe(inst, r, o)
   if res.code ~= 0 then
     error(string.format("probe of %s on %s exited %s: %s", r.id, r.host, tostring(res.code), res.stderr or ""), 0)
   end
-  return monitor.parse(r, res.stdout)
+  local f = monitor.parse(r, res.stdout)
+  -- a platform whose jobs run elsewhere (a scheduler's compute node) says whether the
+  -- job is still queued or running: the wrapper's PID is not visible from here
+  local P = require("gpurent.platform").of(r.profile)
+  if P.job_state and (f.attempt or 0) > 0 then
+    f.job = P.job_state(inst, r)
+    if f.job and f.job.active then f.alive = true end
+  end
+  return f
 end
 
 -- ---- triage ------------------------------------------------------------------
@@ -242,8 +251,15 @@ function monitor.classify(f, o)
   local v = {facts = f}
   if (f.attempt or 0) == 0 then v.state = "not_launched"; return v end
   local now = f.now or os.time()
+  -- queued, not stalled: the scheduler has not started it (or requeued it)
+  if f.job and f.job.pending then
+    v.state = "pending"
+    v.why = "waiting for the scheduler" .. (f.job.reason and (": " .. f.job.reason) or "")
+    return v
+  end
   if f.alive then
     local newest = math.max(f.log_mtime or 0, f.artifact_mtime or 0, f.started or 0)
+    if newest == 0 and f.job then newest = now end   -- just started: the wrapper has not written yet
     v.quiet_for = math.floor(now - newest)
     if v.quiet_for > stall then
       v.state = "stalled"
@@ -290,7 +306,11 @@ function monitor.status_line(f, v)
   -- a live session is named; a gone one is not (a nohup job never had one, and a
   -- tmux job's session ends with its wrapper, which "pid gone" already says)
   if f.session then alive[#alive + 1] = "tmux up" end
-  alive[#alive + 1] = "pid " .. tostring(f.pid or "-") .. (f.proc and " alive" or " gone")
+  if f.job then
+    alive[#alive + 1] = "job " .. f.job.id .. " " .. f.job.state .. (f.job.reason and (" (" .. f.job.reason .. ")") or "")
+  else
+    alive[#alive + 1] = "pid " .. tostring(f.pid or "-") .. (f.proc and " alive" or " gone")
+  end
   parts[#parts + 1] = table.concat(alive, ", ")
   if f.done then parts[#parts + 1] = "DONE exit " .. tostring(f.done.exit) end
   if f.failed then parts[#parts + 1] = "FAILED exit " .. tostring(f.failed.exit) .. " at " .. tostring(f.failed.stage) end

@@ -59,8 +59,11 @@
 -- A scheduler platform (issue 19, Slurm) fits this shape: its client reads accounting
 -- (sacct), P.stop is scancel behind the same gate and approval (gate.check needs an
 -- action for it), P.gotchas its quota and partition probes, P.parse_login the login
--- node's string. Still generic today, and for it to supply: the detach primitive (sbatch
--- instead of tmux/nohup) and the job-state source of watch (squeue/sacct).
+-- node's string (platform/slurm.lua). Two optional fields let it drive the generic lifecycle:
+--   P.start_detached(inst, r, {script=}) -> {mode=, attempt=, how=}   the detach starter
+--       (sbatch instead of tmux/nohup; gpurent.lifecycle.detach.start calls it when present)
+--   P.job_state(inst, r) -> {id, state, reason, pending, active} | nil   read by every
+--       monitor.probe: active counts as alive, pending is the verdict "pending" (not stalled)
 local fs = require "gpurent.util.fs"
 
 local platform = {}

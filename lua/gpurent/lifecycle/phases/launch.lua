@@ -179,7 +179,7 @@ function launch.run(ctx, o)
   st.script, st.version = script, version
   -- a nohup job is named as such: nothing here mentions a session it does not have
   r:say("launch", "started attempt %d under %s; outputs and checkpoints in %s; log %s", st.attempt,
-    st.mode == "tmux" and ("tmux (session " .. r.session .. ")") or (st.mode .. " + setsid (detached from this SSH session)"),
+    st.how or st.mode == "tmux" and ("tmux (session " .. r.session .. ")") or (st.mode .. " + setsid (detached from this SSH session)"),
     r.paths.out, r.paths.log)
   launch.probe(inst, r, o)
   return {job = st}

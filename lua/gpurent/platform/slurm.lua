@@ -1,0 +1,162 @@
+-- gpurent.platform.slurm: a GPU cluster driven through its own scheduler (issue 19).
+-- gpurent reaches the login node over SSH; a run's wrapper (the same on-box
+-- completion chain as elsewhere: DONE/FAILED markers, durable sync) runs on a compute
+-- node as a batch job: P.start_detached writes a batch script whose #SBATCH lines
+-- come from the profile's `slurm:` keys (remote/slurm_submit.sh) and submits it with
+-- `sbatch --parsable`, recording the job id in the attempt's meta dir (aN/jobid).
+-- Watch reads the job's state through P.job_state (squeue, else sacct): PENDING is
+-- waiting for the scheduler, not a stalled job. There is no billing API, no meter and
+-- no instance to release: the stop verb is `scancel` of the run's job, behind the
+-- teardown gate's approval (gate action cancel_job: refused without --approve HOST).
+--
+--   slurm.sbatch_options(profile, r) -> {"--partition=gpu", ...}   one #SBATCH line each
+--   slurm.start_detached(inst, r, {script=}) -> {mode="sbatch", attempt=, job=, how=}
+--   slurm.job_state(inst, r) -> {id=, state=, reason=, active=, pending=} | nil (no job)
+--   slurm.stop{inst=, run= r | job= ID, host=} -> {decision=, job=, status="cancelled"}
+--   (and the interface every platform has: gpurent.platform's header)
+local errors = require "gpurent.util.errors"
+local hosts = require "gpurent.hosts"
+local remote = require "gpurent.remote"
+
+local slurm = {name = "slurm", title = "Slurm", gotchas = nil, verbs = {cancel_job = {gated = true}}}
+
+slurm.login_example = "ssh user@login.example.org"
+
+local NO_API = "a Slurm cluster has no billing API in gpurent: jobs are accounted by the scheduler (sacct)"
+
+function slurm.client() return nil, NO_API end
+
+function slurm.require_client(o)
+  o = o or {}
+  errors.raise(o.kind or "usage", (o.context or "") .. NO_API .. "; stop a run's job with its scancel (gated)", 0)
+end
+
+function slurm.parse_login(text)
+  return hosts.parse_ssh_command(text, slurm.login_example)
+end
+
+slurm.hints = {no_token = NO_API}
+
+function slurm.hints.unreachable(host)
+  return string.format("(the cluster's login node %s does not answer: check the VPN or bastion it needs; " ..
+    "a new address? gpurent host add %s 'ssh user@login.example.org')", host, host)
+end
+
+function slurm.hints.teardown_reminder(host)
+  return string.format("no meter on %s (a Slurm cluster): a finished job has left the queue; the run's files stay " ..
+    "in scratch (which the cluster may purge) and its best checkpoint in home until you delete them", host)
+end
+
+function slurm.notify() return false, "no push channel on this platform" end
+function slurm.notify_ready() return false, "no push channel on this platform" end
+
+function slurm.create()
+  errors.usage("a Slurm cluster has no instances to create: gpurent host add NAME 'ssh user@login.example.org' " ..
+    "--profile slurm, then run on it", 0)
+end
+
+function slurm.in_instance_power_off()
+  errors.usage("a Slurm login node is not powered off by gpurent: stop a run's job (scancel, gated) instead", 0)
+end
+
+-- ---- the batch request ---------------------------------------------------------------
+
+local SIGNALS = {USR1 = true, USR2 = true, TERM = true, INT = true}
+
+-- One #SBATCH option per set key of the profile's `slurm:` map; the run's own output,
+-- name and working directory. Every key the profile sets is honoured here.
+function slurm.sbatch_options(p, r)
+  local s = p.slurm
+  if type(s) ~= "table" then
+    errors.usage("profile " .. tostring(p.platform) .. " has no slurm: map (partition, account, qos, gres, time, " ..
+      "requeue, signal, signal_seconds): see profiles/slurm.yaml", 0)
+  end
+  local opts = {"--job-name=" .. r.session, "--output=" .. r.paths.log, "--open-mode=append", "--chdir=" .. r.paths.meta}
+  for _, k in ipairs{"partition", "account", "qos", "gres", "time"} do
+    if s[k] ~= nil then opts[#opts + 1] = "--" .. k .. "=" .. tostring(s[k]) end
+  end
+  opts[#opts + 1] = s.requeue and "--requeue" or "--no-requeue"
+  if s.signal then
+    if not SIGNALS[s.signal] then errors.usage("profile slurm.signal " .. tostring(s.signal) .. ": one of USR1 USR2 TERM INT", 0) end
+    opts[#opts + 1] = string.format("--signal=B:%s@%d", s.signal, s.signal_seconds or 120)
+  end
+  for _, o in ipairs(opts) do
+    if o:find("[\n\r]") then errors.usage("profile slurm: the option " .. string.format("%q", o) .. " holds a newline", 0) end
+  end
+  return opts
+end
+
+-- The guard + the batch script + sbatch in one round trip (remote/slurm_submit.sh):
+-- never a second job while this run's current one is still queued or running.
+function slurm.start_detached(inst, r, o)
+  o = o or {}
+  -- the wrapper's paths are filled in quoted: a ~ would stay a literal directory name
+  -- on the compute node, and Slurm expands none in --output/--chdir
+  if tostring(r.paths.meta):sub(1, 1) ~= "/" then
+    errors.usage(string.format("profile %s: the run root %s is not absolute; a batch job needs absolute paths " ..
+      "(Slurm expands no ~): set tiers.*.path and checkpoints.run_root/live_dir/durable_dir to your cluster's " ..
+      "home and scratch in a site overlay (extends: slurm); nothing was submitted", tostring(r.profile.platform),
+      tostring(r.paths.root)), 0)
+  end
+  local opts = slurm.sbatch_options(r.profile, r)
+  local sig = r.profile.slurm.signal or ""
+  local res = inst:sh(remote.script("slurm_submit", {META = r.paths.meta, SCRIPT = o.script, LOG = r.paths.log,
+    OPTIONS = remote.lines(opts, "slurm options"), SIGNAL = sig}), {timeout = 60})
+  local out = res.stdout or ""
+  local refuse = out:match("refuse ([^\n]*)")
+  if refuse then
+    errors.refuse("launch " .. r.id .. " on " .. r.host .. ": " .. refuse .. " (no second copy of a live job)", 0)
+  end
+  local job = out:match("job (%d+)")
+  if res.code ~= 0 or not job then
+    error(string.format("launch %s on %s: sbatch failed (exit %s): %s%s", r.id, r.host, tostring(res.code), out,
+      res.stderr or ""), 0)
+  end
+  return {mode = "sbatch", attempt = tonumber(out:match("attempt (%d+)")), job = job,
+          how = "Slurm job " .. job .. " (sbatch " .. table.concat(opts, " ", 5) .. ")"}
+end
+
+-- ---- the job's state -------------------------------------------------------------------
+
+-- Slurm's states that still hold (or will hold) the job: never a second copy meanwhile.
+local PENDING = {PENDING = true, REQUEUED = true, REQUEUE_HOLD = true, REQUEUE_FED = true, CONFIGURING = true,
+                 RESV_DEL_HOLD = true, SUSPENDED = true, RESIZING = true, SPECIAL_EXIT = false}
+local RUNNING = {RUNNING = true, COMPLETING = true, STAGE_OUT = true, SIGNALING = true, STOPPED = true}
+
+function slurm.job_state(inst, r)
+  local res = inst:sh(remote.script("slurm_job_state", {META = r.paths.meta}), {timeout = 30, idempotent = true})
+  local id, state, reason = (res.stdout or ""):match("gr_job (%d+) (%S+) ?([^\n]*)")
+  if not id then return nil end
+  state = state:match("^(%u[%u_]*)") or state      -- sacct says "CANCELLED by 0"
+  return {id = id, state = state, reason = reason ~= "" and reason ~= "None" and reason or nil,
+          pending = PENDING[state] == true, active = PENDING[state] == true or RUNNING[state] == true}
+end
+
+-- ---- the stop verb: scancel behind the gate ----------------------------------------
+
+function slurm.stop(o)
+  o = o or {}
+  local gate = require "gpurent.lifecycle.gate"
+  local inst = o.inst
+  local host = o.host or (o.run and o.run.host) or o.ref or o.target
+  if type(host) ~= "string" or host == "" then errors.usage("slurm.stop: the host (cluster alias) is required", 0) end
+  if not inst then inst = require("gpurent.transport.instance").connect(o.target or host) end
+  local job = o.job
+  if not job and o.run then
+    local st = slurm.job_state(inst, o.run)
+    job = st and st.id
+    if not job then errors.usage("run " .. tostring(o.run.id) .. " on " .. host .. " has no Slurm job recorded", 0) end
+  end
+  if not tostring(job or ""):match("^%d+$") then errors.usage("slurm.stop: a job id (digits) or a run is required", 0) end
+  -- the same gate as a meter stop: approval for the host, asked in C; refusal sends nothing
+  local decision = gate.check{action = "cancel_job", instance = host, names = {tostring(job)}, dry_run = o.dry_run,
+    run_id = o.run and o.run.id, profile_name = "slurm", interactive = o.interactive, out = o.out}
+  if o.dry_run then return {decision = decision, job = job, status = "dry_run"} end
+  local res = inst:sh("scancel " .. tostring(job), {timeout = 60})
+  if res.code ~= 0 then
+    error(string.format("scancel %s on %s exited %s: %s", tostring(job), host, tostring(res.code), res.stderr or ""), 0)
+  end
+  return {decision = decision, job = job, status = "cancelled"}
+end
+
+return slurm

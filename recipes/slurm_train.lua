@@ -1,0 +1,53 @@
+-- slurm_train.lua: one training job on a Slurm cluster, the same arc as autodl_train.lua:
+-- connect (the login node) -> setup -> audit -> environment -> prepare -> launch (sbatch:
+-- gpurent.platform.slurm) -> watch (the job's state: PENDING is not stalled) -> close
+-- -> pull. No teardown: nothing to power off; a job is stopped with scancel (gated).
+-- Each step is a phase in lua/gpurent/lifecycle/phases/; gpurent.lifecycle runs them
+-- and owns errors, the ledger, Ctrl-C and the ending. Your own recipe replaces one
+-- (lifecycle.replace(list, "watch", mine)) or inserts its own (lifecycle.insert_after).
+local params = gpurent.recipe {
+  description = "Train one job on a Slurm cluster end to end: audit, sbatch, watch the job, seal, pull, verify",
+  params = {
+    {name = "host", required = true, help = "ssh alias of the login node (gpurent host add NAME 'ssh user@login')"},
+    {name = "profile", default = "slurm", help = "the cluster's profile (slurm, or a site overlay extending it)"},
+    {name = "project", required = true, help = "project name: the run root is <data>/<project>"},
+    {name = "code", required = true, help = "local code directory pushed to the box"},
+    {name = "train", required = true, help = "train command, run in the code dir; {python} {out} {run_id} filled in"},
+    {name = "smoke", help = "local CPU smoke command run before anything remote ({tmp}: a temp dir)"},
+    {name = "expected", type = "list", help = "capsule roster: files every result holds",
+     default = {"run.json", "train.csv", "best.pth", "best_metrics.json", "test/final/metrics.json"}},
+    {name = "load", help = "checkpoint load command, run locally; {} is the checkpoint path (default: the box's check)"},
+    {name = "box_load", help = "checkpoint load check on the box before the durable sync and the seal, run in the code " ..
+     "dir; {} is the checkpoint, {python} the box interpreter (default: torch.load weights_only=True, CPU)"},
+    {name = "local_dir", default = "runs", help = "where pulled results go"},
+    {name = "secrets", type = "list", help = "names of environment variables pushed as secrets over stdin"},
+    {name = "interval", type = "number", default = 30, help = "watch: seconds between probes"},
+    {name = "stall", type = "number", default = 600, help = "watch: stall window in seconds"},
+    {name = "expected_seconds", type = "number", help = "watch: expected duration (fast-finish check)"},
+    {name = "max_relaunches", type = "integer", default = 2, help = "watch: relaunches of a probabilistic failure"},
+    {name = "max_wait", type = "number", default = 86400, help = "watch: bounded wait in seconds"},
+    {name = "ckpt_size", default = "50M", help = "audit: size of one checkpoint (budget)"},
+    {name = "gotchas", type = "boolean", default = true, help = "audit: run the gotcha probes"},
+    {name = "id", help = "run id (default: a fresh one)"},
+  },
+}
+local lifecycle = require "gpurent.lifecycle"
+local phases = require "gpurent.lifecycle.phases"
+local run = require "gpurent.lifecycle.run"
+
+local r = run.new{host = params.host, project = params.project, recipe = "slurm_train", id = params.id, profile = params.profile,
+  local_dir = params.local_dir, interval = params.interval, stall_seconds = params.stall,
+  expected_seconds = params.expected_seconds, max_relaunches = params.max_relaunches, max_wait = params.max_wait,
+  roster = params.expected, load_cmd = params.load}
+r:say("run", "run %s: %s on %s (profile %s); re-attach from any shell: gpurent watch %s", r.id, params.project,
+  params.host, r.profile_name, r.id)
+
+lifecycle.run(r, phases.train(), {options = {
+  audit = {ckpt_bytes = params.ckpt_size, gotchas = params.gotchas},
+  environment = {secrets = run.secrets_from_env(params.secrets)},
+  prepare = {code_dir = params.code, smoke = params.smoke, command = params.train, params = params},
+  launch = {command = params.train, roster = params.expected, box_load = params.box_load},
+  close = {roster = params.expected, box_load = params.box_load},
+  pull = {roster = params.expected, load_cmd = params.load, local_dir = params.local_dir},
+  teardown = {skip = true},
+}})
