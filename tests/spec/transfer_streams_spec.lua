@@ -112,4 +112,26 @@ describe("one file over several streams", function()
   it("a get SIGKILLed mid-range resumes only the blocks the .part lacks, verified", function()
     killed_then_resumed("get")
   end)
+
+  -- the source rewritten in place (same size) under a download: what was streamed is
+  -- not what the box holds, so the verification fails and nothing takes the final name
+  for _, streams in ipairs({1, 4}) do
+    it("a get whose source changes mid-transfer fails verification, leaving no file (" .. streams .. " stream(s))", function()
+      local remote, to = fx.home .. "/moving" .. streams .. ".bin", dir .. "/moving" .. streams .. ".back"
+      sh("head -c " .. SIZE .. " /dev/urandom > " .. T.q(remote))
+      local pid, out = spawn(dir, link.config, string.format("get --streams %d h1 %s %s", streams, T.q(remote), T.q(to)))
+      wait_data(to .. ".part", 2 * 1048576, out)
+      corrupt(remote, 100)   -- already streamed: the box's hash now differs from the stream's
+      local code
+      for _ = 1, 1500 do                                   -- bounded: 30 s
+        if not os.execute("kill -0 " .. pid .. " 2>/dev/null") then code = true; break end
+        core.sys.sleep(0.02)
+      end
+      assert.is_true(code, "the get did not end")
+      local text = T.read(out)
+      assert.matches("SHA-256 mismatch after download", text, 1, true)
+      assert.is_nil(lfs.attributes(to), "a file that failed verification took the final name")
+      assert.is_nil(lfs.attributes(to .. ".part"), "the unverifiable .part was kept")
+    end)
+  end
 end)

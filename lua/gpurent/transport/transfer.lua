@@ -123,6 +123,21 @@ local function remote_sha256(conn, path, n)
   return r.stdout:match("^(%x+)")
 end
 
+-- The end of a download: when verifying, the box's SHA-256 (`remote`, nil when the
+-- box gave none) must equal the streamed one, else the .part is removed and the error
+-- raised; then mode and mtime are set and the .part takes its final name.
+local function finish_download(conn, src, part, dst, rst, sha, verify, remote)
+  if verify and remote ~= sha then
+    os.remove(part)
+    ssh.error("transfer", conn, string.format("SHA-256 mismatch after download of %s: local %s, remote %s; %s removed",
+      src, sha, tostring(remote), part), {reason = "verify"})
+  end
+  if rst.mode then core.ssh.chmod(part, rst.mode) end
+  if rst.mtime then lfs.touch(part, rst.atime or rst.mtime, rst.mtime) end
+  local rok, rerr = os.rename(part, dst)
+  if not rok then error("get: cannot rename " .. part .. " to " .. dst .. ": " .. tostring(rerr), 0) end
+end
+
 local function step_loop(conn, x, stall, prog, offset)
   while true do
     local r, n = x:step()
@@ -1189,18 +1204,7 @@ local function get_file_owned(inst, src, dst, opts)
       ssh.error("transfer", conn, string.format("%s changed during download (%d bytes expected, %d received); %s kept for resume",
         src, rst.size, got or -1, part))
     end
-    if opts.verify then
-      local remote = remote_sha256(conn, src)
-      if remote ~= sha then
-        os.remove(part)
-        ssh.error("transfer", conn, string.format("SHA-256 mismatch after download of %s: local %s, remote %s; %s removed",
-          src, sha, tostring(remote), part), {reason = "verify"})
-      end
-    end
-    if rst.mode then core.ssh.chmod(part, rst.mode) end
-    if rst.mtime then lfs.touch(part, rst.atime or rst.mtime, rst.mtime) end
-    local rok, rerr = os.rename(part, dst)
-    if not rok then error("get: cannot rename " .. part .. " to " .. dst .. ": " .. tostring(rerr), 0) end
+    finish_download(conn, src, part, dst, rst, sha, opts.verify, opts.verify and remote_sha256(conn, src) or nil)
     if opts.verify then   -- what is on disk under the final name, not what was streamed
       local disk, bytes = hash.sha256_file(dst)
       if disk ~= sha or bytes ~= rst.size then
@@ -2196,19 +2200,8 @@ local function get_ranged(inst, src, dst, opts, n)
     prog.update(size, true)
     require("gpurent.util.fs").fsync(part)
     local sha = state.sha or hash.sha256_file(part)
-    if opts.verify then
-      if eng.hash_error then error(eng.hash_error, 0) end
-      local remote = eng.hashes and eng.hashes[1]
-      if remote ~= sha then
-        os.remove(part)
-        ssh.error("transfer", conn, string.format("SHA-256 mismatch after download of %s: local %s, remote %s; %s removed",
-          src, sha, tostring(remote), part), {reason = "verify"})
-      end
-    end
-    if rst.mode then core.ssh.chmod(part, rst.mode) end
-    if rst.mtime then lfs.touch(part, rst.atime or rst.mtime, rst.mtime) end
-    local rok, rerr = os.rename(part, dst)
-    if not rok then error("get: cannot rename " .. part .. " to " .. dst .. ": " .. tostring(rerr), 0) end
+    if opts.verify and eng.hash_error then error(eng.hash_error, 0) end
+    finish_download(conn, src, part, dst, rst, sha, opts.verify, eng.hashes and eng.hashes[1])
     return ranged_result(dst, size, have, sha, t0, opts.verify, n)
   end)
 end
