@@ -269,10 +269,18 @@ end
 
 function clock.on_command(o)
   o = o or {}
-  if not ledger.exists() then return end
+  local sd = require "gpurent.state.dir"
+  if not ledger.exists(o.ledger_path) then sd.clear_pending(o.ledger_path); return end
   local ok, err = pcall(clock.remind, o)
   if not ok then (o.out or io.stderr):write("gpurent: (release clock reminders: ", tostring(err), ")\n") end
   pcall(require("gpurent.notify").flush, o)
+  -- nothing left to remind of or to send: the next command skips all of this
+  pcall(function()
+    local L = ledger.open(o.ledger_path)
+    local left = L:pending_work()
+    L:close()
+    if not left then sd.clear_pending(o.ledger_path) end
+  end)
 end
 
 return clock

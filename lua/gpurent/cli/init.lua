@@ -202,7 +202,9 @@ function cli.main(cmd, args)
   if not mod then errors.usage("unknown command '" .. cmd .. "' (see gpurent help)", 0) end
   if wants_help(args) then io.write(mod.usage or mod.summary or "", "\n"); return 0 end
   -- owed at every command: the release clocks' due reminders and held pushes (never fatal)
-  pcall(function() require("gpurent.billing.clock").on_command() end)
+  if require("gpurent.state.dir").has_pending() then  -- one stat: nothing due, nothing loaded
+    pcall(function() require("gpurent.billing.clock").on_command() end)
+  end
   return mod.main(args)
 end
 

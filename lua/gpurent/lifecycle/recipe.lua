@@ -215,7 +215,9 @@ end
 -- recipe.main(file, argv): the body of `gpurent run`.
 function recipe.main(file, argv)
   -- like every command: due reminders of the release clocks and held pushes go out first
-  pcall(function() require("gpurent.billing.clock").on_command() end)
+  if require("gpurent.state.dir").has_pending() then  -- one stat: nothing due, nothing loaded
+    pcall(function() require("gpurent.billing.clock").on_command() end)
+  end
   local raw, positional = recipe.split_args(argv)
   -- library modules resolve through the lazy searcher init.lua installs
   local resolved = resolve(file)

@@ -189,11 +189,7 @@ local function env(k)
   return v ~= "" and v or nil
 end
 
-function ledger.state_dir()
-  if env("GPURENT_STATE_DIR") then return env("GPURENT_STATE_DIR") end
-  local base = env("XDG_STATE_HOME") or ((env("HOME") or error("ledger: HOME is not set", 0)) .. "/.local/state")
-  return base .. "/gpurent"
-end
+function ledger.state_dir() return require("gpurent.state.dir").path() end
 
 function ledger.default_path() return ledger.state_dir() .. "/ledger.sqlite" end
 
@@ -395,7 +391,19 @@ function Ledger:record_gate(t)
   end)
 end
 
+-- Work for the start of the next command (a held push, an open clock): the marker
+-- beside the ledger tells it without opening SQLite (gpurent.state.dir).
+function Ledger:mark_pending() pcall(require("gpurent.state.dir").mark_pending, self.path) end
+
+-- Is there such work left? (else the caller clears the marker)
+function Ledger:pending_work()
+  local r = self.db:query([[SELECT (SELECT count(*) FROM danger_clocks WHERE cleared_at IS NULL)
+    + (SELECT count(*) FROM notifications WHERE push = 'held') AS n]])[1]
+  return (r and r.n or 0) > 0
+end
+
 function Ledger:notify(t)
+  if t.push == "held" then self:mark_pending() end
   return self:transaction(function()
     local _, id = self.db:run([[INSERT INTO notifications (run_id, instance_id, kind, message, at, channel, push,
         pushed_at, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)]],
@@ -428,6 +436,7 @@ function Ledger:held_channels()
 end
 
 function Ledger:set_push(id, push, pushed_at, detail)
+  if push == "held" then self:mark_pending() end
   self:transaction(function()
     self.db:run("UPDATE notifications SET push = ?, pushed_at = ?, detail = coalesce(?, detail) WHERE id = ?",
       push, pushed_at, detail, id)
@@ -446,6 +455,7 @@ end
 -- One open clock per (instance, name): setting it again moves the deadline.
 function Ledger:set_danger_clock(t)
   local at = t.at or os.time()
+  self:mark_pending()
   self:transaction(function()
     local iid = instance_id(self, t.instance, "set_danger_clock")
     self.db:run("UPDATE danger_clocks SET cleared_at = ? WHERE instance_id = ? AND name = ? AND cleared_at IS NULL",
@@ -457,6 +467,7 @@ end
 
 function Ledger:open_clock(t)
   local at = t.at or os.time()
+  self:mark_pending()
   return self:transaction(function()
     local iid = instance_id(self, t.instance, "open_clock")
     local row = self.db:query("SELECT id FROM danger_clocks WHERE instance_id = ? AND name = ? AND cleared_at IS NULL",
