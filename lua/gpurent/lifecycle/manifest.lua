@@ -275,7 +275,7 @@ function manifest.verify(dir, opts)
   for _, f in ipairs(m.files) do      -- sizes first: cheap, and a short file needs no hash
     local size = fs.attributes(dir .. "/" .. f.path, "size")
     if size ~= f.bytes then problems[#problems + 1] = string.format("%s: %d bytes locally, %d in the manifest", f.path, size, f.bytes) end
-    total = total + f.bytes
+    total = total + size      -- the file's own size: an integer (the JSON number may read 2797.0)
   end
   if #problems > 0 then fail("verify " .. dir, problems) end
   for _, f in ipairs(m.files) do
