@@ -156,7 +156,17 @@ describe("a transfer owns its destination", function()
     local want = hash.sha256_file(src)
     local dst = dir .. "/twin.bin"
     local other = fx:connect(1)
-    local res = gpurent.parallel({inst, other}, function(i) return i:get(src, dst, {verify = true}) end)
+    -- the second task starts once the first holds <dst>.part.lock: under load the first
+    -- could otherwise finish (and release) before the second even asks
+    local res = gpurent.parallel({inst, other}, function(i)
+      if i == other then
+        for _ = 1, 2000 do
+          if lfs.attributes(dst .. ".part.lock") then break end
+          require("gpurent.transport.sched").sleep(0.005)
+        end
+      end
+      return i:get(src, dst, {verify = true})
+    end)
     other:close()
     local oks, errs = 0, {}
     for _, r in ipairs(res) do
