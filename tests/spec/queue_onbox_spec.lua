@@ -123,6 +123,10 @@ describe("on-box sweep queue", function()
     code, out, err = tb:gpurent(sweep_args("q1", "fq", qf, "start=3"))
     assert.are.equal(0, code, out .. err)
     assert.truthy(out:find("running 1 (from cell 3)", 1, true), out)
+    -- the sweep's boxes go through the install phase (AD9) before the queue starts
+    local p_install, p_queue = out:find("[install] no requirements.txt in the code", 1, true),
+      out:find("[queue] created the queue", 1, true)
+    assert.truthy(p_install and p_install < p_queue, out)
     qrun = out:match("\nQUEUE DONE (%S+): 1 cell%(s%) run, 1 ok, 0 failed") .. "-q1"
     events = tb:exec("q1", "cat " .. meta("fq", qrun) .. "/cells.log")
     assert.truthy(events:find("^start 3 "), events)
