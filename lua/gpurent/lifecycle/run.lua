@@ -235,6 +235,19 @@ function Run:check_budget(yuan, instance, action)
   return "budget " .. state .. ": " .. text
 end
 
+-- What a loop on the box needs to keep the budget itself (billing.box_budget: budget,
+-- spend at a time, price) -> facts | nil, why (no budget, or no price without the API).
+function Run:box_budget(yuan, instance)
+  local billing = require "gpurent.billing"
+  local name = instance or self.host
+  local budgets
+  if yuan then
+    budgets = billing.budgets()
+    budgets[name] = {yuan = yuan}
+  end
+  return billing.box_budget{instance = name, budgets = budgets, profile = self.profile_name}
+end
+
 -- A queue file (LIFECYCLE.md queue semantics): one cell per line, `<config> <task>
 -- [epochs]`; blank and # lines are skipped and not counted; cells are numbered 1..N.
 function run.parse_queue(text)
