@@ -37,7 +37,7 @@ local params = gpurent.recipe {
     {name = "max_wait", type = "number", default = 86400},
     {name = "mode", default = "auto", allowed = {"auto", "tmux", "nohup"}},
     {name = "notify", type = "boolean", default = false, help = "also push the sweep's end through the platform's channel"},
-    {name = "budget", type = "number", help = "spend budget in yuan per box: the sweep is refused beyond it"},
+    {name = "budget", type = "number", help = "spend budget in yuan per box: checked at launch and on the box before each cell"},
   },
 }
 local lifecycle = require "gpurent.lifecycle"
