@@ -7,6 +7,9 @@
 -- the cell writes (it names the tier and the dimension that is short); each cell's
 -- failure recorded - training OR durable sync - and the queue going on; a final
 -- `QUEUE DONE` line naming the failed cells and a non-zero exit when any failed.
+-- budget= (or `gpurent billing budget`) gates the launch and, on the box, every cell:
+-- over it, the cells left are "not started: budget", a notification goes out, and
+-- the sweep exits 3.
 -- Several hosts (host=a1,a2, one region) share one queue on the region FS: a free box
 -- claims the next cell by an atomic rename, and every output line names its host. A
 -- host that fails is reported as such, never counted as a cell; a sweep that ran no
@@ -34,7 +37,7 @@ local params = gpurent.recipe {
     {name = "max_wait", type = "number", default = 86400},
     {name = "mode", default = "auto", allowed = {"auto", "tmux", "nohup"}},
     {name = "notify", type = "boolean", default = false, help = "also push the sweep's end through the platform's channel"},
-    {name = "budget", type = "number", help = "spend budget in yuan per box: the sweep is refused beyond it"},
+    {name = "budget", type = "number", help = "spend budget in yuan per box: checked at launch and on the box before each cell"},
   },
 }
 local lifecycle = require "gpurent.lifecycle"
@@ -123,7 +126,7 @@ else
 end
 
 -- a failed host is a host, not a cell: it is named apart from the cells
-local ran, ok, failed, stopped, host_failures, detached = 0, 0, {}, {}, {}, {}
+local ran, ok, failed, stopped, host_failures, detached, budget_stops, not_started = 0, 0, {}, {}, {}, {}, {}, {}
 for i, res in ipairs(results) do
   local out = res.ok and res.value or nil
   -- a queue that died or timed out still counts the cells that ran (its error carries them)
@@ -132,6 +135,8 @@ for i, res in ipairs(results) do
     ran, ok = ran + s.ran, ok + #s.ok
     for _, f in ipairs(s.failed) do failed[#failed + 1] = f end
     if s.stopped then stopped[#stopped + 1] = params.host[i] .. ": " .. s.stopped end
+    if s.budget then budget_stops[#budget_stops + 1] = params.host[i] .. ": " .. queue.budget_text(s) end
+    for _, n in ipairs(s.not_started or {}) do not_started[#not_started + 1] = n end
   end
   if out and out.status == "detached" then
     detached[#detached + 1] = sweep .. "-" .. params.host[i]
@@ -150,19 +155,27 @@ table.sort(failed, function(a, b) return a.index < b.index end)
 local names = {}
 for _, f in ipairs(failed) do names[#names + 1] = string.format("cell %d (%s: %s)", f.index, f.id, f.why) end
 for _, why in ipairs(stopped) do print("[sweep] stopped at the disk gate on " .. why) end
-local summary = string.format("QUEUE DONE %s: %d cell(s) run, %d ok, %d failed%s%s%s", sweep, ran, ok, #failed,
+for _, why in ipairs(budget_stops) do print("[sweep] stopped by the budget on " .. why) end
+table.sort(not_started)
+local unstarted = {}
+for i, n in ipairs(not_started) do unstarted[i] = tostring(n) end
+local summary = string.format("QUEUE DONE %s: %d cell(s) run, %d ok, %d failed%s%s%s%s", sweep, ran, ok, #failed,
   #failed > 0 and (": " .. table.concat(names, "; ")) or "",
   ran < #todo and string.format("; %d cell(s) not run", #todo - ran) or "",
+  #unstarted > 0 and ("; not started (budget): cell(s) " .. table.concat(unstarted, ", ")) or
+    (#budget_stops > 0 and "; stopped by the budget" or ""),
   #host_failures > 0 and ("; " .. #host_failures .. " host(s) failed: " .. table.concat(host_failures, "; ")) or "")
 print(summary)
 -- the ledger's notification line always; the platform's push when asked, within its limits
 pcall(require("gpurent.notify").send, {kind = "sweep", message = summary, instance = params.host[1],
   push = params.notify, out = io.stderr})
-if #failed > 0 or #stopped > 0 or #host_failures > 0 or ok == 0 then
+if #failed > 0 or #stopped > 0 or #host_failures > 0 or #budget_stops > 0 or ok == 0 then
   local why = {}
   if ran == 0 then why[#why + 1] = "no cell ran" elseif ok == 0 then why[#why + 1] = "no cell produced a result" end
   if #failed > 0 then why[#why + 1] = #failed .. " cell(s) failed" end
   if #stopped > 0 then why[#why + 1] = "stopped at the disk gate" end
+  if #budget_stops > 0 then why[#why + 1] = "stopped by the budget (" .. table.concat(budget_stops, "; ") .. ")" end
   if #host_failures > 0 then why[#why + 1] = #host_failures .. " host(s) failed" end
-  errors.raise("remote", "sweep " .. sweep .. ": " .. table.concat(why, ", "), 0)
+  -- the budget, not the trainer, ended it: exit 3 like the budget gate's refusal
+  errors.raise(#budget_stops > 0 and "refusal" or "remote", "sweep " .. sweep .. ": " .. table.concat(why, ", "), 0)
 end

@@ -78,6 +78,30 @@ describe("cost that matches the bill", function()
     assert.are.equal("stopped", seen.power_state)
   end)
 
+  it("an instance started on the console enters the ledger at the first command that lists it", function()
+    -- ten minutes at 6 yuan/h, started outside gpurent; nothing has refreshed the ledger since
+    admin_ok(srv, "/__sim/register", {instance_uuid = "pro-c3", name = "con3", region = "westDC2",
+      host = "127.0.0.1", port = 2225, status = "running", price_per_hour = 6, started_ago = 600})
+    local no_token = "GPURENT_STATE_DIR=" .. T.q(srv.state) .. " HOME=" .. T.q(srv.dir) .. " AUTODL_TOKEN= AUTODL_TOKEN_FILE="
+    local code, out, err = T.run("cost", {env = no_token})
+    assert.are.equal(0, code, err)
+    assert.falsy(out:find("con3", 1, true), out)
+    -- any command that lists the account's instances (here a one-line recipe; the billing
+    -- verbs, status and the launch's gate list them too)
+    code, out, err = T.run([[-e 'local c = require("gpurent.platform").of(require("gpurent.config.profile").load("autodl")).client()
+      print(#c:instances() .. " listed")']], {env = srv:env()})
+    assert.are.equal(0, code, err)
+    assert.matches("%d+ listed", out)
+    -- then even a ledger-only cost (no token, no refresh) counts it from the provider's start
+    code, out, err = T.run("cost", {env = no_token})
+    assert.are.equal(0, code, err)
+    assert.matches("provider: not asked", out)
+    assert.matches("con3%s+10m0%ds%s+1%.00 CNY", out)
+    code, out, err = T.run("status", {env = no_token})
+    assert.are.equal(0, code, err)
+    assert.matches("con3[^\n]*running%s+on", out)
+  end)
+
   it("bills a no-GPU start at its own price when the seed gives one", function()
     admin_ok(srv, "/__sim/register", {instance_uuid = "pro-n1", name = "nogpu1", region = "westDC2",
       host = "127.0.0.1", port = 2224, status = "shutdown", price_per_hour = 3, no_gpu_price_per_hour = 0.1})

@@ -42,7 +42,9 @@ describe("gpurent repl on a testbed box", function()
     assert.matches("\nU%-OOM%s+ok", screen)
     term:close()
     repl("rb1")
-    term:wait_for("profile autodl: AutoDL instance pro-", 5, true)
+    -- resolved without --profile: from the API's instance, or from the ledger's row the
+    -- first session's listing wrote (every listed instance enters the ledger's meter)
+    term:wait_for("profile autodl: ", 5, true)
     screen = run_line(":check", 120)
     assert.is_nil(screen:find("no profile", 1, true), screen)
     assert.matches("\nAD6%s+warn%s+python3 is absent", screen)
@@ -81,7 +83,10 @@ describe("gpurent repl on a testbed box", function()
     -- the ledger knows the box (a run connected to it) but has no billing record,
     -- and no token reaches the API
     local ledger = require "gpurent.state.ledger"
-    finally(function() os.remove(tb.state .. "/ledger.sqlite") end)
+    -- a ledger of its own: the earlier tests' listings recorded rb1's provider stretch
+    local function fresh() for _, x in ipairs({"", "-wal", "-shm"}) do os.remove(tb.state .. "/ledger.sqlite" .. x) end end
+    fresh()
+    finally(fresh)
     local L = ledger.open(tb.state .. "/ledger.sqlite")
     L:upsert_instance{name = "rb1", profile = "autodl"}
     L:close()

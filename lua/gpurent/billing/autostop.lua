@@ -14,6 +14,8 @@
 --                                  STATE DURABLE ARMED_AT; with --budget also BUDGET_MILLI
 --                                  SPENT_MILLI PRICE_MILLI BUDGET_WARN CKPT_GLOB PUSH_URL
 --                                  PUSH_AUTH_HEADER PUSH_TOKEN_FILE), replaced only with no live watchdog
+--                                  (the sweep queue, remote/run_queue.sh, reads the budget
+--                                  keys and `readings` before each cell while it lives)
 --   STATE/push.token               the platform's push token, when the PERSON puts it there
 --                                  (gpurent never copies its token to a box): the budget
 --                                  warning and the budget stop are then pushed too

@@ -116,6 +116,7 @@ local function profile_name_for(P)
   if p and p.platform == P.name then return name end
   return P.name
 end
+clock.profile_name_for = profile_name_for     -- the profile a platform's listing is recorded under
 
 local function released_text(v)
   local P = v.platform

@@ -15,6 +15,10 @@
 --       create, power-on): refreshes the ledger from the provider when it can, then refuses
 --       (exit 3) a box whose spend reached its budget, or any step once the account's
 --       budget (billing.ACCOUNT, `gpurent billing budget --account YUAN`) is spent
+--   billing.box_budget{instance=, budgets=?, price=?, profile=?, now=, ledger_path=}
+--       -> {yuan=, spent=, price=, at=} | nil, why   what a loop on the box (no API token
+--       there) needs to keep this box's budget: the budget, the ledger's spend at `at`
+--       (refresh first: budget_gate does), the provider's price per hour of the box
 --   billing.parse_gpu_util(text) -> {percent...} | nil, why  (nvidia-smi csv, noheader, nounits)
 --   billing.idle_patrol{read_util=, job_alive=, idle_seconds=, notify=, now=} -> patrol
 --       patrol:tick() -> state {idle=, idle_for=, notified=, why=}
@@ -247,6 +251,32 @@ function billing.budget_gate(o)
     if not sent then io.stderr:write("gpurent: ", msg, "\n") end
   end
   return st, text
+end
+
+-- The box's price per hour from the platform's API; nil, why without one.
+local function api_price(instance, profile)
+  local profile_mod = require "gpurent.config.profile"
+  local p = type(profile) == "table" and profile or profile_mod.load(profile or profile_mod.default_name())
+  local c, why = require("gpurent.platform").of(p).client()
+  if not c then return nil, why end
+  local price = billing.price_per_hour(c:find(instance), c.per_yuan)
+  if not price then return nil, "the provider gives no price for " .. instance end
+  return price
+end
+
+function billing.box_budget(o)
+  local now = o.now or os.time()
+  local names, spent = box_spend(o.instance, now, o.ledger_path)
+  local budget = budget_of(names, o.budgets or billing.budgets())
+  if not budget then return nil, "no budget set" end
+  local price, why = o.price, nil
+  if not price then
+    local ok, res, no = pcall(api_price, o.instance, o.profile)
+    if not ok then return nil, errors.message(res) end
+    price, why = res, no
+  end
+  if not price then return nil, why end
+  return {yuan = budget.yuan, spent = spent or 0, price = price, at = now}
 end
 
 -- ---- idle detection ----------------------------------------------------------------

@@ -11,6 +11,8 @@
 --
 --   meter.refresh(client, {profile=, currency=, now=, ledger_path=, items=, wallet=})
 --       -> {instances = {...}, wallet = {...}}   (items/wallet: already read from the API)
+--   meter.record(items, o) -> {...}               a listing already read, into the ledger
+--   meter.observe(P, items, {per_yuan=}) -> {...} the client's hook on every full listing
 --   meter.try_refresh(o) -> report | nil, why    the default profile's platform, when it has a client
 --   meter.group(L, ref) -> {rows}, uuid           ledger rows of one box (name, alias or uuid)
 --   meter.spent(ref, now [, ledger_path]) -> yuan the ledger's metered cost of that box
@@ -91,18 +93,39 @@ local function refresh_item(L, item, o)
   return {name = name, uuid = item.uuid, status = item.status, price_per_hour = price, added = #added}
 end
 
+-- A listing already read from the API, into the ledger (no API call): every instance
+-- in it gets its row, power state, price and the stretches the ledger lacks.
+function meter.record(items, o)
+  o = o or {}
+  o.now = o.now or os.time()
+  local L <close> = ledger.open(o.ledger_path)
+  local out = {}
+  L:transaction(function()
+    for _, item in ipairs(items) do out[#out + 1] = refresh_item(L, item, o) end
+  end)
+  return out
+end
+
 function meter.refresh(client, o)
   o = o or {}
   o.now = o.now or os.time()
   o.per_yuan = o.per_yuan or client.per_yuan
   local items = o.items or client:instances()
   local wallet = o.wallet or client:balance()
-  local L <close> = ledger.open(o.ledger_path)
-  local out = {}
-  L:transaction(function()
-    for _, item in ipairs(items) do out[#out + 1] = refresh_item(L, item, o) end
-  end)
-  return {instances = out, wallet = wallet}
+  return {instances = meter.record(items, o), wallet = wallet}
+end
+
+-- The platform client's hook on every listing of the whole account (P's client calls
+-- it from instances()): an instance started on the console that gpurent never
+-- touched enters the ledger the first time any command lists it, so `gpurent cost`
+-- and `status` count it from then on, even without a token.
+function meter.observe(P, items, o)
+  o = o or {}
+  local name = require("gpurent.billing.clock").profile_name_for(P)
+  local ok, p = pcall(require("gpurent.config.profile").load, name)
+  local money = ok and p.billing and p.billing.money or {}
+  return meter.record(items, {profile = name, currency = money.currency, per_yuan = o.per_yuan or money.per_yuan,
+    now = o.now, ledger_path = o.ledger_path})
 end
 
 -- Refresh through the default (or named) profile's platform; nil, why when it has no

@@ -132,6 +132,8 @@ local function refuse_or_fail(res, what, r)
     res.stderr or ""), 0)
 end
 
+local function milli(yuan) return yuan and math.floor(yuan * 1000 + 0.5) or 0 end
+
 function queue.launch.run(ctx, o)
   o = o or {}
   local inst, r = lifecycle().session(ctx), ctx.run
@@ -144,6 +146,15 @@ function queue.launch.run(ctx, o)
   -- autostop watchdog parks it when the budget is spent: gpurent billing autostop --budget)
   local budget_line = r:check_budget(o.budget, o.instance, "sweep of " .. #o.cells .. " cell(s)")
   if budget_line then r:say("queue", "%s", budget_line) end
+  -- and before every cell, on the box: the box has no API token, so the queue gets the
+  -- budget, the spend now and the price, and counts on from there (run_queue.sh)
+  local hand, no_hand = r:box_budget(o.budget, o.instance)
+  if hand then
+    r:say("queue", "the queue checks the budget before each cell on the box: %.2f of %.2f yuan spent, %.2f yuan/h",
+      hand.spent, hand.yuan, hand.price)
+  elseif budget_line then
+    r:say("queue", "the budget is not re-checked before each cell on the box: %s", tostring(no_hand))
+  end
   -- the checkpoint load check, settled before anything is pushed (as for a single run):
   -- each cell's wrapper runs it before the durable sync, and its seal before sealing
   local lc = phases().launch.load_check(inst, r, {roster = o.roster, box_load = o.box_load},
@@ -185,7 +196,8 @@ function queue.launch.run(ctx, o)
   inst:sh(remote.script("run_install", {PATH = script}), {timeout = 60, check = true,
     stdin = remote.script("run_queue", {RUN_ID = r.id, HOST = r.host, META = r.paths.meta, LOG = r.paths.log,
       QDIR = qdir, ACTIVE = r.paths.root .. "/active", SHARED = o.shared and 1 or 0,
-      GATE = queue.gate_lines(r.profile, o)})})
+      GATE = queue.gate_lines(r.profile, o), BUDGET_MILLI = milli(hand and hand.yuan), SPENT_MILLI = milli(hand and hand.spent),
+      SPENT_AT = hand and math.floor(hand.at) or 0, PRICE_MILLI = milli(hand and hand.price)})})
   local st = inst:sh(remote.script("queue_start", {META = r.paths.meta, SESSION = r.session, SCRIPT = script,
     LOG = r.paths.log, MODE = o.mode or "auto", QDIR = qdir, TABLE = remote.lines(table_lines, "queue: table")}),
     {timeout = 60})
@@ -224,8 +236,8 @@ function queue.status(inst, r)
       elseif kind == "end" then
         local id, outcome, text = rest:match("^(%S+) (%a+) ?(.*)$")
         st.events[#st.events + 1] = {kind = "end", index = tonumber(n), id = id, ok = outcome == "ok", text = text}
-      elseif kind == "gate" then
-        st.events[#st.events + 1] = {kind = "gate", index = tonumber(n), text = rest}
+      elseif kind == "gate" or kind == "budget" or kind == "notrun" then
+        st.events[#st.events + 1] = {kind = kind, index = tonumber(n), text = rest}
       end
     elseif k == "pending" then
       local count, nxt = v:match("^(%d+) (%S+)")
@@ -317,6 +329,17 @@ local function on_event(S, ev)
   elseif ev.kind == "gate" then
     S.stopped = string.format("cell %d not run: %s", ev.index, ev.text)
     r:say("queue", "DISK GATE on %s: %s (this box takes no more cells)", r.host, S.stopped)
+  elseif ev.kind == "budget" then
+    S.budget = {index = ev.index, text = ev.text}
+    local msg = string.format("sweep queue %s stopped by the budget before cell %d: %s; raise the budget " ..
+      "(gpurent billing budget %s YUAN) and run the rest with start=%d", r.id, ev.index, ev.text, r.host, ev.index)
+    r:say("queue", "BUDGET on %s: %s", r.host, msg)
+    -- terminal, ledger and the platform's push (within its limits); once per queue run
+    pcall(require("gpurent.notify").send, {kind = "budget", message = msg, instance = r.host, run_id = r.id,
+      push = true, once = true, profile_name = r.profile_name, out = io.stderr})
+  elseif ev.kind == "notrun" then
+    S.not_started[#S.not_started + 1] = ev.index
+    r:say("cell", "cell %d (%s): not started: budget", ev.index, c.desc)
   end
 end
 
@@ -341,6 +364,7 @@ local function summary(S, o)
   for i, f in ipairs(S.failed) do failed[i] = f end
   table.sort(failed, function(a, b) return a.index < b.index end)
   return {ran = S.ran, ok = S.ok, failed = failed, cells = S.cells, stopped = S.stopped, pending = S.pending,
+          budget = S.budget, not_started = S.not_started,
           exit = S.done and S.done.exit, line = S.done and S.done.line, host = S.r.host, run = S.r.id, shared = o.shared}
 end
 
@@ -348,7 +372,8 @@ function queue.follow(inst, r, o)
   o = o or {}
   local interval = o.interval or r.interval or 30
   local max_wait = o.max_wait or r.max_wait or 86400
-  local S = {r = r, inst = inst, o = o, runs = {}, running = {}, ok = {}, failed = {}, cells = {}, ran = 0, handled = 0}
+  local S = {r = r, inst = inst, o = o, runs = {}, running = {}, ok = {}, failed = {}, cells = {}, ran = 0, handled = 0,
+    not_started = {}}
   local t0, fails = sys.now(), 0
   r:say("queue", "following the queue %s on %s every %gs (bounded at %ds)", r.id, r.host, interval, max_wait)
   while true do
@@ -411,7 +436,16 @@ end
 
 -- ---- the verdict ------------------------------------------------------------------
 
--- Why a queue run failed, whatever the exit codes: failed cells, the gate, no result.
+-- The budget's stop in words: before which cell, why, and the cells never started.
+function queue.budget_text(s)
+  local b = s.budget
+  local ns = {}
+  for i, n in ipairs(s.not_started or {}) do ns[i] = tostring(n) end
+  return string.format("stopped by the budget before cell %d: %s%s", b.index, b.text,
+    #ns > 0 and ("; not started (budget): cell(s) " .. table.concat(ns, ", ")) or "")
+end
+
+-- Why a queue run failed, whatever the exit codes: failed cells, the gate, the budget, no result.
 function queue.failures(s)
   local why = {}
   if #s.failed > 0 then
@@ -420,7 +454,8 @@ function queue.failures(s)
     why[#why + 1] = #s.failed .. " cell(s) failed: " .. table.concat(names, "; ")
   end
   if s.stopped then why[#why + 1] = "stopped at the disk gate: " .. s.stopped end
-  if s.ran == 0 and not s.shared then why[#why + 1] = "no cell ran" end
+  if s.budget then why[#why + 1] = queue.budget_text(s) end
+  if s.ran == 0 and not s.shared and not s.budget then why[#why + 1] = "no cell ran" end
   if s.ran > 0 and #s.ok == 0 then why[#why + 1] = "no cell produced a result" end
   return why
 end
@@ -440,11 +475,13 @@ end
 local function once(r)
   local inst = r:connect()
   local st = queue.status(inst, r)
-  local state = {}
+  local state, budget = {}, nil
   for _, ev in ipairs(st.events) do
     if ev.kind == "start" then state[ev.index] = "running (run " .. ev.id .. ")"
     elseif ev.kind == "end" then state[ev.index] = (ev.ok and "DONE" or "FAILED") .. " (run " .. ev.id .. ": " .. ev.text .. ")"
-    elseif ev.kind == "gate" then state[ev.index] = "not run: disk gate: " .. ev.text end
+    elseif ev.kind == "gate" then state[ev.index] = "not run: disk gate: " .. ev.text
+    elseif ev.kind == "notrun" then state[ev.index] = "not started: budget"
+    elseif ev.kind == "budget" then budget = ev.text end
   end
   local bad = false
   for _, c in ipairs(st.table) do
@@ -454,8 +491,10 @@ local function once(r)
   end
   r:say("watch", "queue %s: %s", st.alive and "running" or "not running", st.done and st.done.line or
     (st.pending .. " cell(s) pending"))
+  if budget then r:say("watch", "stopped by the budget: %s", budget) end
   inst:close()
   if not st.alive and not st.done then return "dead", 1 end
+  if st.done and st.done.exit == 3 then return "finished", 3 end
   local code = (bad or (st.done and st.done.exit ~= 0)) and 1 or 0
   return st.done and "finished" or "running", code
 end
@@ -478,12 +517,13 @@ function queue.reattach(r, opts, o)
     }})
   if out.ok then
     local s = out.ctx.swept
-    if not opts.finish and #queue.failures(s) > 0 then return "finished", 1 end
+    if not opts.finish and #queue.failures(s) > 0 then return "finished", s.budget and 3 or 1 end
     return "finished", 0
   end
   local state = type(out.error) == "table" and out.error.watch_state
   if state then return state, ({timeout = 5, stalled = 4})[state] or 1 end
-  if out.phase == "queue_verdict" then return "finished", 1 end
+  -- the budget, not the trainer, ended the queue: exit 3, as the budget gate's refusal
+  if out.phase == "queue_verdict" then return "finished", (out.ctx and out.ctx.swept and out.ctx.swept.budget) and 3 or 1 end
   error(out.error, 0)
 end
 

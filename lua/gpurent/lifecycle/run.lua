@@ -216,6 +216,14 @@ function Run:tell(message, push)
     push = push and true or false, profile_name = self.profile_name, out = self.out})
 end
 
+-- The stored budgets, with the recipe's `yuan` (budget=) on this box when it gives one.
+local function budgets_with(yuan, name)
+  if not yuan then return nil end
+  local budgets = require("gpurent.billing").budgets()
+  budgets[name] = {yuan = yuan}
+  return budgets
+end
+
 -- budget=YUAN: refuse a launch once the instance's spend reached it (needs the API).
 -- The budget gate of a launch or a sweep (billing.budget_gate): the ledger refreshed
 -- from the provider, the budget set with `gpurent billing budget` on any name of the
@@ -224,15 +232,19 @@ end
 function Run:check_budget(yuan, instance, action)
   local billing = require "gpurent.billing"
   local name = instance or self.host
-  local budgets
-  if yuan then
-    budgets = billing.budgets()
-    budgets[name] = {yuan = yuan}
-  end
+  local budgets = budgets_with(yuan, name)
   local state, text = billing.budget_gate{instance = name, action = action or "launch", profile = self.profile_name,
     budgets = budgets}
   if state == "none" then return nil end
   return "budget " .. state .. ": " .. text
+end
+
+-- What a loop on the box needs to keep the budget itself (billing.box_budget: budget,
+-- spend at a time, price) -> facts | nil, why (no budget, or no price without the API).
+function Run:box_budget(yuan, instance)
+  local name = instance or self.host
+  return require("gpurent.billing").box_budget{instance = name, budgets = budgets_with(yuan, name),
+    profile = self.profile_name}
 end
 
 -- A queue file (LIFECYCLE.md queue semantics): one cell per line, `<config> <task>

@@ -15,13 +15,26 @@
 #   - each cell runs through its own run wrapper (run_wrapper.sh, installed by
 #     queue_cell.sh as the cell's run-v1.sh): DONE/FAILED markers and the durable
 #     sync, as a single run; a failed cell is recorded and the queue goes on;
-#   - the end: a `QUEUE DONE` line in the log and the QDONE file; exit 1 when a cell
+#   - before each cell the budget (the box has no API token: the laptop hands the
+#     queue BUDGET_MILLI, SPENT_MILLI at SPENT_AT and PRICE_MILLI per hour, money in
+#     thousandths, from the provider's price and the ledger it refreshed at launch):
+#     spent now = SPENT_MILLI + PRICE_MILLI x (now - SPENT_AT) / 3600. A live autostop
+#     watchdog armed with --budget (its config in ST, remote/autostop_lib.sh) is read
+#     the same way, and its `stopping` verdict for the budget too. Over budget, the
+#     next cell is not started: the cells left are recorded as not started (budget),
+#     never as failed cells of the trainer (on a shared queue they stay pending for
+#     the other boxes), and the queue ends;
+#   - the end: a `QUEUE DONE` line in the log and the QDONE file; exit 3 when the
+#     budget stopped the queue (the reason is in the line), else exit 1 when a cell
 #     failed, the gate stopped the queue, or (not SHARED) no cell ran.
 # Events for the watcher (queue_status.sh) go to META/cells.log, one a line:
-#   start N ID EPOCH | end N ID ok|failed MARKER | gate N WHY
+#   start N ID EPOCH | end N ID ok|failed MARKER | gate N WHY | budget N WHY |
+#   notrun N budget   (one line per cell left unstarted by the budget)
 RUN_ID=@RUN_ID@; HOST=@HOST@; M=@META@; LOG=@LOG@; QDIR=@QDIR@; ACTIVE=@ACTIVE@
 SHARED=@SHARED@   # 1: QDIR is shared with other boxes (a box that found no cell left is fine)
 GATE=@GATE@       # "tier<TAB>min free bytes<TAB>min free inodes<TAB>path", one a line
+BUDGET_MILLI=@BUDGET_MILLI@; SPENT_MILLI=@SPENT_MILLI@; SPENT_AT=@SPENT_AT@; PRICE_MILLI=@PRICE_MILLI@  # 0: no budget
+# gpurent-include: autostop_lib.sh
 EVENTS="$M/cells.log"
 TAB=$(printf '\t')
 say() { echo "[queue] $(date -u +%H:%M:%S) $*" >> "$LOG"; }
@@ -52,6 +65,42 @@ gate() {
   done <<EOF_GATE
 $GATE
 EOF_GATE
+  return 0
+}
+
+# money in thousandths as yuan with two decimals
+yuan() { printf '%d.%02d' $(($1 / 1000)) $((($1 % 1000) / 10)); }
+# cfg KEY: a value of the watchdog's config (KEY='value' lines, autostop.config_text)
+wd_cfg() { sed -n "s/^$1='\{0,1\}\([^']*\)'\{0,1\}\$/\1/p" "$ST/config" 2>/dev/null | tail -n 1; }
+
+# budget_ok: 0 when the next cell may start; else OVER says whose budget is spent
+budget_ok() {
+  OVER=; b_now=$(date +%s)
+  if is_uint "$BUDGET_MILLI" && [ "$BUDGET_MILLI" -gt 0 ]; then
+    b_el=$((b_now - SPENT_AT)); [ "$b_el" -lt 0 ] && b_el=0
+    b_spent=$((SPENT_MILLI + PRICE_MILLI * b_el / 3600))
+    if [ "$b_spent" -ge "$BUDGET_MILLI" ]; then
+      OVER="the budget is spent: $(yuan "$b_spent") of $(yuan "$BUDGET_MILLI") yuan at $(yuan "$PRICE_MILLI") yuan/h"
+      return 1
+    fi
+  fi
+  # the autostop watchdog armed with --budget on this box, while it lives
+  WPID=; WST=
+  [ -f "$ST/pid" ] && read -r WPID WST < "$ST/pid"
+  wd_alive "$WPID" "$WST" || return 0
+  if grep -q '^verdict=stopping' "$ST/readings" 2>/dev/null && grep -q '^why=budget' "$ST/readings" 2>/dev/null; then
+    OVER="the autostop watchdog is parking the box: $(sed -n 's/^why=//p' "$ST/readings" | head -n 1)"
+    return 1
+  fi
+  w_b=$(wd_cfg BUDGET_MILLI); w_s=$(wd_cfg SPENT_MILLI); w_p=$(wd_cfg PRICE_MILLI); w_a=$(wd_cfg ARMED_AT)
+  if is_uint "$w_b" && [ "$w_b" -gt 0 ] && is_uint "$w_s" && is_uint "$w_p" && is_uint "$w_a"; then
+    w_el=$((b_now - w_a)); [ "$w_el" -lt 0 ] && w_el=0
+    w_spent=$((w_s + w_p * w_el / 3600))
+    if [ "$w_spent" -ge "$w_b" ]; then
+      OVER="the autostop watchdog's budget is spent: $(yuan "$w_spent") of $(yuan "$w_b") yuan at $(yuan "$w_p") yuan/h"
+      return 1
+    fi
+  fi
   return 0
 }
 
@@ -105,7 +154,25 @@ run_cell() {
   fi
 }
 
+budget_stop=; notrun=
 while next_cell; do
+  if ! budget_ok; then
+    budget_stop="cell $NEXT: $OVER"
+    event "budget $NEXT $OVER"
+    say "BUDGET: cell $NEXT not started: $OVER; this box takes no more cells"
+    if [ "$SHARED" != 1 ]; then
+      # the cells left, in number order, recorded as not started (they stay pending: start=N resumes)
+      for f in "$QDIR"/pending/cell.*; do
+        [ -e "$f" ] || continue
+        k=${f##*/cell.}
+        case $k in ''|*[!0-9]*) continue ;; esac
+        echo "$k"
+      done | sort -n > "$M/notrun.tmp"
+      while read -r k; do event "notrun $k budget"; notrun="$notrun${notrun:+, }$k"; done < "$M/notrun.tmp"
+      rm -f "$M/notrun.tmp"
+    fi
+    break
+  fi
   if ! gate; then
     stopped="disk gate before cell $NEXT: $SHORT"
     event "gate $NEXT $SHORT"
@@ -119,9 +186,11 @@ done
 
 rc=0
 if [ "$nfail" -gt 0 ] || [ -n "$stopped" ]; then rc=1; fi
-if [ "$ran" -eq 0 ] && [ "$SHARED" != 1 ]; then rc=1; fi
+if [ "$ran" -eq 0 ] && [ "$SHARED" != 1 ] && [ -z "$budget_stop" ]; then rc=1; fi
 if [ "$ran" -gt 0 ] && [ "$ok" -eq 0 ]; then rc=1; fi
+[ -n "$budget_stop" ] && rc=3      # distinct: the budget, not the trainer, ended the queue
 line="QUEUE DONE $RUN_ID on $HOST: $ran cell(s) run, $ok ok, $nfail failed${failed:+: $failed}${stopped:+; stopped at the $stopped}"
+[ -n "$budget_stop" ] && line="$line; stopped by the budget before $budget_stop${notrun:+; not started (budget): cell(s) $notrun}"
 [ "$ran" -eq 0 ] && line="$line; no cell ran here"
 say "$line (exit $rc)"
 printf 'exit=%s ran=%s ok=%s failed=%s at=%s\n%s\n' "$rc" "$ran" "$ok" "$nfail" "$(date +%s)" "$line" > "$M/QDONE.tmp" &&

@@ -59,11 +59,15 @@ end
 
 -- The client, whatever the token: callers that only read what it knows without one
 -- (find by a linked alias) or print a dry run use it so.
--- Every client reports what it lists to the release clock (gpurent.billing.clock), and
+-- Every client reports what it lists to the ledger's meter (gpurent.billing.meter) and the
+-- release clock (gpurent.billing.clock), and
 -- asks it why an instance it cannot find is gone; a ledger problem never fails a call.
 local function make(o)
   local c = api.client(o)
   c.observe = function(items)
+    -- every instance listed enters the ledger's meter (one started on the console too)
+    local okm, errm = pcall(require("gpurent.billing.meter").observe, autodl, items, {per_yuan = c.per_yuan})
+    if not okm then io.stderr:write("gpurent: (ledger meter: ", tostring(errm), ")\n") end
     local ok, err = pcall(function() require("gpurent.billing.clock").observe(autodl, items) end)
     if not ok then io.stderr:write("gpurent: (release clock: ", tostring(err), ")\n") end
   end
