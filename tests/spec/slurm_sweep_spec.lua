@@ -107,6 +107,30 @@ checkpoints:
     assert.truthy(T.read(log):find(": 2 cell(s) run, 2 ok, 0 failed\n", 1, true), T.read(log))
   end)
 
+  it("counts a cell whose task Slurm ended with no marker (scancel) as failed, naming Slurm's state", function()
+    local two = c.dir .. "/slow.txt"
+    T.write(two, "configs/slow.json fit\nconfigs/ok.json fit 1\n")
+    local log = c.dir .. "/gone.out"
+    local runner = io.popen("( cd " .. q(T.root) .. " && GPURENT_PROFILE_PATH=" .. q(c.dir .. "/profiles") .. " HOME=" ..
+      q(home) .. " GPURENT_STATE_DIR=" .. q(state) .. " GPURENT_PROGRESS=none GPURENT_SSH_CONFIG=" .. q(c.ssh_config) ..
+      " timeout -k 5 120 " .. q(T.bin) .. " " .. sweep_args{project = "gone", queue = two} ..
+      " >" .. q(log) .. " 2>&1; echo rc=$? >>" .. q(log) .. " ) &")
+    runner:close()
+    local job = c.wait_for(function()
+      local text = T.read(log) or ""
+      return text:find("%[cell%] cell 1 %(configs/slow%.json fit%) %-> run") and text:match("as Slurm array job (%d+)")
+    end, 60)
+    assert.truthy(job, "cell 1 never started: " .. tostring(T.read(log)))
+    assert.are.equal(0, select(2, c:ssh("scancel " .. job .. "_1")))
+    local done = c.wait_for(function() return (T.read(log) or ""):match("rc=(%d+)") end, 60)
+    local out = T.read(log)
+    assert.are.equal("1", done, out)
+    assert.truthy(out:find("\n%[sweep%] cell 1 FAILED exit=%S+ stage=vanished %(Slurm CANCELLED[^\n]*; the wrapper left " ..
+      "no marker%) %(configs/slow%.json fit%)"), out)
+    assert.truthy(out:find("\n[sweep] cell 2 ok exit=0 stage=done", 1, true), out)
+    assert.truthy(out:find(": 2 cell(s) run, 1 ok, 1 failed: 1 cell(s) failed: cell 1 (", 1, true), out)
+  end)
+
   local sweep, queue_run
   it("runs three cells as one array, names the failed cell with its exit code and command, exits non-zero", function()
     local code, out, err = g(sweep_args())

@@ -9,6 +9,12 @@
 -- the same wrapper as a single run (remote/run_wrapper.sh: DONE/FAILED markers, the
 -- durable sync), so `gpurent watch CELL` works on a cell as on any run.
 --
+-- A platform with a scheduler of its own (Slurm) gets the installed cells through
+-- P.start_queue(inst, r, {table, cells, commands, sweep, parallel}) instead of the on-box
+-- loop, and queue.status returns P.queue_status(inst, r) in the same shape (events with
+-- a `key`; `waiting`: a line said while the scheduler holds cells): the following,
+-- sealing, summary, ledger cells and pull below are shared.
+--
 -- The queue run (kind "queue" in the ledger, id SWEEP-HOST) is what `gpurent watch`
 -- re-attaches to: the cells' state comes from the box (META/cells, cells.log, QDONE).
 -- Several boxes of one region share one queue directory on the region-shared durable
@@ -445,6 +451,9 @@ function queue.failures(s)
   if s.stopped then why[#why + 1] = "stopped at the disk gate: " .. s.stopped end
   if s.ran == 0 and not s.shared then why[#why + 1] = "no cell ran" end
   if s.ran > 0 and #s.ok == 0 then why[#why + 1] = "no cell produced a result" end
+  -- a cell whose start was seen and whose end never was: its outcome is unknown, not ok
+  local ended = #s.ok + #s.failed
+  if s.ran > ended then why[#why + 1] = (s.ran - ended) .. " cell(s) started and never ended" end
   return why
 end
 

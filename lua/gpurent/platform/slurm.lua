@@ -13,6 +13,7 @@
 --   slurm.start_detached(inst, r, {script=}) -> {mode="sbatch", attempt=, job=, how=}
 --   slurm.job_state(inst, r) -> {id=, state=, reason=, active=, pending=} | nil (no job)
 --   slurm.stop{inst=, run= r | job= ID, host=} -> {decision=, job=, status="cancelled"}
+--   slurm.start_queue / queue_status / resubmit_queue: a sweep as one job array (below)
 --   (and the interface every platform has: gpurent.platform's header)
 local errors = require "gpurent.util.errors"
 local hosts = require "gpurent.hosts"
@@ -264,6 +265,7 @@ end
 
 -- Slurm's task states that still hold a task (waiting, or its node at work).
 local function task_pending(state) return PENDING[state] == true end
+local function task_active(state) return PENDING[state] == true or RUNNING[state] == true end
 
 function slurm.queue_status(inst, r)
   local res = inst:sh(remote.script("slurm_queue_status", {META = r.paths.meta, ACTIVE = r.paths.root .. "/active"}),
@@ -298,11 +300,12 @@ function slurm.queue_status(inst, r)
   end
   local running, pending, reasons, ok, failed = 0, 0, {}, 0, 0
   for _, t in pairs(tasks) do
-    st.alive = true
+    t.active = task_active(t.state)
+    if t.active then st.alive = true end
     if task_pending(t.state) then
       pending = pending + 1
       if t.reason ~= "" and t.reason ~= "None" then reasons[t.reason] = true end
-    else running = running + 1 end
+    elseif t.active then running = running + 1 end
   end
   for _, c in ipairs(st.table) do
     c.command = cmds[c.index]
@@ -311,14 +314,16 @@ function slurm.queue_status(inst, r)
       st.events[#st.events + 1] = {kind = "start", index = c.index, id = c.id, at = c.started, key = "start " .. key}
     end
     local text = c.mark and c.text
-    if not c.mark and not tasks[c.index] and job then
-      -- the task left Slurm's queue and the wrapper wrote no marker: killed (time limit,
-      -- scancel, node failure) before or while it ran; sacct says how
+    local task = tasks[c.index]
+    if not c.mark and not (task and task.active) and job then
+      -- the task ended and the wrapper wrote no marker: killed (time limit, scancel, node
+      -- failure, memory) before or while it ran; slurmctld, else sacct, says how
       -- (sacct names the task JOB_N; an array of one task by the job id alone)
       local a = acct[job .. "_" .. c.index] or acct[job] or {}
-      text = string.format("exit=%s stage=%s (Slurm %s, exit code %s; the wrapper left no marker)",
-        (a.exit or "?"):match("^(%d+)") or "?", c.started and "vanished" or "not-run", a.state or "state unknown",
-        a.exit or "?")
+      local code, sig = tostring(a.exit):match("^(%d+):(%d+)$")
+      text = string.format("exit=%s stage=%s (Slurm %s%s; the wrapper left no marker)",
+        sig and (sig ~= "0" and tostring(128 + tonumber(sig)) or code) or "?", c.started and "vanished" or "not-run",
+        task and task.state or a.state or "state unknown", a.exit and (", exit code " .. a.exit) or "")
     end
     if text then
       st.events[#st.events + 1] = {kind = "end", index = c.index, id = c.id, ok = c.mark == "DONE", text = text,

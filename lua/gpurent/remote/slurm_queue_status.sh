@@ -1,10 +1,11 @@
 # shellcheck shell=sh
 # A Slurm sweep's state in one round trip (lua/gpurent/platform/slurm.lua:
-# slurm.queue_status): the array job of its last submission as squeue sees it (one
-# line per task: squeue first, so a task that left the queue since wrote its marker
-# before), each cell's current attempt and marker, and sacct's record of the tasks.
+# slurm.queue_status): the array job of its last submission as slurmctld sees it (one
+# line per task, ended ones too for MinJobAge; squeue first, so a task that ended since
+# wrote its marker before), each cell's current attempt and marker, and sacct's record
+# of the tasks (slurmdbd: it may lag a finished task by a moment).
 #   gs_job N ID|none          the last submission and its array job
-#   gs_task IDX|STATE|REASON  a task squeue still holds (pending or running)
+#   gs_task IDX|STATE|REASON  a task slurmctld knows (pending, running, or ended)
 #   gs_cell N<TAB>ID<TAB>ATTEMPT<TAB>STARTED|-<TAB>DONE|FAILED|-<TAB>MARKER<TAB>DESC
 #   gs_cmd N<TAB>COMMAND      the cell's command line
 #   gs_acct JOBID|STATE|EXITCODE
@@ -13,7 +14,7 @@ TAB=$(printf '\t')
 cur=$(cat "$M/array_current" 2>/dev/null || echo 0)
 j=$(cat "$M/s$cur/jobid" 2>/dev/null)
 echo "gs_job $cur ${j:-none}"
-[ -n "$j" ] && squeue -h -r -j "$j" -o '%K|%T|%r' 2>/dev/null | sed 's/^/gs_task /'
+[ -n "$j" ] && squeue -h -r -t all -j "$j" -o '%K|%T|%r' 2>/dev/null | sed 's/^/gs_task /'
 if [ -f "$M/cells" ]; then
   while IFS=$TAB read -r n id desc; do
     [ -n "$n" ] || continue
