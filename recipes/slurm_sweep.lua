@@ -73,7 +73,7 @@ end
 local function conclude(sweep, out)
   local s = out.ctx and out.ctx.swept or (type(out.error) == "table" and out.error.swept)
   if out.status == "detached" or out.status == "interrupted" then error(out.error, 0) end
-  if not s then error(out.error, 0) end
+  if not s then error(out.error or ("sweep " .. sweep .. ": no cell was followed"), 0) end
   local why = report(sweep, s)
   pcall(require("gpurent.notify").send, {kind = "sweep", message = "sweep " .. sweep .. ": " .. #s.ok .. " ok, " ..
     #s.failed .. " failed", instance = params.host, out = io.stderr})
@@ -97,17 +97,28 @@ if params.resubmit then
     errors.usage("resubmit=" .. params.resubmit .. ": run " .. id .. " is not a Slurm sweep (recipe " ..
       tostring(r.recipe) .. ")", 0)
   end
+  if r.status == "succeeded" then
+    errors.usage(string.format("resubmit=%s: the sweep %s succeeded (ledger): every cell is ok, nothing to resubmit",
+      params.resubmit, id), 0)
+  end
+  local P = require("gpurent.platform").of(r.profile)
+  if not P.resubmit_queue then
+    errors.usage("resubmit=: platform " .. tostring(P.name) .. " has no job arrays to resubmit", 0)
+  end
+  -- what to resubmit, settled before the lifecycle owns the sweep's ledger status: a
+  -- refusal (a task still queued or running, no failed cell) changes nothing
+  local inst = r:connect()
+  local ok, failed = pcall(P.failed_cells, inst, r)
+  inst:close()
+  if not ok then error(failed, 0) end
+  print(string.format("[sweep] %s: cell(s) %s of %s failed: resubmitting them on %s", params.resubmit,
+    table.concat(failed, ", "), id, params.host))
   local resubmit = lifecycle.phase{name = "resubmit", needs = {"run", "inst"}, produces = {"job"}, run = function(ctx)
-    local P = require("gpurent.platform").of(ctx.run.profile)
-    if not P.resubmit_queue then
-      errors.usage("resubmit=: platform " .. tostring(P.name) .. " has no job arrays to resubmit", 0)
-    end
     return {job = P.resubmit_queue(lifecycle.session(ctx), ctx.run, {parallel = params.parallel}).job}
   end}
   local list = {phases.connect, resubmit, queue.watch}
   if params.pull then list[#list + 1] = phases.pull end
   list[#list + 1] = queue.verdict
-  print(string.format("[sweep] %s: resubmitting the failed cells of %s on %s", params.resubmit, id, params.host))
   conclude(params.resubmit, lifecycle.attempt(r, list, {tell = false, options = {queue_watch = watch_opts,
     pull = pull_opts}}))
   return

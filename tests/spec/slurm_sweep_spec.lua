@@ -216,5 +216,10 @@ checkpoints:
     for n = 1, 3 do
       assert.truthy(T.read(string.format("%s/%s/%s-c%02d/best.pth", pulled, queue_run, sweep, n)), "cell " .. n .. " not pulled")
     end
+    -- a sweep whose cells all succeeded has nothing to resubmit: refused, nothing submitted
+    code, out, err = g("run recipes/slurm_sweep.lua host=cluster project=sw profile=simcluster resubmit=" .. sweep)
+    assert.are.equal(2, code, out .. err)
+    assert.truthy(err:find("every cell is ok, nothing to resubmit", 1, true), err)
+    assert.are_not.equal(0, select(2, c:ssh("test -e scratch/sw/active/" .. queue_run .. "/.gpurent/s3")))
   end)
 end)

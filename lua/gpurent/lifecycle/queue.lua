@@ -267,8 +267,8 @@ local function cell_run(r, id)
   -- a cell lives where its queue run does: the queue run's profile, whatever the ledger names
   local ok, cr = pcall(run.load, id, {out = r.out, profile = r.profile})
   if not ok then
-    cr = run.new{host = r.host, project = r.project, profile = r.profile, id = id, recipe = (r.recipe or "autodl_sweep") .. "/cell",
-      parent = r.id, kind = "cell", roster = r.roster, load_cmd = r.load_cmd, interval = r.interval,
+    cr = run.new{host = r.host, project = r.project, profile = r.profile, id = id,
+      recipe = (r.recipe or "autodl_sweep") .. "/cell", parent = r.id, kind = "cell", roster = r.roster, load_cmd = r.load_cmd, interval = r.interval,
       stall_seconds = r.stall_seconds, out = r.out}
   end
   cr.label, cr.paths.code = r.label, r.paths.code

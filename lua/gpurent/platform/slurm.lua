@@ -172,6 +172,7 @@ end
 --   slurm.array_spec({3, 1, 2, 7}, 2) -> "1-3,7%2"
 --   slurm.start_queue(inst, r, {table=, cells=, commands=, parallel=}) -> {job=, queue=}
 --   slurm.queue_status(inst, r) -> queue.status's table (table, events, pending, alive, done, waiting)
+--   slurm.failed_cells(inst, r) -> {numbers}, status   (refused while a task is queued or running)
 --   slurm.resubmit_queue(inst, r, {parallel=}) -> {job=, queue=, cells = {numbers}}
 
 function slurm.array_spec(indices, parallel)
@@ -350,8 +351,9 @@ function slurm.queue_status(inst, r)
   return st
 end
 
-function slurm.resubmit_queue(inst, r, o)
-  o = o or {}
+-- The cells a resubmission runs: those whose current attempt did not end DONE. Refused
+-- while a task of the sweep is queued or running; a usage error when none failed.
+function slurm.failed_cells(inst, r)
   local st = slurm.queue_status(inst, r)
   if #st.table == 0 then
     errors.usage("sweep " .. r.id .. " on " .. r.host .. " has no cell table: it was never submitted", 0)
@@ -367,6 +369,12 @@ function slurm.resubmit_queue(inst, r, o)
   if #failed == 0 then
     errors.usage(string.format("sweep %s: all %d cell(s) succeeded: nothing to resubmit", r.id, #st.table), 0)
   end
+  return failed, st
+end
+
+function slurm.resubmit_queue(inst, r, o)
+  o = o or {}
+  local failed, st = slurm.failed_cells(inst, r)
   local out = submit_array(inst, r, st.table, failed, {parallel = o.parallel})
   out.cells = failed
   return out
