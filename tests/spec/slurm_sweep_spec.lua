@@ -6,7 +6,10 @@
 -- command, the exit is non-zero and the ledger holds the sweep and its cells; a
 -- resubmission runs only the failed cell (--array=2) and the sweep then reports all
 -- ok and pulls the three cells verified; an empty queue is refused before anything is
--- submitted. Needs root and `make deps`: fails (not skips) without them.
+-- submitted; cells the scheduler holds are PENDING with its reason, never stalled; a
+-- task Slurm ends with no marker (scancel) is a failed cell named with Slurm's state,
+-- and a resubmission meanwhile is refused without touching the ledger. One cluster for
+-- the file. Needs root and `make deps`: fails (not skips) without them.
 local slurmbed = require "slurmbed"
 local cjson = require "cjson"
 
@@ -121,6 +124,15 @@ checkpoints:
       return text:find("%[cell%] cell 1 %(configs/slow%.json fit%) %-> run") and text:match("as Slurm array job (%d+)")
     end, 60)
     assert.truthy(job, "cell 1 never started: " .. tostring(T.read(log)))
+    -- a resubmission while a task of the sweep runs is refused, and changes nothing
+    local gone = (T.read(log)):match("%[sweep%] (%S+): 2 cells in")
+    local code, o, e = g("run recipes/slurm_sweep.lua host=cluster project=gone profile=simcluster resubmit=" .. gone)
+    assert.are.equal(3, code, o .. e)
+    assert.truthy(e:find("Slurm array job " .. job .. " still has tasks queued or running", 1, true), e)
+    local L = require("gpurent.state.ledger").open(state .. "/ledger.sqlite")
+    local status = L:run(gone .. "-cluster").status
+    L:close()
+    assert.are.equal("running", status)
     assert.are.equal(0, select(2, c:ssh("scancel " .. job .. "_1")))
     local done = c.wait_for(function() return (T.read(log) or ""):match("rc=(%d+)") end, 60)
     local out = T.read(log)
