@@ -28,7 +28,7 @@ local params = gpurent.recipe {
     {name = "parallel", type = "integer", help = "at most this many cells at once (the array's %K; default: the scheduler's)"},
     {name = "resubmit", help = "a sweep id: submit only its failed cells again"},
     {name = "smoke", help = "local CPU smoke command, run once before the array is submitted"},
-    {name = "expected", type = "list", help = "capsule roster",
+    {name = "expected", type = "list", help = "capsule roster (resubmit=: the sweep's own)",
      default = {"run.json", "train.csv", "best.pth", "best_metrics.json", "test/final/metrics.json"}},
     {name = "load", help = "checkpoint load command ({} = path); with pull=yes"},
     {name = "box_load", help = "checkpoint load check on the cluster before the sync and seal ({} = path; default torch)"},
@@ -116,6 +116,9 @@ if params.resubmit then
   local resubmit = lifecycle.phase{name = "resubmit", needs = {"run", "inst"}, produces = {"job"}, run = function(ctx)
     return {job = P.resubmit_queue(lifecycle.session(ctx), ctx.run, {parallel = params.parallel}).job}
   end}
+  -- the cells are sealed and pulled against the roster the sweep was started with
+  watch_opts.roster = r.roster or watch_opts.roster
+  if pull_opts then pull_opts.roster, pull_opts.load_cmd = watch_opts.roster, params.load or r.load_cmd end
   local list = {phases.connect, resubmit, queue.watch}
   if params.pull then list[#list + 1] = phases.pull end
   list[#list + 1] = queue.verdict
