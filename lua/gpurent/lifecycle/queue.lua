@@ -9,6 +9,12 @@
 -- the same wrapper as a single run (remote/run_wrapper.sh: DONE/FAILED markers, the
 -- durable sync), so `gpurent watch CELL` works on a cell as on any run.
 --
+-- A platform with a scheduler of its own (Slurm) gets the installed cells through
+-- P.start_queue(inst, r, {table, cells, commands, sweep, parallel}) instead of the on-box
+-- loop, and queue.status returns P.queue_status(inst, r) in the same shape (events with
+-- a `key`; `waiting`: a line said while the scheduler holds cells): the following,
+-- sealing, summary, ledger cells and pull below are shared.
+--
 -- The queue run (kind "queue" in the ledger, id SWEEP-HOST) is what `gpurent watch`
 -- re-attaches to: the cells' state comes from the box (META/cells, cells.log, QDONE).
 -- Several boxes of one region share one queue directory on the region-shared durable
@@ -141,6 +147,11 @@ function queue.launch.run(ctx, o)
     errors.usage("queue: no cell to run on " .. r.host .. " (a sweep of zero cells is a failure)", 0)
   end
   if not o.sweep or not o.train then errors.usage("queue: options sweep and train are required", 0) end
+  local P = require("gpurent.platform").of(r.profile)
+  if o.parallel ~= nil and not P.start_queue then
+    errors.usage(string.format("queue: parallel=%s: the on-box queue of platform %s runs one cell at a time per box " ..
+      "(several boxes: host=a,b)", tostring(o.parallel), tostring(P.name)), 0)
+  end
   local qdir = queue.dir(r, o)
   -- the budget gate before the box's meter runs the cells (on the box, the armed
   -- autostop watchdog parks it when the budget is spent: gpurent billing autostop --budget)
@@ -162,7 +173,7 @@ function queue.launch.run(ctx, o)
   local n, bytes = phases().launch.push_code(inst, r, ctx.code)
   r:say("queue", "pushed %d files (%d bytes) to %s, shared by the cells; every SHA-256 re-read on the box", n, bytes,
     r.paths.code)
-  local table_lines, init_lines = {}, {}
+  local table_lines, init_lines, commands = {}, {}, {}
   for _, c in ipairs(o.cells) do
     local id = queue.cell_id(o.sweep, c.index)
     local cr = run.new{host = r.host, project = r.project, profile = r.profile, id = id, record = false, out = r.out}
@@ -176,6 +187,13 @@ function queue.launch.run(ctx, o)
     end
     table_lines[#table_lines + 1] = string.format("%d\t%s\t%s", c.index, id, describe(c))
     init_lines[#init_lines + 1] = string.format("%d\t%s", c.index, id)
+    commands[c.index] = phases().launch.expand(cr, command, ctx.python)
+  end
+  -- a platform with a scheduler of its own runs the installed cells as its jobs (Slurm:
+  -- one job array, gpurent.platform.slurm.start_queue) instead of the on-box loop
+  if P.start_queue then
+    return P.start_queue(inst, r, {table = table_lines, cells = o.cells, commands = commands, sweep = o.sweep,
+      parallel = o.parallel})
   end
   local init = inst:sh(remote.script("queue_init", {QDIR = qdir, CELLS = remote.lines(init_lines, "queue: cells")}),
     {timeout = 90})
@@ -212,6 +230,9 @@ end
 -- ---- the box's state --------------------------------------------------------------
 
 function queue.status(inst, r)
+  -- a scheduler's queue (Slurm: a job array) is read the scheduler's way, in the same shape
+  local P = require("gpurent.platform").of(r.profile)
+  if P.queue_status then return P.queue_status(inst, r) end
   local res = inst:sh(remote.script("queue_status", {META = r.paths.meta, SESSION = r.session,
     SCRIPT = queue.script_path(r)}), {timeout = 60, idempotent = true})
   if res.code ~= 0 then error(string.format("queue status of %s on %s: exit %s: %s", r.id, r.host, tostring(res.code),
@@ -255,10 +276,11 @@ end
 -- A cell's own run: from the ledger when a watcher recorded it already, else recorded
 -- now (the box that claimed it is its host).
 local function cell_run(r, id)
-  local ok, cr = pcall(run.load, id, {out = r.out})
+  -- a cell lives where its queue run does: the queue run's profile, whatever the ledger names
+  local ok, cr = pcall(run.load, id, {out = r.out, profile = r.profile})
   if not ok then
-    cr = run.new{host = r.host, project = r.project, profile = r.profile, id = id, recipe = "autodl_sweep/cell",
-      parent = r.id, kind = "cell", roster = r.roster, load_cmd = r.load_cmd, interval = r.interval,
+    cr = run.new{host = r.host, project = r.project, profile = r.profile, id = id,
+      recipe = (r.recipe or "autodl_sweep") .. "/cell", parent = r.id, kind = "cell", roster = r.roster, load_cmd = r.load_cmd, interval = r.interval,
       stall_seconds = r.stall_seconds, out = r.out}
   end
   cr.label, cr.paths.code = r.label, r.paths.code
@@ -313,7 +335,7 @@ local function on_event(S, ev)
       local ok, err = true, nil
       if o.seal then ok, err = seal(r, inst, cr, o) end
       if ok then
-        S.ok[#S.ok + 1] = {index = ev.index, id = ev.id}
+        S.ok[#S.ok + 1] = {index = ev.index, id = ev.id, text = ev.text}
         S.cells[#S.cells + 1] = ev.id
       else
         local why = "sealing failed: " .. errors.message(err):match("[^\n]*")
@@ -364,7 +386,7 @@ local function summary(S, o)
   for i, f in ipairs(S.failed) do failed[i] = f end
   table.sort(failed, function(a, b) return a.index < b.index end)
   return {ran = S.ran, ok = S.ok, failed = failed, cells = S.cells, stopped = S.stopped, pending = S.pending,
-          budget = S.budget, not_started = S.not_started,
+          budget = S.budget, not_started = S.not_started, table = S.st and S.st.table,
           exit = S.done and S.done.exit, line = S.done and S.done.line, host = S.r.host, run = S.r.id, shared = o.shared}
 end
 
@@ -372,7 +394,7 @@ function queue.follow(inst, r, o)
   o = o or {}
   local interval = o.interval or r.interval or 30
   local max_wait = o.max_wait or r.max_wait or 86400
-  local S = {r = r, inst = inst, o = o, runs = {}, running = {}, ok = {}, failed = {}, cells = {}, ran = 0, handled = 0,
+  local S = {r = r, inst = inst, o = o, runs = {}, running = {}, ok = {}, failed = {}, cells = {}, ran = 0, seen = {},
     not_started = {}}
   local t0, fails = sys.now(), 0
   r:say("queue", "following the queue %s on %s every %gs (bounded at %ds)", r.id, r.host, interval, max_wait)
@@ -393,8 +415,14 @@ function queue.follow(inst, r, o)
       if #st.table == 0 then
         error("queue: " .. r.id .. " was never started on " .. r.host .. " (no cell table in " .. r.paths.meta .. ")", 0)
       end
-      for i = S.handled + 1, #st.events do on_event(S, st.events[i]) end
-      S.handled = #st.events
+      -- each event once: the on-box log only grows (its position is its key); a scheduler's
+      -- state is re-read whole each time, its events carry their own key (cell and attempt)
+      for i, ev in ipairs(st.events) do
+        local key = ev.key or ("#" .. i)
+        if not S.seen[key] then S.seen[key] = true; on_event(S, ev) end
+      end
+      -- cells the scheduler still holds: waiting, not stalled (said with its reason)
+      if st.waiting and not st.done then r:say("watch", "t+%ds %s", math.floor(sys.now() - t0), st.waiting) end
       if st.done then
         S.done = st.done
         r:say("queue", "on the box: %s", st.done.line or "QUEUE DONE")
@@ -457,6 +485,9 @@ function queue.failures(s)
   if s.budget then why[#why + 1] = queue.budget_text(s) end
   if s.ran == 0 and not s.shared and not s.budget then why[#why + 1] = "no cell ran" end
   if s.ran > 0 and #s.ok == 0 then why[#why + 1] = "no cell produced a result" end
+  -- a cell whose start was seen and whose end never was: its outcome is unknown, not ok
+  local ended = #s.ok + #s.failed
+  if s.ran > ended then why[#why + 1] = (s.ran - ended) .. " cell(s) started and never ended" end
   return why
 end
 

@@ -13,6 +13,7 @@
 --   slurm.start_detached(inst, r, {script=}) -> {mode="sbatch", attempt=, job=, how=}
 --   slurm.job_state(inst, r) -> {id=, state=, reason=, active=, pending=} | nil (no job)
 --   slurm.stop{inst=, run= r | job= ID, host=} -> {decision=, job=, status="cancelled"}
+--   slurm.start_queue / queue_status / resubmit_queue: a sweep as one job array (below)
 --   (and the interface every platform has: gpurent.platform's header)
 local errors = require "gpurent.util.errors"
 local hosts = require "gpurent.hosts"
@@ -157,6 +158,226 @@ function slurm.stop(o)
     error(string.format("scancel %s on %s exited %s: %s", tostring(job), host, tostring(res.code), res.stderr or ""), 0)
   end
   return {decision = decision, job = job, status = "cancelled"}
+end
+
+-- ---- sweeps: one job array (issue 19) -------------------------------------------------
+-- A sweep's cells (installed by gpurent.lifecycle.queue.launch: each cell's own wrapper
+-- and run.json) run as the tasks of ONE `sbatch --array`: the array index is the cell's
+-- number in the queue file, each task runs its cell's wrapper in the cell's directory
+-- (output <cell>/slurm-%A_%a.out); `parallel=K` is the array's %K. The queue run's meta
+-- dir holds the cell table (cells), the commands, and one sN/ per submission (batch.sh,
+-- jobid, cells). gpurent.lifecycle.queue follows it through slurm.queue_status, in the
+-- on-box queue's shape, so watch, seal, summary, ledger cells and pull are the queue's.
+--
+--   slurm.array_spec({3, 1, 2, 7}, 2) -> "1-3,7%2"
+--   slurm.start_queue(inst, r, {table=, cells=, commands=, parallel=}) -> {job=, queue=}
+--   slurm.queue_status(inst, r) -> queue.status's table (table, events, pending, alive, done, waiting)
+--   slurm.failed_cells(inst, r) -> {numbers}, status   (refused while a task is queued or running)
+--   slurm.resubmit_queue(inst, r, {parallel=}) -> {job=, queue=, cells = {numbers}}
+
+function slurm.array_spec(indices, parallel)
+  local seen, list = {}, {}
+  for _, n in ipairs(indices) do
+    if not math.tointeger(n) or n < 0 then errors.usage("slurm: array index " .. tostring(n) .. " is not a number >= 0", 0) end
+    if not seen[n] then seen[n] = true; list[#list + 1] = n end
+  end
+  if #list == 0 then errors.usage("slurm: a job array of no cell", 0) end
+  table.sort(list)
+  local parts, i = {}, 1
+  while i <= #list do
+    local j = i
+    while j < #list and list[j + 1] == list[j] + 1 do j = j + 1 end
+    parts[#parts + 1] = j > i and (list[i] .. "-" .. list[j]) or tostring(list[i])
+    i = j + 1
+  end
+  local spec = table.concat(parts, ",")
+  if parallel ~= nil then
+    if not math.tointeger(parallel) or parallel < 1 then
+      errors.usage("slurm: parallel=" .. tostring(parallel) .. ": the most cells at once is a whole number >= 1", 0)
+    end
+    spec = spec .. "%" .. math.tointeger(parallel)
+  end
+  return spec
+end
+
+local function absolute_root(r, what)
+  if tostring(r.paths.meta):sub(1, 1) ~= "/" then
+    errors.usage(string.format("profile %s: the run root %s is not absolute; a batch job needs absolute paths " ..
+      "(Slurm expands no ~): set tiers.*.path and checkpoints.run_root/live_dir/durable_dir to your cluster's " ..
+      "home and scratch in a site overlay (extends: slurm); nothing was %s", tostring(r.profile.platform),
+      tostring(r.paths.root), what), 0)
+  end
+end
+
+-- The cells' ids are SWEEP-cNN (gpurent.lifecycle.queue.cell_id): the output of task N
+-- goes into cell N's directory (%2a: the index zero-padded to two digits, as cNN).
+local function cell_output(r, rows)
+  local prefix
+  for _, row in ipairs(rows) do
+    local p = row.id:match("^(.*)%-c%d+$")
+    if not p or row.id ~= string.format("%s-c%02d", p, row.index) or (prefix and p ~= prefix) then
+      error(string.format("slurm sweep %s: cell %d's run id %s is not SWEEP-c%02d", r.id, row.index, row.id, row.index), 0)
+    end
+    prefix = p
+  end
+  return r.paths.root .. "/active/" .. prefix .. "-c%2a/slurm-%A_%a.out"
+end
+
+local function submit_array(inst, r, rows, numbers, o)
+  absolute_root(r, "submitted")
+  local spec = slurm.array_spec(numbers, o.parallel)
+  local opts = slurm.sbatch_options(r.profile, r)
+  for i, opt in ipairs(opts) do
+    if opt:match("^%-%-output=") then opts[i] = "--output=" .. cell_output(r, rows) end
+  end
+  opts[#opts + 1] = "--array=" .. spec
+  local cells = {}
+  for i, n in ipairs(numbers) do cells[i] = tostring(n) end
+  local res = inst:sh(remote.script("slurm_queue_submit", {META = r.paths.meta, ACTIVE = r.paths.root .. "/active",
+    OPTIONS = remote.lines(opts, "slurm options"), SIGNAL = r.profile.slurm.signal or "",
+    TABLE = o.table and remote.lines(o.table, "slurm sweep: cells") or "",
+    COMMANDS = o.commands and remote.lines(o.commands, "slurm sweep: commands") or "",
+    CELLS = remote.lines(cells, "slurm sweep: cell numbers")}), {timeout = 90})
+  local out = res.stdout or ""
+  local refuse = out:match("refuse ([^\n]*)")
+  if refuse then errors.refuse("sweep " .. r.id .. " on " .. r.host .. ": " .. refuse .. "; nothing was submitted", 0) end
+  local job = out:match("job (%d+)")
+  if res.code ~= 0 or not job then
+    error(string.format("sweep %s on %s: sbatch --array=%s failed (exit %s): %s%s", r.id, r.host, spec,
+      tostring(res.code), out:match("bad ([^\n]*)") or out, res.stderr or ""), 0)
+  end
+  local n = tonumber(out:match("submission (%d+)"))
+  r:say("queue", "sweep %s: %d cell(s) [%s] as Slurm array job %s (sbatch --array=%s, submission %d); each task runs " ..
+    "its cell's wrapper, output in the cell's directory (slurm-%s_N.out); re-attach with `gpurent watch %s`",
+    r.id, #numbers, table.concat(cells, ","), job, spec, n, job, r.id)
+  return {job = {mode = "sbatch", job = job, array = spec, queue = true},
+          queue = {dir = r.paths.meta, job = job, submission = n, array = spec}}
+end
+
+function slurm.start_queue(inst, r, o)
+  local rows, numbers, commands = {}, {}, {}
+  for _, line in ipairs(o.table) do
+    local n, id = line:match("^(%d+)\t(%S+)\t")
+    rows[#rows + 1], numbers[#numbers + 1] = {index = tonumber(n), id = id}, tonumber(n)
+    commands[#commands + 1] = n .. "\t" .. tostring(o.commands and o.commands[tonumber(n)] or "")
+  end
+  return submit_array(inst, r, rows, numbers, {table = o.table, commands = commands, parallel = o.parallel})
+end
+
+-- Slurm's task states that still hold a task (waiting, or its node at work).
+local function task_pending(state) return PENDING[state] == true end
+local function task_active(state) return PENDING[state] == true or RUNNING[state] == true end
+
+function slurm.queue_status(inst, r)
+  local res = inst:sh(remote.script("slurm_queue_status", {META = r.paths.meta, ACTIVE = r.paths.root .. "/active"}),
+    {timeout = 60, idempotent = true})
+  if res.code ~= 0 then
+    error(string.format("sweep status of %s on %s: exit %s: %s", r.id, r.host, tostring(res.code), res.stderr or ""), 0)
+  end
+  local st = {table = {}, by_index = {}, events = {}, pending = 0, alive = false}
+  local tasks, acct, cmds, submission, job = {}, {}, {}, 0, nil
+  for line in (res.stdout or ""):gmatch("[^\n]+") do
+    local k, v = line:match("^gs_(%a+) ?(.*)$")
+    if k == "job" then
+      local n, j = v:match("^(%d+) (%S+)")
+      submission, job = tonumber(n) or 0, j ~= "none" and j or nil
+    elseif k == "task" then
+      local idx, state, reason = v:match("^(%d+)|([^|]*)|(.*)$")
+      if idx then tasks[tonumber(idx)] = {state = state:match("^(%u[%u_]*)") or state, reason = reason} end
+    elseif k == "cmd" then
+      local n, cmd = v:match("^(%d+)\t(.*)$")
+      if n then cmds[tonumber(n)] = cmd end
+    elseif k == "acct" then
+      local id, state, code = v:match("^([^|]+)|([^|]*)|(.*)$")
+      if id then acct[id] = {state = state:match("^(%u[%u_]*)") or state, exit = code} end
+    elseif k == "cell" then
+      local n, id, att, started, mark, text, desc = v:match("^(%d+)\t(%S+)\t(%d+)\t(%S+)\t(%S+)\t([^\t]*)\t(.*)$")
+      if n then
+        local c = {index = tonumber(n), id = id, desc = desc, attempt = tonumber(att), started = tonumber(started),
+                   mark = mark ~= "-" and mark or nil, text = text}
+        st.table[#st.table + 1], st.by_index[c.index] = c, c
+      end
+    end
+  end
+  local running, pending, reasons, ok, failed = 0, 0, {}, 0, 0
+  for _, t in pairs(tasks) do
+    t.active = task_active(t.state)
+    if t.active then st.alive = true end
+    if task_pending(t.state) then
+      pending = pending + 1
+      if t.reason ~= "" and t.reason ~= "None" then reasons[t.reason] = true end
+    elseif t.active then running = running + 1 end
+  end
+  for _, c in ipairs(st.table) do
+    c.command = cmds[c.index]
+    local key = c.index .. " " .. c.attempt
+    if c.started then
+      st.events[#st.events + 1] = {kind = "start", index = c.index, id = c.id, at = c.started, key = "start " .. key}
+    end
+    local text = c.mark and c.text
+    local task = tasks[c.index]
+    if not c.mark and not (task and task.active) and job then
+      -- the task ended and the wrapper wrote no marker: killed (time limit, scancel, node
+      -- failure, memory) before or while it ran; slurmctld, else sacct, says how
+      -- (sacct names the task JOB_N; an array of one task by the job id alone)
+      local a = acct[job .. "_" .. c.index] or acct[job] or {}
+      local code, sig = tostring(a.exit):match("^(%d+):(%d+)$")
+      text = string.format("exit=%s stage=%s (Slurm %s%s; the wrapper left no marker)",
+        sig and (sig ~= "0" and tostring(128 + tonumber(sig)) or code) or "?", c.started and "vanished" or "not-run",
+        task and task.state or a.state or "state unknown", a.exit and (", exit code " .. a.exit) or "")
+    end
+    if text then
+      st.events[#st.events + 1] = {kind = "end", index = c.index, id = c.id, ok = c.mark == "DONE", text = text,
+        key = "end " .. key}
+      c.state = c.mark == "DONE" and "ok" or "failed"
+      if c.mark == "DONE" then ok = ok + 1 else failed = failed + 1 end
+    end
+  end
+  st.pending = pending
+  st.job, st.submission = job, submission
+  if pending > 0 then
+    local why = {}
+    for k in pairs(reasons) do why[#why + 1] = k end
+    table.sort(why)
+    st.waiting = string.format("Slurm array job %s: %d cell(s) PENDING%s, %d running: waiting for the scheduler, " ..
+      "not stalled", tostring(job), pending, #why > 0 and (" (" .. table.concat(why, ", ") .. ")") or "", running)
+  end
+  if not st.alive and #st.table > 0 then
+    local exit = (failed > 0 or ok == 0) and 1 or 0
+    st.done = {exit = exit, ok = ok, failed = failed, ran = ok + failed,
+      line = string.format("ARRAY DONE %s: Slurm array job %s (submission %d): %d cell(s), %d ok, %d failed",
+        r.id, tostring(job or "none: sbatch failed"), submission, #st.table, ok, failed)}
+  end
+  return st
+end
+
+-- The cells a resubmission runs: those whose current attempt did not end DONE. Refused
+-- while a task of the sweep is queued or running; a usage error when none failed.
+function slurm.failed_cells(inst, r)
+  local st = slurm.queue_status(inst, r)
+  if #st.table == 0 then
+    errors.usage("sweep " .. r.id .. " on " .. r.host .. " has no cell table: it was never submitted", 0)
+  end
+  if st.alive then
+    errors.refuse(string.format("sweep %s: Slurm array job %s still has tasks queued or running: re-attach with " ..
+      "`gpurent watch %s`, resubmit once it ended; nothing was submitted", r.id, tostring(st.job), r.id), 0)
+  end
+  local failed = {}
+  for _, c in ipairs(st.table) do
+    if c.state ~= "ok" then failed[#failed + 1] = c.index end
+  end
+  if #failed == 0 then
+    errors.usage(string.format("sweep %s: all %d cell(s) succeeded: nothing to resubmit", r.id, #st.table), 0)
+  end
+  return failed, st
+end
+
+function slurm.resubmit_queue(inst, r, o)
+  o = o or {}
+  local failed, st = slurm.failed_cells(inst, r)
+  local out = submit_array(inst, r, st.table, failed, {parallel = o.parallel})
+  out.cells = failed
+  return out
 end
 
 return slurm

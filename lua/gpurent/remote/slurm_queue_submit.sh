@@ -1,0 +1,82 @@
+# shellcheck shell=sh
+# Submit a sweep's cells as ONE Slurm job array (lua/gpurent/platform/slurm.lua:
+# slurm.start_queue). The cells are installed already (queue_cell.sh: each cell's
+# wrapper <cell>/.gpurent/run-v1.sh and run.json); the array index of a cell is its
+# number in the queue file, so a resubmission names the failed ones (--array=3,7).
+# In one round trip: refuses (exit 3) while the sweep's last array job still has a
+# task in squeue; writes the cell table (first submission only) and the commands;
+# gives every cell of this submission its next attempt (aN made, `current` moved)
+# before sbatch, so a watcher sees it waiting, never its old marker; writes
+# sN/batch.sh (the profile's #SBATCH lines, --array among them) and submits it.
+# Prints "submission N" and "job ID".
+M=@META@; ACTIVE=@ACTIVE@; OPTIONS=@OPTIONS@; SIGNAL=@SIGNAL@
+TABLE=@TABLE@         # "N<TAB>ID<TAB>config task [epochs]", one cell a line; empty: a resubmission
+COMMANDS=@COMMANDS@   # "N<TAB>command", one cell a line (with TABLE)
+CELLS=@CELLS@         # the cell numbers this submission runs, one a line
+mkdir -p "$M" || exit 1
+cur=$(cat "$M/array_current" 2>/dev/null || echo 0)
+if [ "$cur" != 0 ] && [ -s "$M/s$cur/jobid" ]; then
+  j=$(cat "$M/s$cur/jobid")
+  st=$(squeue -h -r -j "$j" -o '%K %T' 2>/dev/null | head -n 1)
+  if [ -n "$st" ]; then echo "refuse Slurm array job $j (submission $cur) still has task $st"; exit 3; fi
+fi
+if [ -n "$TABLE" ]; then
+  if [ -f "$M/cells" ]; then echo "refuse the sweep's cells were submitted before ($M/cells): resubmit its failed cells"; exit 3; fi
+  printf '%s\n' "$COMMANDS" > "$M/commands.tmp" && mv -f "$M/commands.tmp" "$M/commands" || exit 1
+  printf '%s\n' "$TABLE" > "$M/cells.tmp" && mv -f "$M/cells.tmp" "$M/cells" || exit 1
+fi
+[ -f "$M/cells" ] || { echo "bad no cell table $M/cells: this sweep was never submitted"; exit 1; }
+n=$((cur + 1))
+S="$M/s$n"
+mkdir -p "$S" || exit 1
+while IFS= read -r k; do
+  [ -n "$k" ] || continue
+  id=$(awk -F'\t' -v k="$k" '$1 == k {print $2}' "$M/cells")
+  [ -n "$id" ] || { echo "bad cell $k is not in $M/cells"; exit 1; }
+  cm="$ACTIVE/$id/.gpurent"
+  [ -f "$cm/run-v1.sh" ] || { echo "bad cell $k has no wrapper $cm/run-v1.sh"; exit 1; }
+  a=$(cat "$cm/current" 2>/dev/null || echo 0); a=$((a + 1))
+  mkdir -p "$cm/a$a" && echo "$cm/run-v1.sh" > "$cm/a$a/script" && echo sbatch > "$cm/a$a/mode" &&
+    echo "$a" > "$cm/current.tmp" && mv -f "$cm/current.tmp" "$cm/current" || exit 1
+done <<EOF_CELLS
+$CELLS
+EOF_CELLS
+B="$S/batch.sh"
+q() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
+{
+  echo '#!/bin/bash'
+  while IFS= read -r o; do [ -n "$o" ] && printf '#SBATCH %s\n' "$o"; done <<EOF_OPTS
+$OPTIONS
+EOF_OPTS
+  printf 'M=%s; ACTIVE=%s; SIG=%s\n' "$(q "$M")" "$(q "$ACTIVE")" "$(q "$SIGNAL")"
+  cat <<'EOF_BODY'
+# gpurent: one array task = one cell (its number is the array index), run by the cell's
+# own wrapper (DONE/FAILED markers, the durable sync) in the cell's own directory and
+# its own process group; the signal Slurm sends before the limit goes on to that group.
+IDX=${SLURM_ARRAY_TASK_ID:?gpurent: not an array task}
+id=$(awk -F'\t' -v k="$IDX" '$1 == k {print $2}' "$M/cells")
+[ -n "$id" ] || { echo "[gpurent] array task $IDX: no cell $IDX in $M/cells"; exit 1; }
+A="$ACTIVE/$id"; CM="$A/.gpurent"
+att=$(cat "$CM/current"); D="$CM/a$att"
+echo "$SLURM_JOB_ID" > "$D/jobid"
+echo "${SLURM_ARRAY_JOB_ID}_$IDX" > "$D/array_task"
+LOG="$A/train.log"
+echo "[gpurent] Slurm array task ${SLURM_ARRAY_JOB_ID}_$IDX (job $SLURM_JOB_ID): cell $IDX, run $id, attempt $att" >> "$LOG"
+set -m
+bash "$CM/run-v1.sh" "$att" >> "$LOG" 2>&1 < /dev/null &
+child=$!
+if [ -n "$SIG" ]; then
+  trap 'echo "[gpurent] SIG$SIG from Slurm (restart ${SLURM_RESTART_COUNT:-0}): forwarded to the job" >> "$LOG"; kill -"$SIG" -- -"$child" 2>/dev/null' "$SIG"
+fi
+while :; do wait "$child"; rc=$?; kill -0 "$child" 2>/dev/null || break; done
+exit "$rc"
+EOF_BODY
+} > "$B.tmp" && mv -f "$B.tmp" "$B" || exit 1
+printf '%s\n' "$CELLS" > "$S/cells"
+{ echo "$n" > "$M/array_current.tmp" && mv -f "$M/array_current.tmp" "$M/array_current"; } || exit 1
+out=$(sbatch --parsable "$B" 2>&1); rc=$?
+job=$(printf '%s\n' "$out" | head -n 1 | cut -d';' -f1)
+case $job in ''|*[!0-9]*) echo "sbatch: $out" >&2; [ "$rc" = 0 ] && rc=1; exit "$rc";; esac
+echo "$job" > "$S/jobid"
+echo "submission $n"
+echo "job $job"
