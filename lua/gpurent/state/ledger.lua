@@ -467,18 +467,19 @@ function Ledger:usage(run_id)
   return u
 end
 
--- Runs on the named instances whose accounting may still change: a job recorded not
--- ended, or nothing recorded for a run that is running, detached or succeeded (each
--- had a job; a run that failed before its launch has none to ask about, and the watch
--- of one that failed after it recorded its jobs). -> {{id, instance, status}...}
+-- Runs on the named instances whose accounting may still change: a run still running
+-- or detached (a relaunch adds a job), a job recorded not ended, or nothing recorded
+-- for a run that succeeded (it had a job; a run that failed before its launch has none
+-- to ask about, and the watch of one that failed after it recorded its jobs).
+-- -> {{id, instance, status}...}
 function Ledger:usage_open(instances)
   local out = {}
   for _, name in ipairs(instances) do
     for _, r in ipairs(self.db:query([[SELECT r.id, r.status, i.name AS instance FROM runs r
         JOIN instances i ON i.id = r.instance_id WHERE i.name = :name AND (
-          EXISTS (SELECT 1 FROM job_usage u WHERE u.run_id = r.id AND u.final = 0)
-          OR (r.status IN ('running', 'detached', 'succeeded')
-              AND NOT EXISTS (SELECT 1 FROM job_usage u WHERE u.run_id = r.id)))
+          r.status IN ('running', 'detached')
+          OR EXISTS (SELECT 1 FROM job_usage u WHERE u.run_id = r.id AND u.final = 0)
+          OR (r.status = 'succeeded' AND NOT EXISTS (SELECT 1 FROM job_usage u WHERE u.run_id = r.id)))
         ORDER BY r.started_at, r.rowid]], {name = name})) do
       out[#out + 1] = r
     end
