@@ -88,10 +88,13 @@ function usage.refresh_open(o)
   local function problem(fmt, ...) report.problems[#report.problems + 1] = string.format(fmt, ...) end
   local L = ledger.open(o.ledger_path)
   local ok, open = pcall(function()
-    local names = {}
+    local names, keeps = {}, {}   -- keeps[profile name]: its platform keeps accounting
     for _, i in ipairs(L.db:query("SELECT name, profile FROM instances ORDER BY name")) do
-      local pok, p = pcall(profile_mod.load, i.profile)
-      if pok and platform.of(p).usage then names[#names + 1] = i.name end
+      if keeps[i.profile] == nil then
+        local pok, p = pcall(profile_mod.load, i.profile)
+        keeps[i.profile] = pok and platform.of(p).usage ~= nil
+      end
+      if keeps[i.profile] then names[#names + 1] = i.name end
     end
     return L:usage_open(names)
   end)
