@@ -38,7 +38,7 @@ _gpurent() {
     status) opts="--help --json"; verbs=""; kind="" ;;
     history) opts="--help --json --limit --run"; verbs=""; kind="" ;;
     cost) opts="--help --json --since"; verbs=""; kind="" ;;
-    billing) opts="--account --approve --backoff --budget --budget-warn --cuda --data-center --discard --disk-gb --dry-run --durable-dir --gpu-spec --gpus --help --identity --idle --image --interval --json --mode --no-wait --off --profile --pulled --remote-manifest --retries --ssh --start-command --status --stock-attempts --stock-backoff --stock-wait --stop-stalled --threshold --ttl --uuid --warn"; verbs="autostop budget create inventory power-off power-on release status"; kind="" ;;
+    billing) opts="--account --approve --backoff --budget --budget-warn --cuda --data-center --discard --disk-gb --dry-run --durable-dir --gpu-spec --gpus --help --identity --idle --image --interval --json --mode --no-wait --off --profile --pulled --remote-manifest --retries --ssh --start-command --status --stock-attempts --stock-backoff --stock-wait --stop-stalled --threshold --ttl --uuid --warn"; verbs="autostop budget cancel create inventory power-off power-on release status"; kind="" ;;
     clean) opts="--approve --delete --help --json --min-files --profile --ssh-config"; verbs=""; kind="" ;;
     verify) opts="--build --help --json --load-cmd --require --run-id"; verbs=""; kind="dir" ;;
     lib) opts="--force --help --json --profile --ref"; verbs="add list remove sync update"; kind="" ;;

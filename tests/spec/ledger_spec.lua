@@ -117,8 +117,8 @@ describe("ledger", function()
     for _, r in ipairs(L.db:query("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")) do
       tables[#tables + 1] = r.name
     end
-    assert.are.same({"billing_events", "clock_reminders", "danger_clocks", "gate_decisions", "instances", "manifests",
-      "notifications", "phases", "runs", "schema_version", "transfers"}, tables)
+    assert.are.same({"billing_events", "clock_reminders", "danger_clocks", "gate_decisions", "instances", "job_usage",
+      "manifests", "notifications", "phases", "runs", "schema_version", "transfers"}, tables)
     L.db:run("INSERT INTO schema_version VALUES (999, 'from the future', 0)")
     L:close()
     local ok, err = pcall(open)

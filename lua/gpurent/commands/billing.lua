@@ -14,7 +14,7 @@ local platform = require "gpurent.platform"
 local profile_mod = require "gpurent.config.profile"
 local stop = require "gpurent.billing.stop"
 
-local M = {summary = "the platform's meter, balance, budgets, danger clocks; create, power-on/off and release (gated)"}
+local M = {summary = "the platform's meter, balance, budgets, danger clocks; create, power-on/off, release and a scheduler's job cancel (gated)"}
 M.usage = [[usage:
   gpurent billing status [INSTANCE] [--json]
   gpurent billing power-on INSTANCE [--dry-run] [--no-wait] [--retries N] [--backoff S]
@@ -31,6 +31,7 @@ M.usage = [[usage:
   gpurent billing autostop TARGET (--idle 30m | --ttl 6h | --budget YUAN) [--interval 60s] [--stop-stalled]
                           [--threshold PCT] [--budget-warn PCT] [--mode tmux|nohup] [--profile NAME]
   gpurent billing autostop TARGET --status [--json] | --off
+  gpurent billing cancel HOST RUN_ID|JOB_ID [--approve HOST] [--dry-run] [--profile NAME]
 
 INSTANCE is the platform's instance uuid or name (the profile's platform: --profile NAME,
 default the default profile). status --json gives money (balance,
@@ -73,6 +74,12 @@ stock it retries with a growing wait, at most --stock-attempts (6) tries within 
 (10m), the first wait --stock-backoff (10s) then doubling, then gives up naming both; the
 new instance, once running, becomes the ssh alias NAME linked to its uuid by
 `gpurent host add NAME --uuid UUID [--identity KEY]` (first contact included).
+cancel stops a job on a scheduler (Slurm: scancel), named by its job id or by the run whose
+current job it is (HOST: the cluster's alias; its profile: --profile, else the ledger's
+record of HOST or the run's, else the default): the scheduler is asked what the job is,
+then the gate asks for approval as for a power-off (--approve HOST, or the name typed on
+the terminal); refused, nothing is sent (exit 3). --dry-run names the job and the gate's
+verdict and sends nothing. A job that already ended is left alone.
 Every verb that talks to the API refreshes the ledger from the provider (gpurent cost).
 Exit codes: 0 ok, 1 error, 2 usage, 3 refused by the gate or the budget.]]
 
@@ -290,6 +297,17 @@ function M.main(args)
     return 0
   end
   if verb == "autostop" then return require("gpurent.billing.autostop").command(ref, opts) end
+  if verb == "cancel" then
+    if not ref or not pos[3] or pos[4] then
+      errors.usage("usage: gpurent billing cancel HOST RUN_ID|JOB_ID [--approve HOST] [--dry-run] [--profile NAME]", 0)
+    end
+    for k in pairs(opts) do
+      if k ~= "profile" and k ~= "dry_run" and k ~= "pulled" and k ~= "discard" and k ~= "help" then
+        errors.usage("--" .. k:gsub("_", "-") .. " does not belong to gpurent billing cancel", 0)
+      end
+    end
+    return require("gpurent.billing.cancel").run(ref, pos[3], {profile = opts.profile, dry_run = opts.dry_run})
+  end
   if opts.account then errors.usage("--account belongs to gpurent billing budget", 0) end
   for _, k in ipairs({"gpu_spec", "image", "data_center", "gpus", "cuda", "disk_gb", "start_command", "stock_attempts",
       "stock_wait", "stock_backoff", "identity"}) do

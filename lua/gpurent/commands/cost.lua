@@ -2,12 +2,16 @@
 -- per run (the instance's metered time inside the run's window), since a date. It
 -- first refreshes the ledger from the platform's API when the default profile has one
 -- (gpurent.billing.meter: instances started elsewhere count) and sets the ledger's
--- total beside the wallet's accumulated spend.
+-- total beside the wallet's accumulated spend. A run on a scheduler (Slurm) has no
+-- meter: its GPU- and CPU-hours come from the cluster's accounting (sacct, through
+-- gpurent.billing.usage: asked again here for the runs whose figures may still
+-- change), priced where its profile gives slurm.price_per_gpu_hour.
 local cli = require "gpurent.cli"
 local json = require "gpurent.util.json"
 local ledger = require "gpurent.state.ledger"
 local meter = require "gpurent.billing.meter"
 local money = require "gpurent.util.money"
+local usage = require "gpurent.billing.usage"
 
 local M = {summary = "accrued cost per run and per instance (from the ledger)"}
 M.usage = [[usage: gpurent cost [--since DATE] [--json]
@@ -18,8 +22,21 @@ With the platform's API at hand (the default profile's token), the ledger is fir
 refreshed from the provider's own state, price and start/stop times (instances started
 on the console count too), and its total is shown beside the wallet's accumulated
 spend with the difference.
+A run on a Slurm cluster has no meter: its row shows the GPU-hours and CPU-hours the
+cluster's accounting (sacct) gives for all its jobs, and their cost at the profile's
+slurm.price_per_gpu_hour (in its billing.money.currency), or "no price"; the cluster is
+asked again for the runs whose jobs had not ended (the watch and the close record them too).
 --json: money (cost, totals) is a decimal string in thousandths of the currency unit,
-e.g. "0.088" (exact: no binary-float digits).]]
+e.g. "0.088" (exact: no binary-float digits); a scheduler run has "usage": {gpu_hours,
+cpu_hours, jobs, final, cost (absent without a price), currency}.]]
+
+-- A scheduler run's usage in the JSON document: hours as numbers, money as decimal text.
+local function usage_json(u)
+  local out = {jobs = json.array(u.job_ids), final = u.final, states = u.states, currency = u.currency,
+    gpu_hours = tonumber(usage.hours(u.gpu_seconds)), cpu_hours = tonumber(usage.hours(u.cpu_seconds)),
+    gpu_seconds = u.gpu_seconds, cpu_seconds = u.cpu_seconds, cost = u.cost}
+  return money.fields(out, {"cost"})
+end
 
 -- Local date/time text -> Unix seconds, or nil.
 function M.parse_date(s)
@@ -51,6 +68,7 @@ function M.main(args)
   end
   local fresh, why = meter.try_refresh()
   local path = ledger.default_path()
+  local acct = ledger.exists(path) and usage.refresh_open{out = io.stderr} or {problems = {}}
   if not ledger.exists(path) then
     if opts.json then io.write(json.encode_stable({ledger = path, instances = json.array(), runs = json.array(), totals = {}}))
     else io.write("nothing recorded yet (no ledger at ", path, ")\n") end
@@ -66,7 +84,11 @@ function M.main(args)
     report.provider = rec and money.fields({refreshed = true, wallet_accumulate = rec.wallet, ledger_total = rec.ledger,
       difference = rec.difference}, {"wallet_accumulate", "ledger_total", "difference"}) or {refreshed = false, why = why}
     for _, i in ipairs(report.instances) do money.fields(i, {"cost", "price_per_hour"}) end
-    for _, r in ipairs(report.runs) do money.fields(r, {"cost", "price_per_hour"}) end
+    for _, r in ipairs(report.runs) do
+      money.fields(r, {"cost", "price_per_hour"})
+      if r.usage then r.usage = usage_json(r.usage) end
+    end
+    report.usage_problems = json.array(acct.problems)
     for cur, v in pairs(report.totals) do report.totals[cur] = money.decimal(v) end
     report.instances, report.runs = json.array(report.instances), json.array(report.runs)
     io.write(json.encode_stable(report))
@@ -79,11 +101,20 @@ function M.main(args)
   end
   io.write("\nper instance:\n", #t > 1 and ledger.table_text(t) or "(none)\n")
   t = {{"RUN", "INSTANCE", "RECIPE", "STATUS", "STARTED", "METERED", "COST"}}
+  local jobs = {{"RUN", "INSTANCE", "JOBS", "STATE", "GPU-H", "CPU-H", "COST"}}
   for _, r in ipairs(report.runs) do
+    local u = r.usage
+    -- a scheduler's run: no meter, its cost is its GPU-hours at the profile's price
     t[#t + 1] = {r.id, r.instance or "-", r.recipe or "-", r.status, ledger.time_text(r.started_at),
-      ledger.duration_text(r.metered_seconds), ledger.money_text(r.cost, r.currency)}
+      u and "-" or ledger.duration_text(r.metered_seconds), u and usage.cost_text(u) or ledger.money_text(r.cost, r.currency)}
+    if u then
+      jobs[#jobs + 1] = {r.id, r.instance or "-", table.concat(u.job_ids, ","), u.states .. (u.final and "" or " (so far)"),
+        usage.hours(u.gpu_seconds), usage.hours(u.cpu_seconds), usage.cost_text(u)}
+    end
   end
   io.write("\nper run:\n", #t > 1 and ledger.table_text(t) or "(none)\n")
+  if #jobs > 1 then io.write("\nper run on a scheduler (its accounting: sacct):\n", ledger.table_text(jobs)) end
+  for _, p in ipairs(acct.problems) do io.write("scheduler accounting: ", p, "\n") end
   local totals = {}
   for cur, v in pairs(report.totals) do totals[#totals + 1] = ledger.money_text(v, cur ~= "?" and cur or nil) end
   table.sort(totals)

@@ -33,6 +33,7 @@ monitor.REMEDY = {
   probabilistic = "relaunch",
   disk_full = "prune",
   code = "stop", cuda_oom = "stop", oom = "stop", durable_sync = "stop", unknown = "stop",
+  cancelled = "stop",   -- the scheduler cancelled the job (scancel): a decision, never undone by a relaunch
 }
 
 -- The tiers a probe measures: the live one and the durable one.
@@ -183,6 +184,10 @@ end
 function monitor.triage(f)
   local tail = f.tail or {}
   local fm = f.failed
+  if f.job and f.job.state == "CANCELLED" then
+    return {class = "cancelled", remedy = "stop", evidence = "job " .. tostring(f.job.id) .. " CANCELLED",
+      cause = "the scheduler cancelled the job (scancel: a person's or an administrator's decision): not relaunched"}
+  end
   if fm and fm.stage == "load-check" then
     return {class = "load_check", remedy = "stop", evidence = find_in(tail, "load check FAILED") or fm.text,
       cause = "the command exited 0 but a checkpoint does not load: it was not synced to the durable tier " ..

@@ -93,7 +93,9 @@ function run.new(o)
   run.check_name("host", o.host)
   run.check_name("project", o.project)
   local p = load_profile(o.profile)
-  local r = {host = o.host, project = o.project, profile = p, profile_name = p.platform,
+  -- the name given (a site overlay, `extends: slurm`) is the one `gpurent watch RUN` loads again
+  local r = {host = o.host, project = o.project, profile = p,
+             profile_name = type(o.profile) == "string" and o.profile or o.profile_name or p.platform,
              id = o.id or run.new_id(o.project), recipe = o.recipe, out = o.out or io.stdout, label = o.label}
   run.check_name("run id", r.id)
   for _, k in ipairs(PERSIST) do if o[k] ~= nil and r[k] == nil then r[k] = o[k] end end
@@ -195,6 +197,10 @@ function Run:connect(o)
       require("gpurent.platform").of(self.profile).hints.unreachable(self.host)), 0)
   end
   inst.profile = self.profile
+  -- the platform's look at the box once the session opens (Slurm: the profile's ~ paths
+  -- made absolute with the login node's $HOME)
+  local P = require("gpurent.platform").of(self.profile)
+  if P.connected then P.connected(inst, self) end
   return inst
 end
 

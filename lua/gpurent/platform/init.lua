@@ -64,6 +64,14 @@
 --       (sbatch instead of tmux/nohup; gpurent.lifecycle.detach.start calls it when present)
 --   P.job_state(inst, r) -> {id, state, reason, pending, active} | nil   read by every
 --       monitor.probe: active counts as alive, pending is the verdict "pending" (not stalled)
+-- and, for a scheduler's accounting and its stop verb from the command line:
+--   P.usage(inst, r) -> {jobs = {{id, state, elapsed, gpu_seconds, cpu_seconds, final}...},
+--       price_per_gpu_hour=, currency=}   what the run's jobs used (gpurent.billing.usage:
+--       the watch's end, the close and `gpurent cost` record it in the ledger)
+--   P.job_info(inst, job_id) -> {id, state, name, reason, active} | nil   one job by its id
+--       (`gpurent billing cancel HOST JOB_ID`, with P.verbs.cancel_job and P.stop)
+--   P.connected(inst, r)   called by Run:connect once the session is open (Slurm: the
+--       profile's ~ paths made absolute with the login node's $HOME)
 local fs = require "gpurent.util.fs"
 
 local platform = {}

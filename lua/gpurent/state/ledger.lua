@@ -40,6 +40,11 @@
 --   L:set_region(instance, region)
 --   L:status(now?) -> {instances...}; L:runs(limit?); L:run_history(run_id)
 --   L:cost{since?, now?} -> {instances = {...}, runs = {...}, totals = {currency = amount}}
+--       (a run a scheduler accounted for also has .usage = L:usage(id): its whole usage)
+--   L:record_usage{run_id, instance?, jobs = {{id, state, elapsed, gpu_seconds, cpu_seconds,
+--                  final}...}, price_per_gpu_hour?, currency?, replace?, at?}   (a scheduler's sacct)
+--   L:usage(run_id) -> {jobs, gpu_seconds, cpu_seconds, final, cost?, currency?, states} | nil
+--   L:usage_open({instance...}) -> runs whose accounting may still change
 -- Formatting shared by the status/history/cost commands: ledger.time_text(at),
 -- ledger.duration_text(seconds), ledger.money_text(amount, currency), ledger.table_text(rows).
 local sqlite = require("gpurent.core").sqlite
@@ -181,6 +186,24 @@ CREATE TABLE clock_reminders (
   PRIMARY KEY (clock_id, day)
 );
 ALTER TABLE instances ADD COLUMN region TEXT;            -- the provider's region (peers share its durable FS)
+]]},
+  -- A scheduler's accounting (issue 19, Slurm's sacct): per job of a run (a sweep's run
+  -- holds its array's tasks), the figures as last read; `final` once the job ended.
+  {version = 4, description = "job_usage: GPU- and CPU-seconds per scheduler job of a run", sql = [[
+CREATE TABLE job_usage (
+  run_id             TEXT NOT NULL REFERENCES runs(id),
+  job_id             TEXT NOT NULL,      -- the scheduler's id (an array task: 123_4)
+  instance_id        INTEGER REFERENCES instances(id),
+  state              TEXT,               -- the scheduler's word (COMPLETED, RUNNING, ...)
+  elapsed_seconds    INTEGER NOT NULL,   -- every allocation of the job (a requeued one's too)
+  gpu_seconds        INTEGER NOT NULL,   -- sum of elapsed x GPUs allocated
+  cpu_seconds        INTEGER NOT NULL,   -- sum of elapsed x CPUs allocated
+  final              INTEGER NOT NULL,   -- 1: the job ended, its figures no longer change
+  price_per_gpu_hour REAL,               -- the profile's price when read (NULL: not priced)
+  currency           TEXT,
+  updated_at         INTEGER NOT NULL,
+  PRIMARY KEY (run_id, job_id)
+);
 ]]},
 }
 
@@ -389,6 +412,79 @@ function Ledger:record_gate(t)
       t.at or os.time())
     return id
   end)
+end
+
+-- ---- a scheduler's accounting (job_usage) -----------------------------------------
+
+-- One row per job (upserted: a job read again replaces its figures). t.jobs = {{id=,
+-- state=, elapsed=, gpu_seconds=, cpu_seconds=, final=bool}...}; t.price_per_gpu_hour and
+-- t.currency are the profile's at the time of the read (nil: not priced).
+function Ledger:record_usage(t)
+  local at = t.at or os.time()
+  need(t, "run_id", "record_usage")
+  return self:transaction(function()
+    local iid = instance_id(self, t.instance, "record_usage", true)
+    -- t.replace: the read covers all the run's jobs; a row it no longer names that had
+    -- not ended (a pending array range, 123_[2-5], now its tasks) goes
+    if t.replace then self.db:run("DELETE FROM job_usage WHERE run_id = ? AND final = 0", t.run_id) end
+    for _, j in ipairs(need(t, "jobs", "record_usage")) do
+      self.db:run([[INSERT INTO job_usage (run_id, job_id, instance_id, state, elapsed_seconds, gpu_seconds,
+          cpu_seconds, final, price_per_gpu_hour, currency, updated_at)
+        VALUES (:run, :job, :iid, :state, :elapsed, :gpu, :cpu, :final, :price, :currency, :at)
+        ON CONFLICT (run_id, job_id) DO UPDATE SET instance_id = excluded.instance_id, state = excluded.state,
+          elapsed_seconds = excluded.elapsed_seconds, gpu_seconds = excluded.gpu_seconds,
+          cpu_seconds = excluded.cpu_seconds, final = excluded.final,
+          price_per_gpu_hour = excluded.price_per_gpu_hour, currency = excluded.currency,
+          updated_at = excluded.updated_at]],
+        {run = t.run_id, job = tostring(need(j, "id", "record_usage")), iid = iid, state = j.state,
+         elapsed = math.floor(j.elapsed or 0), gpu = math.floor(j.gpu_seconds or 0),
+         cpu = math.floor(j.cpu_seconds or 0), final = j.final and 1 or 0, price = t.price_per_gpu_hour,
+         currency = t.currency, at = at})
+    end
+  end)
+end
+
+-- The sum over a run's jobs: {jobs, gpu_seconds, cpu_seconds, final (every job ended),
+-- cost (nil when no job is priced), currency, states = "COMPLETED" | "COMPLETED,FAILED"},
+-- or nil when nothing was recorded for the run.
+function Ledger:usage(run_id)
+  local rows = self.db:query("SELECT * FROM job_usage WHERE run_id = ? ORDER BY job_id", run_id)
+  if #rows == 0 then return nil end
+  local u = {jobs = #rows, gpu_seconds = 0, cpu_seconds = 0, final = true, job_ids = {}}
+  local states, seen = {}, {}
+  for _, j in ipairs(rows) do
+    u.gpu_seconds, u.cpu_seconds = u.gpu_seconds + j.gpu_seconds, u.cpu_seconds + j.cpu_seconds
+    u.final = u.final and j.final == 1
+    u.job_ids[#u.job_ids + 1] = j.job_id
+    if j.price_per_gpu_hour then
+      u.cost = (u.cost or 0) + j.gpu_seconds / 3600 * j.price_per_gpu_hour
+      u.currency = u.currency or j.currency
+    end
+    if j.state and not seen[j.state] then seen[j.state] = true; states[#states + 1] = j.state end
+    u.updated_at = math.max(u.updated_at or 0, j.updated_at)
+  end
+  u.states = table.concat(states, ",")
+  return u
+end
+
+-- Runs on the named instances whose accounting may still change: a run still running
+-- or detached (a relaunch adds a job), a job recorded not ended, or nothing recorded
+-- for a run that succeeded (it had a job; a run that failed before its launch has none
+-- to ask about, and the watch of one that failed after it recorded its jobs).
+-- -> {{id, instance, status}...}
+function Ledger:usage_open(instances)
+  local out = {}
+  for _, name in ipairs(instances) do
+    for _, r in ipairs(self.db:query([[SELECT r.id, r.status, i.name AS instance FROM runs r
+        JOIN instances i ON i.id = r.instance_id WHERE i.name = :name AND (
+          r.status IN ('running', 'detached')
+          OR EXISTS (SELECT 1 FROM job_usage u WHERE u.run_id = r.id AND u.final = 0)
+          OR (r.status = 'succeeded' AND NOT EXISTS (SELECT 1 FROM job_usage u WHERE u.run_id = r.id)))
+        ORDER BY r.started_at, r.rowid]], {name = name})) do
+      out[#out + 1] = r
+    end
+  end
+  return out
 end
 
 -- Work for the start of the next command (a held push, an open clock): the marker
@@ -641,7 +737,7 @@ function Ledger:cost(opts)
     if r.instance_id then cost, secs = cost_in(intervals[r.instance_id], from, r.ended_at or now) end
     report.runs[#report.runs + 1] = {id = r.id, recipe = r.recipe, status = r.status, instance = r.instance,
       currency = r.currency, started_at = r.started_at, ended_at = r.ended_at, metered_seconds = secs,
-      cost = round(cost)}
+      cost = round(cost), usage = self:usage(r.id)}
   end
   for cur, v in pairs(report.totals) do report.totals[cur] = round(v) end
   return report

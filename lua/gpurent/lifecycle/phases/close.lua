@@ -111,7 +111,11 @@ function close.run(ctx, o)
   local opts = {}
   for k, v in pairs(o or {}) do opts[k] = v end
   opts.python = opts.python or ctx.python
-  return {export = close.seal(require("gpurent.lifecycle").session(ctx), ctx.run, opts)}
+  local inst = require("gpurent.lifecycle").session(ctx)
+  local export = close.seal(inst, ctx.run, opts)
+  -- a scheduler's accounting of the run's jobs, unless the watch already read it final
+  require("gpurent.billing.usage").note(inst, ctx.run, "close", {unless_final = true})
+  return {export = export}
 end
 
 return setmetatable(close, {__call = function(_, ...) return close.run(...) end})

@@ -180,7 +180,10 @@ end
 
 function watch.run(ctx, o)
   local r = ctx.run
-  local w = watch.patrol(require("gpurent.lifecycle").session(ctx), r, o)
+  local inst = require("gpurent.lifecycle").session(ctx)
+  local w = watch.patrol(inst, r, o)
+  -- a scheduler's accounting of the run's jobs (gpurent cost shows it); never fatal
+  if w.state ~= "unreachable" then require("gpurent.billing.usage").note(inst, r, "watch") end
   if w.state == "finished" then return {watched = w}, w.state end
   local v = w.verdict or {}
   errors.raise("remote", string.format("run %s ended %s: %s", r.id, w.state,
