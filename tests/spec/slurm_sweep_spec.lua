@@ -171,6 +171,19 @@ checkpoints:
       return select(2, o:gsub("\n", "")) >= 3 and o
     end, 30)
     assert.are.equal(job .. "_1|COMPLETED|0:0\n" .. job .. "_2|FAILED|1:0\n" .. job .. "_3|COMPLETED|0:0\n", acct)
+    -- the sweep's GPU- and CPU-hours: its array's three tasks, as sacct has them (gpurent cost)
+    local ccode, cout, cerr = g("cost --json")
+    assert.are.equal(0, ccode, cout .. cerr)
+    local u
+    for _, row in ipairs(cjson.decode(cout).runs) do if row.id == queue_run then u = row.usage end end
+    assert.truthy(u, "no usage for the sweep " .. queue_run .. ": " .. cout)
+    table.sort(u.jobs)
+    assert.are.same({job .. "_1", job .. "_2", job .. "_3"}, u.jobs)
+    local gpu = 0
+    for secs, gpus in c:ssh("sacct -X -n -P -j " .. job .. " --format=ElapsedRaw,AllocTRES"):gmatch("(%d+)|[^\n]*gres/gpu=(%d+)") do
+      gpu = gpu + tonumber(secs) * tonumber(gpus)
+    end
+    assert.are.equal(gpu, u.gpu_seconds)
     for n = 1, 3 do
       local dir = string.format("scratch/sw/active/%s-c%02d", sweep, n)
       local o = c:ssh(string.format("cat %s/slurm-%s_%d.out && cat %s/.gpurent/a1/jobid && cat %s/train.log", dir, job, n, dir, dir))

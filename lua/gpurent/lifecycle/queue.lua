@@ -458,7 +458,10 @@ end
 queue.watch = {name = "queue_watch", needs = {"run", "inst"}, produces = {"cells", "swept"}}
 
 function queue.watch.run(ctx, o)
-  local w = queue.follow(lifecycle().session(ctx), ctx.run, o)
+  local inst = lifecycle().session(ctx)
+  local w = queue.follow(inst, ctx.run, o)
+  -- a scheduler's accounting of the sweep's jobs (Slurm: the array's tasks), into the ledger
+  require("gpurent.billing.usage").note(inst, ctx.run, "queue")
   return {cells = w.cells, swept = w}, string.format("%d cell(s) run, %d ok, %d failed", w.ran, #w.ok, #w.failed)
 end
 

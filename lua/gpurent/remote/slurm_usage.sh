@@ -1,13 +1,14 @@
 # shellcheck shell=sh
 # A scheduler's accounting of jobs (lua/gpurent/platform/slurm.lua: slurm.accounting):
-# the job ids of a run's attempts (META/a*/jobid, when META is given) and JOBS (one
+# the job ids of a run's attempts (META/a*/jobid, when META is given; a sweep's array
+# submissions: META/s*/jobid) and JOBS (one
 # a line: job ids, array job ids, array tasks 123_4), read by one sacct call: each
 # job's allocations (-X: no steps; -D: a requeued job's earlier runs too). Prints
 # "gr_ids ID,ID..." (or "gr_ids -" when there is none), then one
 # "gr_acct JOBID|STATE|ELAPSEDRAW|ALLOCTRES" per allocation; "gr_error ..." and exit 1
 # when sacct fails (no accounting storage on the cluster).
 M=@META@; JOBS=@JOBS@
-ids=$( { if [ -n "$M" ]; then cat "$M"/a*/jobid 2>/dev/null; fi; printf '%s\n' "$JOBS"; } |
+ids=$( { if [ -n "$M" ]; then cat "$M"/a*/jobid "$M"/s*/jobid 2>/dev/null; fi; printf '%s\n' "$JOBS"; } |
   grep -E '^[0-9]+(_[0-9]+)?$' | sort -u | paste -sd, -)
 if [ -z "$ids" ]; then echo "gr_ids -"; exit 0; fi
 echo "gr_ids $ids"
