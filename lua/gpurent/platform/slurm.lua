@@ -11,7 +11,7 @@
 --
 --   slurm.sbatch_options(profile, r) -> {"--partition=gpu", ...}   one #SBATCH line each
 --   slurm.start_detached(inst, r, {script=}) -> {mode="sbatch", attempt=, job=, how=}
---   slurm.job_state(inst, r) -> {id=, state=, reason=, active=, pending=} | nil (no job)
+--   slurm.job_state(inst, r) -> {id=, state=, reason=, active=, pending=, unknown=} | nil (no job)
 --   slurm.stop{inst=, run= r | job= ID, host=} -> {decision=, job=, status="cancelled"}
 --   slurm.start_queue / queue_status / resubmit_queue: a sweep as one job array (below)
 --   slurm.accounting(inst, {ids=, meta=}, profile) -> {ids=, jobs={{id, state, elapsed, gpus,
@@ -134,8 +134,11 @@ function slurm.job_state(inst, r)
   local id, state, reason = (res.stdout or ""):match("gr_job (%d+) (%S+) ?([^\n]*)")
   if not id then return nil end
   state = state:match("^(%u[%u_]*)") or state      -- sacct says "CANCELLED by 0"
-  return {id = id, state = state, reason = reason ~= "" and reason ~= "None" and reason or nil,
-          pending = PENDING[state] == true, active = PENDING[state] == true or RUNNING[state] == true}
+  -- UNKNOWN: neither squeue nor sacct could say (a slow controller, accounting not yet
+  -- written): counted as still active, so the watch waits instead of relaunching a copy
+  local unknown = state == "UNKNOWN"
+  return {id = id, state = state, reason = reason ~= "" and reason ~= "None" and reason or nil, unknown = unknown,
+          pending = PENDING[state] == true, active = unknown or PENDING[state] == true or RUNNING[state] == true}
 end
 
 -- ---- the stop verb: scancel behind the gate ----------------------------------------

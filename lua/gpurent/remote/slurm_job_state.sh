@@ -1,14 +1,23 @@
 # shellcheck shell=sh
 # The Slurm state of a run's current job (lua/gpurent/platform/slurm.lua:
 # slurm.job_state): squeue while slurmctld knows the job, else sacct's record.
-# Prints "gr_job ID STATE REASON", nothing when the attempt has no job id.
+# Prints "gr_job ID STATE REASON", nothing when the attempt has no job id. When
+# neither can say (squeue fails for another reason than an unknown job id: the
+# controller is slow or down; or sacct has no record yet), the state is UNKNOWN with
+# the reason: a job nobody can see is not a dead job, and must not be launched twice.
 M=@META@
 cur=$(cat "$M/current" 2>/dev/null || echo 0)
 j=$(cat "$M/a$cur/jobid" 2>/dev/null)
 [ -n "$j" ] || exit 0
-line=$(squeue -h -j "$j" -o '%T %r' 2>/dev/null | head -n 1)
+if out=$(squeue -h -j "$j" -o '%T %r' 2>&1); then
+  line=$(printf '%s\n' "$out" | head -n 1)
+else
+  case $out in
+    *"Invalid job id"*) line= ;;
+    *) echo "gr_job $j UNKNOWN squeue: $(printf '%s' "$out" | head -n 1)"; exit 0 ;;
+  esac
+fi
 if [ -z "$line" ]; then
   line=$(sacct -n -X -P -j "$j" -o State,Reason 2>/dev/null | tail -n 1 | tr '|' ' ')
 fi
-[ -n "$line" ] && echo "gr_job $j $line"
-true
+echo "gr_job $j ${line:-UNKNOWN not in squeue, and sacct has no record of it (yet)}"

@@ -1,7 +1,8 @@
 # shellcheck shell=sh
 # Submit a run's wrapper as a Slurm batch job (lua/gpurent/platform/slurm.lua:
 # slurm.start_detached). The guard + the batch script + sbatch in one round trip:
-# refuses (exit 3) while the current attempt's job is still known to squeue. Writes
+# refuses (exit 3) while the current attempt's job is still known to squeue, or when
+# squeue cannot say (the controller does not answer). Writes
 # aN/batch.sh (one #SBATCH line per option; the batch shell forwards SIGNAL to the
 # wrapper's process group, so the trainer can checkpoint before a time limit or a
 # pre-emption) and records the job id in aN/jobid. Prints "attempt N", "job ID".
@@ -10,8 +11,15 @@ mkdir -p "$M" || exit 1
 cur=$(cat "$M/current" 2>/dev/null || echo 0)
 if [ "$cur" != 0 ] && [ -s "$M/a$cur/jobid" ]; then
   j=$(cat "$M/a$cur/jobid")
-  st=$(squeue -h -j "$j" -o %T 2>/dev/null | head -n 1)
-  if [ -n "$st" ]; then echo "refuse Slurm job $j (attempt $cur) is $st"; exit 3; fi
+  if st=$(squeue -h -j "$j" -o %T 2>&1); then
+    st=$(printf '%s\n' "$st" | head -n 1)
+    if [ -n "$st" ]; then echo "refuse Slurm job $j (attempt $cur) is $st"; exit 3; fi
+  else
+    case $st in
+      *"Invalid job id"*) ;;
+      *) echo "refuse cannot tell whether Slurm job $j (attempt $cur) is still live: squeue: $(printf '%s' "$st" | head -n 1)"; exit 3 ;;
+    esac
+  fi
 fi
 n=$((cur + 1))
 mkdir -p "$M/a$n" || exit 1

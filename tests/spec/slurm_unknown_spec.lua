@@ -1,0 +1,70 @@
+-- slurm_unknown_spec.lua: a job the scheduler cannot describe is not a dead job. On the
+-- Slurm testbed (tests/sim/slurm-sim) with its real slurmctld paused (SIGSTOP: squeue
+-- then times out, as on a loaded controller), the run's job state is UNKNOWN and still
+-- active (the watch waits, it does not relaunch), and the submit guard refuses a second
+-- copy because it cannot tell the first one ended. Resumed, the same job reads RUNNING.
+-- Needs root and `make deps`: fails (not skips) without them.
+local slurmbed = require "slurmbed"
+
+local sh = slurmbed.sh
+local q = T.q
+
+describe("a Slurm job the controller cannot describe", function()
+  local c, job, ctld
+  setup(function()
+    assert(slurmbed.available())
+    c = slurmbed.new()
+    c:up()
+    job = c:sbatch("--wrap 'sleep 300'")
+    assert.are.equal("RUNNING", c:wait_state(job, {RUNNING = true}, 30))
+    -- a run's meta dir as slurm.start_detached leaves it: attempt 1, its job id
+    local _, rc = c:ssh("mkdir -p /root/m/a1 && echo 1 > /root/m/current && echo " .. job .. " > /root/m/a1/jobid")
+    assert.are.equal(0, rc)
+    for _, pid in ipairs(c:status().pids) do
+      pid = string.format("%d", pid)
+      local f = io.open("/proc/" .. pid .. "/comm")
+      if f and f:read("l") == "slurmctld" then ctld = pid end
+      if f then f:close() end
+    end
+    assert.truthy(ctld, "no slurmctld among the cluster's processes: " .. require("cjson").encode(c:status().pids))
+  end)
+  teardown(function()
+    if ctld then sh("kill -CONT " .. ctld) end
+    if c and c.dir and sh("test -d " .. q(c.dir) .. " && echo y"):match("y") then c:down() end
+  end)
+
+  -- an on-box script of gpurent's, filled by remote.script, run on the login node
+  local function on_login(name, vars)
+    local code, text, err = T.run("-e " .. q(string.format("io.write(require('gpurent.remote').script(%q, %s))", name, vars)))
+    assert.are.equal(0, code, text .. err)
+    return c:ssh("sh -c " .. q(text), 90)
+  end
+
+  -- slurm.job_state's reading of the script's line (the Lua side of the same probe)
+  local function job_state(line)
+    local code, out, err = T.run("-e " .. q(string.format([[
+local S = require("gpurent.platform.slurm")
+local st = S.job_state({sh = function() return {code = 0, stdout = %q} end}, {paths = {meta = "/root/m"}})
+print(st.state, tostring(st.active), tostring(st.pending), tostring(st.unknown))]], line)))
+    assert.are.equal(0, code, out .. err)
+    return out
+  end
+
+  it("is UNKNOWN and active while squeue cannot answer, and the submit guard refuses a second copy", function()
+    assert.truthy(on_login("slurm_job_state", '{META = "/root/m"}'):find("gr_job " .. job .. " RUNNING", 1, true))
+    sh("kill -STOP " .. ctld)
+    local out = on_login("slurm_job_state", '{META = "/root/m"}')
+    assert.truthy(out:find("gr_job " .. job .. " UNKNOWN squeue: ", 1, true), out)
+    assert.are.equal("UNKNOWN\ttrue\tfalse\ttrue\n", job_state(out))
+    local guard = on_login("slurm_submit", '{META = "/root/m", SCRIPT = "/bin/true", LOG = "/root/m/log", ' ..
+      'OPTIONS = "", SIGNAL = ""}')
+    assert.truthy(guard:find("refuse cannot tell whether Slurm job " .. job .. " (attempt 1) is still live: squeue: ",
+      1, true), guard)
+    local _, rc = c:ssh("test ! -e /root/m/a2")
+    assert.are.equal(0, rc, "a second attempt was started")
+    sh("kill -CONT " .. ctld)
+    out = on_login("slurm_job_state", '{META = "/root/m"}')
+    assert.truthy(out:find("gr_job " .. job .. " RUNNING", 1, true), out)
+    assert.are.equal("RUNNING\ttrue\tfalse\tfalse\n", job_state(out))
+  end)
+end)
