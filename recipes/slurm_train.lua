@@ -2,6 +2,12 @@
 -- connect (the login node) -> setup -> audit -> environment -> prepare -> launch (sbatch:
 -- gpurent.platform.slurm) -> watch (the job's state: PENDING is not stalled) -> close
 -- -> pull. No teardown: nothing to power off; a job is stopped with scancel (gated).
+-- Time limits and pre-emption: with the profile's `slurm.requeue: true` and `signal: USR1`
+-- the trainer gets SIGUSR1 `signal_seconds` before the limit; it writes its checkpoint
+-- and exits, and the job requeues itself (scontrol requeue; Slurm does not requeue a
+-- TIMEOUT). The restarted job finds the newest checkpoint (checkpoints.scratch, e.g.
+-- out/latest.pth) in $GPURENT_RESUME and $GPURENT_RESTART > 0: resume from it. Watch
+-- says "requeued (attempt N), resuming from <checkpoint>"; it is never a relaunch.
 -- Each step is a phase in lua/gpurent/lifecycle/phases/; gpurent.lifecycle runs them
 -- and owns errors, the ledger, Ctrl-C and the ending. Your own recipe replaces one
 -- (lifecycle.replace(list, "watch", mine)) or inserts its own (lifecycle.insert_after).

@@ -64,6 +64,7 @@
 --       (sbatch instead of tmux/nohup; gpurent.lifecycle.detach.start calls it when present)
 --   P.job_state(inst, r) -> {id, state, reason, pending, active} | nil   read by every
 --       monitor.probe: active counts as alive, pending is the verdict "pending" (not stalled)
+--       (and note: words the watch line shows beside the state, e.g. "requeued (attempt 2), ...")
 local fs = require "gpurent.util.fs"
 
 local platform = {}

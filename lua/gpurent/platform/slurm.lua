@@ -11,14 +11,15 @@
 --
 --   slurm.sbatch_options(profile, r) -> {"--partition=gpu", ...}   one #SBATCH line each
 --   slurm.start_detached(inst, r, {script=}) -> {mode="sbatch", attempt=, job=, how=}
---   slurm.job_state(inst, r) -> {id=, state=, reason=, active=, pending=} | nil (no job)
+--   slurm.job_state(inst, r) -> {id=, state=, reason=, active=, pending=, restarts=, resume=} | nil (no job)
+--     restarts/resume: the job was requeued that many times and resumes from that checkpoint
 --   slurm.stop{inst=, run= r | job= ID, host=} -> {decision=, job=, status="cancelled"}
 --   (and the interface every platform has: gpurent.platform's header)
 local errors = require "gpurent.util.errors"
 local hosts = require "gpurent.hosts"
 local remote = require "gpurent.remote"
 
-local slurm = {name = "slurm", title = "Slurm", gotchas = nil, verbs = {cancel_job = {gated = true}}}
+local slurm = {name = "slurm", title = "Slurm", gotchas = "gpurent.gotchas.slurm", verbs = {cancel_job = {gated = true}}}
 
 slurm.login_example = "ssh user@login.example.org"
 
@@ -100,8 +101,10 @@ function slurm.start_detached(inst, r, o)
   end
   local opts = slurm.sbatch_options(r.profile, r)
   local sig = r.profile.slurm.signal or ""
+  local rq = slurm.requeue_vars(r)
   local res = inst:sh(remote.script("slurm_submit", {META = r.paths.meta, SCRIPT = o.script, LOG = r.paths.log,
-    OPTIONS = remote.lines(opts, "slurm options"), SIGNAL = sig}), {timeout = 60})
+    OPTIONS = remote.lines(opts, "slurm options"), SIGNAL = sig, REQUEUE = rq.REQUEUE, GRACE = rq.GRACE,
+    CKPTS = rq.CKPTS}), {timeout = 60})
   local out = res.stdout or ""
   local refuse = out:match("refuse ([^\n]*)")
   if refuse then
@@ -128,8 +131,53 @@ function slurm.job_state(inst, r)
   local id, state, reason = (res.stdout or ""):match("gr_job (%d+) (%S+) ?([^\n]*)")
   if not id then return nil end
   state = state:match("^(%u[%u_]*)") or state      -- sacct says "CANCELLED by 0"
-  return {id = id, state = state, reason = reason ~= "" and reason ~= "None" and reason or nil,
+  local st = {id = id, state = state, reason = reason ~= "" and reason ~= "None" and reason or nil,
           pending = PENDING[state] == true, active = PENDING[state] == true or RUNNING[state] == true}
+  slurm.parse_requeue(st, res.stdout)
+  st.note = slurm.requeue_text(st)   -- the watch line shows it beside the state
+  return st
+end
+
+-- ---- requeue and resume (the time limit, a pre-emption) ----------------------------
+-- Slurm never requeues a job its time limit ended (TIMEOUT is final); it requeues one
+-- that was pre-empted, hit a node failure or was `scontrol requeue`d. So with the
+-- profile's `requeue: true` and a `signal:`, the batch shell does what a cluster's
+-- long-running trainers do (Lightning's SLURMEnvironment, submitit): on the signal
+-- before the limit it forwards it to the trainer (which writes its checkpoint and
+-- exits), waits up to GRACE seconds for that, and requeues its own job. The restart
+-- (the same job id, SLURM_RESTART_COUNT + 1) exports GPURENT_RESUME: the newest of
+-- the profile's checkpoints.scratch files in the run's out dir. A requeued job is one
+-- attempt of the run: never a relaunch, never a second sbatch.
+
+-- The batch script's requeue variables: REQUEUE ("1" or ""), GRACE (seconds from the
+-- signal to the requeue: the signal's lead minus 10 s for the requeue itself), CKPTS.
+function slurm.requeue_vars(r)
+  local s = r.profile.slurm
+  local ckpts = {}
+  if r.paths.out then   -- a run's out dir (a bare script submitted by hand has none)
+    for _, name in ipairs(r.profile.checkpoints.scratch or {}) do ckpts[#ckpts + 1] = r.paths.out .. "/" .. name end
+  end
+  local lead = tonumber(s.signal_seconds) or 120
+  return {REQUEUE = (s.requeue and s.signal) and "1" or "", GRACE = tostring(math.max(1, math.floor(lead - 10))),
+          CKPTS = remote.lines(ckpts, "checkpoints.scratch")}
+end
+
+-- aN/requeue (written by the batch shell): "restart=K at=T job=J ckpt=PATH [requested]".
+function slurm.parse_requeue(st, stdout)
+  local line = (stdout or ""):match("gr_requeue ([^\n]*)")
+  if not line then return st end
+  st.restarts = tonumber(line:match("restart=(%d+)"))
+  local ck = line:match("ckpt=(.-)%s*requested$") or line:match("ckpt=(.*)$")
+  st.resume = ck ~= "" and ck or nil
+  st.requeue_requested = line:find(" requested$") ~= nil
+  return st
+end
+
+-- The watch line's words for a requeued job: "requeued (attempt 2), resuming from PATH".
+function slurm.requeue_text(st)
+  if not (st and st.restarts and st.restarts > 0) then return nil end
+  return string.format("requeued (attempt %d), resuming from %s", st.restarts + 1,
+    st.resume or "no checkpoint (starting over)")
 end
 
 -- ---- the stop verb: scancel behind the gate ----------------------------------------
