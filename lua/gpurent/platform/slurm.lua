@@ -14,6 +14,8 @@
 --   slurm.job_state(inst, r) -> {id=, state=, reason=, active=, pending=, restarts=, resume=} | nil (no job)
 --     restarts/resume: the job was requeued that many times and resumes from that checkpoint
 --   slurm.stop{inst=, run= r | job= ID, host=} -> {decision=, job=, status="cancelled"}
+--   slurm.multinode_command(command, nodes) -> the command run once a node through srun
+--     with MASTER_ADDR/MASTER_PORT/NNODES/NODE_RANK/WORLD_SIZE (r.nodes adds --nodes=N)
 --   (and the interface every platform has: gpurent.platform's header)
 local errors = require "gpurent.util.errors"
 local hosts = require "gpurent.hosts"
@@ -76,6 +78,10 @@ function slurm.sbatch_options(p, r)
   for _, k in ipairs{"partition", "account", "qos", "gres", "time"} do
     if s[k] ~= nil then opts[#opts + 1] = "--" .. k .. "=" .. tostring(s[k]) end
   end
+  if r.nodes and r.nodes > 1 then   -- multi-node: one launcher task a node (slurm.multinode_command)
+    opts[#opts + 1] = "--nodes=" .. math.tointeger(r.nodes)
+    opts[#opts + 1] = "--ntasks-per-node=1"
+  end
   opts[#opts + 1] = s.requeue and "--requeue" or "--no-requeue"
   if s.signal then
     if not SIGNALS[s.signal] then errors.usage("profile slurm.signal " .. tostring(s.signal) .. ": one of USR1 USR2 TERM INT", 0) end
@@ -134,7 +140,7 @@ function slurm.job_state(inst, r)
   local st = {id = id, state = state, reason = reason ~= "" and reason ~= "None" and reason or nil,
           pending = PENDING[state] == true, active = PENDING[state] == true or RUNNING[state] == true}
   slurm.parse_requeue(st, res.stdout)
-  st.note = slurm.requeue_text(st)   -- the watch line shows it beside the state
+  st.note = slurm.requeue_text(st) or slurm.stuck_text(st)   -- the watch line shows it beside the state
   return st
 end
 
@@ -178,6 +184,60 @@ function slurm.requeue_text(st)
   if not (st and st.restarts and st.restarts > 0) then return nil end
   return string.format("requeued (attempt %d), resuming from %s", st.restarts + 1,
     st.resume or "no checkpoint (starting over)")
+end
+
+-- Pending reasons that waiting does not clear: the request exceeds what the partition
+-- or the association allows. Still pending (Slurm keeps it; an admin may change the
+-- limit), but the watch line says why it will not start by itself.
+slurm.STUCK_REASONS = {
+  PartitionNodeLimit = "the job asks for more nodes than the partition has or allows (--nodes)",
+  PartitionTimeLimit = "the job's --time is over the partition's limit (slurm.time)",
+  BadConstraints = "no node fits the job's constraints",
+  InvalidAccount = "the account is not valid (slurm.account)",
+  InvalidQOS = "the QoS is not valid for this account (slurm.qos)",
+  QOSMaxWallDurationPerJobLimit = "the job's --time is over the QoS's limit (slurm.time)",
+}
+
+function slurm.stuck_text(st)
+  local why = st and st.pending and st.reason and slurm.STUCK_REASONS[st.reason]
+  if not why then return nil end
+  return string.format("%s does not clear by waiting: %s; cancel it (gated scancel) and resubmit", st.reason, why)
+end
+
+-- ---- multi-node jobs -------------------------------------------------------------------
+-- A run with nodes = N > 1 asks for N nodes, one task each (sbatch_options), and its
+-- command runs once per node through srun, with the rendezvous torchrun wants from
+-- Slurm's variables: MASTER_ADDR (the allocation's first host), MASTER_PORT (from the
+-- job id unless set), NNODES, NODE_RANK (SLURM_NODEID), WORLD_SIZE (nodes x GPUs a
+-- node; torchrun recomputes it for its workers). The command text goes through a
+-- quoted here-document, so the quoting launch.expand gave it survives unchanged:
+--   torchrun --nnodes=$NNODES --node_rank=$NODE_RANK --nproc_per_node=gpu \
+--     --master_addr=$MASTER_ADDR --master_port=$MASTER_PORT train.py
+slurm.MULTINODE_END = "GPURENT_NODE_COMMAND_END"
+
+function slurm.multinode_command(command, nodes)
+  nodes = math.tointeger(tonumber(nodes))
+  if not nodes or nodes < 1 then errors.usage("nodes=" .. tostring(nodes) .. ": a whole number of nodes, 1 or more", 0) end
+  if nodes == 1 then return command end
+  for line in (command .. "\n"):gmatch("([^\n]*)\n") do
+    if line == slurm.MULTINODE_END then
+      errors.usage("the train command holds a line " .. slurm.MULTINODE_END .. " (reserved for the multi-node wrapper)", 0)
+    end
+  end
+  return table.concat({
+    "GPURENT_NODE_COMMAND=$(cat <<'" .. slurm.MULTINODE_END .. "'",
+    command,
+    slurm.MULTINODE_END,
+    ")",
+    'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+    'MASTER_PORT=${MASTER_PORT:-$((20000 + ${SLURM_JOB_ID:-0} % 20000))}',
+    'NNODES=${SLURM_JOB_NUM_NODES:-1}',
+    'WORLD_SIZE=$((NNODES * ${SLURM_GPUS_ON_NODE:-1}))',
+    'export GPURENT_NODE_COMMAND MASTER_ADDR MASTER_PORT NNODES WORLD_SIZE',
+    'echo "[gpurent] multi-node: $NNODES node(s) $SLURM_JOB_NODELIST, rendezvous $MASTER_ADDR:$MASTER_PORT"',
+    "srun --nodes=\"$NNODES\" --ntasks-per-node=1 --kill-on-bad-exit=1 bash -c " ..
+      "'export NODE_RANK=\"$SLURM_NODEID\"; eval \"$GPURENT_NODE_COMMAND\"'",
+  }, "\n")
 end
 
 -- ---- the stop verb: scancel behind the gate ----------------------------------------
