@@ -5,7 +5,8 @@
 -- requeues its own job (Slurm never requeues a TIMEOUT), and the restarted job - the
 -- same job id, the same gpurent attempt - resumes from $GPURENT_RESUME and finishes;
 -- the watch line says "requeued (attempt N), resuming from <checkpoint>", never a
--- relaunch or a stall, and the run is sealed, pulled and verified. Needs root and
+-- relaunch or a stall, and the run is sealed, pulled and verified. A job the scheduler
+-- requeues itself (scontrol requeue, as a pre-emption does) resumes the same way. Needs root and
 -- `make deps`: fails (not skips) without them.
 local slurmbed = require "slurmbed"
 local cjson = require "cjson"
@@ -35,16 +36,27 @@ slurm:
   time: "0:01:00"
   signal_seconds: 50
 ]])
+    -- a pre-emption stand-in: the scheduler requeues a job (SIGTERM, no warning signal)
+    T.write(c.dir .. "/profiles/longlimit.yaml", [[
+extends: slurm
+tiers:
+  home: {path: /root}
+  scratch: {path: /root/scratch}
+checkpoints:
+  live_dir: /root/scratch/checkpoints/{name}
+  durable_dir: /root/gpurent-results/{project}/{name}
+  run_root: /root/scratch/{project}
+]])
   end)
   teardown(function()
     if c and c.dir and sh("test -d " .. q(c.dir) .. " && echo y"):match("y") then c:down() end
   end)
 
-  local function g(args)
-    local env = "GPURENT_PROFILE_PATH=" .. q(c.dir .. "/profiles") .. " HOME=" .. q(home) .. " GPURENT_STATE_DIR=" ..
+  local function env()
+    return "GPURENT_PROFILE_PATH=" .. q(c.dir .. "/profiles") .. " HOME=" .. q(home) .. " GPURENT_STATE_DIR=" ..
       q(state) .. " GPURENT_PROGRESS=none GPURENT_SSH_CONFIG=" .. q(c.ssh_config) .. " timeout -k 5 300"
-    return T.run(args, {env = env, cwd = T.root})
   end
+  local function g(args) return T.run(args, {env = env(), cwd = T.root}) end
 
   it("checkpoints on SIGUSR1, requeues itself, resumes from the checkpoint and finishes to a verified pull", function()
     local steps = 180   -- 45 s of steps: more than the 10-40 s before the first signal
@@ -99,5 +111,34 @@ slurm:
     local metrics = sh("find " .. q(pulled .. "/" .. run_id) .. " -path '*/test/final/metrics.json'"):match("%S+")
     assert.truthy(metrics, sh("find " .. q(pulled)))
     assert.are.equal(steps, cjson.decode(T.read(metrics)).steps)
+  end)
+
+  it("resumes a job the scheduler requeued without warning (a pre-emption) from its last periodic checkpoint", function()
+    local log = c.dir .. "/preempt.out"
+    local runner = io.popen("( cd " .. q(T.root) .. " && " .. env() .. " " .. q(T.bin) .. " " .. table.concat({
+      "run recipes/slurm_train.lua host=cluster project=pre profile=longlimit code=examples/tiny-train",
+      q("train={python} train.py --out {out} --steps 60 --step-seconds 0.25"),
+      q("box_load={python} load_check.py {}"), "interval=1", "stall=60", "local_dir=" .. q(pulled), "gotchas=no"}, " ") ..
+      " >" .. q(log) .. " 2>&1; echo rc=$? >>" .. q(log) .. " ) &")
+    runner:close()
+    local job = c.wait_for(function() return (T.read(log) or ""):match("under Slurm job (%d+) %(sbatch ") end, 90)
+    assert.truthy(job, T.read(log))
+    local run_id = T.read(log):match("%[run%] run (%S+):")
+    local active = "scratch/pre/active/" .. run_id
+    assert.truthy(c.wait_for(function() return c:ssh("cat " .. active .. "/train.log 2>/dev/null"):find("step 10/60", 1, true) end, 60))
+    local _, rc = c:ssh("scontrol requeue " .. job)
+    assert.are.equal(0, rc)
+    local done = c.wait_for(function() return (T.read(log) or ""):match("rc=(%d+)") end, 150)
+    local out = T.read(log)
+    assert.are.equal("0", done, out)
+    local ckpt = "/root/" .. active .. "/out/latest.pth"
+    assert.truthy(out:find("requeued (attempt 2), resuming from " .. ckpt, 1, true), out)
+    for _, bad in ipairs{"STALLED", "DEAD", "relaunch"} do assert.falsy(out:find(bad, 1, true), bad .. " in:\n" .. out) end
+    local tlog = c:ssh("cat " .. active .. "/train.log")
+    local from = tonumber(tlog:match("resume checkpoint from GPURENT_RESUME: [^\n]+\nresumed from step (%d+)\n"))
+    assert.truthy(from and from >= 10, tlog)
+    assert.truthy(tlog:find("training finished: 60 steps", 1, true), tlog)
+    assert.falsy(tlog:find("SIGUSR1", 1, true), "a pre-emption sends no warning signal here:\n" .. tlog)
+    assert.are.equal("1\n", c:ssh("cat " .. active .. "/.gpurent/current"))
   end)
 end)
