@@ -79,6 +79,15 @@ slurm:
       "CUDA_VISIBLE_DEVICES=0)", 1, true), gpu.evidence)
   end)
 
+  it("leave the login node's own GPU probes n/a: the GPUs are in an allocation", function()
+    local code, by, all = check("U-NOGPU,U-XID,U-CUDA-MISMATCH")
+    assert.are.equal(0, code, all)
+    for _, id in ipairs{"U-NOGPU", "U-XID", "U-CUDA-MISMATCH"} do
+      assert.are.equal("n/a", by[id].status, all)
+      assert.truthy(by[id].evidence:find("S-GPU-ALLOC looks inside an allocation", 1, true), all)
+    end
+  end)
+
   it("find a drained partition; the GPU probe is inconclusive while its allocation pends", function()
     assert.are.equal(0, select(2, c:sim("drain --reason maintenance")))
     finally(function() c:sim("resume") end)

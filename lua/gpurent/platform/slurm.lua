@@ -25,6 +25,14 @@ local slurm = {name = "slurm", title = "Slurm", gotchas = "gpurent.gotchas.slurm
 
 slurm.login_example = "ssh user@login.example.org"
 
+-- The universal probes that look at the GPUs of the box they reach: here the login
+-- node, which has none. gpurent check answers them n/a with this reason; S-GPU-ALLOC
+-- looks inside an allocation instead (gotchas/slurm.lua).
+local IN_ALLOCATION = "the cluster's GPUs are on its compute nodes, not the login node: S-GPU-ALLOC looks " ..
+  "inside an allocation (srun --gres=gpu:1)"
+slurm.gotchas_elsewhere = {["U-NOGPU"] = IN_ALLOCATION, ["U-ZOMBIE-VRAM"] = IN_ALLOCATION, ["U-XID"] = IN_ALLOCATION,
+                           ["U-THROTTLE"] = IN_ALLOCATION, ["U-CUDA-MISMATCH"] = IN_ALLOCATION}
+
 local NO_API = "a Slurm cluster has no billing API in gpurent: jobs are accounted by the scheduler (sacct)"
 
 function slurm.client() return nil, NO_API end
