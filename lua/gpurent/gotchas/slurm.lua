@@ -227,7 +227,9 @@ function FAIRSHARE.probe(inst, ctx)
       (kv.share_rc == "127" and " is not installed" or (": " .. first_line(kv.share_err))) .. ")" .. assoc_text)
   end
   local line = multi.share and multi.share[1]
-  if not line then return na("sshare lists no association for this user" .. assoc_text) end
+  if not line or line == "" then
+    return na("no fair-share kept for this user (sshare lists no association: no accounting or not permitted)" .. assoc_text)
+  end
   local f = {}
   for x in (line .. "|"):gmatch("([^|]*)|") do f[#f + 1] = x end
   local fs = tonumber(f[7])
