@@ -2,6 +2,16 @@
 -- connect (the login node) -> setup -> audit -> environment -> prepare -> launch (sbatch:
 -- gpurent.platform.slurm) -> watch (the job's state: PENDING is not stalled) -> close
 -- -> pull. No teardown: nothing to power off; a job is stopped with scancel (gated).
+-- Time limits and pre-emption: with the profile's `slurm.requeue: true` and `signal: USR1`
+-- the trainer gets SIGUSR1 `signal_seconds` before the limit; it writes its checkpoint
+-- and exits, and the job requeues itself (scontrol requeue; Slurm does not requeue a
+-- TIMEOUT). The restarted job finds the newest checkpoint (checkpoints.scratch, e.g.
+-- out/latest.pth) in $GPURENT_RESUME and $GPURENT_RESTART > 0: resume from it. Watch
+-- says "requeued (attempt N), resuming from <checkpoint>"; it is never a relaunch.
+-- Multi-node: nodes=2 asks for two nodes (--nodes=2, one task each) and runs the train
+-- command once a node through srun, with MASTER_ADDR MASTER_PORT NNODES NODE_RANK
+-- WORLD_SIZE from Slurm's variables: 'train=torchrun --nnodes=$NNODES --node_rank=$NODE_RANK
+-- --nproc_per_node=gpu --master_addr=$MASTER_ADDR --master_port=$MASTER_PORT train.py'.
 -- Each step is a phase in lua/gpurent/lifecycle/phases/; gpurent.lifecycle runs them
 -- and owns errors, the ledger, Ctrl-C and the ending. Your own recipe replaces one
 -- (lifecycle.replace(list, "watch", mine)) or inserts its own (lifecycle.insert_after).
@@ -28,6 +38,8 @@ local params = gpurent.recipe {
     {name = "max_wait", type = "number", default = 86400, help = "watch: bounded wait in seconds"},
     {name = "ckpt_size", default = "50M", help = "audit: size of one checkpoint (budget)"},
     {name = "gotchas", type = "boolean", default = true, help = "audit: run the gotcha probes"},
+    {name = "nodes", type = "integer", default = 1, help = "nodes for one multi-node job: --nodes=N, the command " ..
+     "run once a node by srun with MASTER_ADDR MASTER_PORT NNODES NODE_RANK WORLD_SIZE set (for torchrun)"},
     {name = "id", help = "run id (default: a fresh one)"},
   },
 }
@@ -38,7 +50,12 @@ local run = require "gpurent.lifecycle.run"
 local r = run.new{host = params.host, project = params.project, recipe = "slurm_train", id = params.id, profile = params.profile,
   local_dir = params.local_dir, interval = params.interval, stall_seconds = params.stall,
   expected_seconds = params.expected_seconds, max_relaunches = params.max_relaunches, max_wait = params.max_wait,
-  roster = params.expected, load_cmd = params.load}
+  roster = params.expected, load_cmd = params.load, nodes = params.nodes}
+local P = require("gpurent.platform").of(r.profile)
+if params.nodes ~= 1 and not P.multinode_command then
+  gpurent.usage_error("nodes=" .. params.nodes .. ": profile " .. r.profile_name .. " has no multi-node launcher (a Slurm profile has)", 0)
+end
+local train = P.multinode_command and P.multinode_command(params.train, params.nodes) or params.train
 r:say("run", "run %s: %s on %s (profile %s); re-attach from any shell: gpurent watch %s", r.id, params.project,
   params.host, r.profile_name, r.id)
 
@@ -46,7 +63,7 @@ lifecycle.run(r, phases.train(), {options = {
   audit = {ckpt_bytes = params.ckpt_size, gotchas = params.gotchas},
   environment = {secrets = run.secrets_from_env(params.secrets)},
   prepare = {code_dir = params.code, smoke = params.smoke, command = params.train, params = params},
-  launch = {command = params.train, roster = params.expected, box_load = params.box_load},
+  launch = {command = train, roster = params.expected, box_load = params.box_load},
   close = {roster = params.expected, box_load = params.box_load},
   pull = {roster = params.expected, load_cmd = params.load, local_dir = params.local_dir},
   teardown = {skip = true},

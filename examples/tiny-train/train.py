@@ -7,7 +7,11 @@ time, and behaves like a real trainer where gpurent cares:
 
   * checkpoints atomically (write .tmp, fsync, rename) to OUT/latest.pth every
     --ckpt-every steps, and OUT/best.pth + OUT/best_metrics.json when the loss improves;
-  * resumes from OUT/latest.pth when it exists (the step count continues);
+  * resumes from OUT/latest.pth when it exists (the step count continues), or from
+    $GPURENT_RESUME when set (a Slurm job requeued by gpurent names its checkpoint there);
+  * on SIGUSR1 (Slurm's --signal before a time limit or pre-emption) writes
+    OUT/latest.pth at the end of the current step and exits 138 (128 + SIGUSR1): the
+    batch shell then requeues the job, which resumes from that checkpoint;
   * appends one row per step to OUT/train.csv; writes OUT/test/final/metrics.json at the end;
   * prints "resumed from step N" / "step N/M loss L" / "training finished" (unbuffered
     only when PYTHONUNBUFFERED=1 or -u: gpurent's wrapper sets it).
@@ -23,6 +27,7 @@ import argparse
 import json
 import os
 import pickle
+import signal
 import sys
 import time
 
@@ -89,8 +94,13 @@ def main():
     latest = os.path.join(a.out, "latest.pth")
     best_path = os.path.join(a.out, "best.pth")
     state = {"step": 0, "w": 0.0, "b": 0.0, "best": None, "task": a.task}
-    if os.path.exists(latest):
-        state = load_ckpt(latest)
+    stop = []
+    signal.signal(signal.SIGUSR1, lambda *_: stop.append(True))
+    resume = os.environ.get("GPURENT_RESUME") or latest
+    if os.environ.get("GPURENT_RESUME"):
+        print("resume checkpoint from GPURENT_RESUME: %s" % resume)
+    if os.path.exists(resume):
+        state = load_ckpt(resume)
         print("resumed from step %d" % state["step"])
     else:
         print("starting from scratch: %d steps, task %s" % (a.steps, a.task))
@@ -118,6 +128,10 @@ def main():
                              json.dumps({"step": step, "loss": loss}, sort_keys=True).encode())
         if step % a.ckpt_every == 0 or step == a.steps:
             save_ckpt(latest, state)
+        if stop and step < a.steps:
+            save_ckpt(latest, state)
+            print("SIGUSR1: checkpoint written at step %d (latest.pth); exiting for the requeue" % step)
+            sys.exit(128 + signal.SIGUSR1)
         time.sleep(a.step_seconds)
     if a.fill_disk:
         try:

@@ -10,12 +10,20 @@ local errors = require "gpurent.util.errors"
 
 local q = T.q
 
--- Stands in for the run wrapper: records its attempt, then traps the checkpoint
--- signal the way a trainer does, and waits to be killed.
+-- Stands in for the run wrapper: a shell that records its attempt and runs a "trainer"
+-- (python) that takes the checkpoint signal with its own handler and trains on; the
+-- shell around it must survive the signal (a killed wrapper would end the job).
 local FAKE_WRAPPER = [[#!/bin/bash
 echo "wrapper attempt $1 on $(hostname)" >> /root/batchrun/train.log
-trap 'echo "trainer got USR1" >> /root/batchrun/train.log' USR1
-while true; do sleep 1 & wait $!; done
+python3 -c '
+import signal, time
+def got(*_):
+    open("/root/batchrun/train.log", "a").write("trainer got USR1\n")
+signal.signal(signal.SIGUSR1, got)
+while True:
+    time.sleep(1)
+'
+echo "wrapper: the trainer exited $?" >> /root/batchrun/train.log
 ]]
 
 describe("the Slurm platform's batch submission", function()
@@ -73,6 +81,10 @@ describe("the Slurm platform's batch submission", function()
     local log = c:ssh("cat /root/batchrun/train.log")
     assert.truthy(got, "the program never got USR1: " .. log)
     assert.matches("%[gpurent%] SIGUSR1 from Slurm %(restart 0%): forwarded to the job", log)
+    -- the wrapper's shell ignored it: the job runs on, the trainer was not ended
+    slurmbed.sh("sleep 2")
+    assert.are.equal("RUNNING", c:job_state(job))
+    assert.falsy(c:ssh("cat /root/batchrun/train.log"):find("the trainer exited", 1, true))
     assert.are.equal(0, select(2, c:ssh("scancel " .. job)))
     assert.are.equal("CANCELLED", c:wait_state(job, {CANCELLED = true}, 30))
     local js = S.job_state(inst, r)

@@ -13,6 +13,8 @@
 --     -> {{id, title, severity, status, evidence, fix, fixed}, ...} in catalog order
 --   gotchas.run_one(entry, inst, ctx) -> result
 --
+-- A platform's P.gotchas_elsewhere = {[id] = reason} answers those universal entries n/a
+-- with the reason, unprobed (a Slurm login node has no GPU: they look in an allocation).
 -- A probe that raises, or returns anything but a verdict, is reported as n/a with the
 -- reason: the runner never turns "could not look" into ok. Probes run concurrently
 -- (gpurent.parallel); calls on one SSH session are serialised by the instance itself.
@@ -161,7 +163,15 @@ function gotchas.run(inst, opts)
   function ctx.sh(script, o)
     return inst:sh(script, o or {timeout = opts.timeout or 120})
   end
-  local results = parallel(list, function(e) return gotchas.run_one(e, inst, ctx) end)
+  -- a platform whose GPUs are elsewhere (a scheduler's compute nodes) names the
+  -- universal probes that would only look at its login node: n/a with its reason
+  local elsewhere = require("gpurent.platform").of(p).gotchas_elsewhere or {}
+  local results = parallel(list, function(e)
+    if elsewhere[e.id] then
+      return {id = e.id, title = e.title, severity = e.severity, status = "n/a", evidence = elsewhere[e.id], fix = e.fix}
+    end
+    return gotchas.run_one(e, inst, ctx)
+  end)
   local out = {}
   for i, e in ipairs(list) do
     local r = results[i]

@@ -313,6 +313,7 @@ function monitor.status_line(f, v)
   if f.session then alive[#alive + 1] = "tmux up" end
   if f.job then
     alive[#alive + 1] = "job " .. f.job.id .. " " .. f.job.state .. (f.job.reason and (" (" .. f.job.reason .. ")") or "")
+    if f.job.note then alive[#alive + 1] = f.job.note end   -- e.g. a Slurm job requeued and resuming
   else
     alive[#alive + 1] = "pid " .. tostring(f.pid or "-") .. (f.proc and " alive" or " gone")
   end

@@ -86,7 +86,7 @@ end
 
 -- Fields kept in the ledger (never secrets): what `gpurent watch RUN` needs.
 local PERSIST = {"host", "project", "profile_name", "local_dir", "expected_seconds", "stall_seconds",
-  "interval", "max_relaunches", "max_wait", "ssh_config", "kind", "parent", "roster", "load_cmd"}
+  "interval", "max_relaunches", "max_wait", "ssh_config", "kind", "parent", "roster", "load_cmd", "nodes"}
 
 function run.new(o)
   o = o or {}

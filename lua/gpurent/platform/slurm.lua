@@ -11,7 +11,8 @@
 --
 --   slurm.sbatch_options(profile, r) -> {"--partition=gpu", ...}   one #SBATCH line each
 --   slurm.start_detached(inst, r, {script=}) -> {mode="sbatch", attempt=, job=, how=}
---   slurm.job_state(inst, r) -> {id=, state=, reason=, active=, pending=, unknown=} | nil (no job)
+--   slurm.job_state(inst, r) -> {id=, state=, reason=, active=, pending=, unknown=, restarts=, resume=} | nil
+--     (no job); restarts/resume: the job was requeued that many times and resumes from that checkpoint
 --   slurm.stop{inst=, run= r | job= ID, host=} -> {decision=, job=, status="cancelled"}
 --   slurm.start_queue / queue_status / resubmit_queue: a sweep as one job array (below)
 --   slurm.accounting(inst, {ids=, meta=}, profile) -> {ids=, jobs={{id, state, elapsed, gpus,
@@ -19,14 +20,24 @@
 --   slurm.usage(inst, r) -> the same for every job of a run's attempts (gpurent.billing.usage)
 --   slurm.job_info(inst, job) -> {id=, state=, name=, reason=, active=, pending=} | nil
 --   slurm.connected(inst, r)   the profile's ~ paths made absolute with the login node's $HOME
+--   slurm.multinode_command(command, nodes) -> the command run once a node through srun
+--     with MASTER_ADDR/MASTER_PORT/NNODES/NODE_RANK/WORLD_SIZE (r.nodes adds --nodes=N)
 --   (and the interface every platform has: gpurent.platform's header)
 local errors = require "gpurent.util.errors"
 local hosts = require "gpurent.hosts"
 local remote = require "gpurent.remote"
 
-local slurm = {name = "slurm", title = "Slurm", gotchas = nil, verbs = {cancel_job = {gated = true}}}
+local slurm = {name = "slurm", title = "Slurm", gotchas = "gpurent.gotchas.slurm", verbs = {cancel_job = {gated = true}}}
 
 slurm.login_example = "ssh user@login.example.org"
+
+-- The universal probes that look at the GPUs of the box they reach: here the login
+-- node, which has none. gpurent check answers them n/a with this reason; S-GPU-ALLOC
+-- looks inside an allocation instead (gotchas/slurm.lua).
+local IN_ALLOCATION = "the cluster's GPUs are on its compute nodes, not the login node: S-GPU-ALLOC looks " ..
+  "inside an allocation (srun --gres=gpu:1)"
+slurm.gotchas_elsewhere = {["U-NOGPU"] = IN_ALLOCATION, ["U-ZOMBIE-VRAM"] = IN_ALLOCATION, ["U-XID"] = IN_ALLOCATION,
+                           ["U-THROTTLE"] = IN_ALLOCATION, ["U-CUDA-MISMATCH"] = IN_ALLOCATION}
 
 local NO_API = "a Slurm cluster has no billing API in gpurent: jobs are accounted by the scheduler (sacct)"
 
@@ -81,6 +92,10 @@ function slurm.sbatch_options(p, r)
   for _, k in ipairs{"partition", "account", "qos", "gres", "time"} do
     if s[k] ~= nil then opts[#opts + 1] = "--" .. k .. "=" .. tostring(s[k]) end
   end
+  if r.nodes and r.nodes > 1 then   -- multi-node: one launcher task a node (slurm.multinode_command)
+    opts[#opts + 1] = "--nodes=" .. math.tointeger(r.nodes)
+    opts[#opts + 1] = "--ntasks-per-node=1"
+  end
   opts[#opts + 1] = s.requeue and "--requeue" or "--no-requeue"
   if s.signal then
     if not SIGNALS[s.signal] then errors.usage("profile slurm.signal " .. tostring(s.signal) .. ": one of USR1 USR2 TERM INT", 0) end
@@ -106,8 +121,10 @@ function slurm.start_detached(inst, r, o)
   end
   local opts = slurm.sbatch_options(r.profile, r)
   local sig = r.profile.slurm.signal or ""
+  local rq = slurm.requeue_vars(r)
   local res = inst:sh(remote.script("slurm_submit", {META = r.paths.meta, SCRIPT = o.script, LOG = r.paths.log,
-    OPTIONS = remote.lines(opts, "slurm options"), SIGNAL = sig}), {timeout = 60})
+    OPTIONS = remote.lines(opts, "slurm options"), SIGNAL = sig, REQUEUE = rq.REQUEUE, GRACE = rq.GRACE,
+    CKPTS = rq.CKPTS}), {timeout = 60})
   local out = res.stdout or ""
   local refuse = out:match("refuse ([^\n]*)")
   if refuse then
@@ -137,8 +154,107 @@ function slurm.job_state(inst, r)
   -- UNKNOWN: neither squeue nor sacct could say (a slow controller, accounting not yet
   -- written): counted as still active, so the watch waits instead of relaunching a copy
   local unknown = state == "UNKNOWN"
-  return {id = id, state = state, reason = reason ~= "" and reason ~= "None" and reason or nil, unknown = unknown,
+  local st = {id = id, state = state, reason = reason ~= "" and reason ~= "None" and reason or nil, unknown = unknown,
           pending = PENDING[state] == true, active = unknown or PENDING[state] == true or RUNNING[state] == true}
+  slurm.parse_requeue(st, res.stdout)
+  st.note = slurm.requeue_text(st) or slurm.stuck_text(st)   -- the watch line shows it beside the state
+  return st
+end
+
+-- ---- requeue and resume (the time limit, a pre-emption) ----------------------------
+-- Slurm never requeues a job its time limit ended (TIMEOUT is final); it requeues one
+-- that was pre-empted, hit a node failure or was `scontrol requeue`d. So with the
+-- profile's `requeue: true` and a `signal:`, the batch shell does what a cluster's
+-- long-running trainers do (Lightning's SLURMEnvironment, submitit): on the signal
+-- before the limit it forwards it to the trainer (which writes its checkpoint and
+-- exits), waits up to GRACE seconds for that, and requeues its own job. The restart
+-- (the same job id, SLURM_RESTART_COUNT + 1) exports GPURENT_RESUME: the newest of
+-- the profile's checkpoints.scratch files in the run's out dir. A requeued job is one
+-- attempt of the run: never a relaunch, never a second sbatch.
+
+-- The batch script's requeue variables: REQUEUE ("1" or ""), GRACE (seconds from the
+-- signal to the requeue: the signal's lead minus 10 s for the requeue itself), CKPTS.
+function slurm.requeue_vars(r)
+  local s = r.profile.slurm
+  local ckpts = {}
+  if r.paths.out then   -- a run's out dir (a bare script submitted by hand has none)
+    for _, name in ipairs(r.profile.checkpoints.scratch or {}) do ckpts[#ckpts + 1] = r.paths.out .. "/" .. name end
+  end
+  local lead = tonumber(s.signal_seconds) or 120
+  return {REQUEUE = (s.requeue and s.signal) and "1" or "", GRACE = tostring(math.max(1, math.floor(lead - 10))),
+          CKPTS = remote.lines(ckpts, "checkpoints.scratch")}
+end
+
+-- aN/requeue (written by the batch shell): "restart=K at=T job=J ckpt=PATH [requested]".
+function slurm.parse_requeue(st, stdout)
+  local line = (stdout or ""):match("gr_requeue ([^\n]*)")
+  if not line then return st end
+  st.restarts = tonumber(line:match("restart=(%d+)"))
+  local ck = line:match("ckpt=(.-)%s*requested$") or line:match("ckpt=(.*)$")
+  st.resume = ck ~= "" and ck or nil
+  st.requeue_requested = line:find(" requested$") ~= nil
+  return st
+end
+
+-- The watch line's words for a requeued job: "requeued (attempt 2), resuming from PATH".
+function slurm.requeue_text(st)
+  if not (st and st.restarts and st.restarts > 0) then return nil end
+  return string.format("requeued (attempt %d), resuming from %s", st.restarts + 1,
+    st.resume or "no checkpoint (starting over)")
+end
+
+-- Pending reasons that waiting does not clear: the request exceeds what the partition
+-- or the association allows. Still pending (Slurm keeps it; an admin may change the
+-- limit), but the watch line says why it will not start by itself.
+slurm.STUCK_REASONS = {
+  PartitionNodeLimit = "the job asks for more nodes than the partition has or allows (--nodes)",
+  PartitionTimeLimit = "the job's --time is over the partition's limit (slurm.time)",
+  BadConstraints = "no node fits the job's constraints",
+  InvalidAccount = "the account is not valid (slurm.account)",
+  InvalidQOS = "the QoS is not valid for this account (slurm.qos)",
+  QOSMaxWallDurationPerJobLimit = "the job's --time is over the QoS's limit (slurm.time)",
+}
+
+function slurm.stuck_text(st)
+  local why = st and st.pending and st.reason and slurm.STUCK_REASONS[st.reason]
+  if not why then return nil end
+  return string.format("%s does not clear by waiting: %s; cancel it (gated scancel) and resubmit", st.reason, why)
+end
+
+-- ---- multi-node jobs -------------------------------------------------------------------
+-- A run with nodes = N > 1 asks for N nodes, one task each (sbatch_options), and its
+-- command runs once per node through srun, with the rendezvous torchrun wants from
+-- Slurm's variables: MASTER_ADDR (the allocation's first host), MASTER_PORT (from the
+-- job id unless set), NNODES, NODE_RANK (SLURM_NODEID), WORLD_SIZE (nodes x GPUs a
+-- node; torchrun recomputes it for its workers). The command text goes through a
+-- quoted here-document, so the quoting launch.expand gave it survives unchanged:
+--   torchrun --nnodes=$NNODES --node_rank=$NODE_RANK --nproc_per_node=gpu \
+--     --master_addr=$MASTER_ADDR --master_port=$MASTER_PORT train.py
+slurm.MULTINODE_END = "GPURENT_NODE_COMMAND_END"
+
+function slurm.multinode_command(command, nodes)
+  nodes = math.tointeger(tonumber(nodes))
+  if not nodes or nodes < 1 then errors.usage("nodes=" .. tostring(nodes) .. ": a whole number of nodes, 1 or more", 0) end
+  if nodes == 1 then return command end
+  for line in (command .. "\n"):gmatch("([^\n]*)\n") do
+    if line == slurm.MULTINODE_END then
+      errors.usage("the train command holds a line " .. slurm.MULTINODE_END .. " (reserved for the multi-node wrapper)", 0)
+    end
+  end
+  return table.concat({
+    "GPURENT_NODE_COMMAND=$(cat <<'" .. slurm.MULTINODE_END .. "'",
+    command,
+    slurm.MULTINODE_END,
+    ")",
+    'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+    'MASTER_PORT=${MASTER_PORT:-$((20000 + ${SLURM_JOB_ID:-0} % 20000))}',
+    'NNODES=${SLURM_JOB_NUM_NODES:-1}',
+    'WORLD_SIZE=$((NNODES * ${SLURM_GPUS_ON_NODE:-1}))',
+    'export GPURENT_NODE_COMMAND MASTER_ADDR MASTER_PORT NNODES WORLD_SIZE',
+    'echo "[gpurent] multi-node: $NNODES node(s) $SLURM_JOB_NODELIST, rendezvous $MASTER_ADDR:$MASTER_PORT"',
+    "srun --nodes=\"$NNODES\" --ntasks-per-node=1 --kill-on-bad-exit=1 bash -c " ..
+      "'export NODE_RANK=\"$SLURM_NODEID\"; eval \"$GPURENT_NODE_COMMAND\"'",
+  }, "\n")
 end
 
 -- ---- the stop verb: scancel behind the gate ----------------------------------------
