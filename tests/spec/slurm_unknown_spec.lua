@@ -57,7 +57,7 @@ print(st.state, tostring(st.active), tostring(st.pending), tostring(st.unknown))
     assert.truthy(out:find("gr_job " .. job .. " UNKNOWN squeue: ", 1, true), out)
     assert.are.equal("UNKNOWN\ttrue\tfalse\ttrue\n", job_state(out))
     local guard = on_login("slurm_submit", '{META = "/root/m", SCRIPT = "/bin/true", LOG = "/root/m/log", ' ..
-      'OPTIONS = "", SIGNAL = ""}')
+      'OPTIONS = "", SIGNAL = "", REQUEUE = "", GRACE = "1", CKPTS = ""}')
     assert.truthy(guard:find("refuse cannot tell whether Slurm job " .. job .. " (attempt 1) is still live: squeue: ",
       1, true), guard)
     local _, rc = c:ssh("test ! -e /root/m/a2")
