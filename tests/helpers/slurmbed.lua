@@ -11,7 +11,10 @@
 --   c:sbatch("--array=0-2 --wrap 'true'")     -> job id (raises unless submitted)
 --   c:job_state(id) -> "RUNNING" (squeue, else sacct)   c:wait_state(id, {COMPLETED=true}, 30)
 --   c:sim("drain --reason maint") -> output, rc        c:status() -> table
---   c:down()                                  -> output, rc
+--   c:workspace{simcluster = slurmbed.SITE}   the person's side: c.state, c.home, c.profiles,
+--                                             c.pulled (profile overlays written by name)
+--   c:env() -> "VAR=... " for gpurent          c:gpurent(args, seconds) -> code, out, err
+--   c:down()                                  -> output, rc   c:teardown(): down if still up
 local cjson = require "cjson"
 
 local slurmbed = {}
@@ -107,6 +110,46 @@ function C:status()
   local out, rc = self:sim("status")
   assert(rc == 0, "slurm-sim status failed: " .. out)
   return cjson.decode(out)
+end
+
+-- The site overlay a cluster's users write: the testbed's home and scratch as absolute paths.
+slurmbed.SITE = [[
+extends: slurm
+tiers:
+  home: {path: /root}
+  scratch: {path: /root/scratch}
+checkpoints:
+  live_dir: /root/scratch/checkpoints/{name}
+  durable_dir: /root/gpurent-results/{project}/{name}
+  run_root: /root/scratch/{project}
+]]
+
+-- The person's side of the cluster: a private HOME, state dir (the ledger), profile dir
+-- (overlays: name -> YAML text) and where pulls land, all inside the cluster's dir.
+function C:workspace(overlays)
+  self.state, self.home, self.profiles, self.pulled = self.dir .. "/state", self.dir .. "/home", self.dir .. "/profiles",
+    self.dir .. "/pulled"
+  local out, rc = sh("mkdir -p " .. q(self.state) .. " " .. q(self.home .. "/.ssh") .. " " .. q(self.profiles))
+  assert(rc == 0, out)
+  for name, text in pairs(overlays or {}) do T.write(self.profiles .. "/" .. name .. ".yaml", text) end
+  return self
+end
+
+-- gpurent as the person runs it: this cluster's ssh_config, the workspace's HOME,
+-- ledger and profiles, no progress bars.
+function C:env()
+  return "GPURENT_PROFILE_PATH=" .. q(self.profiles) .. " HOME=" .. q(self.home) .. " GPURENT_STATE_DIR=" ..
+    q(self.state) .. " GPURENT_PROGRESS=none GPURENT_SSH_CONFIG=" .. q(self.ssh_config)
+end
+
+-- One gpurent command, bounded (a hang fails the test, not the suite).
+function C:gpurent(args, seconds)
+  return T.run(args, {env = self:env() .. " timeout -k 5 " .. tostring(seconds or 120), cwd = T.root})
+end
+
+-- For a spec's teardown: ends the cluster unless down() already did (its dir is gone).
+function C:teardown()
+  if self.dir and sh("test -d " .. q(self.dir) .. " && echo y"):match("y") then self:down() end
 end
 
 function C:down()

@@ -10,7 +10,6 @@
 local slurmbed = require "slurmbed"
 local cjson = require "cjson"
 
-local sh = slurmbed.sh
 local q = T.q
 local function esc(s) return (s:gsub("%p", "%%%0")) end
 
@@ -20,10 +19,10 @@ describe("Slurm accounting, cancel and profiles", function()
     assert(slurmbed.available())
     c = slurmbed.new()
     c:up()
-    state, home, pulled = c.dir .. "/state", c.dir .. "/home", c.dir .. "/pulled"
-    sh("mkdir -p " .. q(state) .. " " .. q(home .. "/.ssh") .. " " .. q(c.dir .. "/profiles"))
+    c:workspace()
+    state, home, pulled = c.state, c.home, c.pulled
     -- a site overlay: its own run root (not the shipped one), two GPUs a job, a price
-    T.write(c.dir .. "/profiles/sitecl.yaml", [[
+    T.write(c.profiles .. "/sitecl.yaml", [[
 extends: slurm
 tiers:
   home: {path: /root}
@@ -39,17 +38,10 @@ slurm:
   price_per_gpu_hour: 3600
 ]])
   end)
-  teardown(function()
-    if c and c.dir and sh("test -d " .. q(c.dir) .. " && echo y"):match("y") then c:down() end
-  end)
+  teardown(function() if c then c:teardown() end end)
 
-  local function env()
-    return "GPURENT_PROFILE_PATH=" .. q(c.dir .. "/profiles") .. " HOME=" .. q(home) .. " GPURENT_STATE_DIR=" ..
-      q(state) .. " GPURENT_PROGRESS=none GPURENT_SSH_CONFIG=" .. q(c.ssh_config)
-  end
-  local function g(args, seconds)
-    return T.run(args, {env = env() .. " timeout -k 5 " .. tostring(seconds or 120), cwd = T.root})
-  end
+  local function env() return c:env() end
+  local function g(args, seconds) return c:gpurent(args, seconds) end
 
   local function train_args(profile, steps)
     return table.concat({"run recipes/slurm_train.lua host=cluster project=tiny", "profile=" .. profile,

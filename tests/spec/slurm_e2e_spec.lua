@@ -10,7 +10,6 @@ local slurmbed = require "slurmbed"
 local cjson = require "cjson"
 local hash = require "gpurent.util.hash"
 
-local sh = slurmbed.sh
 local q = T.q
 
 describe("the Slurm platform end to end", function()
@@ -19,31 +18,18 @@ describe("the Slurm platform end to end", function()
     assert(slurmbed.available())
     c = slurmbed.new()
     c:up()
-    state, home, pulled = c.dir .. "/state", c.dir .. "/home", c.dir .. "/pulled"
-    sh("mkdir -p " .. q(state) .. " " .. q(home .. "/.ssh") .. " " .. q(c.dir .. "/profiles"))
-    -- the site overlay a cluster's users write: its home and scratch as absolute paths
-    T.write(c.dir .. "/profiles/simcluster.yaml", [[
-extends: slurm
-tiers:
-  home: {path: /root}
-  scratch: {path: /root/scratch}
-checkpoints:
-  live_dir: /root/scratch/checkpoints/{name}
-  durable_dir: /root/gpurent-results/{project}/{name}
-  run_root: /root/scratch/{project}
-]])
+    c:workspace{simcluster = slurmbed.SITE}
+    state, home, pulled = c.state, c.home, c.pulled
   end)
-  teardown(function()
-    if c and c.dir and sh("test -d " .. q(c.dir) .. " && echo y"):match("y") then c:down() end
-  end)
+  teardown(function() if c then c:teardown() end end)
 
   -- gpurent as the person runs it: this cluster's ssh_config, a private HOME and ledger.
   local function g(args, o)
     o = o or {}
-    local env = "GPURENT_PROFILE_PATH=" .. q(c.dir .. "/profiles") .. " HOME=" .. q(home) .. " GPURENT_STATE_DIR=" .. q(state) .. " GPURENT_PROGRESS=none " ..
-      (o.own_ssh_config and "env -u GPURENT_SSH_CONFIG" or ("GPURENT_SSH_CONFIG=" .. q(c.ssh_config))) ..
-      " timeout -k 5 " .. tostring(o.timeout or 240)
-    return T.run(args, {env = env, cwd = T.root})
+    if not o.own_ssh_config then return c:gpurent(args, o.timeout or 240) end
+    -- the person's own ~/.ssh/config instead of the testbed's
+    return T.run(args, {env = c:env() .. " env -u GPURENT_SSH_CONFIG timeout -k 5 " .. tostring(o.timeout or 240),
+      cwd = T.root})
   end
 
   local function train_args(o)

@@ -9,7 +9,6 @@
 -- `make deps`: fails (not skips) without them.
 local slurmbed = require "slurmbed"
 
-local sh = slurmbed.sh
 local q = T.q
 
 describe("multi-node Slurm jobs", function()
@@ -19,21 +18,9 @@ describe("multi-node Slurm jobs", function()
     c = slurmbed.new()
     c:up()
     S = require("gpurent.platform").of("slurm")
-    sh("mkdir -p " .. q(c.dir .. "/state") .. " " .. q(c.dir .. "/home") .. " " .. q(c.dir .. "/profiles"))
-    T.write(c.dir .. "/profiles/simcluster.yaml", [[
-extends: slurm
-tiers:
-  home: {path: /root}
-  scratch: {path: /root/scratch}
-checkpoints:
-  live_dir: /root/scratch/checkpoints/{name}
-  durable_dir: /root/gpurent-results/{project}/{name}
-  run_root: /root/scratch/{project}
-]])
+    c:workspace{simcluster = slurmbed.SITE}
   end)
-  teardown(function()
-    if c and c.dir and sh("test -d " .. q(c.dir) .. " && echo y"):match("y") then c:down() end
-  end)
+  teardown(function() if c then c:teardown() end end)
 
   it("runs the command once a node through srun with the rendezvous from Slurm's variables", function()
     -- what launch.expand makes of a command: quoted paths, a $ the node's shell expands
@@ -65,14 +52,10 @@ checkpoints:
   end)
 
   it("slurm_train nodes=2 asks for two nodes; on one node the job pends with a reason that waiting does not clear", function()
-    local env = "GPURENT_PROFILE_PATH=" .. q(c.dir .. "/profiles") .. " HOME=" .. q(c.dir .. "/home") ..
-      " GPURENT_STATE_DIR=" .. q(c.dir .. "/state") .. " GPURENT_PROGRESS=none GPURENT_SSH_CONFIG=" .. q(c.ssh_config) ..
-      " timeout -k 5 180"
-    local code, out, err = T.run(table.concat({"run recipes/slurm_train.lua host=cluster project=mn profile=simcluster",
+    local code, out, err = c:gpurent(table.concat({"run recipes/slurm_train.lua host=cluster project=mn profile=simcluster",
       "code=examples/tiny-train", q("train={python} train.py --out {out} --steps 4 --step-seconds 0.1"),
       q("box_load={python} load_check.py {}"), "interval=0.5", "max_wait=6", "gotchas=no", "nodes=2",
-      "local_dir=" .. q(c.dir .. "/pulled")}, " "),
-      {env = env, cwd = T.root})
+      "local_dir=" .. q(c.pulled)}, " "), 180)
     local all = out .. err
     local job = out:match("under Slurm job (%d+) %(sbatch ")
     assert.truthy(job, all)

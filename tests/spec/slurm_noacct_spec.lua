@@ -6,8 +6,6 @@
 local slurmbed = require "slurmbed"
 local cjson = require "cjson"
 
-local sh = slurmbed.sh
-local q = T.q
 
 describe("the Slurm fair-share probe without accounting", function()
   local c
@@ -15,18 +13,12 @@ describe("the Slurm fair-share probe without accounting", function()
     assert(slurmbed.available())
     c = slurmbed.new()
     c:up("--no-accounting")
-    sh("mkdir -p " .. q(c.dir .. "/state") .. " " .. q(c.dir .. "/profiles"))
-    T.write(c.dir .. "/profiles/simcluster.yaml", "extends: slurm\ntiers:\n  home: {path: /root}\n  scratch: {path: /root/scratch}\n")
+    c:workspace{simcluster = slurmbed.SITE}
   end)
-  teardown(function()
-    if c and c.dir and sh("test -d " .. q(c.dir) .. " && echo y"):match("y") then c:down() end
-  end)
+  teardown(function() if c then c:teardown() end end)
 
   it("is n/a, saying no fair-share is kept and sacctmgr is not permitted", function()
-    local env = "GPURENT_PROFILE_PATH=" .. q(c.dir .. "/profiles") .. " GPURENT_STATE_DIR=" .. q(c.dir .. "/state") ..
-      " HOME=" .. q(c.dir) .. " timeout -k 5 120"
-    local code, out, err = T.run("check cluster --profile simcluster --json --only S-FAIRSHARE --ssh-config " ..
-      q(c.ssh_config), {env = env, cwd = T.root})
+    local code, out, err = c:gpurent("check cluster --profile simcluster --json --only S-FAIRSHARE")
     assert.are.equal(0, code, out .. err)
     local r = cjson.decode(out).results[1]
     assert.are.equal("S-FAIRSHARE", r.id)

@@ -8,8 +8,6 @@
 local slurmbed = require "slurmbed"
 local cjson = require "cjson"
 
-local sh = slurmbed.sh
-local q = T.q
 
 describe("the Slurm gotcha probes", function()
   local c
@@ -17,33 +15,15 @@ describe("the Slurm gotcha probes", function()
     assert(slurmbed.available())
     c = slurmbed.new()
     c:up()
-    sh("mkdir -p " .. q(c.dir .. "/state") .. " " .. q(c.dir .. "/profiles"))
-    T.write(c.dir .. "/profiles/simcluster.yaml", [[
-extends: slurm
-tiers:
-  home: {path: /root}
-  scratch: {path: /root/scratch}
-checkpoints:
-  live_dir: /root/scratch/checkpoints/{name}
-  durable_dir: /root/gpurent-results/{project}/{name}
-  run_root: /root/scratch/{project}
-slurm:
-  partition: gpu
-  scratch_purge_days: 30
-]])
+    c:workspace{simcluster = slurmbed.SITE .. "slurm:\n  partition: gpu\n  scratch_purge_days: 30\n"}
   end)
-  teardown(function()
-    if c and c.dir and sh("test -d " .. q(c.dir) .. " && echo y"):match("y") then c:down() end
-  end)
+  teardown(function() if c then c:teardown() end end)
 
   local IDS = "S-QUOTA,S-PURGE,S-PARTITION,S-FAIRSHARE,S-GPU-ALLOC"
 
   -- gpurent check as a person runs it; the results by id
   local function check(only)
-    local env = "GPURENT_PROFILE_PATH=" .. q(c.dir .. "/profiles") .. " GPURENT_STATE_DIR=" .. q(c.dir .. "/state") ..
-      " HOME=" .. q(c.dir) .. " timeout -k 5 180"
-    local code, out, err = T.run("check cluster --profile simcluster --json --ssh-config " .. q(c.ssh_config) ..
-      " --only " .. (only or IDS), {env = env, cwd = T.root})
+    local code, out, err = c:gpurent("check cluster --profile simcluster --json --only " .. (only or IDS), 180)
     local ok, doc = pcall(cjson.decode, out)
     assert(ok, "no JSON from gpurent check: " .. out .. err)
     local by = {}

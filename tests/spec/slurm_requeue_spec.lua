@@ -20,43 +20,16 @@ describe("a Slurm job requeued before its time limit", function()
     assert(slurmbed.available())
     c = slurmbed.new()
     c:up()
-    state, home, pulled = c.dir .. "/state", c.dir .. "/home", c.dir .. "/pulled"
-    sh("mkdir -p " .. q(state) .. " " .. q(home .. "/.ssh") .. " " .. q(c.dir .. "/profiles"))
-    -- slurmctld checks limits every 30 s: the signal comes 10-40 s into each run
-    T.write(c.dir .. "/profiles/shortlimit.yaml", [[
-extends: slurm
-tiers:
-  home: {path: /root}
-  scratch: {path: /root/scratch}
-checkpoints:
-  live_dir: /root/scratch/checkpoints/{name}
-  durable_dir: /root/gpurent-results/{project}/{name}
-  run_root: /root/scratch/{project}
-slurm:
-  time: "0:01:00"
-  signal_seconds: 50
-]])
-    -- a pre-emption stand-in: the scheduler requeues a job (SIGTERM, no warning signal)
-    T.write(c.dir .. "/profiles/longlimit.yaml", [[
-extends: slurm
-tiers:
-  home: {path: /root}
-  scratch: {path: /root/scratch}
-checkpoints:
-  live_dir: /root/scratch/checkpoints/{name}
-  durable_dir: /root/gpurent-results/{project}/{name}
-  run_root: /root/scratch/{project}
-]])
+    -- shortlimit: slurmctld checks limits every 30 s: the signal comes 10-40 s into each run;
+    -- longlimit: a pre-emption stand-in (the scheduler requeues a job: SIGTERM, no warning)
+    c:workspace{shortlimit = slurmbed.SITE .. 'slurm:\n  time: "0:01:00"\n  signal_seconds: 50\n',
+      longlimit = slurmbed.SITE}
+    state, home, pulled = c.state, c.home, c.pulled
   end)
-  teardown(function()
-    if c and c.dir and sh("test -d " .. q(c.dir) .. " && echo y"):match("y") then c:down() end
-  end)
+  teardown(function() if c then c:teardown() end end)
 
-  local function env()
-    return "GPURENT_PROFILE_PATH=" .. q(c.dir .. "/profiles") .. " HOME=" .. q(home) .. " GPURENT_STATE_DIR=" ..
-      q(state) .. " GPURENT_PROGRESS=none GPURENT_SSH_CONFIG=" .. q(c.ssh_config) .. " timeout -k 5 300"
-  end
-  local function g(args) return T.run(args, {env = env(), cwd = T.root}) end
+  local function env() return c:env() .. " timeout -k 5 300" end
+  local function g(args) return c:gpurent(args, 300) end
 
   it("checkpoints on SIGUSR1, requeues itself, resumes from the checkpoint and finishes to a verified pull", function()
     local steps = 180   -- 45 s of steps: more than the 10-40 s before the first signal

@@ -56,9 +56,7 @@ describe("slurm-sim (the Slurm testbed)", function()
     timelimit_job = c:sbatch("--time=1 --signal=B:USR1@50 --open-mode=append -o sigjob.out sigjob.sh")
   end)
 
-  teardown(function()
-    if c and c.dir and sh("test -d " .. q(c.dir) .. " && echo y"):match("y") then c:down() end
-  end)
+  teardown(function() if c then c:teardown() end end)
 
   it("prints an ssh_config block and a known_hosts line the OpenSSH client uses as is", function()
     assert.matches("^Host cluster\n  HostName 127%.0%.2%.1\n  Port %d+\n  User root\n", up_out)

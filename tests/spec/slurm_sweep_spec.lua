@@ -22,34 +22,18 @@ describe("a sweep on a Slurm cluster as one job array", function()
     assert(slurmbed.available())
     c = slurmbed.new()
     c:up()
-    state, home, code_dir, pulled = c.dir .. "/state", c.dir .. "/home", c.dir .. "/code", c.dir .. "/pulled"
-    sh("mkdir -p " .. q(state) .. " " .. q(home) .. " " .. q(c.dir .. "/profiles") .. " && cp -r " ..
-      q(T.root .. "/examples/tiny-train/.") .. " " .. q(code_dir))
+    c:workspace{simcluster = slurmbed.SITE}
+    state, home, code_dir, pulled = c.state, c.home, c.dir .. "/code", c.pulled
+    sh("cp -r " .. q(T.root .. "/examples/tiny-train/.") .. " " .. q(code_dir))
     -- the cell that fails: it crashes at step 4 until its config is fixed on the cluster
     T.write(code_dir .. "/configs/flaky.json", '{"steps": 10, "step_seconds": 0.05, "crash_at": 4}\n')
     queue_file = c.dir .. "/queue.txt"
     T.write(queue_file, "# three cells, the second one fails\nconfigs/ok.json fit 1\n\nconfigs/flaky.json fit 1\n" ..
       "configs/ok.json eval 1\n")
-    T.write(c.dir .. "/profiles/simcluster.yaml", [[
-extends: slurm
-tiers:
-  home: {path: /root}
-  scratch: {path: /root/scratch}
-checkpoints:
-  live_dir: /root/scratch/checkpoints/{name}
-  durable_dir: /root/gpurent-results/{project}/{name}
-  run_root: /root/scratch/{project}
-]])
   end)
-  teardown(function()
-    if c and c.dir and sh("test -d " .. q(c.dir) .. " && echo y"):match("y") then c:down() end
-  end)
+  teardown(function() if c then c:teardown() end end)
 
-  local function g(args)
-    local env = "GPURENT_PROFILE_PATH=" .. q(c.dir .. "/profiles") .. " HOME=" .. q(home) .. " GPURENT_STATE_DIR=" ..
-      q(state) .. " GPURENT_PROGRESS=none GPURENT_SSH_CONFIG=" .. q(c.ssh_config) .. " timeout -k 5 120"
-    return T.run(args, {env = env, cwd = T.root})
-  end
+  local function g(args) return c:gpurent(args) end
 
   local function sweep_args(o)
     o = o or {}

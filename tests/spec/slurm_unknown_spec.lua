@@ -30,7 +30,7 @@ describe("a Slurm job the controller cannot describe", function()
   end)
   teardown(function()
     if ctld then sh("kill -CONT " .. ctld) end
-    if c and c.dir and sh("test -d " .. q(c.dir) .. " && echo y"):match("y") then c:down() end
+    if c then c:teardown() end
   end)
 
   -- an on-box script of gpurent's, filled by remote.script, run on the login node

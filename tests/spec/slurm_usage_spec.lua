@@ -52,4 +52,16 @@ describe("job usage in the ledger", function()
     assert.is_nil(L:usage("failed-early"))
     assert.is_nil(L:usage("done").cost)
   end)
+
+  it("counts a sweep's array read before slurmdbd split it into tasks as not final", function()
+    -- what the login node answered (remote/slurm_usage.sh): the array 5 still on a row of its own
+    local out = "gr_ids 5\ngr_arrays 5\ngr_acct 5|COMPLETED|12|billing=1,cpu=1,gres/gpu=1,node=1\n"
+    local S = require("gpurent.platform").of("slurm")
+    local acct = S.accounting({sh = function() return {code = 0, stdout = out} end}, {meta = "/m"}, {slurm = {}})
+    assert.are.equal("5", acct.jobs[1].id)
+    assert.is_false(acct.jobs[1].final)
+    -- a plain job's row is final once it ended
+    out = "gr_ids 6\ngr_arrays -\ngr_acct 6|COMPLETED|12|billing=1,cpu=1,gres/gpu=1,node=1\n"
+    assert.is_true(S.accounting({sh = function() return {code = 0, stdout = out} end}, {meta = "/m"}, {slurm = {}}).jobs[1].final)
+  end)
 end)

@@ -584,8 +584,14 @@ function slurm.accounting(inst, o, p)
   local got, lines = {}, {}
   for id in (out:match("gr_ids ([^\n]*)") or ""):gmatch("[^,%s-]+") do got[#got + 1] = id end
   for line in out:gmatch("gr_acct ([^\n]*)") do lines[#lines + 1] = line end
+  local jobs = slurm.parse_sacct(lines)
+  -- an array's own id on a row of its own: slurmdbd has not split the array into its
+  -- tasks yet (123_1, 123_2, ...), so the figures are not the last word
+  local arrays = {}
+  for id in (out:match("gr_arrays ([^\n]*)") or ""):gmatch("[^,%s-]+") do arrays[id] = true end
+  for _, j in ipairs(jobs) do if arrays[j.id] then j.final = false end end
   local price, currency = slurm.price(p)
-  return {ids = got, jobs = slurm.parse_sacct(lines), price_per_gpu_hour = price, currency = currency}
+  return {ids = got, jobs = jobs, price_per_gpu_hour = price, currency = currency}
 end
 
 -- The platform hook gpurent.billing.usage reads: every job of a run's attempts.

@@ -4,7 +4,8 @@
 # submissions: META/s*/jobid) and JOBS (one
 # a line: job ids, array job ids, array tasks 123_4), read by one sacct call: each
 # job's allocations (-X: no steps; -D: a requeued job's earlier runs too). Prints
-# "gr_ids ID,ID..." (or "gr_ids -" when there is none), then one
+# "gr_ids ID,ID..." (or "gr_ids -" when there is none), "gr_arrays ID,..." (the sweep's
+# array ids, or -), then one
 # "gr_acct JOBID|STATE|ELAPSEDRAW|ALLOCTRES" per allocation; "gr_error ..." and exit 1
 # when sacct fails (no accounting storage on the cluster).
 M=@META@; JOBS=@JOBS@
@@ -12,6 +13,8 @@ ids=$( { if [ -n "$M" ]; then cat "$M"/a*/jobid "$M"/s*/jobid 2>/dev/null; fi; p
   grep -E '^[0-9]+(_[0-9]+)?$' | sort -u | paste -sd, -)
 if [ -z "$ids" ]; then echo "gr_ids -"; exit 0; fi
 echo "gr_ids $ids"
+arrays=$(if [ -n "$M" ]; then cat "$M"/s*/jobid 2>/dev/null; fi | grep -E '^[0-9]+$' | sort -u | paste -sd, -)
+echo "gr_arrays ${arrays:--}"
 if ! out=$(sacct -X -D -n -P -j "$ids" --format=JobID,State,ElapsedRaw,AllocTRES 2>&1); then
   printf 'gr_error sacct -j %s: %s\n' "$ids" "$(printf '%s' "$out" | head -n 3 | tr '\n' ' ')"
   exit 1
