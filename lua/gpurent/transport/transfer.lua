@@ -497,9 +497,25 @@ function Engine:widen(streams, files)
   end
 end
 
+-- Close every channel at once: each close waits for the box's CLOSE, so one
+-- after the other would cost a round trip per channel (8 streams at 200 ms: 1.6 s).
+-- A close whose packet is partly sent is finished before the next one sends.
 function Engine:close()
-  for _, c in ipairs(self.chans) do pcall(ssh.run, self.conn, now() + 5, "close SFTP channel", c.raw.close, c.raw) end
+  local open, deadline = self.chans, now() + 5
   self.chans = {}
+  while #open > 0 do
+    local left, dirs = {}, 0
+    for _, c in ipairs(open) do
+      local ok, r, d = pcall(c.raw.close, c.raw)
+      while ok and r == false and (d & 2) ~= 0 and now() < deadline do
+        ssh.wait(self.conn, d, deadline)
+        ok, r, d = pcall(c.raw.close, c.raw)
+      end
+      if ok and r == false then left[#left + 1] = c; dirs = dirs | d end
+    end
+    open = left
+    if #open > 0 and (now() >= deadline or ssh.wait(self.conn, dirs, deadline) == 0) then return end
+  end
 end
 
 -- In a job: send a request (payload without the id) on channel c -> id.
