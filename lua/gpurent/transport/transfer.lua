@@ -2406,6 +2406,8 @@ local function put_ranged(inst, src, dst, opts, n)
 end
 
 -- known: the source's stat when the caller just made it (asked again after a reconnect).
+local writeback = require("gpurent.util.fs").writeback
+
 local function get_ranged(inst, src, dst, opts, n, known)
   local part = dst .. ".part"
   return inst:with_session(opts.idempotent ~= false, function(conn)
@@ -2471,6 +2473,7 @@ local function get_ranged(inst, src, dst, opts, n, known)
           end
           local fok, ferr2 = fh:flush()
           if not fok then error("write error on " .. part .. ": " .. tostring(ferr2), 0) end
+          writeback(fh, b.off, b.len)   -- the fsync before the rename then finds it written
           b.done = true
         end
       end
