@@ -188,6 +188,8 @@ local function stale_notice(verb)
 end
 
 -- fn() with <dst>.part.lock held; the lock is released however fn ends.
+local finish_closing   -- (trees below): channel closes an engine left under way
+
 local function owning(inst, verb, dst, opts, fn)
   local path = dst .. ".part.lock"
   local h, why, holder
@@ -200,6 +202,7 @@ local function owning(inst, verb, dst, opts, fn)
   end
   local ok, res = pcall(fn)
   pcall(h.release, h)   -- a lock left behind is stale for the next taker, never wrong
+  if inst.conn then pcall(finish_closing, inst.conn) end
   if not ok then error(res, 0) end
   return res
 end
@@ -500,9 +503,24 @@ end
 -- Close every channel at once: each close waits for the box's CLOSE, so one
 -- after the other would cost a round trip per channel (8 streams at 200 ms: 1.6 s).
 -- A close whose packet is partly sent is finished before the next one sends.
-function Engine:close()
+-- later: send the closes and leave the answers to arrive while the caller goes
+-- on (conn.closing; finish_closing(conn) completes them).
+function Engine:close(later)
   local open, deadline = self.chans, now() + 5
   self.chans = {}
+  if later then
+    local left = {}
+    for _, c in ipairs(open) do
+      local ok, r, d = pcall(c.raw.close, c.raw)
+      while ok and r == false and (d & 2) ~= 0 and now() < deadline do   -- partly sent: finish it
+        ssh.wait(self.conn, d, deadline)
+        ok, r, d = pcall(c.raw.close, c.raw)
+      end
+      if ok and r == false then left[#left + 1] = c end
+    end
+    self.conn.closing = left
+    return
+  end
   while #open > 0 do
     local left, dirs = {}, 0
     for _, c in ipairs(open) do
@@ -516,6 +534,14 @@ function Engine:close()
     open = left
     if #open > 0 and (now() >= deadline or ssh.wait(self.conn, dirs, deadline) == 0) then return end
   end
+end
+
+-- Complete the channel closes an engine left under way (Engine:close(true)).
+finish_closing = function(conn)
+  local left = conn and conn.closing
+  if not left or #left == 0 then return end
+  conn.closing = nil
+  setmetatable({conn = conn, chans = left}, Engine):close()
 end
 
 -- In a job: send a request (payload without the id) on channel c -> id.
@@ -2233,8 +2259,10 @@ end
 -- next run of done blocks is written to its stdin, read with `head -c` from one
 -- open descriptor), so the check costs a round trip after the last write instead
 -- of a second pass over the file. -> eng.box_sha (nil when the box could not say).
+-- What it has read is also written to disk as it goes (`sync -d`, where coreutils
+-- has it), so the fsync before the rename finds little left to write.
 local BOX_FOLLOW = [[exec 3< "$1" || exit 1
-while read -r n; do head -c "$n" <&3 || exit 1; done | ]] .. BOX_SHA
+while read -r n; do head -c "$n" <&3 || exit 1; sync -d -- "$1" 2>/dev/null; done | ]] .. BOX_SHA
 
 local function box_follow_hash_job(eng, part, blocks)
   return function()
@@ -2355,33 +2383,45 @@ local function put_ranged(inst, src, dst, opts, n)
       if lfs.attributes(src, "size") ~= size then
         error("put: " .. src .. " changed while it was read (" .. size .. " bytes expected)", 0)
       end
-      -- every write is acknowledged: the mode and mtime, the fsync and the closes
-      -- (sent together: the server answers them in order)
+      -- the box read the .part back as it was written: a wrong one never takes the final name
+      if opts.verify and eng.box_sha and eng.box_sha ~= state.sha then mismatch = eng.box_sha; return end
+      -- every write is acknowledged: the mode and mtime, the fsync, the closes and
+      -- the rename, sent together (the server answers a channel's requests in
+      -- order; a rename the steps before it failed is undone)
+      local renamed = false
       on_each_channel(eng, function(c, k)
-        local id1, id2
+        local id1, id2, id4
         if k == 1 then
           id1 = eng:send(c, P.FSETSTAT, c.range_handle .. pack_attrs({mode = octal_mode(st.permissions),
             mtime = st.modification, atime = st.access}))
           id2 = c.exts["fsync@openssh.com"] and eng:send(c, P.EXTENDED, spack(">s4", "fsync@openssh.com") .. c.range_handle)
         end
         local id3 = eng:send(c, P.CLOSE, c.range_handle)
-        if id1 then
-          local t, body = eng:await(id1)
-          if status_of(t, body) ~= 0 then eng:fail("set mode/mtime", part, t, body) end
+        if k == 1 then
+          id4 = c.exts["posix-rename@openssh.com"] and eng:send(c, P.EXTENDED,
+            spack(">s4s4s4", "posix-rename@openssh.com", part, dst)) or eng:send(c, P.RENAME, spack(">s4s4", part, dst))
         end
+        local t1, b1, t3, b3
+        if id1 then t1, b1 = eng:await(id1) end
         if id2 then eng:await(id2) end
-        local t, body = eng:await(id3)
-        if status_of(t, body) ~= 0 then eng:fail("close", part, t, body) end
+        t3, b3 = eng:await(id3)
+        if id4 then
+          local t4, b4 = eng:await(id4)
+          renamed = status_of(t4, b4) == 0
+        end
+        if (id1 and status_of(t1, b1) ~= 0) or status_of(t3, b3) ~= 0 then
+          if renamed then eng:rename(c, dst, part, true); renamed = false end
+          if id1 and status_of(t1, b1) ~= 0 then eng:fail("set mode/mtime", part, t1, b1) end
+          eng:fail("close", part, t3, b3)
+        end
       end)
-      -- the box read the .part back as it was written: a wrong one never takes the final name
-      if opts.verify and eng.box_sha and eng.box_sha ~= state.sha then mismatch = eng.box_sha; return end
-      if not eng:run({function(c) return eng:rename(c, part, dst, true) or false end}, 1)[1] then
+      if not renamed then   -- no posix-rename and the name taken: mv -f replaces it
         local r = instance.exec_on(conn, "mv -f -- " .. q(part) .. " " .. q(dst), {})
         if r.code ~= 0 then ssh.error("transfer", conn, "cannot rename " .. part .. " to " .. dst .. ": " .. r.stderr) end
       end
     end)
     f:close()
-    eng:close()
+    eng:close(true)   -- the answers arrive while the lock is released
     if not ok then
       if ssh.is_connection_loss(conn, err) then error(err, 0) end
       explain_write_error(conn, sftp, dst:match("^(.*)/[^/]*$") or ".", size - have, err)
