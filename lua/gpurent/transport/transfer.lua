@@ -2527,7 +2527,7 @@ local function get_ranged(inst, src, dst, opts, n, known)
       on_each_channel(eng, function(c) eng:post(c, P.CLOSE, c.range_handle) end)
     end)
     local cok, cerr = fh:close()
-    eng:close()
+    eng:close(true)   -- the answers arrive while the file is finished here
     if not ok then error(err, 0) end
     if not cok then error("write error on " .. part .. ": " .. tostring(cerr), 0) end
     prog.update(size, true)
