@@ -1254,7 +1254,8 @@ local function probe_tree(inst, root, root_if_dir, rels)
   for i, rel in ipairs(rels) do stdin[i] = "./" .. rel end
   local r = inst:with_session(true, function(conn)
     return instance.exec_on(conn, "sh -c " .. q(TREE_PROBE) .. " sh " .. q(root) .. " " .. q(root_if_dir or ""),
-      {stdin = #stdin > 0 and (table.concat(stdin, "\0") .. "\0") or "", timeout = 3600})
+      {stdin = #stdin > 0 and (table.concat(stdin, "\0") .. "\0") or "", timeout = 3600},
+      math.huge)   -- the listing of a large tree is data for this module, not a command's output
   end)
   if r.code ~= 0 then return nil end
   local top, entries, lines = parse_probe(r.stdout)
@@ -1337,7 +1338,8 @@ local function put_unchanged(inst, src, dst)
 end
 
 -- get: the whole tree already here -> the result, else nil (nothing asked of the
--- box when there is no local copy to compare with).
+-- box when there is no local copy to compare with) and, when the source is a
+-- directory, {ltop (the local top), hashes (the box's, by rel)} for the full path.
 local function get_unchanged(inst, src, dst)
   if lfs.attributes(dst, "mode") ~= "directory" then return nil end
   local ltop = dst:gsub("/+$", "") .. "/" .. basename(src)
@@ -1367,8 +1369,9 @@ local function get_unchanged(inst, src, dst)
   end
   local res = all_there(want, have, hashes, function(f) return (hash.sha256_file(have[f.rel].path)) end,
     function(rel) return join(ltop, rel) end)
-  if res then res.path = ltop; trace("get: unchanged (one probe)") end
-  return res
+  if res then res.path = ltop; trace("get: unchanged (one probe)"); return res end
+  if entries[""] and entries[""].type == "d" then return nil, {ltop = ltop, hashes = hashes} end
+  return nil
 end
 
 function transfer.put(inst, src, dst, opts)
@@ -1500,8 +1503,9 @@ end
 function transfer.get(inst, src, dst, opts)
   trace("get: start")
   if opts.pipelined ~= false and opts.resume ~= false then
-    local done = get_unchanged(inst, src, dst)
+    local done, probe = get_unchanged(inst, src, dst)
     if done then return done end
+    if probe then return transfer._get_tree(inst, src, probe.ltop, opts, probe) end
   end
   local st = remote_stat(inst, src)
   if not st then error(inst.label .. ": get: no such remote file: " .. src, 2) end
@@ -1583,12 +1587,12 @@ local function compare_existing(conn, files, existing, verb, known)
     end
   end
   if #items == 0 then return end
-  local remote, all_known = {}, known ~= nil
+  local remote, ask, at = {}, {}, {}
   for k, it in ipairs(items) do
     remote[k] = known and known[it:match("^all:(.*)$") or false]
-    if not remote[k] then all_known = false end
+    if not remote[k] then ask[#ask + 1], at[#ask + 1] = it, k end
   end
-  if not all_known then remote = remote_hashes(conn, items) end
+  for j, h in pairs(remote_hashes(conn, ask)) do remote[at[j]] = h end
   for k, cand in ipairs(cands) do
     local f, dsz, same = cand[1], cand[2], cand[3]
     local here = verb == "put" and f.src or f.dst
@@ -1704,9 +1708,15 @@ local function streams_of(opts)
   return math.max(1, math.min(8, math.floor(n)))
 end
 
-function transfer._get_tree(inst, src, dst, opts)
+-- probe: what get_unchanged found (the box's hashes of the files here), not asked again.
+function transfer._get_tree(inst, src, dst, opts, probe)
   src = src:match("^(.-)/*$")
   if src == "" then src = "/" end
+  local known
+  if probe then
+    known = {}
+    for rel, h in pairs(probe.hashes) do known[join(src, rel)] = h end
+  end
   local done = {}
   local function run(conn)
     trace("get: connected")
@@ -1751,7 +1761,7 @@ function transfer._get_tree(inst, src, dst, opts)
         for _, f in ipairs(files) do if not done[f.dst] then pending[#pending + 1] = f end end
         compare_existing(conn, pending, function(f)
           return lfs.symlinkattributes(f.dst, "mode") == "file" and lfs.attributes(f.dst, "size") or nil
-        end, "get")
+        end, "get", known)
         for _, f in ipairs(pending) do   -- a grown file resumes from a .part that starts as the old copy
           if f.grown and not lfs.symlinkattributes(f.dst .. ".part", "mode") then copy_local(f.dst, f.dst .. ".part") end
         end
