@@ -2169,6 +2169,7 @@ end
 -- file; a box that cannot follow gets the old check: the renamed file hashed,
 -- moved back to .part on a mismatch).
 local RANGE_BLOCK, RANGE_MIN, RANGE_RATE, RANGE_MIN_RTT = 4 << 20, 16 << 20, 128 << 20, 0.002
+local RANGE_FAR_RTT = 0.02   -- a first stat this slow is a long link, not a cold start
 local RANGE_JOBS = 2     -- blocks in flight per stream
 
 -- How many streams a file of size bytes moves over -> n (1: the single-stream path).
@@ -2177,8 +2178,11 @@ local function file_streams(inst, opts, verb, size, path)
   if size < RANGE_MIN then return 1 end
   return inst:with_session(true, function(conn)
     local sftp = inst:sftp_of(conn)   -- started by put/get's first stat
+    -- put/get's first stat is reused when it says plainly local or plainly far; a
+    -- first answer can be slow on a loaded box (the SFTP server's first request),
+    -- so anything in between is asked again
     local rtt = conn.stat_rtt
-    if not rtt then
+    if not rtt or (rtt >= RANGE_MIN_RTT and rtt < RANGE_FAR_RTT) then
       local t0 = now()
       ssh.run(conn, now() + 60, "stat " .. path, sftp.stat, sftp, path)
       rtt = now() - t0
