@@ -2185,7 +2185,7 @@ local function file_streams(inst, opts, verb, size, path)
     if not rtt or (rtt >= RANGE_MIN_RTT and rtt < RANGE_FAR_RTT) then
       local t0 = now()
       ssh.run(conn, now() + 60, "stat " .. path, sftp.stat, sftp, path)
-      rtt = now() - t0
+      rtt = math.min(rtt or math.huge, now() - t0)
     end
     if rtt < RANGE_MIN_RTT then return 1 end
     local send, recv = sftp:windows()
