@@ -8,6 +8,9 @@ local relay = require "relay"
 local hash = require "gpurent.util.hash"
 local now = gpurent.now
 local BIN = arg[1] or "./gpurent"
+-- GPURENT_BASELINE_BIN: another gpurent build (e.g. the previous commit's) measured
+-- in the same run, as the row "baseline": before/after ratios on the same load
+local BASE = os.getenv("GPURENT_BASELINE_BIN")
 local RTTS = {}
 for r in (os.getenv("FILE_RTTS") or "50 200"):gmatch("%d+") do RTTS[#RTTS + 1] = tonumber(r) end
 local MIB = {[50] = tonumber(os.getenv("FILE_MIB_50") or "256"), [200] = tonumber(os.getenv("FILE_MIB_200") or "256")}
@@ -37,6 +40,9 @@ local ok, err = xpcall(function()
   -- one measurement: cmd moves src to dst; nil when it failed or the copy differs
   local function timed(cmd, dst, sha)
     os.remove(dst)
+    -- every tool starts with nothing left to write back (the copy made for the box,
+    -- the last tool's file): else the first one measured pays for the others' writes
+    os.execute("sync")
     local t0 = now()
     local okc = os.execute(cmd .. " >/dev/null 2>" .. q(work .. "/err"))
     local t = now() - t0
@@ -69,6 +75,10 @@ local ok, err = xpcall(function()
       out = p:read("a"); p:close()
       T.gpurent.streams_down = out:match('"streams":(%d+)')
       os.remove(up); os.remove(down)
+      if BASE then
+        local b = "GPURENT_SSH_CONFIG=" .. q(cfg) .. " " .. q(BASE)
+        put("baseline", b .. " put" .. v .. " h1 " .. q(src) .. " " .. q(up), b .. " get" .. v .. " h1 " .. q(remote) .. " " .. q(down))
+      end
     end
     if want("sftp", rtt) then
       put("sftp", "echo " .. q("put " .. src .. " " .. up) .. " | " .. sftp,
@@ -99,13 +109,14 @@ local ok, err = xpcall(function()
   local function ratio(t, base) return (t and base) and string.format("%.2fx", base / t) or "n/a" end
   for _, r in ipairs(rows) do
     local base = r.T.sftp or {}
-    for _, name in ipairs({"gpurent", "sftp", "scp", "rsync"}) do
+    for _, name in ipairs({"gpurent", "baseline", "sftp", "scp", "rsync"}) do
       local t = r.T[name]
       if t then
         local label = name
         if name == "gpurent" then
           label = string.format("gpurent (%s/%s streams)", t.streams_up or "?", t.streams_down or "?")
-        elseif name == "rsync" then label = "rsync --whole-file" end
+        elseif name == "rsync" then label = "rsync --whole-file"
+        elseif name == "baseline" then label = "gpurent baseline" end
         print(string.format("  %-10s %-9s %-22s %10s %10s %10s %10s", r.label, r.mib .. " MiB", label,
           rate(r.mib, t.up), rate(r.mib, t.down), ratio(t.up, base.up), ratio(t.down, base.down)))
       end

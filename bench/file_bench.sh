@@ -7,7 +7,8 @@
 # would add 3 minutes); then 512 MiB over loopback (no relay), gpurent (--no-verify,
 # as the peers check nothing) against sftp.
 # FILE_RTTS (e.g. "50"), FILE_MIB_50, FILE_MIB_200, FILE_LOOPBACK_MIB (0: skip),
-# FILE_TOOLS, FILE_TOOLS_200 (e.g. "gpurent sftp") narrow it.
+# FILE_TOOLS, FILE_TOOLS_200 (e.g. "gpurent sftp") narrow it; GPURENT_BASELINE_BIN adds another
+# gpurent build as the row "baseline" (before/after in one run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${GPURENT_BIN:-./gpurent}

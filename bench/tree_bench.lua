@@ -5,6 +5,7 @@ local sshd = require "sshd"
 local relay = require "relay"
 local now = gpurent.now
 local BIN = arg[1] or "./gpurent"
+local BASE = os.getenv("GPURENT_BASELINE_BIN")   -- another build measured in the same run (as in file_bench)
 local RTT = tonumber(os.getenv("TREE_RTT_MS") or "50")
 local SMALL = tonumber(os.getenv("TREE_SMALL") or "1000")
 local BIG = tonumber(os.getenv("TREE_BIG") or "10")
@@ -59,6 +60,16 @@ local ok, err = xpcall(function()
     time("gpurent get", "again", string.format("GPURENT_SSH_CONFIG=%s %s get h1 %s %s", q(cfg), BIN, q(remote), q(down)),
       tree, down .. "/results", function() sh("mkdir -p " .. q(down) .. " && cp -a " .. q(tree) .. " " .. q(down)) end)
   end
+  if BASE and want("gpurent") then
+    time("baseline get", "down", string.format("GPURENT_SSH_CONFIG=%s %s get h1 %s %s", q(cfg), BASE, q(remote), q(down)),
+      tree, down .. "/results", clean_down)
+    time("baseline put", "up", string.format("GPURENT_SSH_CONFIG=%s %s put h1 %s %s", q(cfg), BASE, q(tree), q(up)),
+      tree, up .. "/results", clean_up)
+    time("baseline put", "again", string.format("GPURENT_SSH_CONFIG=%s %s put h1 %s %s", q(cfg), BASE, q(tree), q(up)),
+      tree, up .. "/results", function() end)
+    time("baseline get", "again", string.format("GPURENT_SSH_CONFIG=%s %s get h1 %s %s", q(cfg), BASE, q(remote), q(down)),
+      tree, down .. "/results", function() sh("mkdir -p " .. q(down) .. " && cp -a " .. q(tree) .. " " .. q(down)) end)
+  end
   if want("rsync") and have("rsync") then
     time("rsync -a", "down", string.format("rsync -a -e %s h1:%s %s", q(S), q(remote), q(down .. "/")),
       tree, down .. "/results", clean_down)
@@ -85,10 +96,11 @@ local ok, err = xpcall(function()
   print(string.format("Tree of %d x 4 KiB + %d x 8 MiB (%.0f MiB), RTT %g ms (bench/relay.py), seconds (once each)",
     SMALL, BIG, mib, RTT))
   print(string.format("  %-14s %10s %10s", "tool", "get/down", "put/up"))
-  for _, name in ipairs({"gpurent", "rsync -a", "sftp -r", "scp -r"}) do
-    local label = name == "gpurent" and "gpurent get/put" or name
-    local d = by[(name == "gpurent" and "gpurent get" or name) .. "/down"]
-    local u = by[(name == "gpurent" and "gpurent put" or name) .. "/up"]
+  for _, name in ipairs({"gpurent", "baseline", "rsync -a", "sftp -r", "scp -r"}) do
+    local label = (name == "gpurent" or name == "baseline") and (name .. " get/put") or name
+    local g = name == "gpurent" or name == "baseline"
+    local d = by[(g and (name .. " get") or name) .. "/down"]
+    local u = by[(g and (name .. " put") or name) .. "/up"]
     if d or u then
       print(string.format("  %-14s %10s %10s", label, d and string.format("%.2f", d) or "n/a", u and string.format("%.2f", u) or "n/a"))
     end
@@ -97,6 +109,11 @@ local ok, err = xpcall(function()
     by["gpurent put/again"] and string.format("%.2f", by["gpurent put/again"]) or "n/a",
     by["gpurent get/again"] and string.format("%.2f", by["gpurent get/again"]) or "n/a",
     by["rsync -a/again"] and string.format("%.2f", by["rsync -a/again"]) or "n/a"))
+  if BASE then
+    print(string.format("  unchanged re-send, baseline: put %s s, get %s s",
+      by["baseline put/again"] and string.format("%.2f", by["baseline put/again"]) or "n/a",
+      by["baseline get/again"] and string.format("%.2f", by["baseline get/again"]) or "n/a"))
+  end
   for _, r in ipairs(rows) do if not r.t then print("  " .. r.name .. " " .. r.dir .. ": " .. r.note) end end
   local function ratio(a, b) return (a and b) and string.format("%.2fx", b / a) or "n/a" end
   local gd, gu = by["gpurent get/down"], by["gpurent put/up"]

@@ -4,7 +4,7 @@
 # unbounded buffers) in front of a loopback sshd, by sftp -r, scp -r, rsync -a (over
 # ssh through the same relay) and gpurent get/put, side by side in one run.
 # TREE_RTT_MS, TREE_SMALL (count of 4 KiB files), TREE_BIG (count of 8 MiB files),
-# TREE_TOOLS (e.g. "rsync gpurent") narrow it.
+# TREE_TOOLS (e.g. "rsync gpurent") narrow it; GPURENT_BASELINE_BIN adds another gpurent build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${GPURENT_BIN:-./gpurent}

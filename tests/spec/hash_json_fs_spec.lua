@@ -117,6 +117,17 @@ describe("fs", function()
     assert(ok, err)
   end)
 
+  it("writeback starts writing a flushed range of an open file; a closed one is refused", function()
+    local p = dir .. "/wb"
+    local f = assert(io.open(p, "wb"))
+    f:write(string.rep("x", 100000)); f:flush()
+    assert.is_true(fs.writeback(f, 0, 100000))
+    assert.has_error(function() fs.writeback(f, -1, 10) end, "writeback: negative offset or length")
+    f:close()
+    assert.has_error(function() fs.writeback(f, 0, 10) end)
+    assert.are.equal(100000, #T.read(p))
+  end)
+
   it("mkdirs creates nested directories and names a blocking file", function()
     fs.mkdirs(dir .. "/a/b/c")
     assert.is_true(fs.is_dir(dir .. "/a/b/c"))

@@ -113,6 +113,27 @@ describe("one file over several streams", function()
     killed_then_resumed("get")
   end)
 
+  -- the source's tail rewritten in place after it was hashed here but before it was
+  -- read for sending: the box's hash of the .part (read back there as its blocks are
+  -- acknowledged) differs, and the .part never takes the final name
+  it("a put whose source changes mid-transfer fails verification; the final name never appears", function()
+    local src, remote = dir .. "/moving_up.bin", fx.home .. "/moving_up.bin"
+    sh("head -c " .. SIZE .. " /dev/urandom > " .. T.q(src))
+    local pid, out = spawn(dir, link.config, string.format("put --streams 4 h1 %s %s", T.q(src), T.q(remote)))
+    wait_data(remote .. ".part", 1048576, out)
+    corrupt(src, SIZE - 1000)   -- the last block: streamed only at the end of the paced link
+    local code
+    for _ = 1, 1500 do                                   -- bounded: 30 s
+      if not os.execute("kill -0 " .. pid .. " 2>/dev/null") then code = true; break end
+      if lfs.attributes(remote) then break end
+      core.sys.sleep(0.02)
+    end
+    assert.is_nil(lfs.attributes(remote), "a file that failed verification took the final name")
+    assert.is_true(code, "the put did not end")
+    assert.matches("SHA-256 mismatch after upload", T.read(out), 1, true)
+    assert.equal(SIZE, lfs.attributes(remote .. ".part", "size"))
+  end)
+
   -- the source rewritten in place (same size) under a download: what was streamed is
   -- not what the box holds, so the verification fails and nothing takes the final name
   for _, streams in ipairs({1, 4}) do

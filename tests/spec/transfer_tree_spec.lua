@@ -54,7 +54,7 @@ end
 describe("trees with many files in flight", function()
   local fx, inst, dir
   setup(function()
-    fx = sshd.start{addrs = 1}
+    fx = sshd.start{addrs = 1, log_level = "VERBOSE"}
     inst = fx:connect(1)
     dir = T.tmpdir()
   end)
@@ -114,6 +114,41 @@ describe("trees with many files in flight", function()
     assert.equal(7 + 500, back.sent)
     assert.same(snapshot(src), snapshot(dir .. "/here/again"))
     assert.equal("", no_leftovers(dir .. "/here") .. no_leftovers(fx.home .. "/again"))
+  end)
+
+  it("an unchanged tree re-sent costs one exchange with the box: one command, no SFTP session", function()
+    -- what the box's sshd saw (LogLevel VERBOSE: a "Starting session:" line per
+    -- channel, naming its command or subsystem) while a fresh connection re-sent
+    -- and re-pulled a tree
+    local src = dir .. "/probe"
+    sh(string.format([[mkdir -p %s/a/b && cd %s && for i in $(seq 1 50); do head -c $((i * 70)) /dev/urandom > a/f$i; done &&
+      echo deep > a/b/leaf && ln -s a/f1 link && : > empty]], T.q(src), T.q(src)))
+    inst:put(src, fx.home, {verify = true, progress = false})
+    os.execute("mkdir -p " .. T.q(dir .. "/probe_back"))
+    inst:get(fx.home .. "/probe", dir .. "/probe_back", {verify = true, progress = false})
+    local function sessions(text)
+      local n = {exec = 0, sftp = 0}
+      for line in text:gmatch("[^\n]+") do
+        if line:find("Starting session: command", 1, true) then n.exec = n.exec + 1 end
+        if line:find("Starting session: subsystem 'sftp'", 1, true) then n.sftp = n.sftp + 1 end
+      end
+      assert.is_true(n.exec + n.sftp > 0, "sshd logged no session start: " .. text:sub(1, 300))
+      return n
+    end
+    for _, verb in ipairs({"put", "get"}) do
+      local via = fx:connect(1)
+      local before = #T.read(fx.dir .. "/sshd.log")
+      local r = verb == "put" and via:put(src, fx.home, {verify = true, progress = false})
+        or via:get(fx.home .. "/probe", dir .. "/probe_back", {verify = true, progress = false})
+      via:close()
+      gpurent.sleep(0.2)   -- sshd writes its log lines as the channels close
+      local seen = sessions(T.read(fx.dir .. "/sshd.log"):sub(before + 1))
+      assert.equal(0, r.sent)
+      assert.equal(52, #r.files)
+      for _, f in ipairs(r.files) do assert.is_true(f.unchanged and f.verified, f.path) end
+      assert.equal(1, #r.links)
+      assert.same({exec = 1, sftp = 0}, seen, verb)
+    end
   end)
 
   it("a two-file tree verifies (the box hashes while the files move)", function()

@@ -9,6 +9,9 @@ local fs = setmetatable({}, {__index = lfs})
 -- fs.atomic_write(path, data [, mode]): the file is either the old one or all of data.
 fs.atomic_write = core.atomic_write
 fs.fsync = core.fsync
+-- fs.writeback(file, offset, len) -> true | nil, why: start writing a flushed range
+-- of an open file to disk now (a hint: the final fsync then has less to wait for).
+fs.writeback = core.writeback
 
 -- fs.mkdirs(path [, mode]): like mkdir -p; raises naming the component that failed.
 function fs.mkdirs(path)
