@@ -33,12 +33,13 @@ describe("a Slurm job the controller cannot describe", function()
     if c then c:teardown() end
   end)
 
-  -- an on-box script of gpurent's, filled by remote.script, run on the login node
-  local function on_login(name, vars)
+  -- an on-box script of gpurent's, filled by remote.script
+  local function script(name, vars)
     local code, text, err = T.run("-e " .. q(string.format("io.write(require('gpurent.remote').script(%q, %s))", name, vars)))
     assert.are.equal(0, code, text .. err)
-    return c:ssh("sh -c " .. q(text), 90)
+    return text
   end
+  local function on_login(name, vars) return c:ssh("sh -c " .. q(script(name, vars)), 90) end
 
   -- slurm.job_state's reading of the script's line (the Lua side of the same probe)
   local function job_state(line)
@@ -53,11 +54,13 @@ print(st.state, tostring(st.active), tostring(st.pending), tostring(st.unknown))
   it("is UNKNOWN and active while squeue cannot answer, and the submit guard refuses a second copy", function()
     assert.truthy(on_login("slurm_job_state", '{META = "/root/m"}'):find("gr_job " .. job .. " RUNNING", 1, true))
     sh("kill -STOP " .. ctld)
-    local out = on_login("slurm_job_state", '{META = "/root/m"}')
-    assert.truthy(out:find("gr_job " .. job .. " UNKNOWN squeue: ", 1, true), out)
+    -- the probe and the guard side by side (each waits out squeue's timeout)
+    local both = c:ssh("sh -c " .. q(script("slurm_job_state", '{META = "/root/m"}')) .. " > /root/probe.out & sh -c " ..
+      q(script("slurm_submit", '{META = "/root/m", SCRIPT = "/bin/true", LOG = "/root/m/log", ' ..
+        'OPTIONS = "", SIGNAL = "", REQUEUE = "", GRACE = "1", CKPTS = ""}')) .. "; wait; echo '<>'; cat /root/probe.out", 90)
+    local guard, out = both:match("^(.*)<>\n(.*)$")
+    assert.truthy(out and out:find("gr_job " .. job .. " UNKNOWN squeue: ", 1, true), both)
     assert.are.equal("UNKNOWN\ttrue\tfalse\ttrue\n", job_state(out))
-    local guard = on_login("slurm_submit", '{META = "/root/m", SCRIPT = "/bin/true", LOG = "/root/m/log", ' ..
-      'OPTIONS = "", SIGNAL = "", REQUEUE = "", GRACE = "1", CKPTS = ""}')
     assert.truthy(guard:find("refuse cannot tell whether Slurm job " .. job .. " (attempt 1) is still live: squeue: ",
       1, true), guard)
     local _, rc = c:ssh("test ! -e /root/m/a2")
