@@ -15,7 +15,7 @@ describe("the Slurm gotcha probes", function()
     assert(slurmbed.available())
     c = slurmbed.new()
     c:up()
-    c:workspace{simcluster = slurmbed.SITE .. "slurm:\n  partition: gpu\n  scratch_purge_days: 30\n"}
+    c:workspace{simcluster = slurmbed.SITE .. "slurm:\n  partition: gpu\n  scratch_purge_days: 30\n  probe_wait_seconds: 5\n"}
   end)
   teardown(function() if c then c:teardown() end end)
 
@@ -77,7 +77,7 @@ describe("the Slurm gotcha probes", function()
     assert.truthy(by["S-PARTITION"].evidence:find("nodes 1 drained (maintenance); no node can take a job", 1, true),
       by["S-PARTITION"].evidence)
     assert.are.equal("n/a", by["S-GPU-ALLOC"].status, all)
-    assert.matches("^inconclusive: the allocation .* did not start within 30 s", by["S-GPU-ALLOC"].evidence)
+    assert.matches("^inconclusive: the allocation .* did not start within 5 s %(slurm%.probe_wait_seconds%)", by["S-GPU-ALLOC"].evidence)
   end)
 
   it("find a partition set DOWN and a time limit over the partition's", function()

@@ -247,7 +247,9 @@ local GPU_ALLOC = {
   fix = "ask for GPUs the way the cluster wants (slurm.gres, e.g. gpu:a100:1; some clusters want --gpus); load the " ..
         "same modules / conda env in the job (a proxy_hook-like line) that the login node's shell has",
 }
-GPU_ALLOC.wait_seconds = 30   -- how long the allocation may pend before the probe calls it inconclusive
+-- how long the allocation may pend before the probe calls it inconclusive: the profile's
+-- slurm.probe_wait_seconds (a busy cluster's users give it longer), else this
+GPU_ALLOC.wait_seconds = 30
 
 local PENDING_WORDS = {"queued and waiting", "Requested nodes are busy", "Job allocation .- has been revoked",
                        "Unable to allocate resources: Resource temporarily unavailable", "timed out",
@@ -262,7 +264,7 @@ function GPU_ALLOC.probe(inst, ctx)
   end
   local req = gpu_gres(s.gres)
   opts[#opts + 1] = "--gres=gpu:" .. ((req and req.type) and (req.type .. ":") or "") .. "1"
-  local wait = GPU_ALLOC.wait_seconds
+  local wait = math.tointeger(s.probe_wait_seconds) or GPU_ALLOC.wait_seconds
   local py = (p.env and p.env.python) or "python3"
   local r = ctx.sh(remote.script("gotcha_slurm_gpu", {OPTIONS = remote.lines(opts, "S-GPU-ALLOC: options"),
     WAIT = wait, PYTHON = py}), {timeout = wait + 90})
@@ -283,7 +285,7 @@ function GPU_ALLOC.probe(inst, ctx)
   if kv.srun_rc ~= "0" and not node then
     for _, w in ipairs(PENDING_WORDS) do
       if text:find(w) then
-        return na(string.format("inconclusive: the allocation (srun %s) did not start within %d s: %s",
+        return na(string.format("inconclusive: the allocation (srun %s) did not start within %d s (slurm.probe_wait_seconds): %s",
           table.concat(opts, " "), wait, (text:gsub("\n", "; "))))
       end
     end
