@@ -1037,6 +1037,42 @@ local function hashes_job(eng, paths)
   end
 end
 
+-- One exec channel of a background job: feed() -> the next chunk of its stdin (nil:
+-- nothing yet), done_feeding() -> true once no more will come (then EOF is sent);
+-- its stdout is collected until the command's EOF. Yields to the engine between
+-- steps; stops early when the transfer failed. -> stdout pieces, exit code.
+local function pump_exec(eng, command, feed, done_feeding)
+  local function try(fn, ...) return exec_try(eng, fn, ...) end
+  local function step(fn, ...) return exec_step(eng, fn, ...) end
+  local ch = step(eng.conn.sess.channel_open, eng.conn.sess)
+  step(ch.exec, ch, command)
+  local chunk, pos, outs, eof_sent = nil, 1, {}, false
+  while not eng.failed do
+    local moved = false
+    if not chunk then chunk, pos = feed(), 1 end
+    if chunk then
+      local n = try(ch.write, ch, chunk, pos)
+      if n then
+        pos, moved = pos + n, n > 0
+        if pos > #chunk then chunk = nil end
+      end
+    elseif done_feeding() and not eof_sent and try(ch.send_eof, ch) then
+      eof_sent, moved = true, true
+    end
+    local o, _, eof = try(ch.read, ch)
+    if o then
+      outs[#outs + 1] = o
+      if eof then break end
+      moved = moved or #o > 0
+    end
+    if moved then eng.polled = true else coroutine.yield(POLL) end
+  end
+  pcall(step, ch.close, ch)
+  local code = ch:exit()
+  pcall(step, ch.free, ch)
+  return outs, code
+end
+
 -- A background job for put: the box's SHA-256 of each renamed file, names fed
 -- as the files land (eng:verify_push(i, path)) to `xargs -0 -n 64 sha256sum`,
 -- so the hashing runs while other files still move. Ends once eng.verify_closed
@@ -1049,40 +1085,15 @@ end
 local function verify_job(eng)
   eng.vq, eng.vorder, eng.verified_hashes = {}, {}, nil
   return function()
-    local conn = eng.conn
     local ok, err = pcall(function()
-      local function try(fn, ...) return exec_try(eng, fn, ...) end
-      local function step(fn, ...) return exec_step(eng, fn, ...) end
-      local ch = step(conn.sess.channel_open, conn.sess)
-      step(ch.exec, ch, "xargs -0 -n 64 sha256sum --")
-      local chunk, pos, outs, eof_sent, sent = nil, 1, {}, false, 0
-      while true do
-        if eng.failed then break end
-        local moved = false
-        if not chunk and sent < #eng.vq then
-          chunk, pos = table.concat(eng.vq, "", sent + 1), 1
+      local sent = 0
+      local outs, code = pump_exec(eng, "xargs -0 -n 64 sha256sum --", function()
+        if sent < #eng.vq then
+          local chunk = table.concat(eng.vq, "", sent + 1)
           sent = #eng.vq
+          return chunk
         end
-        if chunk then
-          local n = try(ch.write, ch, chunk, pos)
-          if n then
-            pos, moved = pos + n, n > 0
-            if pos > #chunk then chunk = nil end
-          end
-        elseif eng.verify_closed and not eof_sent and try(ch.send_eof, ch) then
-          eof_sent, moved = true, true
-        end
-        local o, _, eof = try(ch.read, ch)
-        if o then
-          outs[#outs + 1] = o
-          if eof then break end
-          moved = moved or #o > 0
-        end
-        if moved then eng.polled = true else coroutine.yield(POLL) end
-      end
-      pcall(step, ch.close, ch)
-      local code = ch:exit()
-      pcall(step, ch.free, ch)
+      end, function() return eng.verify_closed end)
       local lines = {}
       for line in table.concat(outs):gmatch("[^\n]*\n") do lines[#lines + 1] = line:match("^\\?(%x+)  ") or false end
       local out = {}
@@ -2282,41 +2293,13 @@ while read -r n; do head -c "$n" <&3 || exit 1; sync -d -- "$1" 2>/dev/null; don
 
 local function box_follow_hash_job(eng, part, blocks)
   return function()
-    local conn = eng.conn
     local ok = pcall(function()
-      local function try(fn, ...) return exec_try(eng, fn, ...) end
-      local function step(fn, ...) return exec_step(eng, fn, ...) end
-      local ch = step(conn.sess.channel_open, conn.sess)
-      step(ch.exec, ch, "sh -c " .. q(BOX_FOLLOW) .. " sh " .. q(part))
-      local k, chunk, pos, outs, eof_sent = 1, nil, 1, {}, false
-      while true do
-        if eng.failed then break end
-        local moved = false
-        if not chunk then
-          local n = 0
-          while blocks[k] and blocks[k].done do n = n + blocks[k].len; k = k + 1 end
-          if n > 0 then chunk, pos = n .. "\n", 1 end
-        end
-        if chunk then
-          local w = try(ch.write, ch, chunk, pos)
-          if w then
-            pos, moved = pos + w, w > 0
-            if pos > #chunk then chunk = nil end
-          end
-        elseif not blocks[k] and not eof_sent and try(ch.send_eof, ch) then
-          eof_sent, moved = true, true
-        end
-        local o, _, eof = try(ch.read, ch)
-        if o then
-          outs[#outs + 1] = o
-          if eof then break end
-          moved = moved or #o > 0
-        end
-        if moved then eng.polled = true else coroutine.yield(POLL) end
-      end
-      pcall(step, ch.close, ch)
-      local code = ch:exit()
-      pcall(step, ch.free, ch)
+      local k = 1
+      local outs, code = pump_exec(eng, "sh -c " .. q(BOX_FOLLOW) .. " sh " .. q(part), function()
+        local n = 0
+        while blocks[k] and blocks[k].done do n = n + blocks[k].len; k = k + 1 end
+        if n > 0 then return n .. "\n" end
+      end, function() return not blocks[k] end)
       if code == 0 and not eng.failed then eng.box_sha = table.concat(outs):match("^(%x+)") end
     end)
     if not ok then eng.box_sha = nil end
