@@ -140,6 +140,16 @@ local function finish_download(conn, src, part, dst, rst, sha, verify, remote)
   if not rok then error("get: cannot rename " .. part .. " to " .. dst .. ": " .. tostring(rerr), 0) end
 end
 
+-- An upload's check after the rename: the box's SHA-256 of what is on disk under the
+-- final name; on a mismatch the file goes back to its .part name and the error says so.
+local function verify_renamed(conn, src, dst, part, sha)
+  local remote = remote_sha256(conn, dst)
+  if remote == sha then return end
+  instance.exec_on(conn, "mv -f -- " .. q(dst) .. " " .. q(part), {timeout = 60})
+  ssh.error("transfer", conn, string.format("SHA-256 mismatch after upload of %s: local %s, remote %s on disk; " ..
+    "moved back to %s", src, sha, tostring(remote), part), {reason = "verify"})
+end
+
 local function step_loop(conn, x, stall, prog, offset)
   while true do
     local r, n = x:step()
@@ -252,14 +262,7 @@ local function put_file_owned(inst, src, dst, opts)
       local r = instance.exec_on(conn, "mv -f -- " .. q(part) .. " " .. q(dst), {})
       if r.code ~= 0 then ssh.error("transfer", conn, "cannot rename " .. part .. " to " .. dst .. ": " .. r.stderr) end
     end
-    if opts.verify then   -- what is on disk under the final name, not what was streamed
-      local remote = remote_sha256(conn, dst)
-      if remote ~= sha then
-        instance.exec_on(conn, "mv -f -- " .. q(dst) .. " " .. q(part), {timeout = 60})
-        ssh.error("transfer", conn, string.format("SHA-256 mismatch after upload of %s: local %s, remote %s on disk; " ..
-          "moved back to %s", src, sha, tostring(remote), part), {reason = "verify"})
-      end
-    end
+    if opts.verify then verify_renamed(conn, src, dst, part, sha) end   -- on disk, not what was streamed
     return {path = dst, bytes = size, sent = size - offset, resumed_from = offset, sha256 = sha,
             elapsed = now() - t0, verified = opts.verify and true or nil, streams = 1}
   end)
@@ -2433,12 +2436,7 @@ local function put_ranged(inst, src, dst, opts, n)
     prog.update(size, true)
     trace("range put: closed and renamed")
     if opts.verify and not eng.box_sha then   -- the box could not follow: what is on disk under the final name
-      local remote = remote_sha256(conn, dst)
-      if remote ~= sha then
-        instance.exec_on(conn, "mv -f -- " .. q(dst) .. " " .. q(part), {timeout = 60})
-        ssh.error("transfer", conn, string.format("SHA-256 mismatch after upload of %s: local %s, remote %s on disk; " ..
-          "moved back to %s", src, sha, tostring(remote), part), {reason = "verify"})
-      end
+      verify_renamed(conn, src, dst, part, sha)
     end
     return ranged_result(dst, size, have, sha, t0, opts.verify, n)
   end)
