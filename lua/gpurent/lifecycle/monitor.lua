@@ -90,20 +90,28 @@ function monitor.parse(r, stdout)
   return f
 end
 
-function monitor.probe(inst, r, o)
-  o = o or {}
+local function probe_once(inst, r, o)
   -- a probe only reads: safe to re-run after a lost connection
   local res = inst:sh(monitor.probe_script(r), {timeout = o.timeout or 20, idempotent = true})
   if res.code ~= 0 then
     error(string.format("probe of %s on %s exited %s: %s", r.id, r.host, tostring(res.code), res.stderr or ""), 0)
   end
-  local f = monitor.parse(r, res.stdout)
+  return monitor.parse(r, res.stdout)
+end
+
+function monitor.probe(inst, r, o)
+  o = o or {}
+  local f = probe_once(inst, r, o)
   -- a platform whose jobs run elsewhere (a scheduler's compute node) says whether the
   -- job is still queued or running: the wrapper's PID is not visible from here
   local P = require("gpurent.platform").of(r.profile)
   if P.job_state and (f.attempt or 0) > 0 then
-    f.job = P.job_state(inst, r)
-    if f.job and f.job.active then f.alive = true end
+    local job = P.job_state(inst, r)
+    -- the job may have ended between the two reads: its marker, written before the job
+    -- ended, is there now; read again rather than call a finished job dead
+    if job and not job.active and not (f.done or f.failed) then f = probe_once(inst, r, o) end
+    f.job = job
+    if job and job.active then f.alive = true end
   end
   return f
 end
