@@ -12,7 +12,7 @@ local q = T.q
 -- a stand-in for run_wrapper.sh: sleeps, then DONE, or FAILED when the cell's id ends in -bad
 local WRAPPER = [[#!/bin/bash
 D="$(dirname "$0")/a$1"; mkdir -p "$D"; sleep 0.1
-case "$0" in *-slow/*) sleep 1.2 ;; esac
+case "$0" in *-slow/*) sleep 1.2 ;; *-long/*) sleep 4.2 ;; esac
 case "$0" in *-bad/*) printf 'exit=1 stage=train at=1\n' > "$D/FAILED"; exit 1 ;; esac
 printf 'exit=0 stage=done at=1\n' > "$D/DONE"
 ]]
@@ -97,13 +97,15 @@ for _, shell in ipairs({"dash", "bash"}) do
     end)
 
     it("stops before the next cell once the budget handed at launch is spent: not started (budget), exit 3", function()
-      local dir, qdir = setup_box({"c1-slow", "c2-slow", "c3-slow"})
-      -- 9.999 of 10 yuan spent at start, at 3600 yuan/h (1 yuan/s): cell 1 (1.3 s) spends the rest
-      local code = run(shell, dir, script(dir, qdir, "h1", {budget = 10000, spent = 9999, spent_at = os.time(),
+      local dir, qdir = setup_box({"c1-long", "c2-long", "c3-long"})
+      -- 6 of 10 yuan spent at start, at 3600 yuan/h (1 yuan/s): cell 1 (4.3 s) spends the rest.
+      -- The clock has 1-s steps and a loaded machine starts the script late, so cell 1 may
+      -- start up to 3 s after spent_at and still be inside the budget
+      local code = run(shell, dir, script(dir, qdir, "h1", {budget = 10000, spent = 6000, spent_at = os.time(),
         price = 3600000}))
       assert.are.equal(3, code)
       local ev = events(dir, "h1")
-      assert.truthy(ev:find("^start 1 c1%-slow"), ev)
+      assert.truthy(ev:find("^start 1 c1%-long"), ev)
       assert.falsy(ev:find("start 2 ", 1, true), ev)
       assert.truthy(ev:find("\nbudget 2 the budget is spent: 1%d%.%d%d of 10%.00 yuan at 3600%.00 yuan/h"), ev)
       assert.truthy(ev:find("notrun 2 budget\nnotrun 3 budget", 1, true), ev)
