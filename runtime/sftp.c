@@ -749,6 +749,17 @@ static int raw_buffered(lua_State *L) {
     return 1;
 }
 
+/* raw:window() -> the send window the server granted this channel (what one
+ * stream may have in flight uploading; the larger of the initial and the
+ * current one). */
+static int raw_window(lua_State *L) {
+    gr_raw *r = check_raw(L);
+    unsigned long initial = 0;
+    unsigned long now = libssh2_channel_window_write_ex(r->ch, &initial);
+    lua_pushinteger(L, (lua_Integer)(now > initial ? now : initial));
+    return 1;
+}
+
 /* raw:close() -> true | false, dirs (a step: freeing sends CHANNEL_CLOSE). */
 static int raw_close(lua_State *L) {
     gr_raw *r = luaL_checkudata(L, 1, RAW_MT);
@@ -796,7 +807,7 @@ void gr_sftp_register(lua_State *L) {
     new_mt(L, XFER_MT, xfer_methods, xfer_gc);
     static const luaL_Reg raw_methods[] = {
         {"start", raw_start}, {"write", raw_write}, {"read", raw_read}, {"buffered", raw_buffered},
-        {"close", raw_close}, {NULL, NULL}
+        {"window", raw_window}, {"close", raw_close}, {NULL, NULL}
     };
     new_mt(L, RAW_MT, raw_methods, raw_gc);
     /* sess:sftp_raw(), added to the session's methods */

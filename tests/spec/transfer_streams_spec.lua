@@ -45,7 +45,7 @@ end
 describe("one file over several streams", function()
   local fx, inst, dir, link
   setup(function()
-    fx = sshd.start{addrs = 1}
+    fx = sshd.start{addrs = 1, log_level = "VERBOSE"}   -- VERBOSE: sshd logs each session it starts
     inst = fx:connect(1)
     dir = T.tmpdir()
     link = relay.start(fx, 10, {rate_mibps = 2})
@@ -74,6 +74,34 @@ describe("one file over several streams", function()
     assert.equal(want, hash.sha256_file(dir .. "/back"))
     assert.is_nil(lfs.attributes(dir .. "/back.part"))
     assert.is_nil(lfs.attributes(fx.home .. "/blob.part"))
+  end)
+
+  it("a multi-stream put takes and releases its lock over its own streams (no other SFTP session); " ..
+     "a lock held from another machine refuses it with nothing written", function()
+    local src, dst = dir .. "/locked.bin", fx.home .. "/locked.bin"
+    sh("head -c " .. SIZE .. " /dev/urandom > " .. T.q(src))
+    local fresh = fx:connect(1)   -- no SFTP session started on it yet
+    assert(lfs.link("gpurent-lock host=otherbox pid=4242 start=1 boot=0000 nonce=ab since=1700000000",
+      dst .. ".part.lock", true))
+    local ok, err = pcall(fresh.put, fresh, src, dst, {progress = false, streams = 4})
+    assert.is_false(ok)
+    assert.matches("host otherbox, PID 4242", tostring(err), 1, true)
+    assert.is_nil(lfs.attributes(dst))
+    assert.is_nil(lfs.attributes(dst .. ".part"), "a refused put wrote a .part")
+    assert.truthy(lfs.symlinkattributes(dst .. ".part.lock"), "the other machine's lock was broken")
+    os.remove(dst .. ".part.lock")
+    fresh:close()
+    fresh = fx:connect(1)
+    local before = #T.read(fx.dir .. "/sshd.log")
+    local r = fresh:put(src, dst, {verify = true, progress = false, streams = 4})
+    fresh:close()
+    assert.is_true(r.verified)
+    assert.equal(hash.sha256_file(src), hash.sha256_file(dst))
+    assert.is_nil(lfs.symlinkattributes(dst .. ".part.lock"), "the put left its lock behind")
+    gpurent.sleep(0.2)   -- sshd writes its log lines as the channels close
+    local log = T.read(fx.dir .. "/sshd.log"):sub(before + 1)
+    local _, sftp = log:gsub("Starting session: subsystem 'sftp'", "")
+    assert.equal(4, sftp, "SFTP sessions for a 4-stream put (its streams only):\n" .. log)
   end)
 
   -- kill a child mid-range, corrupt one byte range of what it left, resume here

@@ -135,11 +135,16 @@ end
 
 -- Filesystem steps on the box over an Instance's SFTP session, each its own
 -- locked call (a lock is taken before, and released after, the transfer's).
-function lock.box_ops(inst)
+-- fast_of(conn) -> an object with the same four steps, or nil: a caller that
+-- already has an SFTP channel of its own on conn (gpurent.transfer's spare)
+-- takes the steps there, where the link and its read-back go out together.
+function lock.box_ops(inst, fast_of)
   local ssh = require "gpurent.transport.ssh"
   local function sftp_call(op, path, ...)
     local args = table.pack(...)
     return inst:with_session(true, function(conn)
+      local fast = fast_of and fast_of(conn)
+      if fast then return fast[op](table.unpack(args, 1, args.n)) end
       local sftp = inst:sftp_of(conn)
       return ssh.run(conn, now() + 60, op .. " " .. path, sftp[op], sftp, table.unpack(args, 1, args.n))
     end)
