@@ -749,15 +749,16 @@ static int raw_buffered(lua_State *L) {
     return 1;
 }
 
-/* raw:window() -> the send window the server granted this channel (what one
- * stream may have in flight uploading; the larger of the initial and the
- * current one). */
+/* raw:window() -> send, receive: the window the server granted this channel
+ * (what one stream may have in flight uploading; the larger of the initial and
+ * the current one) and the receive window asked for at its open (RAW_WINDOW). */
 static int raw_window(lua_State *L) {
     gr_raw *r = check_raw(L);
     unsigned long initial = 0;
     unsigned long now = libssh2_channel_window_write_ex(r->ch, &initial);
     lua_pushinteger(L, (lua_Integer)(now > initial ? now : initial));
-    return 1;
+    lua_pushinteger(L, (lua_Integer)RAW_WINDOW);
+    return 2;
 }
 
 /* raw:close() -> true | false, dirs (a step: freeing sends CHANNEL_CLOSE). */

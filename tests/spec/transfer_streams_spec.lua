@@ -104,6 +104,34 @@ describe("one file over several streams", function()
     assert.equal(4, sftp, "SFTP sessions for a 4-stream put (its streams only):\n" .. log)
   end)
 
+  it("a multi-stream get goes over its streams only (its stat on the first); a small or empty file on a " ..
+     "long link moves as one stream on the channel its stat opened, verified", function()
+    local src = fx.home .. "/many.bin"
+    sh("head -c " .. SIZE .. " /dev/urandom > " .. T.q(src))
+    local fresh = fx:connect(1)
+    local before = #T.read(fx.dir .. "/sshd.log")
+    local r = fresh:get(src, dir .. "/many.back", {verify = true, progress = false, streams = 4})
+    fresh:close()
+    assert.is_true(r.verified)
+    assert.equal(hash.sha256_file(src), hash.sha256_file(dir .. "/many.back"))
+    gpurent.sleep(0.2)   -- sshd writes its log lines as the channels close
+    local log = T.read(fx.dir .. "/sshd.log"):sub(before + 1)
+    local _, sftp = log:gsub("Starting session: subsystem 'sftp'", "")
+    assert.equal(4, sftp, "SFTP sessions for a 4-stream get (its streams only):\n" .. log)
+    for _, size in ipairs({0, 5000}) do   -- through the 10 ms link
+      local name = "small" .. size
+      sh("head -c " .. size .. " /dev/urandom > " .. T.q(fx.home .. "/" .. name))
+      local p = io.popen(string.format("GPURENT_SSH_CONFIG=%s %s get --json h1 %s %s 2>&1; echo \"exit=$?\"",
+        T.q(link.config), T.q(T.bin), T.q(fx.home .. "/" .. name), T.q(dir .. "/" .. name)))
+      local out = p:read("a")
+      p:close()
+      assert.truthy(out:find("exit=0", 1, true), out)
+      assert.truthy(out:find('"verified":true', 1, true), out)
+      assert.equal(hash.sha256_file(fx.home .. "/" .. name), hash.sha256_file(dir .. "/" .. name))
+      assert.equal(size, lfs.attributes(dir .. "/" .. name, "size"))
+    end
+  end)
+
   -- kill a child mid-range, corrupt one byte range of what it left, resume here
   local function killed_then_resumed(verb)
     local src = dir .. "/" .. verb .. ".bin"

@@ -1551,8 +1551,12 @@ end
 
 local function get_file(inst, src, dst, opts, size, st)
   local n = transfer._file_streams(inst, opts, "get", size or 0, src)
+  -- a small file on a long link goes on the spare its stat opened, as one stream
+  -- (libssh2's SFTP session would cost 3 more round trips to start)
+  local c = inst.conn
+  local far = c and c.spare and (c.stat_rtt or 0) >= RANGE_MIN_RTT and opts.streams == nil
   return owning(inst, "get", dst, opts, function()
-    if n > 1 then return transfer._get_ranged(inst, src, dst, opts, n, st) end
+    if n > 1 or far then return transfer._get_ranged(inst, src, dst, opts, n, st) end
     return get_file_owned(inst, src, dst, opts)
   end)
 end
@@ -1610,7 +1614,9 @@ function transfer.get(inst, src, dst, opts)
     if done then return done end
     if probe then return transfer._get_tree(inst, src, probe.ltop, opts, probe) end
   end
-  local st = remote_stat(inst, src)
+  -- the stat on the spare channel: the file's first stream, when it is one
+  local st = remote_stat(inst, src, opts.pipelined ~= false and (not opts.streams or streams_of(opts) > 1))
+  if not st or (st.type ~= "file" and st.type ~= "directory") then pcall(drop_spare, inst.conn) end
   if not st then error(inst.label .. ": get: no such remote file: " .. src, 2) end
   refuse_special("get", src, st.type or "file", " on " .. inst.label)
   if lfs.attributes(dst, "mode") == "directory" then dst = dst:gsub("/+$", "") .. "/" .. basename(src) end
@@ -1818,7 +1824,7 @@ function transfer._get_tree(inst, src, dst, opts, probe)
   local done = {}
   local function run(conn)
     trace("get: connected")
-    local eng = new_engine(inst, conn, opts, 1)   -- the others open while the first lists
+    local eng = adopt_spare(conn, opts) or new_engine(inst, conn, opts, 1)   -- the others open while the first lists
     trace("get: channels open")
     local ok, res = pcall(function()
       local tree, level = {}, {src}
@@ -2285,7 +2291,7 @@ local function file_streams(inst, opts, verb, size, path)
     end
     if rtt < RANGE_MIN_RTT then return 1 end
     local send, recv
-    if conn.spare and verb == "put" then send = conn.spare.chans[1].raw:window()
+    if conn.spare then send, recv = conn.spare.chans[1].raw:window()
     else send, recv = inst:sftp_of(conn):windows() end
     -- a download stream moves about 4 MiB a round trip whatever window it asks for
     -- (measured at 50 ms: 2 streams 2.7 s, 4 streams 2.45 s for 256 MiB)
@@ -2554,8 +2560,8 @@ local function get_ranged(inst, src, dst, opts, n, known)
   local part = dst .. ".part"
   return inst:with_session(opts.idempotent ~= false, function(conn)
     local t0 = now()
-    local sftp = inst:sftp_of(conn)
-    local rst = known or ssh.run(conn, now() + 60, "stat " .. src, sftp.stat, sftp, src)
+    local rst = known
+    if not rst then local sftp = inst:sftp_of(conn); rst = ssh.run(conn, now() + 60, "stat " .. src, sftp.stat, sftp, src) end
     known = nil
     if not rst then ssh.error("transfer", conn, "no such remote file: " .. src) end
     local size = rst.size
@@ -2569,13 +2575,15 @@ local function get_ranged(inst, src, dst, opts, n, known)
     local fh, ferr = io.open(part, fresh and "wb" or "r+b")
     if not fh then error("get: cannot write " .. part .. ": " .. tostring(ferr), 0) end
     trace("range get: planned")
-    local eng = new_engine(inst, conn, opts, 1)   -- the others open while the first moves data
+    -- the first stream: the spare the stat went over, else a new one; the others
+    -- open while the first moves data
+    local eng = adopt_spare(conn, opts) or new_engine(inst, conn, opts, 1)
     trace("range get: first channel open")
     local state = {blocks = blocks, size = size}
     local prog = progress(opts, "get", src, size, have)
     local ok, err = pcall(function()
       on_each_channel(eng, function(c) c.range_handle = spack(">s4", eng:open(c, src, FXF_READ)) end)
-      local _, recv = sftp:windows()
+      local _, recv = eng.chans[1].raw:window()
       local window = math.max(4, math.min(8 << 20, recv) // (RANGE_JOBS * TREE_CHUNK))
       local fns = {}
       for i, b in ipairs(blocks) do
