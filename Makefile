@@ -88,9 +88,10 @@ $(BUILD)/aesctr_test: tests/c/aesctr_test.c runtime/aesctr.c runtime/aesctr.h | 
 	$(CC) $(CFLAGS) -o $@ tests/c/aesctr_test.c runtime/aesctr.c $(LDFLAGS) -lcrypto
 CTESTS = $(BUILD)/aesctr_test
 
-TEST_ARGS ?= tests/spec
+# empty: the whole suite in two lanes at once (tests/run_lanes.sh); spec files: just those
+TEST_ARGS ?=
 test: all $(TESTHOST) $(CTESTS) check-exports check-remote
-	GPURENT_CTEST_DIR=$(BUILD) GPURENT_BIN=./$(BIN) ./$(TESTHOST) run tests/run_specs.lua -- $(TEST_ARGS)
+	GPURENT_CTEST_DIR=$(BUILD) GPURENT_BIN=./$(BIN) bash tests/run_lanes.sh ./$(TESTHOST) $(TEST_ARGS)
 
 # The binary's dynamic symbol table holds no symbol defined by gpurent's own objects
 # (only the libraries' copy-relocated data, such as optarg): a library loaded into it
@@ -114,7 +115,7 @@ asan: deps
 	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" gpurent-asan \
 	  gpurent-asan-test build/asan/aesctr_test
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 GPURENT_SANITIZER=asan \
-	  GPURENT_CTEST_DIR=build/asan GPURENT_BIN=./gpurent-asan ./gpurent-asan-test run tests/run_specs.lua -- $(TEST_ARGS)
+	  GPURENT_CTEST_DIR=build/asan GPURENT_BIN=./gpurent-asan bash tests/run_lanes.sh ./gpurent-asan-test $(TEST_ARGS)
 
 # The C-heavy specs under memcheck (the spec runner process; its gpurent children run
 # natively). Exit 99 on any error or definite leak. tests/valgrind.supp holds only
