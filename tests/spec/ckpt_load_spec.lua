@@ -73,4 +73,21 @@ describe("checkpoint load check on the box", function()
     assert.truthy(out:find("one the box's load check passed before the seal", 1, true), out)
     assert.truthy(testbed.read(pulled .. "/" .. id .. "/PULL_VERIFIED.json"))
   end)
+
+  it("with no local load=, a later `watch --finish` of a sealed run verifies by the box's load check kept in the ledger",
+    function()
+    -- the pull fails here (its local dir is a file), after the seal and the box's load check
+    local blocked = T.write(tb.dir .. "/blocked", "a file where the pull's directory goes\n")
+    local code, out, err = tb:gpurent(testbed.train_args("k1", {local_dir = blocked, load = false}))
+    assert.are_not.equal(0, code, out .. err)
+    local id = run_id(out)
+    assert.truthy(out:find("[close] load check on the box passed: best.pth", 1, true), out)
+    os.remove(blocked)
+    -- another process: the export is already sealed, the load check is not run again
+    code, out, err = tb:gpurent("watch " .. id .. " --finish")
+    assert.are.equal(0, code, out .. err)
+    assert.truthy(out:find("is already sealed", 1, true), out)
+    assert.truthy(out:find("one the box's load check passed before the seal", 1, true), out)
+    assert.truthy(testbed.read(blocked .. "/" .. id .. "/PULL_VERIFIED.json"))
+  end)
 end)

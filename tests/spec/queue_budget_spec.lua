@@ -5,7 +5,7 @@
 -- budget the cells left are "not started: budget" (not failed cells), QUEUE DONE says
 -- why with exit 3, the sweep's summary names them, a budget notification is recorded,
 -- `gpurent watch QUEUE_RUN --once` says so with exit 3, and `watch --finish` pulls and
--- verifies the cell that ran and still exits 3.
+-- verifies the cell that ran (by the box's recorded load check) and still exits 3.
 local testbed = require "testbed"
 local cjson = require "cjson"
 
@@ -38,8 +38,8 @@ describe("the budget before every sweep cell", function()
     -- 16 yuan: the launch (well under 16 s) passes the gate and cell 1 starts; after
     -- cell 1 (~16 s on its own) the spend is over it
     local code, out, err = tb:gpurent("run recipes/autodl_sweep.lua host=b1 project=bq code=examples/tiny-train queue=" ..
-      T.q(qf) .. " " .. train .. " interval=0.3 stall=60 budget=16 " .. T.q("box_load={python} load_check.py {}") .. " " ..
-      T.q("load=test -s {}"))
+      T.q(qf) .. " " .. train .. " interval=0.3 stall=60 budget=16 " .. T.q("box_load={python} load_check.py {}") .. " local_dir=" ..
+      T.q(tb.dir .. "/pulled"))
     local all = out .. err
     assert.are.equal(3, code, all)
     assert.truthy(all:find("the queue checks the budget before each cell on the box", 1, true), all)
@@ -67,9 +67,10 @@ describe("the budget before every sweep cell", function()
     assert.are.equal(3, code, out .. err)
     assert.truthy(out:find("cell 3 (configs/ok.json fit 65): not started: budget", 1, true), out .. err)
     assert.truthy(out:find("stopped by the budget: the budget is spent", 1, true), out .. err)
-    -- `watch --finish` pulls and verifies the cell that ran, and still exits 3
+    -- `watch --finish` pulls and verifies the cell that ran (no local load=: by the box's
+    -- load check at the cell's seal, kept in the ledger), and still exits 3
     code, out, err = tb:gpurent("watch " .. qrun .. " --finish")
     assert.are.equal(3, code, out .. err)
-    assert.truthy(out:find("VERIFIED runs/" .. qrun, 1, true), out .. err)
+    assert.truthy(out:find("VERIFIED " .. tb.dir .. "/pulled/" .. qrun, 1, true), out .. err)
   end)
 end)

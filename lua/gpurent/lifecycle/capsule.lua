@@ -19,9 +19,11 @@
 --                            none: torch.load(weights_only=True, map_location="cpu")
 --                            with the box interpreter (remote/ckpt_load.py), which
 --                            exits 3 saying so when the box has no torch
---   capsule.loaded_on_box(export) -> fn(path) -> ok, why: a pulled checkpoint passes
---                            when its SHA-256 is one the box's load check passed
---                            before the seal (the pull's default with no load=)
+--   capsule.loaded_on_box(export, recorded) -> fn(path) -> ok, why: a pulled checkpoint
+--                            passes when its SHA-256 is one the box's load check
+--                            passed before the seal: in export (this process sealed
+--                            it) or recorded ({sha256 = path}: the ledger's verdicts,
+--                            Ledger:box_loaded) (the pull's default with no load=)
 local errors = require "gpurent.util.errors"
 local q = require("gpurent.util.shell").quote
 
@@ -84,8 +86,9 @@ function capsule.load_check(o)
           how = "the default load check: torch.load(weights_only=True, map_location=cpu) with " .. py}
 end
 
-function capsule.loaded_on_box(export)
+function capsule.loaded_on_box(export, recorded)
   local ok_sha = {}
+  for sha, path in pairs(recorded or {}) do ok_sha[sha] = path end
   for _, f in ipairs(export and export.files or {}) do if f.loaded then ok_sha[f.sha256] = f.path end end
   return function(path)
     local hex = require("gpurent.util.hash").sha256_file(path)

@@ -689,6 +689,18 @@ function Ledger:run(run_id)
     LEFT JOIN instances i ON i.id = r.instance_id WHERE r.id = ?]], run_id)[1]
 end
 
+-- The checkpoints the box's load check passed before the seal of the runs run_ids
+-- (close records each as a manifest row of kind box_load) -> {sha256 = path}.
+function Ledger:box_loaded(run_ids)
+  local out = {}
+  for _, id in ipairs(run_ids) do
+    for _, row in ipairs(self.db:query("SELECT path, sha256 FROM manifests WHERE kind = 'box_load' AND run_id = ?", id)) do
+      out[row.sha256] = row.path
+    end
+  end
+  return out
+end
+
 -- Everything recorded for one run, in time order: {at, kind, ...row}.
 function Ledger:run_history(run_id)
   local events = {}

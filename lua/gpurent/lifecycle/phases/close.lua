@@ -62,6 +62,24 @@ local function load_checks(inst, r, o, roster, got, bad)
   if #bad == 0 then r:say("close", "load check on the box passed: %s", table.concat(cks, ", ")) end
 end
 
+-- The load check's verdicts outlive this process: each checkpoint it passed is kept
+-- in the ledger (a manifest row of kind box_load), so a later pull of the same bytes
+-- (`gpurent watch --finish`, a sweep's cells sealed by an earlier watch) can take
+-- the box's word for them as this process's pull does.
+local function record_loaded(r, files)
+  pcall(r.ledger, r, function(L)
+    for _, f in ipairs(files) do
+      if f.loaded then L:record_manifest{run_id = r.id, kind = "box_load", path = f.path, sha256 = f.sha256, bytes = f.bytes} end
+    end
+  end)
+end
+
+local function recall_loaded(r, files)
+  local ok, known = pcall(r.ledger, r, function(L) return L:box_loaded({r.id}) end)
+  if not ok then return end
+  for _, f in ipairs(files) do if known[f.sha256] then f.loaded = true end end
+end
+
 local function seal(inst, r, o)
   o = o or {}
   local roster = capsule.check_roster(r, o.roster or capsule.DEFAULT_ROSTER)
@@ -84,6 +102,7 @@ local function seal(inst, r, o)
         " (a sealed export is never overwritten)", 0)
     end
     r:say("close", "export %s is already sealed with the %d roster files: not rewritten", P.export, #got)
+    recall_loaded(r, got)
     return {export = P.export, files = got, already = true}
   end
   if #bad == 0 then load_checks(inst, r, o, roster, got, bad) end
@@ -93,6 +112,7 @@ local function seal(inst, r, o)
       local lines = {string.format("sealed %s (renamed from export/.partial on one filesystem):", P.export)}
       for _, f in ipairs(got) do lines[#lines + 1] = string.format("  %10d  %s  %s", f.bytes, f.sha256:sub(1, 16), f.path) end
       r:say("close", table.concat(lines, "\n"))
+      record_loaded(r, got)
       return {export = P.export, files = got}
     end
     bad[#bad + 1] = (fin.stdout:match("bad ([^\n]+)") or "rename failed") .. " " .. (fin.stderr or "")

@@ -182,8 +182,12 @@ function pull.run(ctx, o)
   local opts = {}
   for k, v in pairs(o or {}) do opts[k] = v end
   opts.cells = opts.cells or ctx.cells
-  -- no local load= : the box's load check before the seal is the evidence (same bytes)
-  if (not opts.load_cmd or opts.load_cmd == "") and ctx.export then opts.load_check = capsule.loaded_on_box(ctx.export) end
+  -- no local load= : the box's load check before the seal is the evidence (same bytes):
+  -- this process's seal, or the verdicts the ledger kept for the run or its cells
+  if not opts.load_cmd or opts.load_cmd == "" then
+    local ok, recorded = pcall(ctx.run.ledger, ctx.run, function(L) return L:box_loaded(opts.cells or {ctx.run.id}) end)
+    if ctx.export or (ok and next(recorded)) then opts.load_check = capsule.loaded_on_box(ctx.export, ok and recorded or nil) end
+  end
   return {verified = pull.fetch(require("gpurent.lifecycle").session(ctx), ctx.run, opts)}
 end
 
