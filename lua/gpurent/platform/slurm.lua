@@ -357,8 +357,13 @@ local function submit_array(inst, r, rows, numbers, o)
   opts[#opts + 1] = "--array=" .. spec
   local cells = {}
   for i, n in ipairs(numbers) do cells[i] = tostring(n) end
+  -- each task requeues itself as a single run's job does (the profile's requeue and
+  -- signal); a cell resumes from its own out dir's checkpoints.scratch
+  local rq = slurm.requeue_vars(r)
   local res = inst:sh(remote.script("slurm_queue_submit", {META = r.paths.meta, ACTIVE = r.paths.root .. "/active",
     OPTIONS = remote.lines(opts, "slurm options"), SIGNAL = r.profile.slurm.signal or "",
+    REQUEUE = rq.REQUEUE, GRACE = rq.GRACE, CKPT_NAMES = remote.lines(r.profile.checkpoints.scratch or {},
+      "checkpoints.scratch"),
     TABLE = o.table and remote.lines(o.table, "slurm sweep: cells") or "",
     COMMANDS = o.commands and remote.lines(o.commands, "slurm sweep: commands") or "",
     CELLS = remote.lines(cells, "slurm sweep: cell numbers")}), {timeout = 90})
