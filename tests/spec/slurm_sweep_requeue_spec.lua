@@ -8,7 +8,8 @@
 -- restart resumes from the cell's $GPURENT_RESUME and finishes: every step once. The
 -- sweep ends ok with both cells done; the watch and the summary say cell 1 was
 -- requeued and resumed, and nothing counted it as a failed cell. One cluster for the
--- file. Needs root and `make deps`: fails (not skips) without them.
+-- file. Needs root and `make deps`: fails (not skips) without them. Below it, the
+-- status's reading of a requeued cell's lines without a cluster (every task state).
 local slurmbed = require "slurmbed"
 
 local sh = slurmbed.sh
@@ -95,5 +96,52 @@ describe("a sweep cell requeued before its time limit", function()
     assert.are.equal("succeeded", by[sweep .. "-cluster"])
     assert.are.equal("succeeded", by[sweep .. "-c01"])
     assert.are.equal("succeeded", by[sweep .. "-c02"])
+  end)
+end)
+
+-- slurm.queue_status's reading of the status script's lines (the Lua side, no cluster):
+-- a FAILED marker whose task is still queued or running is not the cell's end yet.
+describe("a Slurm sweep's status of a requeued cell", function()
+  local function status(lines)
+    local S = require("gpurent.platform").of("slurm")
+    local inst = {sh = function() return {code = 0, stdout = table.concat(lines, "\n") .. "\n"} end}
+    return S.queue_status(inst, {id = "sw-cluster", host = "cluster", paths = {meta = "/m", root = "/r"}})
+  end
+  local function ends(st)
+    local out = {}
+    for _, ev in ipairs(st.events) do if ev.kind == "end" then out[#out + 1] = ev end end
+    return out
+  end
+  local CELL = "gs_cell 1\tsw-c01\t1\t100\tFAILED\texit=138 stage=train at=130\tconfigs/long.json fit"
+  local ASKED = "gs_requeue 1\trestart=1 at=131 job=2 ckpt=/r/active/sw-c01/out/latest.pth requested"
+
+  it("waits while the task is requeued, says so, and ends it only once Slurm has", function()
+    for _, state in ipairs{"RUNNING", "COMPLETING", "PENDING", "REQUEUED"} do
+      local st = status{"gs_job 1 7", "gs_task 1|" .. state .. "|None", CELL, ASKED}
+      assert.are.same({}, ends(st), state)
+      assert.truthy(st.alive, state)
+      assert.is_nil(st.done, state)
+      local rq = st.events[#st.events]
+      assert.are.equal("requeue", rq.kind)
+      assert.are.equal("requeued (attempt 2), resuming from /r/active/sw-c01/out/latest.pth", rq.text)
+      assert.are.equal("requeue 1 1 1", rq.key)
+    end
+    -- the restart finished: DONE, after one requeue that ran
+    local st = status{"gs_job 1 7", "gs_task 1|COMPLETED|None",
+      "gs_cell 1\tsw-c01\t1\t140\tDONE\texit=0 stage=done at=170\tconfigs/long.json fit",
+      "gs_requeue 1\trestart=1 at=139 job=2 ckpt=/r/active/sw-c01/out/latest.pth"}
+    local e = ends(st)
+    assert.are.equal(1, #e)
+    assert.truthy(e[1].ok)
+    assert.are.equal("requeued (attempt 2), resumed from /r/active/sw-c01/out/latest.pth", e[1].requeued)
+    assert.are.same({exit = 0, ok = 1, failed = 0, ran = 1}, {exit = st.done.exit, ok = st.done.ok,
+      failed = st.done.failed, ran = st.done.ran})
+    -- the requeue failed (scontrol refused) and the task ended: the FAILED marker is the end
+    st = status{"gs_job 1 7", "gs_task 1|FAILED|None", CELL, ASKED}
+    e = ends(st)
+    assert.are.equal(1, #e)
+    assert.falsy(e[1].ok)
+    assert.are.equal("exit=138 stage=train at=130", e[1].text)
+    assert.are.equal(1, st.done.failed)
   end)
 end)
