@@ -9,6 +9,13 @@
 -- state comes from squeue/sacct per task (gpurent.platform.slurm.queue_status): a
 -- pending task is waiting for the scheduler, not stalled. The ledger holds the sweep's
 -- queue run (SWEEP-HOST, kind queue) and each cell (kind cell, parent the queue run).
+-- Time limits and pre-emption, as slurm_train.lua: with the profile's `slurm.requeue:
+-- true` and `signal: USR1`, a cell's trainer gets SIGUSR1 `signal_seconds` before the
+-- limit, writes its checkpoint and exits, and its array task requeues itself (scontrol
+-- requeue JOB_TASK: that cell only). The restarted task finds the cell's newest
+-- checkpoint in $GPURENT_RESUME ($GPURENT_RESTART > 0). The watch says "cell N ...
+-- requeued (attempt K), resuming from <checkpoint>", the summary "ok ..., requeued
+-- (attempt K), resumed from <checkpoint>": a requeued cell is never a failed one.
 --
 --   resubmit=SWEEP: a second array of only the sweep's failed cells (--array=3,7), the
 --   same installed cells and commands; the cells that succeeded are kept, and the
@@ -57,8 +64,10 @@ local function report(sweep, s)
   local state = {}
   -- the marker's "exit=N stage=S" (its time is in the cell's run)
   local function exit_of(text) return ((text or ""):gsub(" at=%d+", "")) end
-  for _, c in ipairs(s.ok) do state[c.index] = {"ok", exit_of(c.text)} end
-  for _, c in ipairs(s.failed) do state[c.index] = {"FAILED", exit_of(c.why)} end
+  -- a cell Slurm requeued (its time limit, a pre-emption) says so: it resumed, it did not fail
+  local function requeued(c) return c.requeued and (", " .. c.requeued) or "" end
+  for _, c in ipairs(s.ok) do state[c.index] = {"ok", exit_of(c.text) .. requeued(c)} end
+  for _, c in ipairs(s.failed) do state[c.index] = {"FAILED", exit_of(c.why) .. requeued(c)} end
   for _, c in ipairs(s.table or {}) do
     local st = state[c.index] or {"not run", ""}
     print(string.format("[sweep] cell %d %s %s (%s) run %s: %s", c.index, st[1], st[2], c.desc, c.id,

@@ -12,7 +12,8 @@
 -- A platform with a scheduler of its own (Slurm) gets the installed cells through
 -- P.start_queue(inst, r, {table, cells, commands, sweep, parallel}) instead of the on-box
 -- loop, and queue.status returns P.queue_status(inst, r) in the same shape (events with
--- a `key`; `waiting`: a line said while the scheduler holds cells): the following,
+-- a `key`; `waiting`: a line said while the scheduler holds cells; "requeue" events and
+-- an end's `requeued`: a cell the scheduler requeued and that resumed): the following,
 -- sealing, summary, ledger cells and pull below are shared.
 --
 -- The queue run (kind "queue" in the ledger, id SWEEP-HOST) is what `gpurent watch`
@@ -327,23 +328,28 @@ local function on_event(S, ev)
     S.runs[ev.index], S.running[ev.index] = cr, cr
     S.ran = S.ran + 1
     r:say("cell", "cell %d (%s) -> run %s on %s", ev.index, c.desc, ev.id, r.host)
+  elseif ev.kind == "requeue" then
+    -- the scheduler put the cell back in its queue (its time limit, a pre-emption): the
+    -- same attempt resumes from its checkpoint; not a failure, not a new cell
+    r:say("cell", "cell %d (%s): run %s %s", ev.index, c.desc, ev.id, ev.text)
   elseif ev.kind == "end" then
     local cr = S.runs[ev.index] or cell_run(r, ev.id)
     S.running[ev.index] = nil
     if ev.ok then
-      r:say("cell", "cell %d: run %s DONE on the box (%s)", ev.index, ev.id, ev.text)
+      r:say("cell", "cell %d: run %s DONE on the box (%s)%s", ev.index, ev.id, ev.text,
+        ev.requeued and (", " .. ev.requeued) or "")
       local ok, err = true, nil
       if o.seal then ok, err = seal(r, inst, cr, o) end
       if ok then
-        S.ok[#S.ok + 1] = {index = ev.index, id = ev.id, text = ev.text}
+        S.ok[#S.ok + 1] = {index = ev.index, id = ev.id, text = ev.text, requeued = ev.requeued}
         S.cells[#S.cells + 1] = ev.id
       else
         local why = "sealing failed: " .. errors.message(err):match("[^\n]*")
-        S.failed[#S.failed + 1] = {index = ev.index, id = ev.id, why = why}
+        S.failed[#S.failed + 1] = {index = ev.index, id = ev.id, why = why, requeued = ev.requeued}
         r:say("cell", "cell %d FAILED: %s", ev.index, why)
       end
     else
-      S.failed[#S.failed + 1] = {index = ev.index, id = ev.id, why = ev.text}
+      S.failed[#S.failed + 1] = {index = ev.index, id = ev.id, why = ev.text, requeued = ev.requeued}
       r:say("cell", "cell %d FAILED: run %s: %s", ev.index, ev.id, ev.text)
       triage(r, inst, cr, ev.index)
       if cr.status ~= "failed" then cr:finish("failed") end
@@ -512,6 +518,7 @@ local function once(r)
   local state, budget = {}, nil
   for _, ev in ipairs(st.events) do
     if ev.kind == "start" then state[ev.index] = "running (run " .. ev.id .. ")"
+    elseif ev.kind == "requeue" then state[ev.index] = "running (run " .. ev.id .. "), " .. ev.text
     elseif ev.kind == "end" then state[ev.index] = (ev.ok and "DONE" or "FAILED") .. " (run " .. ev.id .. ": " .. ev.text .. ")"
     elseif ev.kind == "gate" then state[ev.index] = "not run: disk gate: " .. ev.text
     elseif ev.kind == "notrun" then state[ev.index] = "not started: budget"

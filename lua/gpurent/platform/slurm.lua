@@ -295,7 +295,10 @@ end
 --
 --   slurm.array_spec({3, 1, 2, 7}, 2) -> "1-3,7%2"
 --   slurm.start_queue(inst, r, {table=, cells=, commands=, parallel=}) -> {job=, queue=}
---   slurm.queue_status(inst, r) -> queue.status's table (table, events, pending, alive, done, waiting)
+--   slurm.queue_status(inst, r) -> queue.status's table (table, events, pending, alive, done, waiting);
+--     a cell requeued by its task (the profile's requeue + signal, as a single run) or by the
+--     scheduler is an event "requeue" and no failure: its FAILED marker counts only once its
+--     task has ended (a restart archives it and resumes)
 --   slurm.failed_cells(inst, r) -> {numbers}, status   (refused while a task is queued or running)
 --   slurm.resubmit_queue(inst, r, {parallel=}) -> {job=, queue=, cells = {numbers}}
 
@@ -357,8 +360,13 @@ local function submit_array(inst, r, rows, numbers, o)
   opts[#opts + 1] = "--array=" .. spec
   local cells = {}
   for i, n in ipairs(numbers) do cells[i] = tostring(n) end
+  -- each task requeues itself as a single run's job does (the profile's requeue and
+  -- signal); a cell resumes from its own out dir's checkpoints.scratch
+  local rq = slurm.requeue_vars(r)
   local res = inst:sh(remote.script("slurm_queue_submit", {META = r.paths.meta, ACTIVE = r.paths.root .. "/active",
     OPTIONS = remote.lines(opts, "slurm options"), SIGNAL = r.profile.slurm.signal or "",
+    REQUEUE = rq.REQUEUE, GRACE = rq.GRACE, CKPT_NAMES = remote.lines(r.profile.checkpoints.scratch or {},
+      "checkpoints.scratch"),
     TABLE = o.table and remote.lines(o.table, "slurm sweep: cells") or "",
     COMMANDS = o.commands and remote.lines(o.commands, "slurm sweep: commands") or "",
     CELLS = remote.lines(cells, "slurm sweep: cell numbers")}), {timeout = 90})
@@ -399,7 +407,7 @@ function slurm.queue_status(inst, r)
     error(string.format("sweep status of %s on %s: exit %s: %s", r.id, r.host, tostring(res.code), res.stderr or ""), 0)
   end
   local st = {table = {}, by_index = {}, events = {}, pending = 0, alive = false}
-  local tasks, acct, cmds, submission, job = {}, {}, {}, 0, nil
+  local tasks, acct, cmds, requeues, submission, job = {}, {}, {}, {}, 0, nil
   for line in (res.stdout or ""):gmatch("[^\n]+") do
     local k, v = line:match("^gs_(%a+) ?(.*)$")
     if k == "job" then
@@ -414,6 +422,9 @@ function slurm.queue_status(inst, r)
     elseif k == "acct" then
       local id, state, code = v:match("^([^|]+)|([^|]*)|(.*)$")
       if id then acct[id] = {state = state:match("^(%u[%u_]*)") or state, exit = code} end
+    elseif k == "requeue" then
+      local n, line = v:match("^(%d+)\t(.*)$")
+      if n then requeues[tonumber(n)] = slurm.parse_requeue({}, "gr_requeue " .. line) end
     elseif k == "cell" then
       local n, id, att, started, mark, text, desc = v:match("^(%d+)\t(%S+)\t(%d+)\t(%S+)\t(%S+)\t([^\t]*)\t(.*)$")
       if n then
@@ -438,8 +449,26 @@ function slurm.queue_status(inst, r)
     if c.started then
       st.events[#st.events + 1] = {kind = "start", index = c.index, id = c.id, at = c.started, key = "start " .. key}
     end
-    local text = c.mark and c.text
     local task = tasks[c.index]
+    -- requeued (by its batch shell before the limit, or by the scheduler): one event per
+    -- restart, in the single run's words ("requeued (attempt N), resuming from PATH")
+    local rq = requeues[c.index]
+    c.requeued = slurm.requeue_text(rq)
+    if c.requeued then
+      st.events[#st.events + 1] = {kind = "requeue", index = c.index, id = c.id, text = c.requeued,
+        key = "requeue " .. key .. " " .. rq.restarts}
+      -- the restarts that ran (a requested one has not, yet), for the cell's end
+      local ran = rq.requeue_requested and rq.restarts - 1 or rq.restarts
+      if ran > 0 then
+        c.resumed = string.format("requeued (attempt %d), resumed from %s", ran + 1, rq.resume or
+          "no checkpoint (started over)")
+      end
+    end
+    local text = c.mark and c.text
+    -- a FAILED marker while its task is still queued or running is not the cell's end:
+    -- the batch shell may requeue it (the trainer exited on the signal before the limit)
+    -- and the restart resumes it; it is the cell's end once the task has ended
+    if c.mark == "FAILED" and task and task.active then text = nil end
     if not c.mark and not (task and task.active) and job then
       -- the task ended and the wrapper wrote no marker: killed (time limit, scancel, node
       -- failure, memory) before or while it ran; slurmctld, else sacct, says how
@@ -452,7 +481,7 @@ function slurm.queue_status(inst, r)
     end
     if text then
       st.events[#st.events + 1] = {kind = "end", index = c.index, id = c.id, ok = c.mark == "DONE", text = text,
-        key = "end " .. key}
+        key = "end " .. key, requeued = c.resumed}
       c.state = c.mark == "DONE" and "ok" or "failed"
       if c.mark == "DONE" then ok = ok + 1 else failed = failed + 1 end
     end

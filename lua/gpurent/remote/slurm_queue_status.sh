@@ -7,6 +7,8 @@
 #   gs_job N ID|none          the last submission and its array job
 #   gs_task IDX|STATE|REASON  a task slurmctld knows (pending, running, or ended)
 #   gs_cell N<TAB>ID<TAB>ATTEMPT<TAB>STARTED|-<TAB>DONE|FAILED|-<TAB>MARKER<TAB>DESC
+#   gs_requeue N<TAB>LINE     the cell's current attempt was requeued: its aN/requeue
+#                             ("restart=K at=T job=J ckpt=PATH [requested]", slurm_batch_lib.sh)
 #   gs_cmd N<TAB>COMMAND      the cell's command line
 #   gs_acct JOBID|STATE|EXITCODE
 M=@META@; ACTIVE=@ACTIVE@
@@ -24,6 +26,7 @@ if [ -f "$M/cells" ]; then
     if [ -f "$d/DONE" ]; then mark=DONE; text=$(head -n 1 "$d/DONE")
     elif [ -f "$d/FAILED" ]; then mark=FAILED; text=$(head -n 1 "$d/FAILED"); fi
     printf 'gs_cell %s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$id" "$a" "${started:--}" "$mark" "$text" "$desc"
+    [ -f "$d/requeue" ] && printf 'gs_requeue %s\t%s\n' "$n" "$(head -n 1 "$d/requeue")"
   done < "$M/cells"
 fi
 [ -f "$M/commands" ] && sed -n 's/^./gs_cmd &/p' "$M/commands"

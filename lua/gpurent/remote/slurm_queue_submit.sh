@@ -8,8 +8,13 @@
 # gives every cell of this submission its next attempt (aN made, `current` moved)
 # before sbatch, so a watcher sees it waiting, never its old marker; writes
 # sN/batch.sh (the profile's #SBATCH lines, --array among them) and submits it.
-# Prints "submission N" and "job ID".
+# Prints "submission N" and "job ID". Each task's batch shell is a single run's
+# (slurm_batch_lib.sh): with REQUEUE set, a task the signal reaches before its limit
+# requeues itself (JOB_TASK) and its restart resumes from the cell's newest checkpoint
+# (CKPT_NAMES in the cell's out dir), its killed markers under the cell's aN/restart-K/.
+# gpurent-include: slurm_batch_lib.sh
 M=@META@; ACTIVE=@ACTIVE@; OPTIONS=@OPTIONS@; SIGNAL=@SIGNAL@
+REQUEUE=@REQUEUE@; GRACE=@GRACE@; CKPT_NAMES=@CKPT_NAMES@
 TABLE=@TABLE@         # "N<TAB>ID<TAB>config task [epochs]", one cell a line; empty: a resubmission
 COMMANDS=@COMMANDS@   # "N<TAB>command", one cell a line (with TABLE)
 CELLS=@CELLS@         # the cell numbers this submission runs, one a line
@@ -42,35 +47,33 @@ done <<EOF_CELLS
 $CELLS
 EOF_CELLS
 B="$S/batch.sh"
-q() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
 {
-  echo '#!/bin/bash'
-  while IFS= read -r o; do [ -n "$o" ] && printf '#SBATCH %s\n' "$o"; done <<EOF_OPTS
-$OPTIONS
-EOF_OPTS
-  printf 'M=%s; ACTIVE=%s; SIG=%s\n' "$(q "$M")" "$(q "$ACTIVE")" "$(q "$SIGNAL")"
-  cat <<'EOF_BODY'
+  batch_head "$OPTIONS"
+  batch_vars M "$M" ACTIVE "$ACTIVE" SIG "$SIGNAL"
+  batch_vars REQUEUE "$REQUEUE" GRACE "$GRACE" CKPT_NAMES "$CKPT_NAMES"
+  cat <<'EOF_CELL'
 # gpurent: one array task = one cell (its number is the array index), run by the cell's
-# own wrapper (DONE/FAILED markers, the durable sync) in the cell's own directory and
-# its own process group; the signal Slurm sends before the limit goes on to that group.
+# own wrapper (DONE/FAILED markers, the durable sync) in the cell's own directory; the
+# batch body (slurm_batch_lib.sh) is a single run's: the signal forwarded, the task
+# requeued (JOB_TASK: only this cell), a restart resuming from the cell's checkpoint.
 IDX=${SLURM_ARRAY_TASK_ID:?gpurent: not an array task}
 id=$(awk -F'\t' -v k="$IDX" '$1 == k {print $2}' "$M/cells")
 [ -n "$id" ] || { echo "[gpurent] array task $IDX: no cell $IDX in $M/cells"; exit 1; }
 A="$ACTIVE/$id"; CM="$A/.gpurent"
-att=$(cat "$CM/current"); D="$CM/a$att"
+N=$(cat "$CM/current"); D="$CM/a$N"; W="$CM/run-v1.sh"
+JOB="${SLURM_ARRAY_JOB_ID}_$IDX"; WHAT="Slurm array task $JOB"
 echo "$SLURM_JOB_ID" > "$D/jobid"
-echo "${SLURM_ARRAY_JOB_ID}_$IDX" > "$D/array_task"
-LOG="$A/train.log"
-echo "[gpurent] Slurm array task ${SLURM_ARRAY_JOB_ID}_$IDX (job $SLURM_JOB_ID): cell $IDX, run $id, attempt $att" >> "$LOG"
-set -m
-bash "$CM/run-v1.sh" "$att" >> "$LOG" 2>&1 < /dev/null &
-child=$!
-if [ -n "$SIG" ]; then
-  trap 'echo "[gpurent] SIG$SIG from Slurm (restart ${SLURM_RESTART_COUNT:-0}): forwarded to the job" >> "$LOG"; kill -"$SIG" -- -"$child" 2>/dev/null' "$SIG"
-fi
-while :; do wait "$child"; rc=$?; kill -0 "$child" 2>/dev/null || break; done
-exit "$rc"
-EOF_BODY
+echo "$JOB" > "$D/array_task"
+LOG="$A/train.log"; OUT=$LOG
+# the cell's own checkpoints (the profile's checkpoints.scratch in the cell's out dir)
+CKPTS=
+while IFS= read -r c; do [ -n "$c" ] && CKPTS="$CKPTS$A/out/$c
+"; done <<EOF_CK
+$CKPT_NAMES
+EOF_CK
+echo "[gpurent] Slurm array task $JOB (job $SLURM_JOB_ID): cell $IDX, run $id, attempt $N" >> "$LOG"
+EOF_CELL
+  batch_body
 } > "$B.tmp" && mv -f "$B.tmp" "$B" || exit 1
 printf '%s\n' "$CELLS" > "$S/cells"
 { echo "$n" > "$M/array_current.tmp" && mv -f "$M/array_current.tmp" "$M/array_current"; } || exit 1
