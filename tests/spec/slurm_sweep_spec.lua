@@ -94,7 +94,8 @@ describe("a sweep on a Slurm cluster as one job array", function()
     assert.truthy(T.read(log):find(": 2 cell(s) run, 2 ok, 0 failed\n", 1, true), T.read(log))
   end)
 
-  it("counts a cell whose task Slurm ended with no marker (scancel) as failed, naming Slurm's state", function()
+  it("counts a cell whose task Slurm ended with no marker (billing cancel JOB_TASK) as failed, naming Slurm's state",
+    function()
     local two = c.dir .. "/slow.txt"
     T.write(two, "configs/slow.json fit\nconfigs/ok.json fit 1\n")
     local log = c.dir .. "/gone.out"
@@ -117,7 +118,10 @@ describe("a sweep on a Slurm cluster as one job array", function()
     local status = L:run(gone .. "-cluster").status
     L:close()
     assert.are.equal("running", status)
-    assert.are.equal(0, select(2, c:ssh("scancel " .. job .. "_1")))
+    -- one cell cancelled by its array task id, behind the cancel_job gate
+    code, o, e = g("billing cancel cluster " .. job .. "_1 --approve cluster")
+    assert.are.equal(0, code, o .. e)
+    assert.truthy(o:find("cluster: job " .. job .. "_1 cancelled", 1, true), o .. e)
     local done = c.wait_for(function() return (T.read(log) or ""):match("rc=(%d+)") end, 60)
     local out = T.read(log)
     assert.are.equal("1", done, out)

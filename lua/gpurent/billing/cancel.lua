@@ -1,5 +1,6 @@
--- gpurent.billing.cancel: `gpurent billing cancel HOST RUN_ID|JOB_ID`, a scheduler's stop
--- verb (Slurm's scancel) from the command line. The job is named by its id or by the
+-- gpurent.billing.cancel: `gpurent billing cancel HOST RUN_ID|JOB_ID|JOB_TASK`, a scheduler's stop
+-- verb (Slurm's scancel) from the command line. The job is named by its id (JOB_TASK: one task
+-- of a job array, a sweep's cell) or by the
 -- run whose current attempt it is (the ledger's run: its host, profile and paths); the
 -- scheduler is asked what the job is, then the platform's one guarded function sends
 -- the verb (P.stop: the teardown gate's cancel_job, whose approval only the person
@@ -14,7 +15,8 @@ local profile_mod = require "gpurent.config.profile"
 
 local cancel = {}
 
-local function is_job_id(s) return s:match("^%d+$") ~= nil end
+-- a job id, or one task of a job array (JOB_TASK: one cell of a Slurm sweep)
+local function is_job_id(s) return s:match("^%d+$") ~= nil or s:match("^%d+_%d+$") ~= nil end
 
 -- The profile of HOST: --profile, else the ledger's record of the host, else the default.
 local function host_profile(host, explicit)

@@ -31,7 +31,7 @@ M.usage = [[usage:
   gpurent billing autostop TARGET (--idle 30m | --ttl 6h | --budget YUAN) [--interval 60s] [--stop-stalled]
                           [--threshold PCT] [--budget-warn PCT] [--mode tmux|nohup] [--profile NAME]
   gpurent billing autostop TARGET --status [--json] | --off
-  gpurent billing cancel HOST RUN_ID|JOB_ID [--approve HOST] [--dry-run] [--profile NAME]
+  gpurent billing cancel HOST RUN_ID|JOB_ID|JOB_TASK [--approve HOST] [--dry-run] [--profile NAME]
 
 INSTANCE is the platform's instance uuid or name (the profile's platform: --profile NAME,
 default the default profile). status --json gives money (balance,
@@ -299,7 +299,7 @@ function M.main(args)
   if verb == "autostop" then return require("gpurent.billing.autostop").command(ref, opts) end
   if verb == "cancel" then
     if not ref or not pos[3] or pos[4] then
-      errors.usage("usage: gpurent billing cancel HOST RUN_ID|JOB_ID [--approve HOST] [--dry-run] [--profile NAME]", 0)
+      errors.usage("usage: gpurent billing cancel HOST RUN_ID|JOB_ID|JOB_TASK [--approve HOST] [--dry-run] [--profile NAME]", 0)
     end
     for k in pairs(opts) do
       if k ~= "profile" and k ~= "dry_run" and k ~= "pulled" and k ~= "discard" and k ~= "help" then

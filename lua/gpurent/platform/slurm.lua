@@ -272,7 +272,9 @@ function slurm.stop(o)
     job = st and st.id
     if not job then errors.usage("run " .. tostring(o.run.id) .. " on " .. host .. " has no Slurm job recorded", 0) end
   end
-  if not tostring(job or ""):match("^%d+$") then errors.usage("slurm.stop: a job id (digits) or a run is required", 0) end
+  if not slurm.is_job_id(job) then
+    errors.usage("slurm.stop: a job id (digits, or JOB_TASK for one task of an array) or a run is required", 0)
+  end
   -- the same gate as a meter stop: approval for the host, asked in C; refusal sends nothing
   local decision = gate.check{action = "cancel_job", instance = host, names = {tostring(job)}, dry_run = o.dry_run,
     run_id = o.run and o.run.id, profile_name = o.profile_name or "slurm", interactive = o.interactive, out = o.out}
@@ -536,11 +538,19 @@ end
 -- ---- one job by its id (gpurent billing cancel) -------------------------------------
 
 -- slurm.job_info(inst, job) -> {id, state, name, reason, pending, active} | nil (unknown job)
+-- A Slurm job id: digits, or JOB_TASK (one task of a job array: a sweep's cell).
+function slurm.is_job_id(job)
+  job = tostring(job or "")
+  return job:match("^%d+$") ~= nil or job:match("^%d+_%d+$") ~= nil
+end
+
 function slurm.job_info(inst, job)
   job = tostring(job)
-  if not job:match("^%d+$") then errors.usage("a Slurm job id is digits, not " .. string.format("%q", job), 0) end
+  if not slurm.is_job_id(job) then
+    errors.usage("a Slurm job id is digits (or JOB_TASK for one task of an array), not " .. string.format("%q", job), 0)
+  end
   local res = inst:sh(remote.script("slurm_job_info", {JOB = job}), {timeout = 30, idempotent = true})
-  local id, state, name, reason = (res.stdout or ""):match("gr_job (%d+) (%S+) ?([^|\n]*)|?([^\n]*)")
+  local id, state, name, reason = (res.stdout or ""):match("gr_job ([%d_]+) (%S+) ?([^|\n]*)|?([^\n]*)")
   if not id then return nil end
   state = state:match("^(%u[%u_]*)") or state
   return {id = id, state = state, name = name ~= "" and name or nil,
