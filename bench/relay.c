@@ -41,20 +41,34 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CHUNK (256 * 1024)      /* one read: large, to keep syscalls few */
+#define CHUNK (256 * 1024)      /* one block; one read fills what is left of it */
+#define MIN_ROOM (32 * 1024)    /* a block with less room left is retired from reading */
+#define POOL_KEEP 256           /* free blocks kept for reuse (64 MiB at most) */
 #define MAX_IOV 64              /* due chunks written by one writev */
 #define COUNT_EVERY_NS 20000000 /* --count: at most one rewrite per 20 ms */
 #define PACE_SLEEP_NS 5000000   /* --rate-mibps: sleep only once worth 5 ms */
 
 static const char *prog = "relay";
 
-/* A queued piece of one direction: bytes read at some time, due at `at`;
- * len 0 marks the EOF read from the source. */
+/* Bytes are read straight into blocks (no copy) that are kept in a pool once
+ * delivered: no page is faulted in, zeroed and given back per transfer. A block is
+ * shared by the reads it holds (refs: their chunks, plus 1 while it is the block its
+ * direction reads into). */
+struct block {
+    struct block *next_free;
+    int refs;
+    size_t used;
+    char data[CHUNK];
+};
+
+/* A queued piece of one direction: the bytes of one read, due at `at`;
+ * len 0 (no block) marks the EOF read from the source. */
 struct chunk {
     struct chunk *next;
     int64_t at;
+    struct block *block;
+    char *data;
     size_t len, off;
-    char data[];
 };
 
 struct conn;
@@ -69,6 +83,7 @@ struct leg {
 /* One direction: read from legs[src], written to legs[1 - src] after the delay. */
 struct dir {
     struct chunk *head, *tail;
+    struct block *fill;  /* the block reads go into */
     int src;
     int read_done;    /* EOF (or an error) read from the source: queued, no more reads */
     int write_done;   /* EOF delivered, or the destination failed: nothing more written */
@@ -93,7 +108,9 @@ static const char *count_path;
 static char *count_tmp;
 static uint64_t count_written = UINT64_MAX;
 static int64_t count_next_at;
-static char scratch[CHUNK];
+static char scratch[CHUNK];  /* reads whose destination is gone, discarded */
+static struct block *pool;
+static int pool_len;
 
 static void die(const char *what, const char *detail)
 {
@@ -210,14 +227,48 @@ static void update_leg(struct conn *c, int side)
     l->events = want;
 }
 
+static struct block *block_get(void)
+{
+    struct block *b = pool;
+    if (b != NULL) {
+        pool = b->next_free;
+        pool_len--;
+    } else if ((b = malloc(sizeof *b)) == NULL)
+        die("malloc", "out of memory");
+    b->refs = 1;
+    b->used = 0;
+    return b;
+}
+
+static void block_put(struct block *b)
+{
+    if (b == NULL || --b->refs > 0)
+        return;
+    if (pool_len >= POOL_KEEP) {
+        free(b);
+        return;
+    }
+    b->next_free = pool;
+    pool = b;
+    pool_len++;
+}
+
+static void pop_chunk(struct dir *d)
+{
+    struct chunk *k = d->head;
+    d->head = k->next;
+    if (d->head == NULL)
+        d->tail = NULL;
+    block_put(k->block);
+    free(k);
+}
+
 static void free_queue(struct dir *d)
 {
-    while (d->head != NULL) {
-        struct chunk *next = d->head->next;
-        free(d->head);
-        d->head = next;
-    }
-    d->tail = NULL;
+    while (d->head != NULL)
+        pop_chunk(d);
+    block_put(d->fill);
+    d->fill = NULL;
 }
 
 static void close_conn(struct conn *c)
@@ -244,16 +295,19 @@ static int conn_done(const struct conn *c)
     return c->dirs[0].read_done && c->dirs[0].write_done && c->dirs[1].read_done && c->dirs[1].write_done;
 }
 
-static void enqueue(struct dir *d, const char *data, size_t len, int64_t at)
+static void enqueue(struct dir *d, struct block *b, char *data, size_t len, int64_t at)
 {
-    struct chunk *k = malloc(sizeof *k + len);
+    struct chunk *k = malloc(sizeof *k);
     if (k == NULL)
         die("malloc", "out of memory");
     k->next = NULL;
     k->at = at;
+    k->block = b;
+    if (b != NULL)
+        b->refs++;
+    k->data = data;
     k->len = len;
     k->off = 0;
-    memcpy(k->data, data, len);
     if (d->tail)
         d->tail->next = k;
     else
@@ -265,19 +319,32 @@ static void enqueue(struct dir *d, const char *data, size_t len, int64_t at)
  * if more is waiting). EOF or an error queues the EOF mark. */
 static void pump_in(struct conn *c, struct dir *d)
 {
-    ssize_t n = read(c->legs[d->src].fd, scratch, sizeof scratch);
+    char *at = scratch;
+    size_t room = sizeof scratch;
+    if (!d->write_done) {  /* else the destination is gone: drain the source until EOF */
+        if (d->fill != NULL && d->fill->refs == 1)
+            d->fill->used = 0;  /* all it held is delivered: read from its start again */
+        if (d->fill == NULL || CHUNK - d->fill->used < MIN_ROOM) {
+            block_put(d->fill);
+            d->fill = block_get();
+        }
+        at = d->fill->data + d->fill->used;
+        room = CHUNK - d->fill->used;
+    }
+    ssize_t n = read(c->legs[d->src].fd, at, room);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
     if (n < 0)
         warn_errno(d->src == 0 ? "read from client" : "read from target");
-    if (d->write_done) {  /* the destination is gone: drain the source until EOF */
-        if (n <= 0)
-            d->read_done = 1;
-        return;
-    }
-    enqueue(d, scratch, n > 0 ? (size_t)n : 0, now_ns() + delay_ns);
     if (n <= 0)
         d->read_done = 1;
+    if (d->write_done)
+        return;
+    if (n > 0) {
+        enqueue(d, d->fill, at, (size_t)n, now_ns() + delay_ns);
+        d->fill->used += (size_t)n;
+    } else
+        enqueue(d, NULL, NULL, 0, now_ns() + delay_ns);
 }
 
 static void write_failed(struct dir *d, const char *what)
@@ -333,10 +400,7 @@ static void pump_out(struct conn *c, struct dir *d, int64_t now)
                 break;
             }
             left -= part;
-            d->head = k->next;
-            if (d->head == NULL)
-                d->tail = NULL;
-            free(k);
+            pop_chunk(d);
         }
         if ((size_t)n < want)
             d->blocked = 1;  /* the send buffer is full: saves the EAGAIN round */
@@ -443,8 +507,8 @@ static void write_count(int64_t now)
 }
 
 /* Writes what is due on every connection, closes the finished ones, and returns the
- * epoll_wait timeout (ms, rounded up; -1: nothing pending). */
-static int service(void)
+ * wait until the next deadline (ns; -1: nothing pending). */
+static int64_t service(void)
 {
     int64_t now = now_ns(), next = INT64_MAX;
     for (struct conn *c = conns, *cn; c != NULL; c = cn) {
@@ -476,10 +540,23 @@ static int service(void)
     if (next == INT64_MAX)
         return -1;
     now = now_ns();
-    if (next <= now)
-        return 0;
-    int64_t ms = (next - now + 999999) / 1000000;
-    return ms > 60000 ? 60000 : (int)ms;
+    return next <= now ? 0 : next - now;
+}
+
+/* epoll_pwait2 waits to the nanosecond (epoll_wait's milliseconds would add up to
+ * 1 ms to each direction's delay); epoll_wait where the kernel lacks it. */
+static int wait_events(struct epoll_event *evs, int max, int64_t wait_ns)
+{
+    static int no_pwait2;
+    if (!no_pwait2) {
+        struct timespec ts = {.tv_sec = wait_ns / 1000000000, .tv_nsec = wait_ns % 1000000000};
+        int n = epoll_pwait2(ep, evs, max, wait_ns < 0 ? NULL : &ts, NULL);
+        if (n >= 0 || errno != ENOSYS)
+            return n;
+        no_pwait2 = 1;
+    }
+    int64_t ms = wait_ns < 0 ? -1 : (wait_ns + 999999) / 1000000;
+    return epoll_wait(ep, evs, max, ms > 60000 ? 60000 : (int)ms);
 }
 
 int main(int argc, char **argv)
@@ -564,9 +641,9 @@ int main(int argc, char **argv)
         die_errno("write stdout");
 
     for (;;) {
-        int timeout = service();
+        int64_t wait_ns = service();
         struct epoll_event evs[64];
-        int n = epoll_wait(ep, evs, 64, timeout);
+        int n = wait_events(evs, 64, wait_ns);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
