@@ -17,7 +17,8 @@
  * SIGTERM/SIGINT, then exits 0.
  *
  * One thread, one epoll loop, level-triggered; each direction is a FIFO queue of
- * chunks (deliver-at times only grow), so the next deadline is a queue head. It is
+ * chunks (deliver-at times only grow), so the next deadline is a queue head; reads
+ * land in pooled 256 KiB blocks and are written from there (no copy). It is
  * written in C so that the emulated link costs the machine little CPU: a real link's
  * routers do not share the sender's cores.
  */
@@ -133,11 +134,11 @@ static int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static void usage(const char *why)
+static void usage(FILE *to, const char *why, int status)
 {
-    fprintf(stderr, "%s: %s\nusage: %s --rtt-ms MS --target HOST:PORT [--listen HOST:PORT] "
+    fprintf(to, "%s: %s\nusage: %s --rtt-ms MS --target HOST:PORT [--listen HOST:PORT] "
             "[--rate-mibps R] [--count FILE]\n", prog, why, prog);
-    exit(2);
+    exit(status);
 }
 
 static double parse_nonneg(const char *opt, const char *s)
@@ -544,14 +545,15 @@ static int64_t service(void)
 }
 
 /* epoll_pwait2 waits to the nanosecond (epoll_wait's milliseconds would add up to
- * 1 ms to each direction's delay); epoll_wait where the kernel lacks it. */
+ * 1 ms to each direction's delay); epoll_wait where the kernel lacks it (ENOSYS, or
+ * EPERM from a container's seccomp profile that predates it). */
 static int wait_events(struct epoll_event *evs, int max, int64_t wait_ns)
 {
     static int no_pwait2;
     if (!no_pwait2) {
         struct timespec ts = {.tv_sec = wait_ns / 1000000000, .tv_nsec = wait_ns % 1000000000};
         int n = epoll_pwait2(ep, evs, max, wait_ns < 0 ? NULL : &ts, NULL);
-        if (n >= 0 || errno != ENOSYS)
+        if (n >= 0 || (errno != ENOSYS && errno != EPERM))
             return n;
         no_pwait2 = 1;
     }
@@ -576,14 +578,14 @@ int main(int argc, char **argv)
         case 'l': listen_s = optarg; break;
         case 'p': rate_mibps = parse_nonneg("--rate-mibps", optarg); break;
         case 'c': count_path = optarg; break;
-        case 'h': usage("an emulated long link");  break;
-        default: usage("bad option");
+        case 'h': usage(stdout, "a long link emulated in user space (bench/relay.c)", 0); break;
+        default: usage(stderr, "bad option", 2);
         }
     }
     if (optind < argc)
-        fprintf(stderr, "%s: unexpected argument '%s'\n", prog, argv[optind]), usage("bad arguments");
+        fprintf(stderr, "%s: unexpected argument '%s'\n", prog, argv[optind]), usage(stderr, "bad arguments", 2);
     if (rtt == NULL || target_s == NULL)
-        usage("--rtt-ms and --target are required");
+        usage(stderr, "--rtt-ms and --target are required", 2);
     delay_ns = (int64_t)(parse_nonneg("--rtt-ms", rtt) * 1e6 / 2);
     rate_bps = rate_mibps * 1048576.0;
     parse_hostport("--target", target_s, 0, &target, &target_len);
