@@ -88,10 +88,16 @@ $(BUILD)/aesctr_test: tests/c/aesctr_test.c runtime/aesctr.c runtime/aesctr.h | 
 	$(CC) $(CFLAGS) -o $@ tests/c/aesctr_test.c runtime/aesctr.c $(LDFLAGS) -lcrypto
 CTESTS = $(BUILD)/aesctr_test
 
+# The emulated long link (bench/relay.c) the benches and the transfer specs put in
+# front of a loopback sshd; bench/relay.lua runs $(GPURENT_RELAY), default build/relay.
+RELAY = $(BUILD)/relay
+$(RELAY): bench/relay.c | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ bench/relay.c $(LDFLAGS)
+
 # empty: the whole suite in two lanes at once (tests/run_lanes.sh); spec files: just those
 TEST_ARGS ?=
-test: all $(TESTHOST) $(CTESTS) check-exports check-remote
-	GPURENT_CTEST_DIR=$(BUILD) GPURENT_BIN=./$(BIN) bash tests/run_lanes.sh ./$(TESTHOST) $(TEST_ARGS)
+test: all $(TESTHOST) $(CTESTS) $(RELAY) check-exports check-remote
+	GPURENT_CTEST_DIR=$(BUILD) GPURENT_RELAY=$(RELAY) GPURENT_BIN=./$(BIN) bash tests/run_lanes.sh ./$(TESTHOST) $(TEST_ARGS)
 
 # The binary's dynamic symbol table holds no symbol defined by gpurent's own objects
 # (only the libraries' copy-relocated data, such as optarg): a library loaded into it
@@ -113,9 +119,9 @@ check-remote:
 asan: deps
 	$(MAKE) BUILD=build/asan BIN=gpurent-asan TESTHOST=gpurent-asan-test OPT="-O1 -g" \
 	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" gpurent-asan \
-	  gpurent-asan-test build/asan/aesctr_test
+	  gpurent-asan-test build/asan/aesctr_test build/asan/relay
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 GPURENT_SANITIZER=asan \
-	  GPURENT_CTEST_DIR=build/asan GPURENT_BIN=./gpurent-asan bash tests/run_lanes.sh ./gpurent-asan-test $(TEST_ARGS)
+	  GPURENT_CTEST_DIR=build/asan GPURENT_RELAY=build/asan/relay GPURENT_BIN=./gpurent-asan bash tests/run_lanes.sh ./gpurent-asan-test $(TEST_ARGS)
 
 # The C-heavy specs under memcheck (the spec runner process; its gpurent children run
 # natively). Exit 99 on any error or definite leak. tests/valgrind.supp holds only
@@ -157,8 +163,8 @@ fuzz: deps fuzz-deps $(FUZZ_BIN)
 	  [ $$rc = 0 ] || { tail -30 build/fuzz/$$t.log; exit 1; }; \
 	done
 
-bench: all bench-deps
-	bench/run.sh
+bench: all bench-deps $(RELAY)
+	GPURENT_RELAY=$(RELAY) bench/run.sh
 
 demo: all
 	./$(BIN) run recipes/demo.lua

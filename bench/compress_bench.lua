@@ -63,7 +63,7 @@ local function bench(rate)
       time("rsync " .. flags, "up", string.format("rsync %s -e %s %s h1:%s", flags, q(S), q(tree), q(up .. "/")))
     end
   end
-  print(string.format("Text tree (logs + JSON) of %d files, %.1f MiB, RTT %g ms, %s (bench/relay.py), once each",
+  print(string.format("Text tree (logs + JSON) of %d files, %.1f MiB, RTT %g ms, %s (bench/relay.c), once each",
     FILES, size / 1048576, RTT, bw))
   print(string.format("  %-20s %10s %10s %16s", "tool", "get/down s", "put/up s", "MiB on link (put)"))
   for _, name in ipairs({"gpurent get/put", "gpurent --compress", "rsync -a", "rsync -az"}) do

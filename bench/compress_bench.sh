@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/compress_bench.sh (run by `make bench`): a text-heavy results tree (training
 # logs and JSON metrics, bench/text_tree.lua: 200 files, 20 MiB) moved both ways over
-# an emulated long link (bench/relay.py: RTT 50 ms) in front of a loopback sshd, by
+# an emulated long link (bench/relay.c: RTT 50 ms) in front of a loopback sshd, by
 # gpurent put/get with and without --compress and by rsync -a and rsync -az (over ssh
 # through the same relay), side by side in one run, with the bytes each put sent over
 # the link; once with unlimited bandwidth and once paced to COMPRESS_RATE_MIBPS (4;

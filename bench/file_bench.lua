@@ -38,20 +38,24 @@ local ok, err = xpcall(function()
     return p, hash.sha256_file(p)
   end
   -- one measurement: cmd moves src to dst; nil when it failed or the copy differs
-  local function timed(cmd, dst, sha)
+  local function timed(cmd, dst, sha, link)
     os.remove(dst)
     -- every tool starts with nothing left to write back (the copy made for the box,
     -- the last tool's file): else the first one measured pays for the others' writes
     os.execute("sync")
+    local cpu0 = link and link:cpu()
     local t0 = now()
     local okc = os.execute(cmd .. " >/dev/null 2>" .. q(work .. "/err"))
     local t = now() - t0
+    -- the relay's own CPU for this transfer (on stderr): the emulated link's cost to the tools
+    local cpu1 = link and link:cpu()
+    if cpu0 and cpu1 then io.stderr:write(string.format("    %.2f s, relay CPU %.2f s\n", t, cpu1 - cpu0)) end
     local good = okc and io.open(dst) and hash.sha256_file(dst) == sha
     os.remove(dst)
     if not good then io.stderr:write("  failed: ", cmd, "\n  ", (io.open(work .. "/err"):read("a"):sub(1, 300)), "\n") end
     return good and t or nil
   end
-  local function measure(label, rtt, mib, cfg)
+  local function measure(label, rtt, mib, cfg, link)
     local src, sha = blob(mib)
     local remote, up, down = fx.home .. "/blob" .. mib, fx.home .. "/up.bin", work .. "/down.bin"
     os.execute("cp " .. q(src) .. " " .. q(remote))
@@ -60,7 +64,7 @@ local ok, err = xpcall(function()
     local T = {}
     local function put(name, cmd_up, cmd_down)
       io.stderr:write(string.format("  %s, %s: %s\n", label, name, "..."))
-      T[name] = {up = cmd_up and timed(cmd_up, up, sha), down = cmd_down and timed(cmd_down, down, sha)}
+      T[name] = {up = cmd_up and timed(cmd_up, up, sha, link), down = cmd_down and timed(cmd_down, down, sha, link)}
     end
     if want("gpurent", rtt) then
       local g = "GPURENT_SSH_CONFIG=" .. q(cfg) .. " " .. q(BIN)
@@ -97,12 +101,12 @@ local ok, err = xpcall(function()
   for _, rtt in ipairs(RTTS) do
     local link = relay.start(fx, rtt)
     links[#links + 1] = link
-    measure(string.format("RTT %d ms", rtt), rtt, MIB[rtt] or 64, link.config)
+    measure(string.format("RTT %d ms", rtt), rtt, MIB[rtt] or 64, link.config, link)
     link:stop()
   end
   if LOOP_MIB > 0 then measure("loopback", nil, LOOP_MIB, fx.config) end
 
-  print("One large file over an emulated long link (bench/relay.py) and over loopback, MiB/s (once each)")
+  print("One large file over an emulated long link (bench/relay.c) and over loopback, MiB/s (once each)")
   print(string.format("  %-10s %-9s %-22s %10s %10s %10s %10s", "link", "size", "tool", "upload", "download",
     "up/sftp", "down/sftp"))
   local function rate(mib, t) return t and string.format("%.1f", mib / t) or "n/a" end

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/file_bench.sh (run by `make bench`): one large file moved both ways over an
-# emulated long link (bench/relay.py in front of a loopback sshd) by gpurent put/get
+# emulated long link (bench/relay.c in front of a loopback sshd) by gpurent put/get
 # (several streams: the count gpurent picks, shown), sftp, scp and rsync, side by
 # side in one run, at RTT 50 ms and 200 ms (256 MiB each; at 200 ms only gpurent and
 # sftp: the peer tools move about 6 MiB/s there, scp and rsync as sftp, and they

@@ -93,7 +93,7 @@ local ok, err = xpcall(function()
   end
   local by = {}
   for _, r in ipairs(rows) do by[r.name .. "/" .. r.dir] = r.t end
-  print(string.format("Tree of %d x 4 KiB + %d x 8 MiB (%.0f MiB), RTT %g ms (bench/relay.py), seconds (once each)",
+  print(string.format("Tree of %d x 4 KiB + %d x 8 MiB (%.0f MiB), RTT %g ms (bench/relay.c), seconds (once each)",
     SMALL, BIG, mib, RTT))
   print(string.format("  %-14s %10s %10s", "tool", "get/down", "put/up"))
   for _, name in ipairs({"gpurent", "baseline", "rsync -a", "sftp -r", "scp -r"}) do

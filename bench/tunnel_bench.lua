@@ -132,8 +132,8 @@ local ok, err = xpcall(function()
   local _ = serr
 
   -- the link alone: the relay straight to the data server (TCP, no SSH)
-  local _, rout = spawn("rawrelay", string.format("%s %s --rtt-ms %s --target 127.0.0.1:%d", PY,
-    q(here .. "/relay.py"), tostring(RTT), dport))
+  local _, rout = spawn("rawrelay", string.format("%s --rtt-ms %s --target 127.0.0.1:%d",
+    q(relay.bin()), tostring(RTT), dport))
   local raw_port = wait_for("the raw relay", function() return tonumber((read(rout) or ""):match("^(%d+)\n")) end)
 
   -- gpurent tunnel h1 0:DPORT
@@ -172,7 +172,7 @@ local ok, err = xpcall(function()
 
   local function rate(t) return t and string.format("%.1f MiB/s", MIB / t) or "n/a" end
   local function bps(t) return t and string.format("%.0f", n / t) or "n/a" end
-  print(string.format("Tunnel: one connection of %g MiB each way, RTT %g ms (bench/relay.py), best of %d", MIB, RTT, REPS))
+  print(string.format("Tunnel: one connection of %g MiB each way, RTT %g ms (bench/relay.c), best of %d", MIB, RTT, REPS))
   print(string.format("  %-20s %14s %14s %14s %14s %12s", "path", "down B/s", "down", "up B/s", "up", "1-byte req"))
   for _, r in ipairs(rows) do
     print(string.format("  %-20s %14s %14s %14s %14s %12s", r.name, bps(r.get), rate(r.get), bps(r.put), rate(r.put),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/tunnel_bench.sh: bytes per second through `gpurent tunnel` against `ssh -L`
 # (issue 16), both to the same loopback sshd through the same emulated long link
-# (bench/relay.py: RTT/2 each way, unbounded buffers), side by side in one run, plus
+# (bench/relay.c: RTT/2 each way, unbounded buffers), side by side in one run, plus
 # the raw TCP ceiling of the link (the relay straight to the data server, no SSH).
 # A data server on 127.0.0.1 (as the box sees it) sends or swallows TUNNEL_MIB MiB
 # per connection; each row is one connection down (server -> client, TensorBoard's

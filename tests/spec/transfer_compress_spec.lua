@@ -2,7 +2,7 @@
 -- connect{compress=true}, ssh_config's Compression yes and `gpurent put/get
 -- --compress` negotiate zlib with the server (libssh2's flag set before the
 -- handshake) on the instance's session and on a tunnel's own, a text-heavy tree round-trips verified with it on and crosses the link
--- in far fewer bytes than its size (counted by the relay in between: bench/relay.py
+-- in far fewer bytes than its size (counted by the relay in between: bench/relay.c
 -- --count), and without it the link carries every byte.
 -- Speed is measured by bench/compress_bench.sh, never asserted here.
 package.path = T.root .. "/bench/?.lua;" .. package.path
@@ -32,7 +32,7 @@ local function snapshot(root)
   return out
 end
 
--- Bytes the relay delivered so far, both directions (bench/relay.py --count).
+-- Bytes the relay delivered so far, both directions (bench/relay.c --count).
 local function relay_bytes(link) return link:bytes() end
 
 describe("compression (zlib) on gpurent's connections", function()

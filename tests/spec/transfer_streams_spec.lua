@@ -1,6 +1,6 @@
 -- transfer_streams_spec: one file over several SFTP streams at once (issue 16):
 -- put and get with --streams round-trip verified, and a multi-stream transfer
--- SIGKILLed mid-range (through bench/relay.py paced to 2 MiB/s, so it is midway
+-- SIGKILLed mid-range (through bench/relay.c paced to 2 MiB/s, so it is midway
 -- when killed) is resumed by the next run: only the blocks the .part lacks (or
 -- holds wrongly: one is corrupted on purpose) are sent, and the final name only
 -- ever holds the verified file. Files are a few MiB; speed is bench/file_bench.sh's.

@@ -1,6 +1,6 @@
 -- transfer_tree_spec: directory trees with many files in flight (issue 16): a tree
 -- of 5000 entries with empty files and deep paths round-tripped and verified both
--- ways, the same through an emulated 20 ms link (bench/relay.py), an interrupted
+-- ways, the same through an emulated 20 ms link (bench/relay.c), an interrupted
 -- tree get resumed, an unchanged tree re-sent moving no file data (the transfer's
 -- own count of bytes sent) and a changed one moving only what changed, and the
 -- `gpurent put` / `gpurent get` verbs: exit codes, JSON lines, --dry-run. Speed is measured by bench/tree_bench.sh, never asserted here.
@@ -159,7 +159,7 @@ describe("trees with many files in flight", function()
     assert.equal("one\n", T.read(dir .. "/changing/a"))
   end)
 
-  it("moves a tree through an emulated 20 ms link (bench/relay.py), verified", function()
+  it("moves a tree through an emulated 20 ms link (bench/relay.c), verified", function()
     local link = relay.start(fx, 20)
     local ok, err = pcall(function()
       local via = gpurent.connect("h1", {config = link.config})
