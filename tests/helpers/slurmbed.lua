@@ -15,6 +15,8 @@
 --                                             c.pulled (profile overlays written by name)
 --   c:env() -> "VAR=... " for gpurent          c:gpurent(args, seconds) -> code, out, err
 --   c:down()                                  -> output, rc   c:teardown(): down if still up
+--   c:assert_steps_once(csv_path, steps)      a train.csv on the login node holds steps 1..steps,
+--                                             each once, in order (no step lost or redone by a requeue)
 local cjson = require "cjson"
 
 local slurmbed = {}
@@ -104,6 +106,16 @@ function C.wait_for(fn, seconds)
     sh("sleep 0.5")
   until os.time() > deadline
   return nil
+end
+
+function C:assert_steps_once(csv_path, steps)
+  local csv = self:ssh("cat " .. q(csv_path))
+  local n = 0
+  for s in csv:gmatch("\n(%d+),") do
+    n = n + 1
+    assert.are.equal(n, tonumber(s), "train.csv out of order at row " .. n)
+  end
+  assert.are.equal(steps, n)
 end
 
 function C:status()

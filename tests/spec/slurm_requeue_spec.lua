@@ -69,13 +69,7 @@ describe("a Slurm job requeued before its time limit", function()
     assert.truthy(log:find("training finished: " .. steps .. " steps", 1, true), log)
     assert.falsy(log:find("starting from scratch", log:find("requeued", 1, true), true), "a restart started over:\n" .. log)
     -- every step exactly once, in order: no step lost or redone across the requeue(s)
-    local csv = c:ssh("cat " .. active .. "/out/train.csv")
-    local n = 0
-    for s in csv:gmatch("\n(%d+),") do
-      n = n + 1
-      assert.are.equal(n, tonumber(s), "train.csv out of order at row " .. n)
-    end
-    assert.are.equal(steps, n)
+    c:assert_steps_once(active .. "/out/train.csv", steps)
     assert.matches("^exit=0 stage=done", c:ssh("cat " .. meta .. "/a1/DONE"))
     assert.matches("^exit=138 stage=train", c:ssh("cat " .. meta .. "/a1/restart-1/FAILED"))
     -- sealed, pulled, verified

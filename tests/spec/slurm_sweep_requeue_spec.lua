@@ -73,13 +73,7 @@ describe("a sweep cell requeued before its time limit", function()
     assert.truthy(log:find("training finished: 180 steps", 1, true), log)
     assert.falsy(log:find("starting from scratch", log:find("requeued", 1, true), true), "a restart started over:\n" .. log)
     -- every step exactly once, in order: no step lost or redone across the requeue(s)
-    local csv = c:ssh("cat " .. active .. "/out/train.csv")
-    local n = 0
-    for s in csv:gmatch("\n(%d+),") do
-      n = n + 1
-      assert.are.equal(n, tonumber(s), "train.csv out of order at row " .. n)
-    end
-    assert.are.equal(180, n)
+    c:assert_steps_once(active .. "/out/train.csv", 180)
     -- cell 2 was not requeued; Slurm ends both tasks COMPLETED (the requeued one too)
     local meta2 = "scratch/rq/active/" .. sweep .. "-c02/.gpurent"
     assert.are_not.equal(0, select(2, c:ssh("test -e " .. meta2 .. "/a1/requeue")))
