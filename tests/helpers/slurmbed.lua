@@ -109,13 +109,14 @@ function C.wait_for(fn, seconds)
 end
 
 function C:assert_steps_once(csv_path, steps)
+  local check = require "luassert"   -- (busted's assert reaches specs, not helper modules)
   local csv = self:ssh("cat " .. q(csv_path))
   local n = 0
   for s in csv:gmatch("\n(%d+),") do
     n = n + 1
-    assert.are.equal(n, tonumber(s), "train.csv out of order at row " .. n)
+    check.are.equal(n, tonumber(s), "train.csv out of order at row " .. n)
   end
-  assert.are.equal(steps, n)
+  check.are.equal(steps, n, "steps in train.csv")
 end
 
 function C:status()
