@@ -99,15 +99,15 @@ describe("tunnel", function()
     os.execute("mkdir -p " .. q(dir .. "/www"))
     files = {}
     for i = 1, 50 do
-      -- sizes from tiny to past the channel window (2 MiB) for a few
+      -- sizes from tiny to past the channel window (4 MiB) for a few
       -- and two of 16 MiB, more than loopback's socket buffers hold for a slow reader
-      local size = (i % 25 == 0) and (16 * 1024 * 1024 + i) or (i % 10 == 0) and (3 * 1024 * 1024 + i)
+      local size = (i % 25 == 0) and (16 * 1024 * 1024 + i) or (i % 10 == 0) and (5 * 1024 * 1024 + i)
         or (i * 997 % 300000 + i)
       files[i] = blob(size, i)
       T.write(dir .. "/www/f" .. i, files[i])
     end
     pid, port = start_server(dir)
-    fx = sshd.start{addrs = 1}
+    fx = sshd.start{addrs = 1, log_level = "DEBUG"}   -- DEBUG: sshd logs each channel's window
   end)
 
   teardown(function()
@@ -138,6 +138,11 @@ describe("tunnel", function()
       end
       assert.is_true(now() - t0 < 60)
       assert.are.equal(50, fwd:stats().connections)
+      -- each channel offers the box a 4 MiB window (libssh2's default 2 MiB held the
+      -- box-to-laptop direction to 0.8x of ssh -L at 50 ms; bench/tunnel_bench.sh)
+      local windows = {}
+      for w in T.read(fx.dir .. "/sshd.log"):gmatch("ctype direct%-tcpip rchan %d+ win (%d+)") do windows[w] = true end
+      assert.are.same({["4194304"] = true}, windows)
       -- the slow readers made local writes wait (the SSH window held the box back)
       assert.is_true(fwd:stats().backlogged > 0, "no local write ever had to wait")
 
