@@ -58,9 +58,12 @@ local function recv(fd, n)
   return table.concat(parts), gpurent.now()
 end
 
+-- Kill the relay and wait (bounded) for its wrapper to write rc: the directory is
+-- removed next, and the wrapper's late write would land on a missing directory.
 local function stop(r)
   if r.pid then os.execute("kill " .. r.pid .. " 2>/dev/null") end
   net.close_fd(r.lfd)
+  pcall(poll, function() return T.read(r.dir .. "/rc") end, "the relay's exit")
 end
 
 describe("bench/relay.c (the emulated long link)", function()
