@@ -1070,62 +1070,6 @@ local function opener_job(eng, n, ready)
   end
 end
 
--- In a job: run cmd on the box over an exec channel of its own, stepped between
--- the SFTP channels' turns -> stdout, stderr, exit code. A call that leaves a
--- packet partly sent holds the session (eng.holder = the job) until repeated.
-local function exec_in_job(eng, cmd, stdin)
-  local conn = eng.conn
-  local function try(fn, ...) return exec_try(eng, fn, ...) end
-  local function step(fn, ...) return exec_step(eng, fn, ...) end
-  local ch = step(conn.sess.channel_open, conn.sess)
-  step(ch.exec, ch, cmd)
-  local pos, outs, errs, eof_sent = 1, {}, {}, false
-  while true do
-    local moved = false
-    if pos <= #stdin then
-      local n = try(ch.write, ch, stdin, pos)
-      if n then pos, moved = pos + n, n > 0 end
-    elseif not eof_sent and try(ch.send_eof, ch) then
-      eof_sent, moved = true, true
-    end
-    local o, e, eof = try(ch.read, ch)
-    if o then
-      outs[#outs + 1], errs[#errs + 1] = o, e
-      if eof then break end
-      moved = moved or #o + #e > 0
-    end
-    if moved then eng.polled = true else coroutine.yield(POLL) end
-  end
-  pcall(step, ch.close, ch)
-  local code = ch:exit()
-  pcall(step, ch.free, ch)
-  return table.concat(outs), table.concat(errs), code
-end
-
--- A background job: the box's SHA-256 of each whole file in paths, into
--- eng.hashes (path index -> hex | false), while the files move.
-local function hashes_job(eng, paths)
-  return function()
-    local ok, err = pcall(function()
-      local out = {}
-      if #paths > 0 then
-        local stdout, _, code = exec_in_job(eng, BOX_SHA_NAMES, table.concat(paths, "\0") .. "\0")
-        local lines = {}
-        for line in stdout:gmatch("[^\n]*\n") do lines[#lines + 1] = line:match("^\\?(%x+) ") or false end
-        if #lines == #paths and code == 0 then out = lines
-        else   -- a file it could not read: one by one, each answering
-          local items = {}
-          for i, p in ipairs(paths) do items[i] = "all:" .. p end
-          while eng.holder do coroutine.yield(POLL) end
-          out = remote_hashes(eng.conn, items)
-        end
-      end
-      eng.hashes = out
-    end)
-    if not ok then eng.hash_error, eng.hashes = err, {} end
-  end
-end
-
 -- One exec channel of a background job: feed() -> the next chunk of its stdin (nil:
 -- nothing yet), done_feeding() -> true once no more will come (then EOF is sent);
 -- its stdout is collected until the command's EOF. Yields to the engine between
@@ -1160,6 +1104,42 @@ local function pump_exec(eng, command, feed, done_feeding)
   local code = ch:exit()
   pcall(step, ch.free, ch)
   return outs, code
+end
+
+-- In a job: run cmd on the box with stdin (a string) over an exec channel of its
+-- own (pump_exec) -> stdout, exit code.
+local function exec_in_job(eng, cmd, stdin)
+  local fed = false
+  local outs, code = pump_exec(eng, cmd, function()
+    if fed then return nil end
+    fed = true
+    return #stdin > 0 and stdin or nil
+  end, function() return fed end)
+  return table.concat(outs), code
+end
+
+-- A background job: the box's SHA-256 of each whole file in paths, into
+-- eng.hashes (path index -> hex | false), while the files move.
+local function hashes_job(eng, paths)
+  return function()
+    local ok, err = pcall(function()
+      local out = {}
+      if #paths > 0 then
+        local stdout, code = exec_in_job(eng, BOX_SHA_NAMES, table.concat(paths, "\0") .. "\0")
+        local lines = {}
+        for line in stdout:gmatch("[^\n]*\n") do lines[#lines + 1] = line:match("^\\?(%x+) ") or false end
+        if #lines == #paths and code == 0 then out = lines
+        else   -- a file it could not read: one by one, each answering
+          local items = {}
+          for i, p in ipairs(paths) do items[i] = "all:" .. p end
+          while eng.holder do coroutine.yield(POLL) end
+          out = remote_hashes(eng.conn, items)
+        end
+      end
+      eng.hashes = out
+    end)
+    if not ok then eng.hash_error, eng.hashes = err, {} end
+  end
 end
 
 -- A background job for put: the box's SHA-256 of each renamed file, names fed
@@ -1908,7 +1888,7 @@ function transfer._get_tree(inst, src, dst, opts, probe)
             r = unchanged_result(f)
             done[f.dst] = r
           elseif not r then
-            local lpath = f.dst .. ".part.lock"
+            local lpath = lock_path(f.dst)
             local h, why, holder = lock.acquire_local(lpath, {wait = opts.lock_wait})
             if not h then locked_error(inst, "get", f.dst, why, holder, "rm -- " .. q(lpath)) end
             held[lpath] = h
@@ -2141,7 +2121,7 @@ function transfer._put_tree(inst, src, dst, opts, probe)
             done[f.dst], eng.files = r1, eng.files + 1
             return r1
           end
-          local lpath = f.dst .. ".part.lock"
+          local lpath = lock_path(f.dst)
           -- the .part's size asked for with the lock (read only once the lock is ours)
           local grow = f.grown and not existing[f.dst .. ".part"]   -- the .part starts as the old copy
           local stat_id = opts.resume ~= false and not grow and eng:send(c, P.STAT, spack(">s4", f.dst .. ".part")) or nil
@@ -2153,7 +2133,7 @@ function transfer._put_tree(inst, src, dst, opts, probe)
           end
           held[#held + 1] = h
           if grow then
-            local _, _, code = exec_in_job(eng, "cp -- " .. q(f.dst) .. " " .. q(f.dst .. ".part"), "")
+            local _, code = exec_in_job(eng, "cp -- " .. q(f.dst) .. " " .. q(f.dst .. ".part"), "")
             if code == 0 then stat_id = eng:send(c, P.STAT, spack(">s4", f.dst .. ".part")) end
           end
           r1 = put_one(eng, c, f, opts, stat_id)
