@@ -6,7 +6,8 @@
 # suite then takes about the longer lane's time instead of the sum. The second lane's
 # output streams; the first lane's follows once both are done. The last line sums
 # both lanes: "N passed, N failed, N skipped". A lane that ends without its summary
-# line (a crash, a busted error) counts as one failure, named.
+# line (a crash, a busted error) counts as one failure, named. Above the sum, each
+# lane's "FAILED file:line name: message" lines again, so a log's tail names them.
 #   tests/run_lanes.sh TEST_HOST [busted args / spec paths...]
 set -uo pipefail
 host=$1
@@ -38,6 +39,7 @@ for lane in slurm rest; do
   passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
 done
 echo
+grep -h '^FAILED ' "$out/slurm" "$out/rest"
 for lane in "${broken[@]}"; do echo "lane '$lane' ended without its summary line: counted as 1 failed"; done
 echo "lanes: the Slurm specs exited $slurm_rc, the others $rest_rc"
 echo "$passed passed, $failed failed, $skipped skipped"
