@@ -21,13 +21,20 @@ local function poll(fn, what)
   error("timed out waiting for " .. what, 2)
 end
 
+-- The number a shell's "echo N > file" wrote, once the whole line is there (the
+-- redirection creates the file empty before echo writes it) -> number or nil
+local function number_in(path)
+  return tonumber((T.read(path) or ""):match("^(%d+)\n"))
+end
+
 -- A relay in front of a fresh listening socket -> {pid, port, lfd, dir}
 local function start(dir, args)
   local lfd, lport = net.listen("127.0.0.1", 0)
   sh(string.format("(%s %s --target 127.0.0.1:%d > %s 2> %s & echo $! > %s; wait $!; echo $? > %s) &",
     q(relay.bin()), args, lport, q(dir .. "/port"), q(dir .. "/err"), q(dir .. "/pid"), q(dir .. "/rc")))
-  local port = poll(function() return tonumber((T.read(dir .. "/port") or ""):match("^(%d+)\n")) end, "the relay's port")
-  return {pid = tonumber(T.read(dir .. "/pid")), port = port, lfd = lfd, dir = dir}
+  local port = poll(function() return number_in(dir .. "/port") end, "the relay's port")
+  local pid = poll(function() return number_in(dir .. "/pid") end, "the relay's pid")
+  return {pid = pid, port = port, lfd = lfd, dir = dir}
 end
 
 -- The client's socket through the relay and the server's accepted one.
@@ -63,7 +70,7 @@ end
 local function stop(r)
   if r.pid then os.execute("kill " .. r.pid .. " 2>/dev/null") end
   net.close_fd(r.lfd)
-  pcall(poll, function() return T.read(r.dir .. "/rc") end, "the relay's exit")
+  pcall(poll, function() return number_in(r.dir .. "/rc") end, "the relay's exit")
 end
 
 describe("bench/relay.c (the emulated long link)", function()
@@ -112,7 +119,7 @@ describe("bench/relay.c (the emulated long link)", function()
     net.close_fd(cfd); net.close_fd(sfd)
     sh("kill -TERM " .. r.pid)
     r.pid = nil
-    assert.equal("0\n", poll(function() return T.read(dir .. "/rc") end, "the relay's exit"))
+    assert.equal(0, poll(function() return number_in(dir .. "/rc") end, "the relay's exit"))
   end)
 
   it("refuses a target off loopback, naming it", function()
