@@ -14,28 +14,20 @@
 -- claims the next cell by an atomic rename, and every output line names its host. A
 -- host that fails is reported as such, never counted as a cell; a sweep that ran no
 -- cell, or whose cells produced no result, fails whatever the exit codes.
+-- The parameters every lifecycle recipe shares are declared once, by name, in
+-- gpurent.lifecycle.params; this recipe's own (and its changes to shared ones) are tables.
+local shared = require "gpurent.lifecycle.params"
 local params = gpurent.recipe {
   description = "Run a queue of training cells over one or more AutoDL instances",
-  params = {
-    {name = "host", type = "list", required = true, help = "ssh alias(es); several fan the queue out"},
-    {name = "project", required = true, help = "project name"},
-    {name = "code", required = true, help = "local code directory"},
-    {name = "queue", required = true, help = "queue file: <config> <task> [epochs] per line"},
-    {name = "train", required = true, help = "command template: {config} {task} {epochs} {python} {out}"},
-    {name = "start", type = "integer", default = 1, help = "first cell to run (resume)"},
-    {name = "smoke", help = "local CPU smoke command, run once before any cell"},
-    {name = "expected", type = "list", help = "capsule roster",
-     default = {"run.json", "train.csv", "best.pth", "best_metrics.json", "test/final/metrics.json"}},
-    {name = "load", help = "checkpoint load command ({} = path); with pull=yes"},
-    {name = "box_load", help = "checkpoint load check on the box before the sync and seal ({} = path; default torch)"},
-    {name = "pull", type = "boolean", default = false, help = "pull and verify the finished cells"},
-    {name = "local_dir", default = "runs", help = "where pulled results go"},
+  params = shared.list {
+    {name = "host", type = "list", help = "ssh alias(es); several fan the queue out"},
+    "project", "code", "queue",
+    {name = "train", help = "command template: {config} {task} {epochs} {python} {out}"},
+    "start", "smoke", "expected", "load", "box_load", "pull", "local_dir",
     {name = "floor", default = "64M", help = "free bytes the live tier must have before each cell"},
     {name = "floor_durable", default = "1M", help = "free bytes the durable tier must have before each cell"},
     {name = "floor_inodes", type = "integer", default = 100, help = "free inodes every tier a cell writes must have"},
-    {name = "interval", type = "number", default = 30}, {name = "stall", type = "number", default = 600},
-    {name = "max_wait", type = "number", default = 86400},
-    {name = "mode", default = "auto", allowed = {"auto", "tmux", "nohup"}},
+    "interval", "stall", "max_wait", "mode",
     {name = "notify", type = "boolean", default = false, help = "also push the sweep's end through the platform's channel"},
     {name = "budget", type = "number", help = "spend budget in yuan per box: checked at launch and on the box before each cell"},
   },

@@ -21,29 +21,26 @@
 --   same installed cells and commands; the cells that succeeded are kept, and the
 --   summary covers them all. The queue file and train= are not needed then.
 -- `gpurent watch SWEEP-HOST` re-attaches (--finish seals and pulls) as for any sweep.
+-- The parameters every lifecycle recipe shares are declared once, by name, in
+-- gpurent.lifecycle.params; this recipe's own (and its changes to shared ones) are tables.
+local shared = require "gpurent.lifecycle.params"
 local params = gpurent.recipe {
   description = "Run a queue of training cells as one Slurm job array; resubmit=SWEEP reruns only its failed cells",
-  params = {
-    {name = "host", required = true, help = "ssh alias of the login node (gpurent host add NAME 'ssh user@login')"},
+  params = shared.list {
+    {name = "host", help = "ssh alias of the login node (gpurent host add NAME 'ssh user@login')"},
     {name = "profile", help = "the cluster's profile (slurm, or a site overlay extending it; default slurm, " ..
      "with resubmit= the sweep's)"},
-    {name = "project", required = true, help = "project name: the run root is <data>/<project>"},
-    {name = "code", help = "local code directory pushed to the cluster (a new sweep)"},
-    {name = "queue", help = "queue file: <config> <task> [epochs] per line (a new sweep)"},
-    {name = "train", help = "command template: {config} {task} {epochs} {python} {out} (a new sweep)"},
-    {name = "start", type = "integer", default = 1, help = "first cell to run (resume)"},
+    "project",
+    {name = "code", required = false, help = "local code directory pushed to the cluster (a new sweep)"},
+    {name = "queue", required = false, help = "queue file: <config> <task> [epochs] per line (a new sweep)"},
+    {name = "train", required = false, help = "command template: {config} {task} {epochs} {python} {out} (a new sweep)"},
+    "start",
     {name = "parallel", type = "integer", help = "at most this many cells at once (the array's %K; default: the scheduler's)"},
     {name = "resubmit", help = "a sweep id: submit only its failed cells again"},
-    {name = "smoke", help = "local CPU smoke command, run once before the array is submitted"},
-    {name = "expected", type = "list", help = "capsule roster (resubmit=: the sweep's own)",
-     default = {"run.json", "train.csv", "best.pth", "best_metrics.json", "test/final/metrics.json"}},
-    {name = "load", help = "checkpoint load command ({} = path); with pull=yes"},
-    {name = "box_load", help = "checkpoint load check on the cluster before the sync and seal ({} = path; default torch)"},
-    {name = "pull", type = "boolean", default = false, help = "pull and verify the finished cells"},
-    {name = "local_dir", default = "runs", help = "where pulled results go"},
-    {name = "interval", type = "number", default = 30}, {name = "stall", type = "number", default = 600},
-    {name = "max_wait", type = "number", default = 86400},
-    {name = "gotchas", type = "boolean", default = false, help = "audit: run the gotcha probes"},
+    "smoke",
+    {name = "expected", help = "capsule roster: files every result holds (resubmit=: the sweep's own)"},
+    "load", "box_load", "pull", "local_dir", "interval", "stall", "max_wait",
+    {name = "gotchas", default = false},
   },
 }
 local lifecycle = require "gpurent.lifecycle"

@@ -15,32 +15,19 @@
 -- Each step is a phase in lua/gpurent/lifecycle/phases/; gpurent.lifecycle runs them
 -- and owns errors, the ledger, Ctrl-C and the ending. Your own recipe replaces one
 -- (lifecycle.replace(list, "watch", mine)) or inserts its own (lifecycle.insert_after).
+-- The parameters every lifecycle recipe shares are declared once, by name, in
+-- gpurent.lifecycle.params; this recipe's own (and its changes to shared ones) are tables.
+local shared = require "gpurent.lifecycle.params"
 local params = gpurent.recipe {
   description = "Train one job on a Slurm cluster end to end: audit, sbatch, watch the job, seal, pull, verify",
-  params = {
-    {name = "host", required = true, help = "ssh alias of the login node (gpurent host add NAME 'ssh user@login')"},
+  params = shared.list {
+    {name = "host", help = "ssh alias of the login node (gpurent host add NAME 'ssh user@login')"},
     {name = "profile", default = "slurm", help = "the cluster's profile (slurm, or a site overlay extending it)"},
-    {name = "project", required = true, help = "project name: the run root is <data>/<project>"},
-    {name = "code", required = true, help = "local code directory pushed to the box"},
-    {name = "train", required = true, help = "train command, run in the code dir; {python} {out} {run_id} filled in"},
-    {name = "smoke", help = "local CPU smoke command run before anything remote ({tmp}: a temp dir)"},
-    {name = "expected", type = "list", help = "capsule roster: files every result holds",
-     default = {"run.json", "train.csv", "best.pth", "best_metrics.json", "test/final/metrics.json"}},
-    {name = "load", help = "checkpoint load command, run locally; {} is the checkpoint path (default: the box's check)"},
-    {name = "box_load", help = "checkpoint load check on the box before the durable sync and the seal, run in the code " ..
-     "dir; {} is the checkpoint, {python} the box interpreter (default: torch.load weights_only=True, CPU)"},
-    {name = "local_dir", default = "runs", help = "where pulled results go"},
-    {name = "secrets", type = "list", help = "names of environment variables pushed as secrets over stdin"},
-    {name = "interval", type = "number", default = 30, help = "watch: seconds between probes"},
-    {name = "stall", type = "number", default = 600, help = "watch: stall window in seconds"},
-    {name = "expected_seconds", type = "number", help = "watch: expected duration (fast-finish check)"},
-    {name = "max_relaunches", type = "integer", default = 2, help = "watch: relaunches of a probabilistic failure"},
-    {name = "max_wait", type = "number", default = 86400, help = "watch: bounded wait in seconds"},
-    {name = "ckpt_size", default = "50M", help = "audit: size of one checkpoint (budget)"},
-    {name = "gotchas", type = "boolean", default = true, help = "audit: run the gotcha probes"},
+    "project", "code", "train", "smoke", "expected", "load", "box_load", "local_dir", "secrets",
+    "interval", "stall", "expected_seconds", "max_relaunches", "max_wait", "ckpt_size", "gotchas",
     {name = "nodes", type = "integer", default = 1, help = "nodes for one multi-node job: --nodes=N, the command " ..
      "run once a node by srun with MASTER_ADDR MASTER_PORT NNODES NODE_RANK WORLD_SIZE set (for torchrun)"},
-    {name = "id", help = "run id (default: a fresh one)"},
+    "id",
   },
 }
 local lifecycle = require "gpurent.lifecycle"

@@ -110,6 +110,23 @@ f:close()
     assert.is_nil(T.read(marker))
   end)
 
+  it("words a shared parameter alike in every shipped lifecycle recipe, and refuses a misspelt shared name", function()
+    for _, r in ipairs({"autodl_train", "autodl_sweep", "slurm_train", "slurm_sweep"}) do
+      local code, out, err = T.run("help " .. T.q(T.root .. "/recipes/" .. r .. ".lua"))
+      assert.are.equal(0, code, err)
+      assert.matches("interval%s+number%s+watch: seconds between probes %[default 30%]", out, nil, r)
+      assert.matches("box_load%s+string%s+checkpoint load check on the box before the durable sync and the seal", out, nil, r)
+      assert.matches("project%s+string%s+project name: the run root is <data>/<project> %[required%]", out, nil, r)
+    end
+    T.write(dir .. "/typo.lua", 'local shared = require "gpurent.lifecycle.params"\n' ..
+      'local p = gpurent.recipe {params = shared.list {"host", "intreval"}}\n' ..
+      string.format("io.open(%q, 'w'):close()\n", marker))
+    local code, _, err = T.run("run " .. T.q(dir .. "/typo.lua") .. " host=a")
+    assert.are_not.equal(0, code)
+    assert.matches('typo.lua:2: lifecycle.params: entry 2, "intreval", is no shared parameter', err, 1, true)
+    assert.is_nil(T.read(marker))
+  end)
+
   it("says so when a recipe declares nothing", function()
     T.write(dir .. "/plain.lua", "print('hi')\n")
     local code, out = T.run("help " .. T.q(dir .. "/plain.lua"))
