@@ -2,7 +2,9 @@
 -- held pushes) costs one stat when nothing is due: the ledger is not loaded, so
 -- start-up stays under its targets (make bench prints them). Work left in the ledger
 -- (an open clock, a held push) leaves a marker beside it; the command that finds
--- nothing left clears it.
+-- nothing left clears it. The line-editing library (libedit) is loaded by the REPL on
+-- first use, never by a run: without it, recipes still run and the REPL names the
+-- library and the package to install.
 local ledger = require "gpurent.state.ledger"
 local lfs = require "lfs"
 
@@ -43,5 +45,35 @@ describe("start-up", function()
     assert.is_true(loaded())                 -- finds nothing left and clears the marker
     assert.is_nil(lfs.attributes(dir .. "/ledger.sqlite.pending"))
     assert.is_false(loaded())
+  end)
+
+  it("a plain run does not map the line-editing library", function()
+    local probe = T.write(dir .. "/maps.lua", [[
+for l in io.lines("/proc/self/maps") do
+  local lib = l:match("/(lib[%w_]*edit[%w_]*%.so[%.%d]*)$") or l:match("/(libtinfo%.so[%.%d]*)$")
+  if lib then print(lib) end
+end
+print("end of maps")
+]])
+    local code, out, err = T.run("run " .. T.q(probe), {env = env})
+    assert.are.equal(0, code, err)
+    assert.are.equal("end of maps\n", out)
+  end)
+
+  it("without libedit, a recipe runs and the REPL names libedit.so.2 and its Debian package", function()
+    local ldconfig = io.popen("ldconfig -p"):read("a")
+    local lib = ldconfig:match("libedit%.so%.2 %(libc6,x86%-64%) => (%S+)")
+    assert.truthy(lib, "libedit.so.2 is not installed (make deps installs it):\n" .. ldconfig)
+    -- /dev/null over the library, in a private mount namespace: dlopen finds a file too short
+    local hide = T.write(dir .. "/hide-libedit", string.format("#!/bin/sh\n"
+      .. "exec unshare -m --propagation private sh -c 'mount --bind /dev/null \"$1\" && shift && exec \"$@\"' sh %s %s \"$@\"\n",
+      T.q(lib), T.q(T.bin)))
+    os.execute("chmod +x " .. T.q(hide))
+    local code, out, err = T.run("run " .. T.q(recipe), {env = env, bin = hide})
+    assert.are.equal(0, code, err)
+    assert.are.equal("false\n", out)
+    code, _, err = T.run("repl --local", {env = env, bin = hide})
+    assert.are.equal(1, code, err)
+    assert.matches("cannot load libedit.so.2 (install the Debian package libedit2)", err, 1, true)
   end)
 end)
