@@ -4,10 +4,10 @@
 
 PREFIX   ?= /usr/local
 SHAREDIR  = $(PREFIX)/share/gpurent
-# libcurl and libedit are dlopen()ed on first use (runtime/curlload.c, runtime/editload.c):
-# only their headers are needed.
-PKGS      = lua5.4 libssh2 yaml-0.1 libcrypto sqlite3
-HDR_PKGS  = libcurl libedit
+# libcurl, libedit and libsqlite3 are dlopen()ed on first use (runtime/curlload.c,
+# editload.c, sqliteload.c): only their headers are needed.
+PKGS      = lua5.4 libssh2 yaml-0.1 libcrypto
+HDR_PKGS  = libcurl libedit sqlite3
 CC       ?= cc
 OPT      ?= -O2 -g
 SAN      ?=
