@@ -4,13 +4,15 @@
 
 PREFIX   ?= /usr/local
 SHAREDIR  = $(PREFIX)/share/gpurent
-# libcurl is dlopen()ed on first use (runtime/curlload.c): only its headers are needed.
-PKGS      = lua5.4 libssh2 yaml-0.1 libcrypto sqlite3 libedit
+# libcurl, libedit and libsqlite3 are dlopen()ed on first use (runtime/curlload.c,
+# editload.c, sqliteload.c): only their headers are needed.
+PKGS      = lua5.4 libssh2 yaml-0.1 libcrypto
+HDR_PKGS  = libcurl libedit sqlite3
 CC       ?= cc
 OPT      ?= -O2 -g
 SAN      ?=
 CFLAGS   += $(OPT) $(SAN) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-format-truncation -fno-common \
-            -DGPURENT_SHAREDIR='"$(SHAREDIR)"' $(shell pkg-config --cflags $(PKGS) libcurl 2>/dev/null)
+            -DGPURENT_SHAREDIR='"$(SHAREDIR)"' $(shell pkg-config --cflags $(PKGS) $(HDR_PKGS) 2>/dev/null)
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) \
             -l:liblua5.4-filesystem.so.0 -l:liblua5.4-cjson.so.0 -ldl -lm -pthread
 # No -rdynamic: the Lua C API comes from the shared liblua5.4, so the binary exports
@@ -148,7 +150,7 @@ $(FUZZ_BIN): $(filter-out runtime/main.c,$(SRCS)) fuzz/fuzz.c
 	ln -sfn ../../lua build/fuzz/lua; ln -sfn ../../profiles build/fuzz/profiles
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror \
 	  -DGPURENT_SHAREDIR='"$(SHAREDIR)"' \
-	  $(shell pkg-config --cflags $(PKGS) libcurl) -o $@ $^ $(LDLIBS)
+	  $(shell pkg-config --cflags $(PKGS) $(HDR_PKGS)) -o $@ $^ $(LDLIBS)
 
 fuzz: deps fuzz-deps $(FUZZ_BIN)
 	@mkdir -p build/fuzz/artifacts; : > build/fuzz/report.txt; \

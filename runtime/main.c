@@ -3,13 +3,13 @@
  * (lua/gpurent/cli/init.lua), so commands can be written as policy in Lua. */
 #include "host.h"
 #include "curlload.h"
+#include "sqliteload.h"
 #include "approval.h"
 #include "provider.h"
 
 #include <getopt.h>
 #include <libssh2.h>
 #include <openssl/crypto.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,13 +30,14 @@ static int usage_error(const char *msg) {
 static int cmd_version(void) {
     const gr_curl_api *curl = gr_curl(NULL);
     curl_version_info_data *cv = curl ? curl->version_info(CURLVERSION_NOW) : NULL;
+    const gr_sqlite_api *sq = gr_sqlite(NULL);
     printf("gpurent %s\n", GPURENT_VERSION);
     printf("%s\n", LUA_RELEASE);
     printf("libssh2 %s\n", libssh2_version(0));
     printf("libyaml %s\n", yaml_get_version_string());
     printf("%s\n", OpenSSL_version(OPENSSL_VERSION));
     printf("libcurl %s\n", cv ? cv->version : "(not loadable)");
-    printf("SQLite %s\n", sqlite3_libversion());
+    printf("SQLite %s\n", sq ? sq->libversion() : "(not loadable)");
     return GR_EXIT_OK;
 }
 

@@ -15,16 +15,25 @@
  *   db:autocommit(), db:path(), db:close()
  * Parameters: positional values fill ?/?NNN; a single table fills :name/@name/$name
  * (a key the SQL does not use is an error, so a typo does not silently bind NULL).
- * Values: nil -> NULL, boolean -> 0/1, integer, float, string -> TEXT. */
+ * Values: nil -> NULL, boolean -> 0/1, integer, float, string -> TEXT.
+ * libsqlite3 is loaded by the first open (sqliteload.c): a Db exists only after it. */
 #include "host.h"
+#include "sqliteload.h"
 
 #include <errno.h>
-#include <sqlite3.h>
 #include <string.h>
 #include <time.h>
 
 #define DB_MT "gpurent.sqlite.db"
 #define STMT_MT "gpurent.sqlite.stmt"
+
+static const gr_sqlite_api *sq;  /* set by the first open(); every Db implies it */
+
+/* Load libsqlite3 (once) or raise an error naming it and its Debian package. */
+static void need_sqlite(lua_State *L, const char *what) {
+    const char *err = NULL;
+    if (!sq && !(sq = gr_sqlite(&err))) luaL_error(L, "sqlite %s: %s", what, err);
+}
 
 typedef struct {
     sqlite3 *db;
@@ -52,12 +61,12 @@ static const char *snip(lua_State *L, const char *sql) {
 }
 
 static int raise_rc(lua_State *L, Db *d, int rc, const char *op, const char *sql) {
-    const char *msg = d && d->db ? sqlite3_errmsg(d->db) : sqlite3_errstr(rc);
+    const char *msg = d && d->db ? sq->errmsg(d->db) : sq->errstr(rc);
     if (rc == SQLITE_INTERRUPT && gr_interrupted) return luaL_error(L, "interrupted");
     if (sql)
         return luaL_error(L, "sqlite %s %s: %s (%s) in: %s", op, d ? d->path : "?",
-                          msg, sqlite3_errstr(rc), snip(L, sql));
-    return luaL_error(L, "sqlite %s %s: %s (%s)", op, d ? d->path : "?", msg, sqlite3_errstr(rc));
+                          msg, sq->errstr(rc), snip(L, sql));
+    return luaL_error(L, "sqlite %s %s: %s (%s)", op, d ? d->path : "?", msg, sq->errstr(rc));
 }
 
 static Db *check_db(lua_State *L, int idx) {
@@ -123,6 +132,9 @@ static int db_open(lua_State *L) {
     int create = opt_bool(L, 2, "create", 1);
     lua_Integer timeout = opt_int(L, 2, "busy_timeout", 10000);
     if (timeout < 0 || timeout > 3600000) return luaL_error(L, "sqlite open %s: busy_timeout out of range", path);
+    lua_pushfstring(L, "open %s", path);
+    need_sqlite(L, lua_tostring(L, -1));
+    lua_pop(L, 1);
     Db *d = lua_newuserdatauv(L, sizeof *d, 0);
     memset(d, 0, sizeof *d);
     snprintf(d->path, sizeof d->path, "%s", path);
@@ -130,17 +142,17 @@ static int db_open(lua_State *L) {
     luaL_setmetatable(L, DB_MT);
     int flags = readonly ? SQLITE_OPEN_READONLY
                          : SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0);
-    int rc = sqlite3_open_v2(path, &d->db, flags, NULL);
+    int rc = sq->open_v2(path, &d->db, flags, NULL);
     if (rc != SQLITE_OK) {
         /* the handle exists even on failure (unless out of memory): read, then close */
-        lua_pushfstring(L, "sqlite open %s: %s", path, d->db ? sqlite3_errmsg(d->db) : sqlite3_errstr(rc));
-        sqlite3_close_v2(d->db);
+        lua_pushfstring(L, "sqlite open %s: %s", path, d->db ? sq->errmsg(d->db) : sq->errstr(rc));
+        sq->close_v2(d->db);
         d->db = NULL;
         return lua_error(L);
     }
-    if ((rc = sqlite3_extended_result_codes(d->db, 1)) != SQLITE_OK) return raise_rc(L, d, rc, "open", NULL);
-    if ((rc = sqlite3_busy_handler(d->db, busy_handler, d)) != SQLITE_OK) return raise_rc(L, d, rc, "open", NULL);
-    sqlite3_progress_handler(d->db, 1000, progress_handler, NULL); /* returns void */
+    if ((rc = sq->extended_result_codes(d->db, 1)) != SQLITE_OK) return raise_rc(L, d, rc, "open", NULL);
+    if ((rc = sq->busy_handler(d->db, busy_handler, d)) != SQLITE_OK) return raise_rc(L, d, rc, "open", NULL);
+    sq->progress_handler(d->db, 1000, progress_handler, NULL); /* returns void */
     return 1;
 }
 
@@ -149,7 +161,7 @@ static int db_close(lua_State *L) {
     if (d->db) {
         /* close_v2: statements not yet finalized keep the handle alive until their
          * own __gc; they check d->db and refuse to run. */
-        int rc = sqlite3_close_v2(d->db);
+        int rc = sq->close_v2(d->db);
         if (rc != SQLITE_OK) return raise_rc(L, d, rc, "close", NULL);
         d->db = NULL;
     }
@@ -158,7 +170,7 @@ static int db_close(lua_State *L) {
 
 static int db_gc(lua_State *L) {
     Db *d = luaL_checkudata(L, 1, DB_MT);
-    if (d->db) sqlite3_close_v2(d->db); /* no error can be raised from __gc */
+    if (d->db) sq->close_v2(d->db); /* no error can be raised from __gc */
     d->db = NULL;
     return 0;
 }
@@ -169,12 +181,12 @@ static int db_exec(lua_State *L) {
     Db *d = check_db(L, 1);
     const char *sql = luaL_checkstring(L, 2);
     char *err = NULL;
-    int rc = sqlite3_exec(d->db, sql, NULL, NULL, &err);
+    int rc = sq->exec(d->db, sql, NULL, NULL, &err);
     if (rc != SQLITE_OK) {
-        if (rc == SQLITE_INTERRUPT && gr_interrupted) { sqlite3_free(err); return luaL_error(L, "interrupted"); }
-        lua_pushfstring(L, "sqlite exec %s: %s (%s) in: %s", d->path, err ? err : sqlite3_errmsg(d->db),
-                        sqlite3_errstr(rc), snip(L, sql));
-        sqlite3_free(err);
+        if (rc == SQLITE_INTERRUPT && gr_interrupted) { sq->free(err); return luaL_error(L, "interrupted"); }
+        lua_pushfstring(L, "sqlite exec %s: %s (%s) in: %s", d->path, err ? err : sq->errmsg(d->db),
+                        sq->errstr(rc), snip(L, sql));
+        sq->free(err);
         return lua_error(L);
     }
     return 0;
@@ -192,7 +204,7 @@ static Stmt *push_stmt(lua_State *L, int dbidx, Db *d, const char *sql, size_t l
     lua_setiuservalue(L, -2, 1);
     luaL_setmetatable(L, STMT_MT);
     const char *tail = NULL;
-    int rc = sqlite3_prepare_v2(d->db, sql, (int)len, &s->stmt, &tail);
+    int rc = sq->prepare_v2(d->db, sql, (int)len, &s->stmt, &tail);
     if (rc != SQLITE_OK) raise_rc(L, d, rc, "prepare", sql);
     if (!s->stmt) luaL_error(L, "sqlite prepare %s: no statement in: %s", d->path, snip(L, sql));
     while (tail && *tail && strchr(" \t\r\n;", *tail)) tail++;
@@ -204,35 +216,35 @@ static Stmt *push_stmt(lua_State *L, int dbidx, Db *d, const char *sql, size_t l
 static void bind_value(lua_State *L, Stmt *s, int i, int idx) {
     int rc;
     switch (lua_type(L, idx)) {
-    case LUA_TNIL: case LUA_TNONE: rc = sqlite3_bind_null(s->stmt, i); break;
-    case LUA_TBOOLEAN: rc = sqlite3_bind_int(s->stmt, i, lua_toboolean(L, idx)); break;
+    case LUA_TNIL: case LUA_TNONE: rc = sq->bind_null(s->stmt, i); break;
+    case LUA_TBOOLEAN: rc = sq->bind_int(s->stmt, i, lua_toboolean(L, idx)); break;
     case LUA_TNUMBER:
-        if (lua_isinteger(L, idx)) rc = sqlite3_bind_int64(s->stmt, i, (sqlite3_int64)lua_tointeger(L, idx));
-        else rc = sqlite3_bind_double(s->stmt, i, (double)lua_tonumber(L, idx));
+        if (lua_isinteger(L, idx)) rc = sq->bind_int64(s->stmt, i, (sqlite3_int64)lua_tointeger(L, idx));
+        else rc = sq->bind_double(s->stmt, i, (double)lua_tonumber(L, idx));
         break;
     case LUA_TSTRING: {
         size_t n;
         const char *p = lua_tolstring(L, idx, &n);
-        rc = sqlite3_bind_text64(s->stmt, i, p, (sqlite3_uint64)n, SQLITE_TRANSIENT, SQLITE_UTF8);
+        rc = sq->bind_text64(s->stmt, i, p, (sqlite3_uint64)n, SQLITE_TRANSIENT, SQLITE_UTF8);
         break;
     }
     default:
         luaL_error(L, "sqlite bind %s: parameter %d: cannot bind a %s in: %s", s->db->path, i,
-                   luaL_typename(L, idx), snip(L, sqlite3_sql(s->stmt)));
+                   luaL_typename(L, idx), snip(L, sq->sql(s->stmt)));
         return;
     }
-    if (rc != SQLITE_OK) raise_rc(L, s->db, rc, "bind", sqlite3_sql(s->stmt));
+    if (rc != SQLITE_OK) raise_rc(L, s->db, rc, "bind", sq->sql(s->stmt));
 }
 
 /* Bind the Lua values at first..top: one table binds by name, else by position. */
 static void bind_args(lua_State *L, Stmt *s, int first) {
-    int top = lua_gettop(L), nparams = sqlite3_bind_parameter_count(s->stmt);
-    const char *sql = sqlite3_sql(s->stmt);
-    int rc = sqlite3_clear_bindings(s->stmt);
+    int top = lua_gettop(L), nparams = sq->bind_parameter_count(s->stmt);
+    const char *sql = sq->sql(s->stmt);
+    int rc = sq->clear_bindings(s->stmt);
     if (rc != SQLITE_OK) raise_rc(L, s->db, rc, "bind", sql);
     if (top == first && lua_type(L, first) == LUA_TTABLE) {
         for (int i = 1; i <= nparams; i++) {
-            const char *name = sqlite3_bind_parameter_name(s->stmt, i);
+            const char *name = sq->bind_parameter_name(s->stmt, i);
             if (!name) luaL_error(L, "sqlite bind %s: parameter %d is positional but a table was given in: %s",
                                   s->db->path, i, snip(L, sql));
             lua_getfield(L, first, name + 1);
@@ -249,7 +261,7 @@ static void bind_args(lua_State *L, Stmt *s, int first) {
             int found = 0;
             for (const char *pre = ":@$"; *pre && !found; pre++) {
                 snprintf(buf, sizeof buf, "%c%s", *pre, k);
-                found = sqlite3_bind_parameter_index(s->stmt, buf) > 0;
+                found = sq->bind_parameter_index(s->stmt, buf) > 0;
             }
             if (!found) luaL_error(L, "sqlite bind %s: no parameter :%s in: %s", s->db->path, k, snip(L, sql));
         }
@@ -263,41 +275,41 @@ static void bind_args(lua_State *L, Stmt *s, int first) {
 }
 
 static void push_row(lua_State *L, sqlite3_stmt *st) {
-    int n = sqlite3_column_count(st);
+    int n = sq->column_count(st);
     lua_createtable(L, 0, n);
     for (int i = 0; i < n; i++) {
-        switch (sqlite3_column_type(st, i)) {
-        case SQLITE_INTEGER: lua_pushinteger(L, (lua_Integer)sqlite3_column_int64(st, i)); break;
-        case SQLITE_FLOAT: lua_pushnumber(L, (lua_Number)sqlite3_column_double(st, i)); break;
+        switch (sq->column_type(st, i)) {
+        case SQLITE_INTEGER: lua_pushinteger(L, (lua_Integer)sq->column_int64(st, i)); break;
+        case SQLITE_FLOAT: lua_pushnumber(L, (lua_Number)sq->column_double(st, i)); break;
         case SQLITE_TEXT: case SQLITE_BLOB: {
-            const void *p = sqlite3_column_blob(st, i);
-            int len = sqlite3_column_bytes(st, i);
+            const void *p = sq->column_blob(st, i);
+            int len = sq->column_bytes(st, i);
             lua_pushlstring(L, p ? p : "", (size_t)len);
             break;
         }
         default: continue; /* NULL: the key stays absent */
         }
-        lua_setfield(L, -2, sqlite3_column_name(st, i));
+        lua_setfield(L, -2, sq->column_name(st, i));
     }
 }
 
 /* Step once: 1 with a row pushed, 0 when done. On error the statement is reset
  * (so it can run again) and the error raised with the step's message. */
 static int step(lua_State *L, Stmt *s) {
-    int rc = sqlite3_step(s->stmt);
+    int rc = sq->step(s->stmt);
     if (rc == SQLITE_ROW) { push_row(L, s->stmt); return 1; }
     if (rc == SQLITE_DONE) return 0;
-    lua_pushfstring(L, "sqlite step %s: %s (%s) in: %s", s->db->path, sqlite3_errmsg(s->db->db),
-                    sqlite3_errstr(rc), snip(L, sqlite3_sql(s->stmt)));
+    lua_pushfstring(L, "sqlite step %s: %s (%s) in: %s", s->db->path, sq->errmsg(s->db->db),
+                    sq->errstr(rc), snip(L, sq->sql(s->stmt)));
     lua_remove(L, -2); /* the snippet */
-    sqlite3_reset(s->stmt); /* returns the same error again; already reported */
+    sq->reset(s->stmt); /* returns the same error again; already reported */
     if (rc == SQLITE_INTERRUPT && gr_interrupted) return luaL_error(L, "interrupted");
     return lua_error(L);
 }
 
 static int stmt_reset_rc(lua_State *L, Stmt *s) {
-    int rc = sqlite3_reset(s->stmt);
-    if (rc != SQLITE_OK) raise_rc(L, s->db, rc, "reset", sqlite3_sql(s->stmt));
+    int rc = sq->reset(s->stmt);
+    if (rc != SQLITE_OK) raise_rc(L, s->db, rc, "reset", sq->sql(s->stmt));
     return 0;
 }
 
@@ -334,7 +346,7 @@ static int stmt_finalize(lua_State *L) {
     Stmt *s = luaL_checkudata(L, 1, STMT_MT);
     if (s->stmt) {
         /* finalize's code repeats the last step's error, which step already raised */
-        sqlite3_finalize(s->stmt);
+        sq->finalize(s->stmt);
         s->stmt = NULL;
     }
     return 0;
@@ -358,7 +370,7 @@ static int db_query(lua_State *L) {
     Stmt *s = prepare_bound(L);
     lua_newtable(L);
     for (lua_Integer n = 1; step(L, s); n++) lua_rawseti(L, -2, n);
-    sqlite3_finalize(s->stmt);
+    sq->finalize(s->stmt);
     s->stmt = NULL;
     return 1;
 }
@@ -367,17 +379,17 @@ static int db_run(lua_State *L) {
     Stmt *s = prepare_bound(L);
     Db *d = check_db(L, 1);
     while (step(L, s)) lua_pop(L, 1); /* RETURNING rows, if any, are dropped */
-    sqlite3_finalize(s->stmt);
+    sq->finalize(s->stmt);
     s->stmt = NULL;
-    lua_pushinteger(L, (lua_Integer)sqlite3_changes64(d->db));
-    lua_pushinteger(L, (lua_Integer)sqlite3_last_insert_rowid(d->db));
+    lua_pushinteger(L, (lua_Integer)sq->changes64(d->db));
+    lua_pushinteger(L, (lua_Integer)sq->last_insert_rowid(d->db));
     return 2;
 }
 
 /* ---- transactions -------------------------------------------------------------- */
 
 static void exec_simple(lua_State *L, Db *d, const char *sql, const char *op) {
-    int rc = sqlite3_exec(d->db, sql, NULL, NULL, NULL);
+    int rc = sq->exec(d->db, sql, NULL, NULL, NULL);
     if (rc != SQLITE_OK) raise_rc(L, d, rc, op, sql);
 }
 
@@ -389,30 +401,30 @@ static int db_transaction(lua_State *L) {
     static const char *const modes[] = {"IMMEDIATE", "DEFERRED", "EXCLUSIVE", NULL};
     static const char *const begins[] = {"BEGIN IMMEDIATE", "BEGIN DEFERRED", "BEGIN EXCLUSIVE"};
     int mode = luaL_checkoption(L, 3, "IMMEDIATE", modes);
-    if (!sqlite3_get_autocommit(d->db))
+    if (!sq->get_autocommit(d->db))
         return luaL_error(L, "sqlite begin %s: a transaction is already open (nested transaction)", d->path);
     exec_simple(L, d, begins[mode], "begin");
     lua_settop(L, 2);
     lua_pushvalue(L, 1); /* stack: db, fn, db -> after the call: db, results... */
     int status = lua_pcall(L, 1, LUA_MULTRET, 0);
     if (status == LUA_OK) {
-        int rc = sqlite3_exec(d->db, "COMMIT", NULL, NULL, NULL);
+        int rc = sq->exec(d->db, "COMMIT", NULL, NULL, NULL);
         if (rc == SQLITE_OK) return lua_gettop(L) - 1; /* fn's results follow the db */
-        lua_pushfstring(L, "sqlite commit %s: %s (%s)", d->path, sqlite3_errmsg(d->db), sqlite3_errstr(rc));
+        lua_pushfstring(L, "sqlite commit %s: %s (%s)", d->path, sq->errmsg(d->db), sq->errstr(rc));
     }
     /* the error object is on top; roll back if SQLite has not already done so */
-    if (!sqlite3_get_autocommit(d->db)) {
-        int rc = sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
+    if (!sq->get_autocommit(d->db)) {
+        int rc = sq->exec(d->db, "ROLLBACK", NULL, NULL, NULL);
         if (rc != SQLITE_OK)
-            return luaL_error(L, "sqlite rollback %s: %s (%s), after: %s", d->path, sqlite3_errmsg(d->db),
-                              sqlite3_errstr(rc), luaL_tolstring(L, -1, NULL));
+            return luaL_error(L, "sqlite rollback %s: %s (%s), after: %s", d->path, sq->errmsg(d->db),
+                              sq->errstr(rc), luaL_tolstring(L, -1, NULL));
     }
     return lua_error(L);
 }
 
 static int db_autocommit(lua_State *L) {
     Db *d = check_db(L, 1);
-    lua_pushboolean(L, sqlite3_get_autocommit(d->db));
+    lua_pushboolean(L, sq->get_autocommit(d->db));
     return 1;
 }
 
@@ -429,7 +441,8 @@ static int db_tostring(lua_State *L) {
 }
 
 static int sqlite_version(lua_State *L) {
-    lua_pushstring(L, sqlite3_libversion());
+    need_sqlite(L, "version");
+    lua_pushstring(L, sq->libversion());
     return 1;
 }
 

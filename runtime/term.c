@@ -1,7 +1,9 @@
 /* term.c: the interactive terminal: line editing and history on libedit's readline
- * interface, tab completion answered by a Lua function, Ctrl-C at the prompt
- * (which discards the line instead of ending the program), and secret entry
- * (a line read from /dev/tty with echo off, never through readline's history). */
+ * interface (loaded on first use: editload.c), tab completion answered by a Lua
+ * function, Ctrl-C at the prompt (which discards the line instead of ending the
+ * program), and secret entry (a line read from /dev/tty with echo off, never through
+ * readline's history, so it needs no libedit). */
+#include "editload.h"
 #include "host.h"
 
 #include <errno.h>
@@ -14,10 +16,32 @@
 #include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
-#include <editline/readline.h>
 
 static lua_State *completion_state;  /* valid only while readline() runs */
 static int completer_ref = LUA_NOREF;
+static const gr_edit_api *rl;        /* set once libedit is loaded and configured */
+
+static int term_getc(FILE *f);
+static char **complete(const char *text, int start, int end);
+
+/* libedit, loaded and configured on the first call that needs it; a Lua error naming
+ * the library and its Debian package when it cannot be loaded. */
+static const gr_edit_api *edit(lua_State *L, const char *what) {
+    if (rl) return rl;
+    const char *err = NULL;
+    const gr_edit_api *api = gr_edit(&err);
+    if (!api) {
+        luaL_error(L, "term.%s: %s; line editing and history need it", what, err);
+        return NULL;
+    }
+    *api->getc_function = term_getc;
+    *api->attempted_completion_function = complete;
+    *api->basic_word_break_characters = " \t\n\"'`@$><=;|&{(,[+-*/%^~#";
+    *api->catch_signals = 0;
+    *api->completion_append_character = '\0';
+    rl = api;
+    return rl;
+}
 
 /* rl_getc_function: read a byte; a SIGINT (gr_interrupted) ends the line. */
 static int term_getc(FILE *f) {
@@ -62,14 +86,14 @@ static int call_completer(lua_State *L) {
 
 static char **complete(const char *text, int start, int end) {
     (void)end;
-    rl_attempted_completion_over = 1; /* no filename completion fallback */
+    *rl->attempted_completion_over = 1; /* no filename completion fallback */
     lua_State *L = completion_state;
     if (!L || completer_ref == LUA_NOREF) return NULL;
     free_completion_list();
     int top = lua_gettop(L);
     lua_pushcfunction(L, call_completer);
     lua_pushstring(L, text);
-    lua_pushstring(L, rl_line_buffer ? rl_line_buffer : "");
+    lua_pushstring(L, *rl->line_buffer ? *rl->line_buffer : "");
     lua_pushinteger(L, start);
     if (lua_pcall(L, 3, 1, 0) != LUA_OK || !lua_istable(L, -1)) { lua_settop(L, top); return NULL; }
     size_t n = lua_rawlen(L, -1);
@@ -85,15 +109,16 @@ static char **complete(const char *text, int start, int end) {
     lua_settop(L, top);
     completion_next = 0;
     if (k == 0) { free_completion_list(); return NULL; }
-    return rl_completion_matches(text, next_match);
+    return rl->completion_matches(text, next_match);
 }
 
 /* readline(prompt) -> line | nil (end of input) | false (Ctrl-C at the prompt) */
 static int term_readline(lua_State *L) {
     const char *prompt = luaL_optstring(L, 1, "> ");
+    const gr_edit_api *api = edit(L, "readline");
     completion_state = L;
     gr_interrupted = 0;
-    char *line = readline(prompt);
+    char *line = api->readline(prompt);
     completion_state = NULL;
     if (gr_interrupted) {
         free(line);
@@ -206,13 +231,14 @@ static int term_read_secret(lua_State *L) {
 }
 
 static int term_add_history(lua_State *L) {
-    add_history(luaL_checkstring(L, 1));
+    const char *line = luaL_checkstring(L, 1);
+    edit(L, "add_history")->add_history(line);
     return 0;
 }
 
 static int term_load_history(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
-    lua_pushboolean(L, read_history(path) == 0);
+    lua_pushboolean(L, edit(L, "load_history")->read_history(path) == 0);
     return 1;
 }
 
@@ -220,11 +246,12 @@ static int term_load_history(lua_State *L) {
 static int term_save_history(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     int max = (int)luaL_optinteger(L, 2, 1000);
+    const gr_edit_api *api = edit(L, "save_history");
     mode_t old = umask(077);
-    int rc = write_history(path);
+    int rc = api->write_history(path);
     umask(old);
     if (rc != 0) return gr_errno_error(L, "save_history: cannot write", path);
-    history_truncate_file(path, max);
+    api->history_truncate_file(path, max);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -250,11 +277,6 @@ int gr_open_term(lua_State *L) {
         {"read_secret", term_read_secret},
         {NULL, NULL}
     };
-    rl_getc_function = term_getc;
-    rl_attempted_completion_function = complete;
-    rl_basic_word_break_characters = " \t\n\"'`@$><=;|&{(,[+-*/%^~#";
-    rl_catch_signals = 0;
-    rl_completion_append_character = '\0';
     luaL_newlib(L, fns);
     return 1;
 }
