@@ -127,6 +127,24 @@ f:close()
     assert.is_nil(T.read(marker))
   end)
 
+  it("refuses a dir or file parameter that names none, before the recipe runs", function()
+    T.write(dir .. "/paths.lua", string.format([[
+local p = gpurent.recipe {params = {{name = "code", type = "dir", required = true}, {name = "queue", type = "file"}}}
+io.open(%q, "w"):write(p.code .. " " .. tostring(p.queue)):close()
+]], marker))
+    local run = function(args) return T.run("run " .. T.q(dir .. "/paths.lua") .. " " .. args) end
+    local code, _, err = run("code=" .. T.q(dir .. "/nope"))
+    assert.are.equal(2, code)
+    assert.matches('parameter code="[^"]*/nope" names no local directory %(No such file or directory%)', err)
+    code, _, err = run("code=" .. T.q(dir) .. " queue=" .. T.q(dir))
+    assert.are.equal(2, code)
+    assert.matches('parameter queue="[^"]*" is a directory, not a local file: give the path of a local file', err)
+    assert.is_nil(T.read(marker))
+    code, _, err = run("code=" .. T.q(dir) .. " queue=" .. T.q(dir .. "/paths.lua"))
+    assert.are.equal(0, code, err)
+    assert.equal(dir .. " " .. dir .. "/paths.lua", T.read(marker))
+  end)
+
   it("says so when a recipe declares nothing", function()
     T.write(dir .. "/plain.lua", "print('hi')\n")
     local code, out = T.run("help " .. T.q(dir .. "/plain.lua"))

@@ -22,8 +22,8 @@ local ROSTER = {"run.json", "train.csv", "best.pth", "best_metrics.json", "test/
 local SHARED = {
   host = {required = true, help = "ssh alias of the box (gpurent host add NAME 'ssh ...')"},
   project = {required = true, help = "project name: the run root is <data>/<project>"},
-  code = {required = true, help = "local code directory pushed to the box"},
-  queue = {required = true, help = "queue file: <config> <task> [epochs] per line"},
+  code = {type = "dir", required = true, help = "local code directory pushed to the box"},
+  queue = {type = "file", required = true, help = "queue file: <config> <task> [epochs] per line"},
   train = {required = true, help = "train command, run in the code dir; {python} {out} {run_id} filled in"},
   start = {type = "integer", default = 1, help = "first cell to run (resume)"},
   smoke = {help = "local CPU smoke command, run in the code dir before anything is pushed ({tmp}: a temp dir); " ..

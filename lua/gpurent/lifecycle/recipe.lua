@@ -11,13 +11,14 @@
 --   }
 --
 -- Types: string, integer, number, boolean (true/false/yes/no/1/0), list (comma-
--- separated). `gpurent run` validates the key=value words against it before the
+-- separated), dir and file (a local directory / regular file that exists: a code=
+-- that names nothing is refused before anything connects). `gpurent run` validates the key=value words against it before the
 -- recipe goes further (unknown key, missing required, wrong type: exit 2), and
 -- `gpurent help FILE` prints it without running the recipe.
 local errors = require "gpurent.util.errors"
 
 local recipe = {}
-local TYPES = {string = true, integer = true, number = true, boolean = true, list = true}
+local TYPES = {string = true, integer = true, number = true, boolean = true, list = true, dir = true, file = true}
 
 local function check_spec(spec, file)
   if type(spec) ~= "table" then error(file .. ": gpurent.recipe takes a table", 3) end
@@ -50,7 +51,20 @@ local converters = {
     for item in v:gmatch("[^,]+") do out[#out + 1] = item:match("^%s*(.-)%s*$") end
     return out
   end,
+  dir = function(v) return v end,
+  file = function(v) return v end,
 }
+
+-- A dir or file parameter names an existing local one: nil, or why not.
+local LOCAL_KIND = {dir = {"directory", "local directory"}, file = {"file", "local file"}}
+local function local_path_problem(kind, v)
+  local want = LOCAL_KIND[kind]
+  if not want then return nil end
+  local mode, err = require("lfs").attributes(v, "mode")
+  if mode == want[1] then return nil end
+  if mode then return string.format("is a %s, not a %s", mode, want[2]) end
+  return string.format("names no %s (%s)", want[2], tostring(err):match(": ([^:]+)$") or tostring(err))
+end
 
 -- tonumber refuses "inf" and "nan" but reads "1e400" (or "0x1p2000") as inf: a
 -- parameter that overflows is as meaningless as one spelled inf (issue 15).
@@ -88,6 +102,11 @@ function recipe.validate(spec, raw, file)
       if p.type == "number" and not is_finite(typed) then
         errors.usage(string.format("%s: parameter %s=%q is not a finite number (it reads as %s); " ..
           "give a value within +-1.7e308", file, p.name, v, tostring(typed)), 0)
+      end
+      local problem = local_path_problem(p.type, typed)
+      if problem then
+        errors.usage(string.format("%s: parameter %s=%q %s: give the path of a %s", file, p.name, v, problem,
+          LOCAL_KIND[p.type][2]), 0)
       end
       if p.allowed then
         local ok = false
