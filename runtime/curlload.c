@@ -2,22 +2,18 @@
  * (see curlload.h for why it is not linked). */
 #include "curlload.h"
 
-#include <dlfcn.h>
-#include <stddef.h>
+#include "libload.h"
+
+#include <stdio.h>
 
 static gr_curl_api api;
-static int state; /* 0 not tried, 1 loaded, -1 failed */
-static const char *failure;
+static gr_lib lib = {.soname = "libcurl.so.4", .deb = "libcurl4"};
 
-#define RESOLVE(field, sym)                                  \
-    do {                                                     \
-        *(void **)(&api.field) = dlsym(h, sym);              \
-        if (!api.field) { failure = "libcurl.so.4 lacks " sym; return -1; } \
-    } while (0)
+#define RESOLVE(field, sym) \
+    if (gr_lib_sym(&lib, (void **)&api.field, sym) < 0) return -1;
 
 static int load(void) {
-    void *h = dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
-    if (!h) { failure = "cannot load libcurl.so.4 (install libcurl4)"; return -1; }
+    if (gr_lib_open(&lib) < 0) return -1;
     RESOLVE(global_init, "curl_global_init");
     RESOLVE(easy_init, "curl_easy_init");
     RESOLVE(easy_setopt, "curl_easy_setopt");
@@ -35,12 +31,15 @@ static int load(void) {
     RESOLVE(multi_poll, "curl_multi_poll");
     RESOLVE(multi_info_read, "curl_multi_info_read");
     RESOLVE(multi_cleanup, "curl_multi_cleanup");
-    if (api.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) { failure = "curl_global_init failed"; return -1; }
+    if (api.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        snprintf(lib.failure, sizeof lib.failure, "curl_global_init failed");
+        return -1;
+    }
     return 1;
 }
 
 const gr_curl_api *gr_curl(const char **err) {
-    if (state == 0) state = load();
-    if (state < 0) { if (err) *err = failure; return NULL; }
+    if (lib.state == 0) lib.state = load();
+    if (lib.state < 0) { if (err) *err = lib.failure; return NULL; }
     return &api;
 }

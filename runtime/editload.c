@@ -2,35 +2,18 @@
  * term.c uses (see editload.h for why it is not linked). */
 #include "editload.h"
 
-#include <dlfcn.h>
-#include <stddef.h>
-#include <stdio.h>
+#include "libload.h"
 
-#define LIBEDIT "libedit.so.2"
-#define LIBEDIT_DEB "libedit2"
+#include <stddef.h>
 
 static gr_edit_api api;
-static int state; /* 0 not tried, 1 loaded, -1 failed */
-static char failure[512];
+static gr_lib lib = {.soname = "libedit.so.2", .deb = "libedit2"};
 
-#define RESOLVE(field, sym)                                                       \
-    do {                                                                          \
-        *(void **)(&api.field) = dlsym(h, sym);                                   \
-        if (!api.field) {                                                         \
-            snprintf(failure, sizeof failure, LIBEDIT " lacks " sym              \
-                     " (reinstall the Debian package " LIBEDIT_DEB ")");         \
-            return -1;                                                            \
-        }                                                                         \
-    } while (0)
+#define RESOLVE(field, sym) \
+    if (gr_lib_sym(&lib, (void **)&api.field, sym) < 0) return -1;
 
 static int load(void) {
-    void *h = dlopen(LIBEDIT, RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
-        const char *why = dlerror();
-        snprintf(failure, sizeof failure, "cannot load " LIBEDIT " (install the Debian package "
-                 LIBEDIT_DEB "): %s", why ? why : "dlopen failed");
-        return -1;
-    }
+    if (gr_lib_open(&lib) < 0) return -1;
     RESOLVE(readline, "readline");
     RESOLVE(add_history, "add_history");
     RESOLVE(read_history, "read_history");
@@ -48,7 +31,7 @@ static int load(void) {
 }
 
 const gr_edit_api *gr_edit(const char **err) {
-    if (state == 0) state = load();
-    if (state < 0) { if (err) *err = failure; return NULL; }
+    if (lib.state == 0) lib.state = load();
+    if (lib.state < 0) { if (err) *err = lib.failure; return NULL; }
     return &api;
 }

@@ -2,41 +2,24 @@
  * makes (see sqliteload.h for why it is not linked). */
 #include "sqliteload.h"
 
-#include <dlfcn.h>
-#include <stddef.h>
-#include <stdio.h>
+#include "libload.h"
 
-#define LIBSQLITE "libsqlite3.so.0"
-#define LIBSQLITE_DEB "libsqlite3-0"
+#include <stddef.h>
 
 static gr_sqlite_api api;
-static int state; /* 0 not tried, 1 loaded, -1 failed */
-static char failure[512];
+static gr_lib lib = {.soname = "libsqlite3.so.0", .deb = "libsqlite3-0"};
 
-#define RESOLVE(name)                                                                  \
-    do {                                                                               \
-        *(void **)(&api.name) = dlsym(h, "sqlite3_" #name);                            \
-        if (!api.name) {                                                               \
-            snprintf(failure, sizeof failure, LIBSQLITE " lacks sqlite3_" #name        \
-                     " (install a newer Debian package " LIBSQLITE_DEB ")");           \
-            return -1;                                                                 \
-        }                                                                              \
-    } while (0);
+#define RESOLVE(name) \
+    if (gr_lib_sym(&lib, (void **)&api.name, "sqlite3_" #name) < 0) return -1;
 
 static int load(void) {
-    void *h = dlopen(LIBSQLITE, RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
-        const char *why = dlerror();
-        snprintf(failure, sizeof failure, "cannot load " LIBSQLITE " (install the Debian package "
-                 LIBSQLITE_DEB "): %s", why ? why : "dlopen failed");
-        return -1;
-    }
+    if (gr_lib_open(&lib) < 0) return -1;
     GR_SQLITE_CALLS(RESOLVE)
     return 1;
 }
 
 const gr_sqlite_api *gr_sqlite(const char **err) {
-    if (state == 0) state = load();
-    if (state < 0) { if (err) *err = failure; return NULL; }
+    if (lib.state == 0) lib.state = load();
+    if (lib.state < 0) { if (err) *err = lib.failure; return NULL; }
     return &api;
 }
