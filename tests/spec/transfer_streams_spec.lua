@@ -169,6 +169,64 @@ describe("one file over several streams", function()
     killed_then_resumed("get")
   end)
 
+  -- A put killed on a long link leaves writes in flight that the box still applies
+  -- after the process is gone, through the SFTP server holding the .part open. Here
+  -- a process on the box holds the .part open and writes into it once the final name
+  -- appears (or after 3 s), as such a late write would, and the dead put's lock is there. The next put breaks the lock,
+  -- waits for that holder to close before it checks what to resume, and so the late
+  -- bytes never end up inside the file it names final.
+  for _, streams in ipairs({1, 4}) do
+    it("a put that breaks a dead holder's lock waits until nothing on the box has the .part open (" ..
+       streams .. " stream(s))", function()
+      local src, dst = dir .. "/fenced" .. streams .. ".bin", fx.home .. "/fenced" .. streams .. ".bin"
+      local part, flag = dst .. ".part", dir .. "/writer" .. streams .. ".started"
+      sh("head -c " .. (3 * 1048576) .. " /dev/urandom > " .. T.q(src))
+      sh(string.format("head -c 1048576 %s > %s", T.q(src), T.q(part)))
+      local me = require("gpurent.transport.lock").identity()
+      local dead = io.popen("sh -c 'echo $$'"):read("l")
+      assert(lfs.link(string.format("gpurent-lock host=%s pid=%s start=1 boot=%s nonce=ab since=1700000000",
+        me.host, dead, me.boot), dst .. ".part.lock", true))
+      -- the late write: once the final name is there, or after 3 s (bounded either way)
+      sh(string.format("(exec 3<>%s; : > %s; i=0; while [ ! -e %s ] && [ $i -lt 60 ]; do sleep 0.05; i=$((i+1)); done; " ..
+        "printf 'XXXXXXXXXXXXXXXX' >&3) >/dev/null 2>&1 &", T.q(part), T.q(flag), T.q(dst)))
+      for _ = 1, 250 do if T.read(flag) then break end; core.sys.sleep(0.02) end   -- bounded: 5 s
+      assert.truthy(T.read(flag), "the late writer did not start")
+      local p = io.popen(string.format("GPURENT_SSH_CONFIG=%s %s put --streams %d h1 %s %s 2>&1; echo \"exit=$?\"",
+        T.q(fx.config), T.q(T.bin), streams, T.q(src), T.q(dst)))
+      local out = p:read("a")
+      p:close()
+      assert.truthy(out:find("exit=0", 1, true), out)
+      assert.matches("broke a stale lock", out, 1, true)
+      assert.matches("waiting for PID %d+ %([^)]+%) on the box to close", out)
+      core.sys.sleep(0.3)   -- a write the put did not wait for would be in by now
+      assert.equal(hash.sha256_file(src), hash.sha256_file(dst), "late bytes landed in the final file")
+      assert.is_nil(lfs.attributes(part))
+    end)
+  end
+
+  it("a put whose dead holder's .part stays open past stale_wait is refused, naming the holder, nothing renamed", function()
+    local src, dst = dir .. "/held.bin", fx.home .. "/held.bin"
+    local part, flag = dst .. ".part", dir .. "/holder.started"
+    sh("head -c 100000 /dev/urandom > " .. T.q(src))
+    T.write(part, "")
+    local me = require("gpurent.transport.lock").identity()
+    local dead = io.popen("sh -c 'echo $$'"):read("l")
+    assert(lfs.link(string.format("gpurent-lock host=%s pid=%s start=1 boot=%s nonce=ab since=1700000000",
+      me.host, dead, me.boot), dst .. ".part.lock", true))
+    local holder = io.popen(string.format("(exec 3<>%s; : > %s; exec sleep 4) >/dev/null 2>&1 & echo $!",
+      T.q(part), T.q(flag))):read("l")
+    for _ = 1, 250 do if T.read(flag) then break end; core.sys.sleep(0.02) end   -- bounded: 5 s
+    local code, out, err = T.run("-e " .. T.q(string.format(
+      "gpurent.connect('h1'):put(%q, %q, {stale_wait = 1, progress = false})", src, dst)),
+      {env = "GPURENT_SSH_CONFIG=" .. T.q(fx.config)})
+    os.execute("kill " .. holder .. " 2>/dev/null")
+    assert.are_not.equal(0, code)
+    assert.matches("is still open on the box 1s after its lock's holder died: PID " .. holder .. " (sleep)", out .. err, 1, true)
+    assert.is_nil(lfs.attributes(dst))
+    assert.equal(0, lfs.attributes(part, "size"))
+    assert.is_nil(lfs.symlinkattributes(dst .. ".part.lock"), "the refused put left its lock")
+  end)
+
   -- the source's tail rewritten in place after it was hashed here but before it was
   -- read for sending: the box's hash of the .part (read back there as its blocks are
   -- acknowledged) differs, and the .part never takes the final name

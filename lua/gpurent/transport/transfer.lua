@@ -215,12 +215,41 @@ local trace
 
 local function lock_path(dst) return dst .. ".part.lock" end
 
+-- A put that broke a dead holder's lock: that holder's writes may still be landing
+-- in the .part (its socket buffers drain, the link delivers what was in flight,
+-- through the SFTP server it left, which holds the .part open until its connection
+-- ends). Resumed now, they would land inside the file this put names final after
+-- checking it. Wait (bounded: opts.stale_wait, 60 s) until nothing on the box has
+-- the .part open (remote/writers_quiet.sh); past the bound, refuse, naming them.
+local STALE_WAIT = 60
+
+local function stale_writers_quiet(inst, verb, part, opts)
+  local wait = opts.stale_wait or STALE_WAIT
+  local r = inst:sh(require("gpurent.remote").script("writers_quiet", {FILE = part, WAIT = math.ceil(wait)}), {
+    on_line = function(line)
+      local pid, comm = line:match("^waiting (%d+) (.*)$")
+      if pid then
+        io.stderr:write(string.format("%s: waiting for PID %s (%s) on the box to close %s: the killed transfer's " ..
+          "writes may still be arriving\n", verb, pid, comm, printable(part)))
+      end
+    end})
+  if r.code == 0 then return end
+  local left = {}
+  for pid, comm in (r.stdout or ""):gmatch("held (%d+) ([^\n]*)") do left[#left + 1] = "PID " .. pid .. " (" .. comm .. ")" end
+  ssh.error("transfer", inst.conn, string.format("%s: %s is still open on the box %ds after its lock's holder died: %s. " ..
+    "A killed transfer's writes may still be arriving; retry in a minute, or end %s on the box if it is stuck",
+    verb, printable(part), math.ceil(wait), #left > 0 and table.concat(left, ", ") or ("exit " .. tostring(r.code) ..
+    ": " .. tostring(r.stderr)), #left > 1 and "them" or "it"), {reason = "stale_writers"})
+end
+
 local function owning(inst, verb, dst, opts, fn)
   local path = lock_path(dst)
   local h, why, holder
+  local broke_stale = false
   if verb == "put" then
+    local notice = stale_notice(verb)
     h, why, holder = lock.acquire_remote(lock.box_ops(inst, spare_steps), path,
-      {wait = opts.lock_wait, on_stale = stale_notice(verb)})
+      {wait = opts.lock_wait, on_stale = function(...) broke_stale = true; return notice(...) end})
     if not h then
       if inst.conn then pcall(drop_spare, inst.conn) end
       locked_error(inst, verb, dst, why, holder, "rm -- " .. q(path) .. " on the box")
@@ -229,7 +258,10 @@ local function owning(inst, verb, dst, opts, fn)
     h, why, holder = lock.acquire_local(path, {wait = opts.lock_wait})
     if not h then locked_error(inst, verb, dst, why, holder, "rm -- " .. q(path)) end
   end
-  local ok, res = pcall(fn)
+  local ok, res = pcall(function()
+    if broke_stale then stale_writers_quiet(inst, verb, dst .. ".part", opts) end
+    return fn()
+  end)
   pcall(h.release, h)   -- a lock left behind is stale for the next taker, never wrong
   if inst.conn then pcall(finish_closing, inst.conn); pcall(drop_spare, inst.conn) end
   if not ok then error(res, 0) end
@@ -2395,7 +2427,7 @@ end
 -- trip) -> the .part's attributes when there is one to resume from (nil: start
 -- afresh). The open creates the .part but leaves one that is there as it is;
 -- one longer than the file is opened again, truncated (resume=false: at once).
--- The streams opened later open it as it is.
+-- The streams opened later open it as it is, never creating it.
 local function open_part(eng, part, size, resume)
   return eng:one(function(c)
     local sid = resume and eng:send(c, P.STAT, spack(">s4", part))
@@ -2461,7 +2493,9 @@ local function put_ranged(inst, src, dst, opts, n)
         end
       end
       local background = {follow_hash_job(eng, src, state),
-        opener_job(eng, n - 1, function(c) c.range_handle = spack(">s4", eng:open(c, part, FXF_WRITE | FXF_CREAT)) end)}
+        -- no CREAT: the first stream made the .part; an open a killed put left in flight
+        -- and the box reads late must fail on a .part since renamed, not make a new one
+        opener_job(eng, n - 1, function(c) c.range_handle = spack(">s4", eng:open(c, part, FXF_WRITE)) end)}
       if opts.verify then background[3] = box_follow_hash_job(eng, part, blocks) end
       eng.per_chan = RANGE_JOBS
       eng:run(fns, nil, function() prog.update(have + eng.bytes) end, background)
