@@ -7,6 +7,7 @@
 package.path = T.root .. "/bench/?.lua;" .. package.path
 local sshd = require "sshd"
 local relay = require "relay"
+local deadput = require "deadput"
 local hash = require "gpurent.util.hash"
 local lfs = require "lfs"
 local core = require "gpurent.core"
@@ -182,15 +183,8 @@ describe("one file over several streams", function()
       local part, flag = dst .. ".part", dir .. "/writer" .. streams .. ".started"
       sh("head -c " .. (3 * 1048576) .. " /dev/urandom > " .. T.q(src))
       sh(string.format("head -c 1048576 %s > %s", T.q(src), T.q(part)))
-      local me = require("gpurent.transport.lock").identity()
-      local dead = io.popen("sh -c 'echo $$'"):read("l")
-      assert(lfs.link(string.format("gpurent-lock host=%s pid=%s start=1 boot=%s nonce=ab since=1700000000",
-        me.host, dead, me.boot), dst .. ".part.lock", true))
-      -- the late write: once the final name is there, or after 3 s (bounded either way)
-      sh(string.format("(exec 3<>%s; : > %s; i=0; while [ ! -e %s ] && [ $i -lt 60 ]; do sleep 0.05; i=$((i+1)); done; " ..
-        "printf 'XXXXXXXXXXXXXXXX' >&3) >/dev/null 2>&1 &", T.q(part), T.q(flag), T.q(dst)))
-      for _ = 1, 250 do if T.read(flag) then break end; core.sys.sleep(0.02) end   -- bounded: 5 s
-      assert.truthy(T.read(flag), "the late writer did not start")
+      deadput.lock(dst)
+      deadput.late_writer(part, dst, flag)
       local p = io.popen(string.format("GPURENT_SSH_CONFIG=%s %s put --streams %d h1 %s %s 2>&1; echo \"exit=$?\"",
         T.q(fx.config), T.q(T.bin), streams, T.q(src), T.q(dst)))
       local out = p:read("a")
@@ -209,10 +203,7 @@ describe("one file over several streams", function()
     local part, flag = dst .. ".part", dir .. "/holder.started"
     sh("head -c 100000 /dev/urandom > " .. T.q(src))
     T.write(part, "")
-    local me = require("gpurent.transport.lock").identity()
-    local dead = io.popen("sh -c 'echo $$'"):read("l")
-    assert(lfs.link(string.format("gpurent-lock host=%s pid=%s start=1 boot=%s nonce=ab since=1700000000",
-      me.host, dead, me.boot), dst .. ".part.lock", true))
+    deadput.lock(dst)
     local holder = io.popen(string.format("(exec 3<>%s; : > %s; exec sleep 4) >/dev/null 2>&1 & echo $!",
       T.q(part), T.q(flag))):read("l")
     for _ = 1, 250 do if T.read(flag) then break end; core.sys.sleep(0.02) end   -- bounded: 5 s

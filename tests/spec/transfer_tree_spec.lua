@@ -7,6 +7,7 @@
 package.path = T.root .. "/bench/?.lua;" .. package.path
 local sshd = require "sshd"
 local relay = require "relay"
+local deadput = require "deadput"
 local hash = require "gpurent.util.hash"
 local lfs = require "lfs"
 local json = require "gpurent.util.json"
@@ -157,6 +158,29 @@ describe("trees with many files in flight", function()
     local r = inst:get(src, dir .. "/changing", {verify = true, progress = false})
     assert.equal(2, #r.files)
     assert.equal("one\n", T.read(dir .. "/changing/a"))
+  end)
+
+  -- as transfer_streams_spec's one-file case: a dead put's lock on one file of the
+  -- tree, and a process on the box still holding that file's .part open that writes
+  -- into it once the final name appears (or after 3 s): the tree put waits for it
+  it("a tree put that breaks a dead holder's lock on a file waits until nothing on the box has its .part open", function()
+    local src, dst = dir .. "/fenced_tree", fx.home .. "/fenced_tree"
+    local flag = dir .. "/tree_writer.started"
+    sh(string.format("mkdir -p %s %s && head -c 2000000 /dev/urandom > %s/big.bin && echo small > %s/small.txt",
+      T.q(src), T.q(dst), T.q(src), T.q(src)))
+    local part, final = dst .. "/big.bin.part", dst .. "/big.bin"
+    sh(string.format("head -c 500000 %s/big.bin > %s", T.q(src), T.q(part)))
+    deadput.lock(final)
+    deadput.late_writer(part, final, flag)
+    local p = io.popen(string.format("GPURENT_SSH_CONFIG=%s %s put h1 %s %s 2>&1; echo \"exit=$?\"",
+      T.q(fx.config), T.q(T.bin), T.q(src), T.q(fx.home)))
+    local out = p:read("a")
+    p:close()
+    assert.truthy(out:find("exit=0", 1, true), out)
+    assert.matches("waiting for PID %d+ %([^)]+%) on the box to close", out)
+    core.sys.sleep(0.3)   -- a write the put did not wait for would be in by now
+    assert.equal(hash.sha256_file(src .. "/big.bin"), hash.sha256_file(final), "late bytes landed in the final file")
+    assert.is_nil(lfs.attributes(part))
   end)
 
   it("moves a tree through an emulated 20 ms link (bench/relay.c), verified", function()

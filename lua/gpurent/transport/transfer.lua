@@ -223,23 +223,33 @@ local function lock_path(dst) return dst .. ".part.lock" end
 -- the .part open (remote/writers_quiet.sh); past the bound, refuse, naming them.
 local STALE_WAIT = 60
 
-local function stale_writers_quiet(inst, verb, part, opts)
-  local wait = opts.stale_wait or STALE_WAIT
-  local r = inst:sh(require("gpurent.remote").script("writers_quiet", {FILE = part, WAIT = math.ceil(wait)}), {
-    on_line = function(line)
-      local pid, comm = line:match("^waiting (%d+) (.*)$")
-      if pid then
-        io.stderr:write(string.format("%s: waiting for PID %s (%s) on the box to close %s: the killed transfer's " ..
-          "writes may still be arriving\n", verb, pid, comm, printable(part)))
-      end
-    end})
-  if r.code == 0 then return end
+local function stale_writers_script(part, opts)
+  return require("gpurent.remote").script("writers_quiet", {FILE = part, WAIT = math.ceil(opts.stale_wait or STALE_WAIT)})
+end
+
+-- A line of writers_quiet.sh: "waiting PID COMM" is told on stderr.
+local function stale_writer_notice(verb, part, line)
+  local pid, comm = line:match("^waiting (%d+) (.*)$")
+  if pid then
+    io.stderr:write(string.format("%s: waiting for PID %s (%s) on the box to close %s: the killed transfer's " ..
+      "writes may still be arriving\n", verb, pid, comm, printable(part)))
+  end
+end
+
+-- writers_quiet.sh's exit code and output: nothing when quiet, else the refusal.
+local function stale_writers_verdict(conn, verb, part, opts, code, stdout, stderr)
+  if code == 0 then return end
   local left = {}
-  for pid, comm in (r.stdout or ""):gmatch("held (%d+) ([^\n]*)") do left[#left + 1] = "PID " .. pid .. " (" .. comm .. ")" end
-  ssh.error("transfer", inst.conn, string.format("%s: %s is still open on the box %ds after its lock's holder died: %s. " ..
+  for pid, comm in (stdout or ""):gmatch("held (%d+) ([^\n]*)") do left[#left + 1] = "PID " .. pid .. " (" .. comm .. ")" end
+  ssh.error("transfer", conn, string.format("%s: %s is still open on the box %ds after its lock's holder died: %s. " ..
     "A killed transfer's writes may still be arriving; retry in a minute, or end %s on the box if it is stuck",
-    verb, printable(part), math.ceil(wait), #left > 0 and table.concat(left, ", ") or ("exit " .. tostring(r.code) ..
-    ": " .. tostring(r.stderr)), #left > 1 and "them" or "it"), {reason = "stale_writers"})
+    verb, printable(part), math.ceil(opts.stale_wait or STALE_WAIT), #left > 0 and table.concat(left, ", ") or
+    ("exit " .. tostring(code) .. ": " .. tostring(stderr)), #left > 1 and "them" or "it"), {reason = "stale_writers"})
+end
+
+local function stale_writers_quiet(inst, verb, part, opts)
+  local r = inst:sh(stale_writers_script(part, opts), {on_line = function(line) stale_writer_notice(verb, part, line) end})
+  stale_writers_verdict(inst.conn, verb, part, opts, r.code, r.stdout, r.stderr)
 end
 
 local function owning(inst, verb, dst, opts, fn)
@@ -2157,13 +2167,24 @@ function transfer._put_tree(inst, src, dst, opts, probe)
           -- the .part's size asked for with the lock (read only once the lock is ours)
           local grow = f.grown and not existing[f.dst .. ".part"]   -- the .part starts as the old copy
           local stat_id = opts.resume ~= false and not grow and eng:send(c, P.STAT, spack(">s4", f.dst .. ".part")) or nil
+          local notice, broke_stale = stale_notice("put"), false
           local h, why, holder = lock.acquire_remote(tree_box_ops(eng, c), lpath,
-            {wait = opts.lock_wait, on_stale = stale_notice("put")})
+            {wait = opts.lock_wait, on_stale = function(...) broke_stale = true; return notice(...) end})
           if not h then
             if stat_id then eng.ignore[stat_id] = true end
             locked_error(inst, "put", f.dst, why, holder, "rm -- " .. q(lpath) .. " on the box")
           end
           held[#held + 1] = h
+          if broke_stale then   -- as owning does for one file; then the .part's size asked again
+            local part = f.dst .. ".part"
+            local out, code = exec_in_job(eng, stale_writers_script(part, opts), "")
+            for line in out:gmatch("[^\n]+") do stale_writer_notice("put", part, line) end
+            stale_writers_verdict(eng.conn, "put", part, opts, code, out)
+            if stat_id then
+              if eng.replies[stat_id] then eng.replies[stat_id] = nil else eng.ignore[stat_id] = true end
+              stat_id = eng:send(c, P.STAT, spack(">s4", part))
+            end
+          end
           if grow then
             local _, code = exec_in_job(eng, "cp -- " .. q(f.dst) .. " " .. q(f.dst .. ".part"), "")
             if code == 0 then stat_id = eng:send(c, P.STAT, spack(">s4", f.dst .. ".part")) end
