@@ -11,8 +11,9 @@
 --
 --   slurm.sbatch_options(profile, r) -> {"--partition=gpu", ...}   one #SBATCH line each
 --   slurm.start_detached(inst, r, {script=}) -> {mode="sbatch", attempt=, job=, how=}
---   slurm.job_state(inst, r) -> {id=, state=, reason=, active=, pending=, unknown=, restarts=, resume=} | nil
---     (no job); restarts/resume: the job was requeued that many times and resumes from that checkpoint
+--   slurm.job_state(inst, r) -> {id=, state=, reason=, active=, pending=, unknown=, restarts=, resume=, ended=} | nil
+--     (no job); restarts/resume: the job was requeued that many times and resumes from that checkpoint;
+--     ended = {class=, cause=}: Slurm itself ended it, PREEMPTED or NODE_FAIL, and did not requeue it
 --   slurm.stop{inst=, run= r | job= ID, host=} -> {decision=, job=, status="cancelled"}
 --   slurm.start_queue / queue_status / resubmit_queue: a sweep as one job array (below)
 --   slurm.accounting(inst, {ids=, meta=}, profile) -> {ids=, jobs={{id, state, elapsed, gpus,
@@ -156,9 +157,37 @@ function slurm.job_state(inst, r)
   local unknown = state == "UNKNOWN"
   local st = {id = id, state = state, reason = reason ~= "" and reason ~= "None" and reason or nil, unknown = unknown,
           pending = PENDING[state] == true, active = unknown or PENDING[state] == true or RUNNING[state] == true}
+  st.ended = slurm.scheduler_end(state, r.profile, "job " .. id)
   slurm.parse_requeue(st, res.stdout)
   st.note = slurm.requeue_text(st) or slurm.stuck_text(st)   -- the watch line shows it beside the state
   return st
+end
+
+-- ---- the scheduler's own ends: pre-emption and node failure ---------------------
+-- What Slurm 22.05 reports (seen on the testbed, tests/spec/slurm_preempt_spec.lua): a
+-- --requeue job that is pre-empted (PreemptMode=REQUEUE) or whose node fails goes
+-- RUNNING -> COMPLETING -> PENDING (reason BeginTime) in squeue, the same job id, and
+-- runs again (SLURM_RESTART_COUNT + 1): an active job, waited for, never relaunched.
+-- Only sacct shows PREEMPTED / NODE_FAIL for it, as the record of the allocation that
+-- ended (and for a moment as the job's only record): job_state and queue_status read
+-- squeue first. A --no-requeue job (or one Slurm does not requeue: PreemptMode=CANCEL)
+-- ends PREEMPTED / NODE_FAIL for good: that is the run's end, named with its state,
+-- never a relaunch of a copy (the scheduler took the node; a person decides what next).
+slurm.SCHEDULER_ENDS = {
+  PREEMPTED = {class = "preempted", what = "pre-empted by a higher-priority job"},
+  NODE_FAIL = {class = "node_fail", what = "its node failed"},
+}
+
+-- scheduler_end(state, profile, name) -> {class=, cause=} | nil: the words of a final
+-- PREEMPTED / NODE_FAIL ("job 12 PREEMPTED: pre-empted by ... and not requeued (...)").
+function slurm.scheduler_end(state, p, name)
+  local e = slurm.SCHEDULER_ENDS[state]
+  if not e then return nil end
+  local s = p and p.slurm or {}
+  local why = s.requeue and "Slurm did not requeue it (PreemptMode=CANCEL, or its requeue limit)" or
+    "it was submitted --no-requeue (the profile's slurm.requeue is off)"
+  return {class = e.class, state = state, cause = string.format("Slurm %s %s: %s and not requeued: %s; not relaunched " ..
+    "(resubmit it once the cluster has room: it resumes from its checkpoint)", name, state, e.what, why)}
 end
 
 -- ---- requeue and resume (the time limit, a pre-emption) ----------------------------
@@ -467,20 +496,29 @@ function slurm.queue_status(inst, r)
       end
     end
     local text = c.mark and c.text
-    -- a FAILED marker while its task is still queued or running is not the cell's end:
+    -- a marker while its task is still queued or running is not the cell's end: FAILED,
     -- the batch shell may requeue it (the trainer exited on the signal before the limit)
-    -- and the restart resumes it; it is the cell's end once the task has ended
-    if c.mark == "FAILED" and task and task.active then text = nil end
+    -- and the restart resumes it; DONE, Slurm may still requeue the task (pre-empted or
+    -- its node failed before the batch shell exited), and the restart archives that
+    -- DONE and runs again. Either is the cell's end (counted, sealed) once the task ended.
+    if c.mark and task and task.active then text = nil end
     if not c.mark and not (task and task.active) and job then
       -- the task ended and the wrapper wrote no marker: killed (time limit, scancel, node
       -- failure, memory) before or while it ran; slurmctld, else sacct, says how
       -- (sacct names the task JOB_N; an array of one task by the job id alone)
       local a = acct[job .. "_" .. c.index] or acct[job] or {}
       local code, sig = tostring(a.exit):match("^(%d+):(%d+)$")
-      text = string.format("exit=%s stage=%s (Slurm %s%s; the wrapper left no marker)",
+      local ended = slurm.scheduler_end(task and task.state or a.state, r.profile, "array task " .. job .. "_" .. c.index)
+      text = string.format("exit=%s stage=%s (%s%s; the wrapper left no marker)",
         sig and (sig ~= "0" and tostring(128 + tonumber(sig)) or code) or "?", c.started and "vanished" or "not-run",
-        task and task.state or a.state or "state unknown", a.exit and (", exit code " .. a.exit) or "")
+        ended and ended.cause or ("Slurm " .. (task and task.state or a.state or "state unknown")),
+        a.exit and (", exit code " .. a.exit) or "")
     end
+    -- a task the scheduler ended for good (pre-empted, its node failed: not requeued)
+    -- says so whatever marker its killed wrapper left
+    local ended = text and task and slurm.scheduler_end(task.state, r.profile, "array task " .. tostring(job) .. "_" ..
+      c.index)
+    if ended and c.mark then text = text .. " (" .. ended.cause .. ")" end
     if text then
       st.events[#st.events + 1] = {kind = "end", index = c.index, id = c.id, ok = c.mark == "DONE", text = text,
         key = "end " .. key, requeued = c.resumed}
