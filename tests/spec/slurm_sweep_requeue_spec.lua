@@ -165,8 +165,8 @@ describe("a Slurm sweep's status of a requeued cell", function()
       assert.are.equal(1, #e, state)
       assert.falsy(e[1].ok)
       assert.are.equal("exit=143 stage=train at=130 (Slurm array task 7_1 " .. state .. ": " .. what ..
-        " and not requeued: it was submitted --no-requeue (the profile's slurm.requeue is off); not relaunched " ..
-        "(resubmit it once the cluster has room: it resumes from its checkpoint))", e[1].text)
+        " and not requeued (submitted --no-requeue: the profile's slurm.requeue is off); not resubmitted: " ..
+        "resubmit=sw-cluster reruns the failed cells)", e[1].text)
       -- no marker at all (killed before the wrapper could write one)
       st = status{"gs_job 1 7", "gs_task 1|" .. state .. "|None",
         "gs_cell 1\tsw-c01\t1\t100\t-\t\tconfigs/long.json fit", "gs_acct 7_1|" .. state .. "|0:15"}
@@ -174,6 +174,10 @@ describe("a Slurm sweep's status of a requeued cell", function()
       assert.are.equal(1, #e, state)
       assert.matches("^exit=143 stage=vanished %(Slurm array task 7_1 " .. state .. ": ", e[1].text)
       assert.are.equal(1, st.done.failed)
+      -- killed with its node, the task's exit code is 0:0: no exit of the wrapper's to show
+      st = status{"gs_job 1 7", "gs_task 1|" .. state .. "|None",
+        "gs_cell 1\tsw-c01\t1\t100\t-\t\tconfigs/long.json fit", "gs_acct 7_1|" .. state .. "|0:0"}
+      assert.matches("^exit=%? stage=vanished %(Slurm array task 7_1 " .. state .. ": ", ends(st)[1].text)
     end
   end)
 end)

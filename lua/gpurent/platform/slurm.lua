@@ -178,16 +178,17 @@ slurm.SCHEDULER_ENDS = {
   NODE_FAIL = {class = "node_fail", what = "its node failed"},
 }
 
--- scheduler_end(state, profile, name) -> {class=, cause=} | nil: the words of a final
--- PREEMPTED / NODE_FAIL ("job 12 PREEMPTED: pre-empted by ... and not requeued (...)").
-function slurm.scheduler_end(state, p, name)
+-- scheduler_end(state, profile, name, then_what) -> {class=, state=, cause=} | nil: the words
+-- of a final PREEMPTED / NODE_FAIL ("Slurm job 12 PREEMPTED: pre-empted by ... and not
+-- requeued (...); THEN_WHAT"); then_what: what the person may do (default: a single run's).
+function slurm.scheduler_end(state, p, name, then_what)
   local e = slurm.SCHEDULER_ENDS[state]
   if not e then return nil end
   local s = p and p.slurm or {}
-  local why = s.requeue and "Slurm did not requeue it (PreemptMode=CANCEL, or its requeue limit)" or
-    "it was submitted --no-requeue (the profile's slurm.requeue is off)"
-  return {class = e.class, state = state, cause = string.format("Slurm %s %s: %s and not requeued: %s; not relaunched " ..
-    "(resubmit it once the cluster has room: it resumes from its checkpoint)", name, state, e.what, why)}
+  local why = s.requeue and "Slurm did not requeue it: PreemptMode=CANCEL, or its requeue limit" or
+    "submitted --no-requeue: the profile's slurm.requeue is off"
+  return {class = e.class, state = state, cause = string.format("Slurm %s %s: %s and not requeued (%s); %s", name,
+    state, e.what, why, then_what or "not relaunched: the scheduler ended it, run it again when you choose")}
 end
 
 -- ---- requeue and resume (the time limit, a pre-emption) ----------------------------
@@ -466,6 +467,7 @@ function slurm.queue_status(inst, r)
     end
   end
   local running, pending, reasons, ok, failed = 0, 0, {}, 0, 0
+  local resubmit = "not resubmitted: resubmit=" .. tostring(r.id) .. " reruns the failed cells"
   for _, t in pairs(tasks) do
     t.active = task_active(t.state)
     if t.active then st.alive = true end
@@ -508,16 +510,19 @@ function slurm.queue_status(inst, r)
       -- (sacct names the task JOB_N; an array of one task by the job id alone)
       local a = acct[job .. "_" .. c.index] or acct[job] or {}
       local code, sig = tostring(a.exit):match("^(%d+):(%d+)$")
-      local ended = slurm.scheduler_end(task and task.state or a.state, r.profile, "array task " .. job .. "_" .. c.index)
+      local ended = slurm.scheduler_end(task and task.state or a.state, r.profile, "array task " .. job .. "_" .. c.index,
+        resubmit)
+      -- (a task killed with its node records exit code 0:0: no exit of the wrapper's, so "?")
       text = string.format("exit=%s stage=%s (%s%s; the wrapper left no marker)",
-        sig and (sig ~= "0" and tostring(128 + tonumber(sig)) or code) or "?", c.started and "vanished" or "not-run",
+        sig and (sig ~= "0" and tostring(128 + tonumber(sig)) or code ~= "0" and code) or "?",
+        c.started and "vanished" or "not-run",
         ended and ended.cause or ("Slurm " .. (task and task.state or a.state or "state unknown")),
         a.exit and (", exit code " .. a.exit) or "")
     end
     -- a task the scheduler ended for good (pre-empted, its node failed: not requeued)
     -- says so whatever marker its killed wrapper left
     local ended = text and task and slurm.scheduler_end(task.state, r.profile, "array task " .. tostring(job) .. "_" ..
-      c.index)
+      c.index, resubmit)
     if ended and c.mark then text = text .. " (" .. ended.cause .. ")" end
     if text then
       st.events[#st.events + 1] = {kind = "end", index = c.index, id = c.id, ok = c.mark == "DONE", text = text,
