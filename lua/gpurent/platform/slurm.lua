@@ -439,7 +439,7 @@ function slurm.queue_status(inst, r)
     error(string.format("sweep status of %s on %s: exit %s: %s", r.id, r.host, tostring(res.code), res.stderr or ""), 0)
   end
   local st = {table = {}, by_index = {}, events = {}, pending = 0, alive = false}
-  local tasks, acct, cmds, requeues, submission, job = {}, {}, {}, {}, 0, nil
+  local tasks, acct, cmds, requeues, submission, job, unknown = {}, {}, {}, {}, 0, nil, nil
   for line in (res.stdout or ""):gmatch("[^\n]+") do
     local k, v = line:match("^gs_(%a+) ?(.*)$")
     if k == "job" then
@@ -448,6 +448,8 @@ function slurm.queue_status(inst, r)
     elseif k == "task" then
       local idx, state, reason = v:match("^(%d+)|([^|]*)|(.*)$")
       if idx then tasks[tonumber(idx)] = {state = state:match("^(%u[%u_]*)") or state, reason = reason} end
+    elseif k == "unknown" then
+      unknown = v
     elseif k == "cmd" then
       local n, cmd = v:match("^(%d+)\t(.*)$")
       if n then cmds[tonumber(n)] = cmd end
@@ -498,6 +500,9 @@ function slurm.queue_status(inst, r)
       end
     end
     local text = c.mark and c.text
+    -- squeue could not answer: no task is known to have ended (a task nobody can see is not
+    -- a dead one), so no cell ends this time; the sweep waits, as a run's UNKNOWN job does
+    if unknown then text = nil; goto next_cell end
     -- a marker while its task is still queued or running is not the cell's end: FAILED,
     -- the batch shell may requeue it (the trainer exited on the signal before the limit)
     -- and the restart resumes it; DONE, Slurm may still requeue the task (pre-empted or
@@ -530,6 +535,12 @@ function slurm.queue_status(inst, r)
       c.state = c.mark == "DONE" and "ok" or "failed"
       if c.mark == "DONE" then ok = ok + 1 else failed = failed + 1 end
     end
+    ::next_cell::
+  end
+  if unknown then
+    st.alive, st.unknown = true, unknown
+    st.waiting = string.format("Slurm array job %s: its tasks' state is UNKNOWN (%s): waiting, not counting a cell " ..
+      "nobody can see as ended", tostring(job), unknown)
   end
   st.pending = pending
   st.job, st.submission = job, submission
@@ -555,6 +566,10 @@ function slurm.failed_cells(inst, r)
   local st = slurm.queue_status(inst, r)
   if #st.table == 0 then
     errors.usage("sweep " .. r.id .. " on " .. r.host .. " has no cell table: it was never submitted", 0)
+  end
+  if st.unknown then
+    errors.refuse(string.format("sweep %s: cannot tell whether Slurm array job %s still has tasks queued or running " ..
+      "(%s): try again once the controller answers; nothing was submitted", r.id, tostring(st.job), st.unknown), 0)
   end
   if st.alive then
     errors.refuse(string.format("sweep %s: Slurm array job %s still has tasks queued or running: re-attach with " ..
