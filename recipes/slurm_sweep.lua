@@ -15,7 +15,11 @@
 -- requeue JOB_TASK: that cell only). The restarted task finds the cell's newest
 -- checkpoint in $GPURENT_RESUME ($GPURENT_RESTART > 0). The watch says "cell N ...
 -- requeued (attempt K), resuming from <checkpoint>", the summary "ok ..., requeued
--- (attempt K), resumed from <checkpoint>": a requeued cell is never a failed one.
+-- (attempt K), resumed from <checkpoint>": a requeued cell is never a failed one (a
+-- task Slurm requeues after a pre-emption or a node failure the same). A cell is counted
+-- and sealed once its task has left the queue, never on its marker alone. With `requeue:
+-- false` a pre-empted task ends PREEMPTED, one whose node failed NODE_FAIL: the cell
+-- fails naming that state, and nothing is resubmitted by itself (resubmit=SWEEP does).
 --
 --   resubmit=SWEEP: a second array of only the sweep's failed cells (--array=3,7), the
 --   same installed cells and commands; the cells that succeeded are kept, and the

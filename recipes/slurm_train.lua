@@ -7,7 +7,10 @@
 -- and exits, and the job requeues itself (scontrol requeue; Slurm does not requeue a
 -- TIMEOUT). The restarted job finds the newest checkpoint (checkpoints.scratch, e.g.
 -- out/latest.pth) in $GPURENT_RESUME and $GPURENT_RESTART > 0: resume from it. Watch
--- says "requeued (attempt N), resuming from <checkpoint>"; it is never a relaunch.
+-- says "requeued (attempt N), resuming from <checkpoint>"; it is never a relaunch. Slurm
+-- requeues such a job itself when it is pre-empted or its node fails (the watch waits
+-- for it the same way); with `requeue: false` the job ends PREEMPTED / NODE_FAIL, and the
+-- watch ends the run naming that state: it relaunches nothing.
 -- Multi-node: nodes=2 asks for two nodes (--nodes=2, one task each) and runs the train
 -- command once a node through srun, with MASTER_ADDR MASTER_PORT NNODES NODE_RANK
 -- WORLD_SIZE from Slurm's variables: 'train=torchrun --nnodes=$NNODES --node_rank=$NODE_RANK

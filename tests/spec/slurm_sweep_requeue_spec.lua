@@ -94,7 +94,8 @@ describe("a sweep cell requeued before its time limit", function()
 end)
 
 -- slurm.queue_status's reading of the status script's lines (the Lua side, no cluster):
--- a FAILED marker whose task is still queued or running is not the cell's end yet.
+-- a marker (FAILED or DONE) whose task is still queued or running is not the cell's end yet;
+-- a task Slurm ended PREEMPTED or NODE_FAIL (not requeued) is named with that state.
 describe("a Slurm sweep's status of a requeued cell", function()
   local function status(lines)
     local S = require("gpurent.platform").of("slurm")
@@ -137,5 +138,46 @@ describe("a Slurm sweep's status of a requeued cell", function()
     assert.falsy(e[1].ok)
     assert.are.equal("exit=138 stage=train at=130", e[1].text)
     assert.are.equal(1, st.done.failed)
+  end)
+
+  it("counts a DONE cell only once its task left the queue (Slurm may still requeue it)", function()
+    local DONE = "gs_cell 1\tsw-c01\t1\t100\tDONE\texit=0 stage=done at=170\tconfigs/long.json fit"
+    for _, state in ipairs{"RUNNING", "COMPLETING", "PENDING", "REQUEUED"} do
+      local st = status{"gs_job 1 7", "gs_task 1|" .. state .. "|None", DONE}
+      assert.are.same({}, ends(st), state)   -- not counted, so not sealed nor booked
+      assert.truthy(st.alive, state)
+      assert.is_nil(st.done, state)
+      assert.is_nil(st.by_index[1].state, state)
+    end
+    local st = status{"gs_job 1 7", "gs_task 1|COMPLETED|None", DONE}
+    local e = ends(st)
+    assert.are.equal(1, #e)
+    assert.truthy(e[1].ok)
+    assert.are.equal("ok", st.by_index[1].state)
+    assert.are.same({exit = 0, ok = 1, failed = 0}, {exit = st.done.exit, ok = st.done.ok, failed = st.done.failed})
+  end)
+
+  it("names a task Slurm pre-empted or whose node failed, and did not requeue, with its state", function()
+    for state, what in pairs{PREEMPTED = "pre-empted by a higher-priority job", NODE_FAIL = "its node failed"} do
+      local st = status{"gs_job 1 7", "gs_task 1|" .. state .. "|None",
+        "gs_cell 1\tsw-c01\t1\t100\tFAILED\texit=143 stage=train at=130\tconfigs/long.json fit"}
+      local e = ends(st)
+      assert.are.equal(1, #e, state)
+      assert.falsy(e[1].ok)
+      assert.are.equal("exit=143 stage=train at=130 (Slurm array task 7_1 " .. state .. ": " .. what ..
+        " and not requeued (submitted --no-requeue: the profile's slurm.requeue is off); not resubmitted: " ..
+        "resubmit=sw-cluster reruns the failed cells)", e[1].text)
+      -- no marker at all (killed before the wrapper could write one)
+      st = status{"gs_job 1 7", "gs_task 1|" .. state .. "|None",
+        "gs_cell 1\tsw-c01\t1\t100\t-\t\tconfigs/long.json fit", "gs_acct 7_1|" .. state .. "|0:15"}
+      e = ends(st)
+      assert.are.equal(1, #e, state)
+      assert.matches("^exit=143 stage=vanished %(Slurm array task 7_1 " .. state .. ": ", e[1].text)
+      assert.are.equal(1, st.done.failed)
+      -- killed with its node, the task's exit code is 0:0: no exit of the wrapper's to show
+      st = status{"gs_job 1 7", "gs_task 1|" .. state .. "|None",
+        "gs_cell 1\tsw-c01\t1\t100\t-\t\tconfigs/long.json fit", "gs_acct 7_1|" .. state .. "|0:0"}
+      assert.matches("^exit=%? stage=vanished %(Slurm array task 7_1 " .. state .. ": ", ends(st)[1].text)
+    end
   end)
 end)

@@ -34,6 +34,10 @@ monitor.REMEDY = {
   disk_full = "prune",
   code = "stop", cuda_oom = "stop", oom = "stop", durable_sync = "stop", unknown = "stop",
   cancelled = "stop",   -- the scheduler cancelled the job (scancel): a decision, never undone by a relaunch
+  -- the scheduler ended the job itself and did not requeue it (P.job_state's ended: a
+  -- Slurm PREEMPTED or NODE_FAIL): a copy would take the node back from the job that
+  -- pre-empted it, or run on a failing node; the person decides, named with the state
+  preempted = "stop", node_fail = "stop",
 }
 
 -- The tiers a probe measures: the live one and the durable one.
@@ -192,6 +196,11 @@ end
 function monitor.triage(f)
   local tail = f.tail or {}
   local fm = f.failed
+  if f.job and f.job.ended then
+    return {class = f.job.ended.class, remedy = monitor.REMEDY[f.job.ended.class] or "stop",
+      evidence = "job " .. tostring(f.job.id) .. " " .. tostring(f.job.state) .. (fm and ("; the wrapper's " .. fm.text) or ""),
+      cause = f.job.ended.cause}
+  end
   if f.job and f.job.state == "CANCELLED" then
     return {class = "cancelled", remedy = "stop", evidence = "job " .. tostring(f.job.id) .. " CANCELLED",
       cause = "the scheduler cancelled the job (scancel: a person's or an administrator's decision): not relaunched"}

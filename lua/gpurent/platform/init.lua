@@ -64,7 +64,9 @@
 --       (sbatch instead of tmux/nohup; gpurent.lifecycle.detach.start calls it when present)
 --   P.job_state(inst, r) -> {id, state, reason, pending, active} | nil   read by every
 --       monitor.probe: active counts as alive, pending is the verdict "pending" (not stalled)
---       (and note: words the watch line shows beside the state, e.g. "requeued (attempt 2), ...")
+--       (and note: words the watch line shows beside the state, e.g. "requeued (attempt 2), ...";
+--       ended = {class=, cause=}: the scheduler ended the job itself, not requeued (a Slurm
+--       PREEMPTED or NODE_FAIL): the run's end, class and cause named, never relaunched)
 -- and, for a scheduler's accounting and its stop verb from the command line:
 --   P.usage(inst, r) -> {jobs = {{id, state, elapsed, gpu_seconds, cpu_seconds, final}...},
 --       price_per_gpu_hour=, currency=}   what the run's jobs used (gpurent.billing.usage:

@@ -11,8 +11,9 @@
 --
 --   slurm.sbatch_options(profile, r) -> {"--partition=gpu", ...}   one #SBATCH line each
 --   slurm.start_detached(inst, r, {script=}) -> {mode="sbatch", attempt=, job=, how=}
---   slurm.job_state(inst, r) -> {id=, state=, reason=, active=, pending=, unknown=, restarts=, resume=} | nil
---     (no job); restarts/resume: the job was requeued that many times and resumes from that checkpoint
+--   slurm.job_state(inst, r) -> {id=, state=, reason=, active=, pending=, unknown=, restarts=, resume=, ended=} | nil
+--     (no job); restarts/resume: the job was requeued that many times and resumes from that checkpoint;
+--     ended = {class=, cause=}: Slurm itself ended it, PREEMPTED or NODE_FAIL, and did not requeue it
 --   slurm.stop{inst=, run= r | job= ID, host=} -> {decision=, job=, status="cancelled"}
 --   slurm.start_queue / queue_status / resubmit_queue: a sweep as one job array (below)
 --   slurm.accounting(inst, {ids=, meta=}, profile) -> {ids=, jobs={{id, state, elapsed, gpus,
@@ -156,9 +157,38 @@ function slurm.job_state(inst, r)
   local unknown = state == "UNKNOWN"
   local st = {id = id, state = state, reason = reason ~= "" and reason ~= "None" and reason or nil, unknown = unknown,
           pending = PENDING[state] == true, active = unknown or PENDING[state] == true or RUNNING[state] == true}
+  st.ended = slurm.scheduler_end(state, r.profile, "job " .. id)
   slurm.parse_requeue(st, res.stdout)
   st.note = slurm.requeue_text(st) or slurm.stuck_text(st)   -- the watch line shows it beside the state
   return st
+end
+
+-- ---- the scheduler's own ends: pre-emption and node failure ---------------------
+-- What Slurm 22.05 reports (seen on the testbed, tests/spec/slurm_preempt_spec.lua): a
+-- --requeue job that is pre-empted (PreemptMode=REQUEUE) or whose node fails goes
+-- RUNNING -> COMPLETING -> PENDING (reason BeginTime) in squeue, the same job id, and
+-- runs again (SLURM_RESTART_COUNT + 1): an active job, waited for, never relaunched.
+-- Only sacct shows PREEMPTED / NODE_FAIL for it, as the record of the allocation that
+-- ended (and for a moment as the job's only record): job_state and queue_status read
+-- squeue first. A --no-requeue job (or one Slurm does not requeue: PreemptMode=CANCEL)
+-- ends PREEMPTED / NODE_FAIL for good: that is the run's end, named with its state,
+-- never a relaunch of a copy (the scheduler took the node; a person decides what next).
+slurm.SCHEDULER_ENDS = {
+  PREEMPTED = {class = "preempted", what = "pre-empted by a higher-priority job"},
+  NODE_FAIL = {class = "node_fail", what = "its node failed"},
+}
+
+-- scheduler_end(state, profile, name, then_what) -> {class=, state=, cause=} | nil: the words
+-- of a final PREEMPTED / NODE_FAIL ("Slurm job 12 PREEMPTED: pre-empted by ... and not
+-- requeued (...); THEN_WHAT"); then_what: what the person may do (default: a single run's).
+function slurm.scheduler_end(state, p, name, then_what)
+  local e = slurm.SCHEDULER_ENDS[state]
+  if not e then return nil end
+  local s = p and p.slurm or {}
+  local why = s.requeue and "Slurm did not requeue it: PreemptMode=CANCEL, or its requeue limit" or
+    "submitted --no-requeue: the profile's slurm.requeue is off"
+  return {class = e.class, state = state, cause = string.format("Slurm %s %s: %s and not requeued (%s); %s", name,
+    state, e.what, why, then_what or "not relaunched: the scheduler ended it, run it again when you choose")}
 end
 
 -- ---- requeue and resume (the time limit, a pre-emption) ----------------------------
@@ -409,7 +439,7 @@ function slurm.queue_status(inst, r)
     error(string.format("sweep status of %s on %s: exit %s: %s", r.id, r.host, tostring(res.code), res.stderr or ""), 0)
   end
   local st = {table = {}, by_index = {}, events = {}, pending = 0, alive = false}
-  local tasks, acct, cmds, requeues, submission, job = {}, {}, {}, {}, 0, nil
+  local tasks, acct, cmds, requeues, submission, job, unknown = {}, {}, {}, {}, 0, nil, nil
   for line in (res.stdout or ""):gmatch("[^\n]+") do
     local k, v = line:match("^gs_(%a+) ?(.*)$")
     if k == "job" then
@@ -418,6 +448,8 @@ function slurm.queue_status(inst, r)
     elseif k == "task" then
       local idx, state, reason = v:match("^(%d+)|([^|]*)|(.*)$")
       if idx then tasks[tonumber(idx)] = {state = state:match("^(%u[%u_]*)") or state, reason = reason} end
+    elseif k == "unknown" then
+      unknown = v
     elseif k == "cmd" then
       local n, cmd = v:match("^(%d+)\t(.*)$")
       if n then cmds[tonumber(n)] = cmd end
@@ -437,6 +469,7 @@ function slurm.queue_status(inst, r)
     end
   end
   local running, pending, reasons, ok, failed = 0, 0, {}, 0, 0
+  local resubmit = "not resubmitted: resubmit=" .. tostring(r.id) .. " reruns the failed cells"
   for _, t in pairs(tasks) do
     t.active = task_active(t.state)
     if t.active then st.alive = true end
@@ -467,26 +500,47 @@ function slurm.queue_status(inst, r)
       end
     end
     local text = c.mark and c.text
-    -- a FAILED marker while its task is still queued or running is not the cell's end:
+    -- squeue could not answer: no task is known to have ended (a task nobody can see is not
+    -- a dead one), so no cell ends this time; the sweep waits, as a run's UNKNOWN job does
+    if unknown then text = nil; goto next_cell end
+    -- a marker while its task is still queued or running is not the cell's end: FAILED,
     -- the batch shell may requeue it (the trainer exited on the signal before the limit)
-    -- and the restart resumes it; it is the cell's end once the task has ended
-    if c.mark == "FAILED" and task and task.active then text = nil end
+    -- and the restart resumes it; DONE, Slurm may still requeue the task (pre-empted or
+    -- its node failed before the batch shell exited), and the restart archives that
+    -- DONE and runs again. Either is the cell's end (counted, sealed) once the task ended.
+    if c.mark and task and task.active then text = nil end
     if not c.mark and not (task and task.active) and job then
       -- the task ended and the wrapper wrote no marker: killed (time limit, scancel, node
       -- failure, memory) before or while it ran; slurmctld, else sacct, says how
       -- (sacct names the task JOB_N; an array of one task by the job id alone)
       local a = acct[job .. "_" .. c.index] or acct[job] or {}
       local code, sig = tostring(a.exit):match("^(%d+):(%d+)$")
-      text = string.format("exit=%s stage=%s (Slurm %s%s; the wrapper left no marker)",
-        sig and (sig ~= "0" and tostring(128 + tonumber(sig)) or code) or "?", c.started and "vanished" or "not-run",
-        task and task.state or a.state or "state unknown", a.exit and (", exit code " .. a.exit) or "")
+      local ended = slurm.scheduler_end(task and task.state or a.state, r.profile, "array task " .. job .. "_" .. c.index,
+        resubmit)
+      -- (a task killed with its node records exit code 0:0: no exit of the wrapper's, so "?")
+      text = string.format("exit=%s stage=%s (%s%s; the wrapper left no marker)",
+        sig and (sig ~= "0" and tostring(128 + tonumber(sig)) or code ~= "0" and code) or "?",
+        c.started and "vanished" or "not-run",
+        ended and ended.cause or ("Slurm " .. (task and task.state or a.state or "state unknown")),
+        a.exit and (", exit code " .. a.exit) or "")
     end
+    -- a task the scheduler ended for good (pre-empted, its node failed: not requeued)
+    -- says so whatever marker its killed wrapper left
+    local ended = text and task and slurm.scheduler_end(task.state, r.profile, "array task " .. tostring(job) .. "_" ..
+      c.index, resubmit)
+    if ended and c.mark then text = text .. " (" .. ended.cause .. ")" end
     if text then
       st.events[#st.events + 1] = {kind = "end", index = c.index, id = c.id, ok = c.mark == "DONE", text = text,
         key = "end " .. key, requeued = c.resumed}
       c.state = c.mark == "DONE" and "ok" or "failed"
       if c.mark == "DONE" then ok = ok + 1 else failed = failed + 1 end
     end
+    ::next_cell::
+  end
+  if unknown then
+    st.alive, st.unknown = true, unknown
+    st.waiting = string.format("Slurm array job %s: its tasks' state is UNKNOWN (%s): waiting, not counting a cell " ..
+      "nobody can see as ended", tostring(job), unknown)
   end
   st.pending = pending
   st.job, st.submission = job, submission
@@ -512,6 +566,10 @@ function slurm.failed_cells(inst, r)
   local st = slurm.queue_status(inst, r)
   if #st.table == 0 then
     errors.usage("sweep " .. r.id .. " on " .. r.host .. " has no cell table: it was never submitted", 0)
+  end
+  if st.unknown then
+    errors.refuse(string.format("sweep %s: cannot tell whether Slurm array job %s still has tasks queued or running " ..
+      "(%s): try again once the controller answers; nothing was submitted", r.id, tostring(st.job), st.unknown), 0)
   end
   if st.alive then
     errors.refuse(string.format("sweep %s: Slurm array job %s still has tasks queued or running: re-attach with " ..

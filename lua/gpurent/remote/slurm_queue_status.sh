@@ -6,6 +6,8 @@
 # of the tasks (slurmdbd: it may lag a finished task by a moment).
 #   gs_job N ID|none          the last submission and its array job
 #   gs_task IDX|STATE|REASON  a task slurmctld knows (pending, running, or ended)
+#   gs_unknown WHY            squeue could not answer (a slow or paused controller): no
+#                             task's state is known this time (not: the tasks ended)
 #   gs_cell N<TAB>ID<TAB>ATTEMPT<TAB>STARTED|-<TAB>DONE|FAILED|-<TAB>MARKER<TAB>DESC
 #   gs_requeue N<TAB>LINE     the cell's current attempt was requeued: its aN/requeue
 #                             ("restart=K at=T job=J ckpt=PATH [requested]", slurm_batch_lib.sh)
@@ -16,7 +18,16 @@ TAB=$(printf '\t')
 cur=$(cat "$M/array_current" 2>/dev/null || echo 0)
 j=$(cat "$M/s$cur/jobid" 2>/dev/null)
 echo "gs_job $cur ${j:-none}"
-[ -n "$j" ] && squeue -h -r -t all -j "$j" -o '%K|%T|%r' 2>/dev/null | sed 's/^/gs_task /'
+if [ -n "$j" ]; then
+  if out=$(squeue -h -r -t all -j "$j" -o '%K|%T|%r' 2>&1); then
+    printf '%s\n' "$out" | sed -n 's/^\([0-9][0-9]*|\)/gs_task \1/p'
+  else
+    case $out in
+      *"Invalid job id"*) ;;   # slurmctld forgot the array (MinJobAge): its tasks ended
+      *) echo "gs_unknown squeue: $(printf '%s' "$out" | head -n 1)" ;;
+    esac
+  fi
+fi
 if [ -f "$M/cells" ]; then
   while IFS=$TAB read -r n id desc; do
     [ -n "$n" ] || continue
