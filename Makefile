@@ -130,13 +130,16 @@ asan: deps
 # leaks inside libssh2 / OpenSSL / libcurl / the dynamic loader, never gpurent's own.
 # The wall-clock test of ssh_exec ("100 MB ... in linear time") is left out: memcheck
 # runs ~30x slower; large transfers still run under memcheck ("sends stdin": 8 MB each way).
+# So are ssh_sftp's "killed mid-transfer" tests: their killer task shares the runner's
+# one thread with the transfer, and at memcheck's pace it fires after the rename or
+# not at all (failing on main as of 814dc63 too); the resume paths run natively in CI.
 VALGRIND_SPECS ?= tests/spec/yaml_spec.lua tests/spec/hash_json_fs_spec.lua tests/spec/cli_spec.lua \
                   tests/spec/ssh_connect_spec.lua tests/spec/ssh_exec_spec.lua tests/spec/ssh_sftp_spec.lua \
                   tests/spec/ledger_spec.lua
 valgrind: all $(TESTHOST)
 	GPURENT_BIN=./$(BIN) valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
 	  --trace-children=no --suppressions=tests/valgrind.supp --num-callers=30 \
-	  ./$(TESTHOST) run tests/run_specs.lua -- --filter-out="in linear time" $(VALGRIND_SPECS)
+	  ./$(TESTHOST) run tests/run_specs.lua -- --filter-out="in linear time" --filter-out="killed mid%-transfer" $(VALGRIND_SPECS)
 
 # libFuzzer harnesses (fuzz/fuzz.c + fuzz/targets.lua) for every parser, each run
 # for FUZZ_SECONDS on its seed corpus (fuzz/corpus/<target>); crashes land in
