@@ -212,10 +212,36 @@ describe("one file over several streams", function()
       {env = "GPURENT_SSH_CONFIG=" .. T.q(fx.config)})
     os.execute("kill " .. holder .. " 2>/dev/null")
     assert.are_not.equal(0, code)
-    assert.matches("is still open on the box 1s after its lock's holder died: PID " .. holder .. " (sleep)", out .. err, 1, true)
+    assert.matches("is still open for writing on the box 1s after its lock's holder died: PID " .. holder .. " (sleep)",
+      out .. err, 1, true)
     assert.is_nil(lfs.attributes(dst))
     assert.equal(0, lfs.attributes(part, "size"))
     assert.is_nil(lfs.symlinkattributes(dst .. ".part.lock"), "the refused put left its lock")
+  end)
+
+  it("past stale_wait, an SFTP server left holding the .part is ended by its PID and the put goes on; a reader is not waited for", function()
+    local src, dst = dir .. "/halfopen.bin", fx.home .. "/halfopen.bin"
+    local part, flag = dst .. ".part", dir .. "/sftp.started"
+    sh("head -c 300000 /dev/urandom > " .. T.q(src))
+    sh(string.format("head -c 100000 %s > %s", T.q(src), T.q(part)))
+    deadput.lock(dst)
+    -- a half-open session's SFTP server: holds the .part for writing and never exits by itself
+    sh(string.format("cp /bin/sleep %s/sftp-server", T.q(dir)))
+    local server = io.popen(string.format("(exec 3<>%s; : > %s; exec %s/sftp-server 60) >/dev/null 2>&1 & echo $!",
+      T.q(part), T.q(flag), T.q(dir))):read("l")
+    local reader = io.popen(string.format("(exec 3<%s; exec sleep 60) >/dev/null 2>&1 & echo $!", T.q(part))):read("l")
+    for _ = 1, 250 do if T.read(flag) then break end; core.sys.sleep(0.02) end   -- bounded: 5 s
+    local code, out, err = T.run("-e " .. T.q(string.format(
+      "gpurent.connect('h1'):put(%q, %q, {stale_wait = 1, progress = false, verify = true})", src, dst)),
+      {env = "GPURENT_SSH_CONFIG=" .. T.q(fx.config)})
+    local reader_alive = os.execute("kill -0 " .. reader .. " 2>/dev/null")
+    os.execute("kill " .. server .. " " .. reader .. " 2>/dev/null")
+    assert.are.equal(0, code, out .. err)
+    assert.matches("waiting for PID " .. server .. " (sftp-server)", err, 1, true)
+    assert.matches("ended PID " .. server .. " (sftp-server) on the box", err, 1, true)
+    assert.is_nil(err:find("PID " .. reader, 1, true), "the put waited for a reader:\n" .. err)
+    assert.truthy(reader_alive, "the put ended a reader")
+    assert.equal(hash.sha256_file(src), hash.sha256_file(dst))
   end)
 
   -- the source's tail rewritten in place after it was hashed here but before it was

@@ -219,20 +219,25 @@ local function lock_path(dst) return dst .. ".part.lock" end
 -- in the .part (its socket buffers drain, the link delivers what was in flight,
 -- through the SFTP server it left, which holds the .part open until its connection
 -- ends). Resumed now, they would land inside the file this put names final after
--- checking it. Wait (bounded: opts.stale_wait, 60 s) until nothing on the box has
--- the .part open (remote/writers_quiet.sh); past the bound, refuse, naming them.
-local STALE_WAIT = 60
+-- checking it. Wait (opts.stale_wait, 15 s) until nothing on the box has the .part
+-- open for writing (remote/writers_quiet.sh); past it, an SFTP server still holding
+-- it (a dropped link can leave the dead transfer's session half-open for hours) is
+-- ended by its PID, and any other writer refuses the put, named.
+local STALE_WAIT = 15
 
 local function stale_writers_script(part, opts)
   return require("gpurent.remote").script("writers_quiet", {FILE = part, WAIT = math.ceil(opts.stale_wait or STALE_WAIT)})
 end
 
--- A line of writers_quiet.sh: "waiting PID COMM" is told on stderr.
+-- A line of writers_quiet.sh: "waiting PID COMM" and "ended PID COMM" are told on stderr.
 local function stale_writer_notice(verb, part, line)
-  local pid, comm = line:match("^waiting (%d+) (.*)$")
-  if pid then
+  local what, pid, comm = line:match("^(%a+) (%d+) (.*)$")
+  if what == "waiting" then
     io.stderr:write(string.format("%s: waiting for PID %s (%s) on the box to close %s: the killed transfer's " ..
       "writes may still be arriving\n", verb, pid, comm, printable(part)))
+  elseif what == "ended" then
+    io.stderr:write(string.format("%s: ended PID %s (%s) on the box: it still held %s open for writing, for a " ..
+      "transfer whose process is gone\n", verb, pid, comm, printable(part)))
   end
 end
 
@@ -241,8 +246,8 @@ local function stale_writers_verdict(conn, verb, part, opts, code, stdout, stder
   if code == 0 then return end
   local left = {}
   for pid, comm in (stdout or ""):gmatch("held (%d+) ([^\n]*)") do left[#left + 1] = "PID " .. pid .. " (" .. comm .. ")" end
-  ssh.error("transfer", conn, string.format("%s: %s is still open on the box %ds after its lock's holder died: %s. " ..
-    "A killed transfer's writes may still be arriving; retry in a minute, or end %s on the box if it is stuck",
+  ssh.error("transfer", conn, string.format("%s: %s is still open for writing on the box %ds after its lock's " ..
+    "holder died: %s. It is not an SFTP server gpurent may end; retry once it is done, or end %s on the box",
     verb, printable(part), math.ceil(opts.stale_wait or STALE_WAIT), #left > 0 and table.concat(left, ", ") or
     ("exit " .. tostring(code) .. ": " .. tostring(stderr)), #left > 1 and "them" or "it"), {reason = "stale_writers"})
 end
