@@ -20,6 +20,13 @@
 -- and sealed once its task has left the queue, never on its marker alone. With `requeue:
 -- false` a pre-empted task ends PREEMPTED, one whose node failed NODE_FAIL: the cell
 -- fails naming that state, and nothing is resubmitted by itself (resubmit=SWEEP does).
+-- The disk-budget gate (floor=, floor_durable=, floor_inodes=, as autodl_sweep's): each
+-- array task checks the free bytes and inodes of every tier its cell writes on its
+-- compute node before the trainer; a tier below a floor ends that cell FAILED (stage=
+-- gate, "disk gate: tier T (PATH) is short of bytes|inodes: ..."), never started. Each
+-- task gates itself, so the other cells run (a node's own scratch may have room another
+-- lacks) and a short shared tier gates every later cell the same way; resubmit=SWEEP
+-- reruns gated cells with the floors it is given, as failed ones.
 --
 --   resubmit=SWEEP: a second array of only the sweep's failed cells (--array=3,7), the
 --   same installed cells and commands; the cells that succeeded are kept, and the
@@ -44,6 +51,7 @@ local params = gpurent.recipe {
     "smoke",
     {name = "expected", help = "capsule roster: files every result holds (resubmit=: the sweep's own)"},
     "load", "box_load", "pull", "local_dir", "interval", "stall", "max_wait",
+    "floor", "floor_durable", "floor_inodes",
     {name = "gotchas", default = false},
   },
 }
@@ -91,6 +99,9 @@ local function conclude(sweep, out)
   if #why > 0 then errors.raise("remote", "sweep " .. sweep .. ": " .. table.concat(why, "; "), 0) end
 end
 
+-- the disk gate's floors, refused before anything is submitted when one is no size
+queue.floors(params)
+
 -- ---- resubmit=SWEEP: only the failed cells, as a second array ------------------------
 if params.resubmit then
   for _, k in ipairs{"queue", "train", "code", "smoke"} do
@@ -124,7 +135,8 @@ if params.resubmit then
   print(string.format("[sweep] %s: cell(s) %s of %s failed: resubmitting them on %s", params.resubmit,
     table.concat(failed, ", "), id, params.host))
   local resubmit = lifecycle.phase{name = "resubmit", needs = {"run", "inst"}, produces = {"job"}, run = function(ctx)
-    return {job = P.resubmit_queue(lifecycle.session(ctx), ctx.run, {parallel = params.parallel}).job}
+    return {job = P.resubmit_queue(lifecycle.session(ctx), ctx.run, {parallel = params.parallel,
+      gate = queue.gate_lines(ctx.run.profile, params)}).job}
   end}
   -- the cells are sealed and pulled against the roster the sweep was started with
   watch_opts.roster = r.roster or watch_opts.roster
@@ -171,7 +183,8 @@ conclude(sweep, lifecycle.attempt(r, list, {tell = false, options = {
   audit = {gotchas = params.gotchas, hogs = false},
   prepare = {code_dir = params.code, command = params.train, params = {queue = params.queue, start = params.start}},
   queue_launch = {cells = todo, sweep = sweep, train = params.train, parallel = params.parallel,
-    roster = params.expected, box_load = params.box_load},
+    roster = params.expected, box_load = params.box_load, floor = params.floor, floor_durable = params.floor_durable,
+    floor_inodes = params.floor_inodes},
   queue_watch = watch_opts,
   pull = pull_opts,
 }}))

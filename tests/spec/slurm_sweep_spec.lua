@@ -8,7 +8,10 @@
 -- ok and pulls the three cells verified; an empty queue is refused before anything is
 -- submitted; cells the scheduler holds are PENDING with its reason, never stalled; a
 -- task Slurm ends with no marker (scancel) is a failed cell named with Slurm's state,
--- and a resubmission meanwhile is refused without touching the ledger. One cluster for
+-- and a resubmission meanwhile is refused without touching the ledger; the disk-budget
+-- gate: a floor above what the cluster has ends each cell FAILED before its trainer,
+-- naming the tier, its path and the dimension, and resubmit= with the default floors
+-- runs those cells; a floor that is no size is refused before anything. One cluster for
 -- the file. Needs root and `make deps`: fails (not skips) without them.
 local slurmbed = require "slurmbed"
 local cjson = require "cjson"
@@ -234,5 +237,47 @@ describe("a sweep on a Slurm cluster as one job array", function()
     assert.are.equal(2, code, out .. err)
     assert.truthy(err:find("every cell is ok, nothing to resubmit", 1, true), err)
     assert.are_not.equal(0, select(2, c:ssh("test -e scratch/sw/active/" .. queue_run .. "/.gpurent/s3")))
+  end)
+
+  it("gates each cell on the compute node below a floor (FAILED, naming the tier, its path and what is short); " ..
+    "resubmit= with the default floors runs them", function()
+    local two = c.dir .. "/gated.txt"
+    T.write(two, "configs/ok.json fit 1\nconfigs/ok.json eval 1\n")
+    -- a floor that is no size: refused before anything reaches the cluster
+    local before = jobs()
+    local code, out, err = g(sweep_args{project = "gated", queue = two} .. " floor=lots")
+    assert.are.equal(2, code, out .. err)
+    assert.truthy(err:find("floor=lots is no size", 1, true), err)
+    assert.are.equal(before, jobs())
+    -- more free inodes than any filesystem of the testbed has: every cell is gated
+    code, out, err = g(sweep_args{project = "gated", queue = two} .. " floor_inodes=4000000000000")
+    assert.are.equal(1, code, out .. err)
+    local gated = out:match("%[sweep%] (%S+): 2 cells in")
+    assert.truthy(gated, out)
+    local short = "disk gate: tier scratch (/root/scratch) is short of inodes: %d+ free, below the floor of 4000000000000; " ..
+      "the trainer was not started"
+    for n = 1, 2 do
+      -- the watch's line and the summary's both say it
+      assert.matches("\n%[cell%] cell " .. n .. " FAILED: run " .. gated:gsub("%p", "%%%0") .. "%-c0" .. n ..
+        ": exit=1 stage=gate at=%d+ %(" .. short:gsub("[%(%)%.%-]", "%%%0") .. "%)\n", out)
+      assert.matches("\n%[sweep%] cell " .. n .. " FAILED exit=1 stage=gate %(" .. short:gsub("[%(%)%.%-]", "%%%0") .. "%) %(",
+        out)
+      -- the trainer never ran: the wrapper's first line is not in the cell's log
+      local log = c:ssh(string.format("cat scratch/gated/active/%s-c%02d/train.log", gated, n))
+      assert.truthy(log:find("[gpurent] disk gate: cell " .. n .. " not run on ", 1, true), log)
+      assert.falsy(log:find("attempt 1 of run", 1, true), log)
+    end
+    assert.truthy(out:find("\nQUEUE DONE " .. gated .. ": ", 1, true), out)
+    assert.matches(" 0 ok, 2 failed: 2 cell%(s%) failed: cell 1 %(" .. gated:gsub("%p", "%%%0") .. "%-c01: exit=1 stage=gate " ..
+      "at=%d+ %(disk gate: tier scratch %(/root/scratch%) is short of inodes", out)
+    -- the watch's diagnosis names the gate, not an unknown exit 1
+    assert.truthy(out:find("\n[watch]   cause: the disk-budget gate: a tier the cell writes is below its floor", 1, true), out)
+    assert.falsy(out:find("no recognised error", 1, true), out)
+    -- resubmit= (default floors) reruns the gated cells as failed ones: they run now
+    code, out, err = g("run recipes/slurm_sweep.lua host=cluster project=gated profile=simcluster resubmit=" .. gated ..
+      " interval=0.5")
+    assert.are.equal(0, code, out .. err)
+    assert.truthy(out:find("cell(s) 1, 2 of " .. gated .. "-cluster failed: resubmitting them", 1, true), out)
+    assert.truthy(out:find("\nQUEUE DONE " .. gated .. ": 2 cell(s) run, 2 ok, 0 failed\n", 1, true), out)
   end)
 end)

@@ -33,6 +33,7 @@ monitor.REMEDY = {
   probabilistic = "relaunch",
   disk_full = "prune",
   code = "stop", cuda_oom = "stop", oom = "stop", durable_sync = "stop", unknown = "stop",
+  disk_gate = "stop",   -- a sweep's cell the disk-budget gate held back: its trainer never started
   cancelled = "stop",   -- the scheduler cancelled the job (scancel): a decision, never undone by a relaunch
   -- the scheduler ended the job itself and did not requeue it (P.job_state's ended: a
   -- Slurm PREEMPTED or NODE_FAIL): a copy would take the node back from the job that
@@ -214,6 +215,11 @@ function monitor.triage(f)
     local full = monitor.full_tiers(f)
     return {class = "durable_sync", remedy = "stop", evidence = find_in(tail, "durable sync FAILED") or fm.text,
       full = full, cause = "the command exited 0 but the checked copy to the durable tier failed: " .. full_text(full, f)}
+  end
+  if fm and fm.stage == "gate" then
+    return {class = "disk_gate", remedy = "stop", evidence = find_in(tail, "disk gate:") or fm.text,
+      cause = "the disk-budget gate: a tier the cell writes is below its floor, so its trainer was not started; " ..
+        "free that tier (or lower floor=, floor_durable=, floor_inodes=) and resubmit the sweep's failed cells"}
   end
   for _, t in ipairs(monitor.TRIAGE) do
     if t.class ~= "code" then

@@ -41,6 +41,11 @@ local SHARED = {
   expected_seconds = {type = "number", help = "watch: expected duration (fast-finish check)"},
   max_relaunches = {type = "integer", default = 2, help = "watch: relaunches of a probabilistic failure"},
   max_wait = {type = "number", default = 86400, help = "watch: bounded wait in seconds"},
+  -- the sweeps' per-cell disk-budget gate (gpurent.lifecycle.queue.gate_lines): checked
+  -- on the box (or the compute node) before each cell; a tier below a floor gates the cell
+  floor = {default = "64M", help = "free bytes the live tier must have before each cell (disk gate)"},
+  floor_durable = {default = "1M", help = "free bytes the durable tier must have before each cell (disk gate)"},
+  floor_inodes = {type = "integer", default = 100, help = "free inodes every tier a cell writes must have (disk gate)"},
   ckpt_size = {default = "50M", help = "audit: size of one checkpoint (budget)"},
   gotchas = {type = "boolean", default = true, help = "audit: run the gotcha probes"},
   id = {help = "run id (default: a fresh one)"},

@@ -10,8 +10,9 @@
 -- durable sync), so `gpurent watch CELL` works on a cell as on any run.
 --
 -- A platform with a scheduler of its own (Slurm) gets the installed cells through
--- P.start_queue(inst, r, {table, cells, commands, sweep, parallel}) instead of the on-box
--- loop, and queue.status returns P.queue_status(inst, r) in the same shape (events with
+-- P.start_queue(inst, r, {table, cells, commands, sweep, parallel, gate}) instead of the
+-- on-box loop (gate: queue.gate_lines, the disk-budget gate each cell checks where it
+-- runs, before its wrapper), and queue.status returns P.queue_status(inst, r) in the same shape (events with
 -- a `key`; `waiting`: a line said while the scheduler holds cells; "requeue" events and
 -- an end's `requeued`: a cell the scheduler requeued and that resumed): the following,
 -- sealing, summary, ledger cells and pull below are shared.
@@ -41,6 +42,7 @@
 --                  command's flags once, finish; o: interval, stall_seconds, max_wait)
 --   queue.status(inst, r) -> {alive, pid, table, events, pending, done}
 --   queue.cell_id(sweep, n), queue.cell_command(template, cell), queue.gate_lines(profile, o)
+--   queue.floors(o) -> {floor, floor_durable, floor_inodes} (bytes, inodes; usage error: not a size)
 --   queue.shared_tier(profile) -> the region-wide durable tier a shared queue lives on (usage error: none)
 local run = require "gpurent.lifecycle.run"
 local detach = require "gpurent.lifecycle.detach"
@@ -77,17 +79,38 @@ local function describe(c)
   return c.config .. " " .. c.task .. (c.epochs and (" " .. c.epochs) or "")
 end
 
+-- The gate's floors, settled before anything is pushed: a floor that is no size (or a
+-- negative count) is refused naming the parameter, with nothing changed.
+function queue.floors(o)
+  local out = {}
+  for _, k in ipairs{"floor", "floor_durable"} do
+    local v = o[k] or (k == "floor" and "64M" or "1M")
+    local ok, n = pcall(storage.parse_size, v)
+    if not ok then
+      errors.usage(string.format("queue: %s=%s is no size (a number of bytes, or with a unit: 64M, 10G, 1T); " ..
+        "nothing was started", k, tostring(v)), 0)
+    end
+    out[k] = n
+  end
+  out.floor_inodes = o.floor_inodes or 100
+  if not math.tointeger(out.floor_inodes) or out.floor_inodes < 0 then
+    errors.usage("queue: floor_inodes=" .. tostring(o.floor_inodes) .. " is no count of inodes >= 0; nothing was started", 0)
+  end
+  return out
+end
+
 -- The gate's lines: every tier a cell writes (the live tier; the durable tier when the
 -- profile syncs checkpoints to it), each with its floor of free bytes and inodes.
 function queue.gate_lines(p, o)
+  local f = queue.floors(o)
   local lines, seen = {}, {}
   local function add(t, bytes)
     if not t or seen[t.name] then return end
     seen[t.name] = true
-    lines[#lines + 1] = string.format("%s\t%d\t%d\t%s", t.name, storage.parse_size(bytes), o.floor_inodes or 100, t.path)
+    lines[#lines + 1] = string.format("%s\t%d\t%d\t%s", t.name, bytes, f.floor_inodes, t.path)
   end
-  add(profile_mod.live_tier(p), o.floor or "64M")
-  if #(p.checkpoints.sync or {}) > 0 then add(profile_mod.durable_tier(p), o.floor_durable or "1M") end
+  add(profile_mod.live_tier(p), f.floor)
+  if #(p.checkpoints.sync or {}) > 0 then add(profile_mod.durable_tier(p), f.floor_durable) end
   return remote.lines(lines, "queue: gate")
 end
 
@@ -194,7 +217,7 @@ function queue.launch.run(ctx, o)
   -- one job array, gpurent.platform.slurm.start_queue) instead of the on-box loop
   if P.start_queue then
     return P.start_queue(inst, r, {table = table_lines, cells = o.cells, commands = commands, sweep = o.sweep,
-      parallel = o.parallel})
+      parallel = o.parallel, gate = queue.gate_lines(r.profile, o)})
   end
   local init = inst:sh(remote.script("queue_init", {QDIR = qdir, CELLS = remote.lines(init_lines, "queue: cells")}),
     {timeout = 90})

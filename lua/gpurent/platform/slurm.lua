@@ -326,13 +326,17 @@ end
 -- on-box queue's shape, so watch, seal, summary, ledger cells and pull are the queue's.
 --
 --   slurm.array_spec({3, 1, 2, 7}, 2) -> "1-3,7%2"
---   slurm.start_queue(inst, r, {table=, cells=, commands=, parallel=}) -> {job=, queue=}
+--   slurm.start_queue(inst, r, {table=, cells=, commands=, parallel=, gate=}) -> {job=, queue=}
+--     gate: the disk-budget gate's lines (gpurent.lifecycle.queue.gate_lines); each array task
+--     checks them on its compute node before its cell's wrapper: a tier below a floor ends the
+--     cell FAILED (stage=gate, the marker names the tier, its path and what is short)
 --   slurm.queue_status(inst, r) -> queue.status's table (table, events, pending, alive, done, waiting);
 --     a cell requeued by its task (the profile's requeue + signal, as a single run) or by the
 --     scheduler is an event "requeue" and no failure: its FAILED marker counts only once its
 --     task has ended (a restart archives it and resumes)
 --   slurm.failed_cells(inst, r) -> {numbers}, status   (refused while a task is queued or running)
---   slurm.resubmit_queue(inst, r, {parallel=}) -> {job=, queue=, cells = {numbers}}
+--   slurm.resubmit_queue(inst, r, {parallel=, gate=}) -> {job=, queue=, cells = {numbers}}   (a gated
+--     cell is a failed one: resubmitted, checked again against this submission's floors)
 
 function slurm.array_spec(indices, parallel)
   local seen, list = {}, {}
@@ -401,7 +405,7 @@ local function submit_array(inst, r, rows, numbers, o)
       "checkpoints.scratch"),
     TABLE = o.table and remote.lines(o.table, "slurm sweep: cells") or "",
     COMMANDS = o.commands and remote.lines(o.commands, "slurm sweep: commands") or "",
-    CELLS = remote.lines(cells, "slurm sweep: cell numbers")}), {timeout = 90})
+    CELLS = remote.lines(cells, "slurm sweep: cell numbers"), GATE = o.gate or ""}), {timeout = 90})
   local out = res.stdout or ""
   local refuse = out:match("refuse ([^\n]*)")
   if refuse then errors.refuse("sweep " .. r.id .. " on " .. r.host .. ": " .. refuse .. "; nothing was submitted", 0) end
@@ -425,7 +429,8 @@ function slurm.start_queue(inst, r, o)
     rows[#rows + 1], numbers[#numbers + 1] = {index = tonumber(n), id = id}, tonumber(n)
     commands[#commands + 1] = n .. "\t" .. tostring(o.commands and o.commands[tonumber(n)] or "")
   end
-  return submit_array(inst, r, rows, numbers, {table = o.table, commands = commands, parallel = o.parallel})
+  return submit_array(inst, r, rows, numbers, {table = o.table, commands = commands, parallel = o.parallel,
+    gate = o.gate})
 end
 
 -- Slurm's task states that still hold a task (waiting, or its node at work).
@@ -588,7 +593,7 @@ end
 function slurm.resubmit_queue(inst, r, o)
   o = o or {}
   local failed, st = slurm.failed_cells(inst, r)
-  local out = submit_array(inst, r, st.table, failed, {parallel = o.parallel})
+  local out = submit_array(inst, r, st.table, failed, {parallel = o.parallel, gate = o.gate})
   out.cells = failed
   return out
 end

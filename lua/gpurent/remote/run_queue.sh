@@ -35,8 +35,8 @@ SHARED=@SHARED@   # 1: QDIR is shared with other boxes (a box that found no cell
 GATE=@GATE@       # "tier<TAB>min free bytes<TAB>min free inodes<TAB>path", one a line
 BUDGET_MILLI=@BUDGET_MILLI@; SPENT_MILLI=@SPENT_MILLI@; SPENT_AT=@SPENT_AT@; PRICE_MILLI=@PRICE_MILLI@  # 0: no budget
 # gpurent-include: autostop_lib.sh
+# gpurent-include: disk_gate_lib.sh
 EVENTS="$M/cells.log"
-TAB=$(printf '\t')
 say() { echo "[queue] $(date -u +%H:%M:%S) $*" >> "$LOG"; }
 event() { echo "$*" >> "$EVENTS"; }
 mkdir -p "$QDIR/claimed/$HOST" || { say "cannot create $QDIR/claimed/$HOST"; exit 1; }
@@ -45,27 +45,12 @@ echo $$ > "$M/queue.pid.tmp" && mv -f "$M/queue.pid.tmp" "$M/queue.pid"
 say "queue $RUN_ID started on $HOST (pid $$), cells from $QDIR"
 
 # gate: 0 when every tier the cell writes is above its floors; else SHORT says which
-# tier and which dimension is short
+# tier and which dimension is short (disk_gate_lib.sh, the same gate a Slurm array task runs)
 gate() {
-  SHORT=
-  while IFS=$TAB read -r g_tier g_bytes g_inodes g_path; do
-    [ -n "$g_tier" ] || continue
-    g_b=$(df -P -B1 "$g_path" 2>/dev/null | awk 'NR==2{print $4}')
-    g_i=$(df -P -i "$g_path" 2>/dev/null | awk 'NR==2{print $4}')
-    case $g_b in ''|*[!0-9]*) SHORT="tier $g_tier ($g_path): df -B1 gives no free bytes"; return 1;; esac
-    if [ "$g_b" -lt "$g_bytes" ]; then
-      SHORT="tier $g_tier ($g_path) is short of bytes: $g_b free, below the floor of $g_bytes"; return 1
-    fi
-    case $g_i in
-      ''|*[!0-9]*) say "tier $g_tier ($g_path): df -i reports no inode count; only its bytes are gated" ;;
-      *) if [ "$g_i" -lt "$g_inodes" ]; then
-           SHORT="tier $g_tier ($g_path) is short of inodes: $g_i free, below the floor of $g_inodes"; return 1
-         fi ;;
-    esac
-  done <<EOF_GATE
-$GATE
-EOF_GATE
-  return 0
+  disk_gate "$GATE"; g_rc=$?
+  [ -n "$GATE_NOTE" ] && say "$GATE_NOTE"
+  SHORT=$GATE_SHORT
+  return "$g_rc"
 }
 
 # money in thousandths as yuan with two decimals

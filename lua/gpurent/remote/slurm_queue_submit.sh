@@ -12,8 +12,15 @@
 # (slurm_batch_lib.sh): with REQUEUE set, a task the signal reaches before its limit
 # requeues itself (JOB_TASK) and its restart resumes from the cell's newest checkpoint
 # (CKPT_NAMES in the cell's out dir), its killed markers under the cell's aN/restart-K/.
+# Before the cell's wrapper, each task runs the sweep's disk-budget gate on the compute
+# node (disk_gate_lib.sh, as the on-box queue before each cell): a tier the cell writes
+# below a floor (GATE) ends the cell FAILED, stage=gate, its marker naming the tier, its
+# path and the dimension that is short; the trainer never starts. Each task gates itself
+# when it starts, so the other cells still run, and every later cell a short shared
+# tier holds back is gated the same way; resubmit=SWEEP reruns them as failed cells.
 # gpurent-include: slurm_batch_lib.sh
 M=@META@; ACTIVE=@ACTIVE@; OPTIONS=@OPTIONS@; SIGNAL=@SIGNAL@
+GATE=@GATE@           # "tier<TAB>min free bytes<TAB>min free inodes<TAB>path", one a line
 REQUEUE=@REQUEUE@; GRACE=@GRACE@; CKPT_NAMES=@CKPT_NAMES@
 TABLE=@TABLE@         # "N<TAB>ID<TAB>config task [epochs]", one cell a line; empty: a resubmission
 COMMANDS=@COMMANDS@   # "N<TAB>command", one cell a line (with TABLE)
@@ -51,6 +58,7 @@ B="$S/batch.sh"
   batch_head "$OPTIONS"
   batch_vars M "$M" ACTIVE "$ACTIVE" SIG "$SIGNAL"
   batch_vars REQUEUE "$REQUEUE" GRACE "$GRACE" CKPT_NAMES "$CKPT_NAMES"
+  batch_vars GATE "$GATE"
   cat <<'EOF_CELL'
 # gpurent: one array task = one cell (its number is the array index), run by the cell's
 # own wrapper (DONE/FAILED markers, the durable sync) in the cell's own directory; the
@@ -72,6 +80,21 @@ while IFS= read -r c; do [ -n "$c" ] && CKPTS="$CKPTS$A/out/$c
 $CKPT_NAMES
 EOF_CK
 echo "[gpurent] Slurm array task $JOB (job $SLURM_JOB_ID): cell $IDX, run $id, attempt $N" >> "$LOG"
+# gpurent: the disk-budget gate, on this compute node, before the cell's wrapper runs
+# gpurent-include: disk_gate_lib.sh
+if ! disk_gate "$GATE"; then
+  # a restart's killed markers are history (as the batch body keeps them), not this verdict
+  R=${SLURM_RESTART_COUNT:-0}
+  if [ "$R" -gt 0 ]; then
+    mkdir -p "$D/restart-$R"
+    for f in DONE FAILED pid started; do [ -e "$D/$f" ] && mv -f "$D/$f" "$D/restart-$R/$f"; done
+  fi
+  printf 'exit=1 stage=gate at=%s (disk gate: %s; the trainer was not started)\n' "$(date +%s)" "$GATE_SHORT" \
+    > "$D/FAILED.tmp" && mv -f "$D/FAILED.tmp" "$D/FAILED"
+  echo "[gpurent] disk gate: cell $IDX not run on $(hostname): $GATE_SHORT" >> "$LOG"
+  exit 1
+fi
+[ -n "$GATE_NOTE" ] && echo "[gpurent] disk gate: $GATE_NOTE" >> "$LOG"
 EOF_CELL
   batch_body
 } > "$B.tmp" && mv -f "$B.tmp" "$B" || exit 1
