@@ -224,13 +224,15 @@ describe("ledger", function()
     assert.are.equal(n * writers, db:query("SELECT count(*) AS n FROM runs WHERE status = 'succeeded'")[1].n)
     assert.are.equal(n * writers * 3, db:query("SELECT count(*) AS n FROM phases WHERE outcome = 'ok'")[1].n)
     assert.are.equal(n * writers, db:query("SELECT count(DISTINCT request_id) AS n FROM billing_events")[1].n)
-    -- the writers really overlapped: insertion order switches between processes often
+    -- the writers really overlapped: one after another would switch writers - 1 times
+    -- (on a loaded machine a helper's full run saw 3 switches: more than that is not
+    -- the ledger's to promise, the scheduler's)
     local switches, last = 0, nil
     for _, r in ipairs(db:query("SELECT pid FROM runs ORDER BY rowid")) do
       if last and r.pid ~= last then switches = switches + 1 end
       last = r.pid
     end
-    assert.is_true(switches > writers, "writers ran one after another (" .. switches .. " switches)")
+    assert.is_true(switches >= writers, "writers ran one after another (" .. switches .. " switches)")
     L:close()
   end)
 
