@@ -198,3 +198,29 @@ slurm:
     assert.are.equal(select(1, sacct(job3)), by[run3].usage.gpu_seconds)
   end)
 end)
+
+-- What sacct's rows of a sweep mean before slurmdbd has them all: no cluster needed.
+describe("Slurm accounting of a job array, read", function()
+  local slurm = require "gpurent.platform.slurm"
+  local TRES = "|billing=1,cpu=1,gres/gpu=1,mem=100M,node=1\n"
+
+  it("keeps a sweep's figures open while sacct lists fewer of an array's tasks than were submitted", function()
+    -- seen in CI: sacct had only the array's last task (5_3) when the sweep ended, and the
+    -- figures were kept as final: `gpurent cost` never asked again and showed one task
+    local out = "gr_ids 5\ngr_arrays 5\ngr_expect 5 3\ngr_acct 5_3|COMPLETED|10" .. TRES
+    local a = slurm.read_accounting(out)
+    assert.equal(1, #a.jobs)
+    assert.is_false(a.jobs[1].final)
+    a = slurm.read_accounting(out .. "gr_acct 5_1|COMPLETED|9" .. TRES .. "gr_acct 5_2|FAILED|8" .. TRES)
+    assert.equal(3, #a.jobs)
+    for _, j in ipairs(a.jobs) do assert.is_true(j.final, j.id) end
+  end)
+
+  it("counts each submission's tasks under its own array id (a resubmission of one cell)", function()
+    local out = "gr_ids 5,9\ngr_arrays 5,9\ngr_expect 5 2\ngr_expect 9 1\n" ..
+      "gr_acct 5_1|COMPLETED|9" .. TRES .. "gr_acct 5_2|FAILED|8" .. TRES .. "gr_acct 9_2|COMPLETED|7" .. TRES
+    for _, j in ipairs(slurm.read_accounting(out).jobs) do assert.is_true(j.final, j.id) end
+    local open = slurm.read_accounting(out:gsub("gr_expect 9 1", "gr_expect 9 2"))
+    for _, j in ipairs(open.jobs) do assert.equal(j.id:sub(1, 1) ~= "9", j.final, j.id) end
+  end)
+end)

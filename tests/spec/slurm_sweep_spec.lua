@@ -170,6 +170,7 @@ describe("a sweep on a Slurm cluster as one job array", function()
     assert.truthy(u, "no usage for the sweep " .. queue_run .. ": " .. cout)
     table.sort(u.jobs)
     assert.are.same({job .. "_1", job .. "_2", job .. "_3"}, u.jobs)
+    assert.is_true(u.final, "three tasks of three, all ended, and still not final")
     local gpu = 0
     for secs, gpus in c:ssh("sacct -X -n -P -j " .. job .. " --format=ElapsedRaw,AllocTRES"):gmatch("(%d+)|[^\n]*gres/gpu=(%d+)") do
       gpu = gpu + tonumber(secs) * tonumber(gpus)

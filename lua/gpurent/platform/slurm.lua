@@ -16,6 +16,7 @@
 --     ended = {class=, cause=}: Slurm itself ended it, PREEMPTED or NODE_FAIL, and did not requeue it
 --   slurm.stop{inst=, run= r | job= ID, host=} -> {decision=, job=, status="cancelled"}
 --   slurm.start_queue / queue_status / resubmit_queue: a sweep as one job array (below)
+--   slurm.read_accounting(text) -> {ids=, jobs=}: slurm_usage.sh's output, read
 --   slurm.accounting(inst, {ids=, meta=}, profile) -> {ids=, jobs={{id, state, elapsed, gpus,
 --       cpus, gpu_seconds, cpu_seconds, final}...}, price_per_gpu_hour=, currency=}   (sacct)
 --   slurm.usage(inst, r) -> the same for every job of a run's attempts (gpurent.billing.usage)
@@ -683,6 +684,14 @@ function slurm.accounting(inst, o, p)
     error(string.format("sacct on %s: %s", tostring(inst.host or inst.name or "the login node"),
       failure or ("exit " .. tostring(res.code) .. ": " .. (res.stderr or ""))), 0)
   end
+  local acct = slurm.read_accounting(out)
+  acct.price_per_gpu_hour, acct.currency = slurm.price(p)
+  return acct
+end
+
+-- slurm_usage.sh's output -> {ids = {...}, jobs = parse_sacct(...)}, each job's final
+-- false while its array's figures may still change
+function slurm.read_accounting(out)
   local got, lines = {}, {}
   for id in (out:match("gr_ids ([^\n]*)") or ""):gmatch("[^,%s-]+") do got[#got + 1] = id end
   for line in out:gmatch("gr_acct ([^\n]*)") do lines[#lines + 1] = line end
@@ -692,8 +701,19 @@ function slurm.accounting(inst, o, p)
   local arrays = {}
   for id in (out:match("gr_arrays ([^\n]*)") or ""):gmatch("[^,%s-]+") do arrays[id] = true end
   for _, j in ipairs(jobs) do if arrays[j.id] then j.final = false end end
-  local price, currency = slurm.price(p)
-  return {ids = got, jobs = jobs, price_per_gpu_hour = price, currency = currency}
+  -- nor while it lists fewer of an array's tasks than were submitted: slurmdbd can hold
+  -- back the rows of tasks that ended before the last one (seen: only 5_3 of 1-3)
+  local expect, seen = {}, {}
+  for id, n in out:gmatch("gr_expect (%d+) (%d+)") do expect[id] = (expect[id] or 0) + tonumber(n) end
+  for _, j in ipairs(jobs) do
+    local a = j.id:match("^(%d+)_%d+$")
+    if a then seen[a] = (seen[a] or 0) + 1 end
+  end
+  for _, j in ipairs(jobs) do
+    local a = j.id:match("^(%d+)_") or j.id
+    if expect[a] and (seen[a] or 0) < expect[a] then j.final = false end
+  end
+  return {ids = got, jobs = jobs}
 end
 
 -- The platform hook gpurent.billing.usage reads: every job of a run's attempts.
