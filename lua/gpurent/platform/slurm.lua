@@ -515,14 +515,17 @@ function slurm.queue_status(inst, r)
     -- its node failed before the batch shell exited), and the restart archives that
     -- DONE and runs again. Either is the cell's end (counted, sealed) once the task ended.
     if c.mark and task and task.active then text = nil end
+    -- a task the scheduler ended for good (pre-empted, its node failed: not requeued)
+    local ended = task and slurm.scheduler_end(task.state, r.profile, "array task " .. tostring(job) .. "_" ..
+      c.index, resubmit)
     if not c.mark and not (task and task.active) and job then
       -- the task ended and the wrapper wrote no marker: killed (time limit, scancel, node
       -- failure, memory) before or while it ran; slurmctld, else sacct, says how
       -- (sacct names the task JOB_N; an array of one task by the job id alone)
       local a = acct[job .. "_" .. c.index] or acct[job] or {}
       local code, sig = tostring(a.exit):match("^(%d+):(%d+)$")
-      local ended = slurm.scheduler_end(task and task.state or a.state, r.profile, "array task " .. job .. "_" .. c.index,
-        resubmit)
+      ended = ended or (not task and slurm.scheduler_end(a.state, r.profile, "array task " .. job .. "_" .. c.index,
+        resubmit))
       -- (a task killed with its node records exit code 0:0: no exit of the wrapper's, so "?")
       text = string.format("exit=%s stage=%s (%s%s; the wrapper left no marker)",
         sig and (sig ~= "0" and tostring(128 + tonumber(sig)) or code ~= "0" and code) or "?",
@@ -530,11 +533,8 @@ function slurm.queue_status(inst, r)
         ended and ended.cause or ("Slurm " .. (task and task.state or a.state or "state unknown")),
         a.exit and (", exit code " .. a.exit) or "")
     end
-    -- a task the scheduler ended for good (pre-empted, its node failed: not requeued)
-    -- says so whatever marker its killed wrapper left
-    local ended = text and task and slurm.scheduler_end(task.state, r.profile, "array task " .. tostring(job) .. "_" ..
-      c.index, resubmit)
-    if ended and c.mark then text = text .. " (" .. ended.cause .. ")" end
+    -- and says so whatever marker its killed wrapper left
+    if text and ended and c.mark then text = text .. " (" .. ended.cause .. ")" end
     if text then
       st.events[#st.events + 1] = {kind = "end", index = c.index, id = c.id, ok = c.mark == "DONE", text = text,
         key = "end " .. key, requeued = c.resumed}

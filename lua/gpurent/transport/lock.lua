@@ -19,7 +19,8 @@
 --   handle:release()  (remote: best effort; a failure leaves a lock that is stale
 --       for the next taker on this machine)
 --   opts.wait: seconds to wait for a held lock (default 0: answer at once);
---   opts.on_stale(holder, path): told when a stale remote lock is broken.
+--   opts.on_stale(holder, path): told when a stale remote lock is broken; the handle
+--       then keeps that holder as handle.broke_stale (a put waits out its writes).
 --   holder = {host=, pid=, start=, boot=, nonce=, since=} as the owner line says.
 --   lock.identity() -> the holder table this process writes.
 local core = require "gpurent.core"
@@ -203,10 +204,10 @@ end
 function lock.acquire_remote(ops, path, opts)
   return with_wait(opts, function()
     local h, why, o, stale, text
-    local unreadable = 0
+    local unreadable, broke = 0, nil
     for _ = 1, 5 do   -- bounded: break a stale lock (or miss a released one), then try again
       h, why, o, stale, text = try_remote(ops, path)
-      if h then return h end
+      if h then h.broke_stale = broke; return h end
       if text == nil then
         unreadable = unreadable + 1
         if unreadable >= 2 then
@@ -217,6 +218,7 @@ function lock.acquire_remote(ops, path, opts)
         return nil, why, o
       else
         break_stale(ops, path, text)
+        broke = o or {}
         if opts and opts.on_stale then opts.on_stale(o, path) end
       end
     end

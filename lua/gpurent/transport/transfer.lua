@@ -260,11 +260,9 @@ end
 local function owning(inst, verb, dst, opts, fn)
   local path = lock_path(dst)
   local h, why, holder
-  local broke_stale = false
   if verb == "put" then
-    local notice = stale_notice(verb)
     h, why, holder = lock.acquire_remote(lock.box_ops(inst, spare_steps), path,
-      {wait = opts.lock_wait, on_stale = function(...) broke_stale = true; return notice(...) end})
+      {wait = opts.lock_wait, on_stale = stale_notice(verb)})
     if not h then
       if inst.conn then pcall(drop_spare, inst.conn) end
       locked_error(inst, verb, dst, why, holder, "rm -- " .. q(path) .. " on the box")
@@ -274,7 +272,7 @@ local function owning(inst, verb, dst, opts, fn)
     if not h then locked_error(inst, verb, dst, why, holder, "rm -- " .. q(path)) end
   end
   local ok, res = pcall(function()
-    if broke_stale then stale_writers_quiet(inst, verb, dst .. ".part", opts) end
+    if h.broke_stale then stale_writers_quiet(inst, verb, dst .. ".part", opts) end
     return fn()
   end)
   pcall(h.release, h)   -- a lock left behind is stale for the next taker, never wrong
@@ -636,6 +634,10 @@ function Engine:call(c, typ, payload) return self:await(self:send(c, typ, payloa
 
 -- In a job: a request whose answer nobody reads (closing a handle that was only read).
 function Engine:post(c, typ, payload) self.ignore[self:send(c, typ, payload)] = true end
+-- A request sent whose answer is no longer wanted, whether it has come yet or not.
+function Engine:forget(id)
+  if self.replies[id] then self.replies[id] = nil else self.ignore[id] = true end
+end
 
 local trace_t0
 trace = function(what)
@@ -2172,23 +2174,19 @@ function transfer._put_tree(inst, src, dst, opts, probe)
           -- the .part's size asked for with the lock (read only once the lock is ours)
           local grow = f.grown and not existing[f.dst .. ".part"]   -- the .part starts as the old copy
           local stat_id = opts.resume ~= false and not grow and eng:send(c, P.STAT, spack(">s4", f.dst .. ".part")) or nil
-          local notice, broke_stale = stale_notice("put"), false
           local h, why, holder = lock.acquire_remote(tree_box_ops(eng, c), lpath,
-            {wait = opts.lock_wait, on_stale = function(...) broke_stale = true; return notice(...) end})
+            {wait = opts.lock_wait, on_stale = stale_notice("put")})
           if not h then
-            if stat_id then eng.ignore[stat_id] = true end
+            if stat_id then eng:forget(stat_id) end
             locked_error(inst, "put", f.dst, why, holder, "rm -- " .. q(lpath) .. " on the box")
           end
           held[#held + 1] = h
-          if broke_stale then   -- as owning does for one file; then the .part's size asked again
+          if h.broke_stale then   -- as owning does for one file; then the .part's size asked again
             local part = f.dst .. ".part"
             local out, code = exec_in_job(eng, stale_writers_script(part, opts), "")
             for line in out:gmatch("[^\n]+") do stale_writer_notice("put", part, line) end
             stale_writers_verdict(eng.conn, "put", part, opts, code, out)
-            if stat_id then
-              if eng.replies[stat_id] then eng.replies[stat_id] = nil else eng.ignore[stat_id] = true end
-              stat_id = eng:send(c, P.STAT, spack(">s4", part))
-            end
+            if stat_id then eng:forget(stat_id); stat_id = eng:send(c, P.STAT, spack(">s4", part)) end
           end
           if grow then
             local _, code = exec_in_job(eng, "cp -- " .. q(f.dst) .. " " .. q(f.dst .. ".part"), "")
